@@ -1,0 +1,233 @@
+"""Typed pipeline configuration: one YAML file plus environment overrides.
+
+Environment variables named ``MLOPS__<SECTION>__<KEY>`` override the YAML, e.g.
+``MLOPS__PROMOTION__MIN_SCORE=0.8``. ``MLOPS_HOME`` sets the workspace directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "MLOPS__"
+DEFAULT_CONFIG_NAME = "mlops.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the training data comes from and which columns mean what."""
+
+    source: str | None = Field(
+        default=None,
+        description="CSV/Parquet file, a directory or glob of them, or a SQLAlchemy URL "
+        "(then `query` is required). Relative paths are resolved against the config file.",
+    )
+    query: str | None = Field(default=None, description="SQL query when `source` is a database URL.")
+    target: str | None = Field(default=None, description="Label column.")
+    id_column: str | None = Field(default=None, description="Row identifier; never used as a feature.")
+    time_column: str | None = Field(
+        default=None, description="Event-time column; kept for the data card, never used as a feature."
+    )
+    drop_columns: tuple[str, ...] = Field(default=(), description="Columns never used as features.")
+    name: str | None = Field(
+        default=None,
+        description="Dataset name: names the suite and the registered model. "
+        "Derived from the source when omitted.",
+    )
+
+
+class ValidationConfig(_Section):
+    suite_dir: Path = Field(default=Path("expectations"), description="Where GX suites live (reviewed, in git).")
+    create_missing_suite: bool = Field(
+        default=True, description="Profile the data into a new suite when none exists yet."
+    )
+    numeric_tolerance: float = Field(
+        default=0.25, ge=0, description="Fraction of the observed range added on each side of numeric bounds."
+    )
+    null_rate_slack: float = Field(
+        default=0.05, ge=0, le=1, description="Absolute slack added to the observed null rate of each column."
+    )
+
+
+class SplitConfig(_Section):
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+
+
+EstimatorName = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+
+
+class ModelConfig(_Section):
+    estimator: EstimatorName = "logistic_regression"
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the estimator's constructor.")
+    max_categories: int = Field(
+        default=50, ge=2, description="One-hot encode at most this many categories per column; rarer ones are grouped."
+    )
+
+
+MetricName = Literal["roc_auc", "average_precision", "f1", "balanced_accuracy", "accuracy", "log_loss"]
+
+
+class PromotionConfig(_Section):
+    metric: MetricName = Field(default="roc_auc", description="Metric the gate compares; higher is better except log_loss.")
+    min_score: float = Field(default=0.6, description="Absolute threshold the candidate must reach.")
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    max_rows_per_request: int = Field(default=10_000, ge=1)
+
+
+class ScoringConfig(_Section):
+    chunk_rows: int = Field(default=100_000, ge=1, description="Rows scored per chunk, bounding memory.")
+
+
+class PrefectConfig(_Section):
+    server: Literal["local", "ephemeral"] = Field(
+        default="local",
+        description="Without PREFECT_API_URL: 'local' starts (once) and reuses a Prefect server under the "
+        "workspace; 'ephemeral' starts a temporary server for each command.",
+    )
+
+
+class PipelineConfig(_Section):
+    """The whole pipeline's settings; flows take it as their only parameter."""
+
+    home: Path = Field(default=Path(".mlops"), description="Workspace directory holding all state.")
+    seed: int = 42
+    assumptions: tuple[str, ...] = Field(default=(), description="Documented assumptions about the data.")
+    data: DataConfig = DataConfig()
+    validation: ValidationConfig = ValidationConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    serving: ServingConfig = ServingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    prefect: PrefectConfig = PrefectConfig()
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    def with_overrides(self, **sections: dict[str, Any]) -> PipelineConfig:
+        """Return a copy with some fields of some sections replaced (None values are ignored)."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section].update({k: v for k, v in values.items() if v is not None})
+        return PipelineConfig.model_validate(data)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not keys:
+            continue
+        node = overrides
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        # YAML parsing turns "0.8" into a float and "[a, b]" into a list, like the file would.
+        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    if "MLOPS_HOME" in environ and environ["MLOPS_HOME"].strip():
+        overrides["home"] = environ["MLOPS_HOME"]
+    return overrides
+
+
+def _resolve_relative(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Resolve paths written in the YAML file relative to the file, not to the current directory."""
+    data = dict(data)
+    if "home" in data and data["home"] is not None and not Path(data["home"]).expanduser().is_absolute():
+        data["home"] = str(base_dir / data["home"])
+    validation = data.get("validation")
+    if isinstance(validation, dict) and validation.get("suite_dir"):
+        suite_dir = Path(validation["suite_dir"])
+        if not suite_dir.is_absolute():
+            data["validation"] = {**validation, "suite_dir": str(base_dir / suite_dir)}
+    source = (data.get("data") or {}).get("source")
+    if isinstance(source, str) and source and "{home}" not in source and not re.match(r"^[a-zA-Z][\w+.-]*://", source):
+        if not Path(source).expanduser().is_absolute():
+            data["data"] = {**data["data"], "source": str(base_dir / source)}
+    return data
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """The config named by MLOPS_CONFIG, else the nearest mlops.yaml from `start` upwards."""
+    named = os.environ.get("MLOPS_CONFIG")
+    if named:
+        return Path(named)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> PipelineConfig:
+    """Load the YAML config (if any), apply environment overrides, and validate."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
+        data = _resolve_relative(loaded, path.resolve().parent)
+    data = _deep_merge(data, _env_overrides(environ))
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration{where}: {problems}") from exc
+
+
+def dataset_name(config: PipelineConfig) -> str:
+    """The dataset's name: it names the suite, the experiment and the registered model."""
+    from components.extract import dataset_name_for
+
+    if config.data.name:
+        return config.data.name
+    if not config.data.source:
+        raise ConfigError("no data source: set data.source in the config or pass --data")
+    return dataset_name_for(config.data.source)
+
+
+def resolve_source(config: PipelineConfig, home: Path) -> str:
+    """The training data source with `{home}` expanded to the workspace root."""
+    if not config.data.source:
+        raise ConfigError("no data source: set data.source in the config or pass --data")
+    if not config.data.target:
+        raise ConfigError("no target column: set data.target in the config or pass --target")
+    return config.data.source.replace("{home}", str(home))

@@ -1,0 +1,444 @@
+"""The data contract: Great Expectations suites kept as reviewed JSON files, and validation.
+
+GX 1.x has no profiler, so `profile_suite` derives a suite from reference data: column set
+and order, types, null rates, numeric ranges and medians, category sets, id uniqueness.
+The JSON file in `expectations/` is the source of truth; the GX file context under the
+workspace only holds run state and Data Docs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import great_expectations as gx
+
+MAX_CATEGORIES = 50
+MIN_DISTINCT_FOR_MEDIAN = 10
+INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "Int8", "Int16", "Int32", "Int64"]
+FLOAT_TYPES = ["float16", "float32", "float64", "Float32", "Float64"]
+# An int column with a missing value arrives as float: both are the same numeric contract.
+NUMERIC_TYPES = INT_TYPES + FLOAT_TYPES
+# Text and categorical columns are validated as object dtype (see `_normalize_for_gx`).
+TEXT_TYPES = ["object", "str"]
+BOOL_TYPES = ["bool", "boolean", "BooleanDtype", "bool_"]
+DATETIME_TYPES = [
+    f"datetime64[{unit}{tz}]" for unit in ("ns", "us", "ms", "s") for tz in ("", ", UTC")
+] + ["DatetimeTZDtype", "datetime64"]
+
+
+class ContractError(ValueError):
+    """A suite file is missing, unreadable or not a valid GX suite."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed expectation, with what was observed."""
+
+    expectation: str
+    column: str | None
+    message: str
+    observed: Any = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The outcome of validating one batch against one suite."""
+
+    suite: str
+    success: bool
+    evaluated: int
+    failures: tuple[Failure, ...]
+    docs_url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "evaluated_expectations": self.evaluated,
+            "failed_expectations": [asdict(f) for f in self.failures],
+            "docs_url": self.docs_url,
+        }
+
+    def summary(self) -> str:
+        if self.success:
+            return f"suite {self.suite!r}: all {self.evaluated} expectations passed"
+        lines = [f"suite {self.suite!r}: {len(self.failures)} of {self.evaluated} expectations failed"]
+        lines += [f"  - {failure.message}" for failure in self.failures]
+        return "\n".join(lines)
+
+
+class DataRejected(Exception):
+    """Validation failed: the batch must not be used for training or scoring."""
+
+    def __init__(self, report: ValidationReport, report_path: Path | None = None):
+        self.report = report
+        self.report_path = report_path
+        where = f"\nvalidation report: {report_path}" if report_path else ""
+        super().__init__(f"data rejected by the contract\n{report.summary()}{where}")
+
+
+# ----------------------------------------------------------------------------- profiling
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe Python scalars from numpy/pandas ones."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def _type_family(series: pd.Series) -> list[str]:
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return BOOL_TYPES
+    if pd.api.types.is_numeric_dtype(dtype):
+        return NUMERIC_TYPES
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return DATETIME_TYPES
+    return TEXT_TYPES
+
+
+def _expectation(kind: str, **kwargs: Any) -> dict[str, Any]:
+    return {"type": kind, "kwargs": {k: _plain(v) for k, v in kwargs.items()}, "meta": {}}
+
+
+def _round_bound(value: float, up: bool) -> float:
+    """Round a bound outward to 4 significant digits so the JSON stays readable."""
+    if value == 0 or not math.isfinite(value):
+        return float(value)
+    digits = 3 - int(math.floor(math.log10(abs(value))))
+    scale = 10.0**digits
+    return float((math.ceil if up else math.floor)(value * scale) / scale)
+
+
+def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> list[dict[str, Any]]:
+    finite = values[np.isfinite(values.astype("float64"))].astype("float64")
+    if finite.empty:
+        return []
+    low, high = float(finite.min()), float(finite.max())
+    margin = (high - low) * tolerance
+    min_value = low - margin
+    if low >= 0:
+        min_value = max(min_value, 0.0)
+    result = [
+        _expectation(
+            "expect_column_values_to_be_between",
+            column=column,
+            min_value=_round_bound(min_value, up=False),
+            max_value=_round_bound(high + margin, up=True),
+        )
+    ]
+    if finite.nunique() >= MIN_DISTINCT_FOR_MEDIAN:
+        # A unit change (x10, /1000, C->F) moves the median far outside the reference IQR.
+        q25, q75 = float(finite.quantile(0.25)), float(finite.quantile(0.75))
+        if q75 > q25:
+            result.append(
+                _expectation(
+                    "expect_column_median_to_be_between",
+                    column=column,
+                    min_value=_round_bound(q25, up=False),
+                    max_value=_round_bound(q75, up=True),
+                )
+            )
+    return result
+
+
+def profile_suite(
+    frame: pd.DataFrame,
+    name: str,
+    *,
+    target: str | None = None,
+    id_column: str | None = None,
+    numeric_tolerance: float = 0.25,
+    null_rate_slack: float = 0.05,
+    max_categories: int = MAX_CATEGORIES,
+) -> dict[str, Any]:
+    """Derive a suite (as GX's JSON structure) from reference data."""
+    if frame.empty:
+        raise ContractError("cannot build a suite from an empty table")
+    columns = [str(c) for c in frame.columns]
+    expectations = [
+        _expectation("expect_table_columns_to_match_ordered_list", column_list=columns),
+        _expectation("expect_table_row_count_to_be_between", min_value=1, max_value=None),
+    ]
+    for column in columns:
+        series = frame[column]
+        expectations.append(_expectation("expect_column_to_exist", column=column))
+        expectations.append(
+            _expectation("expect_column_values_to_be_in_type_list", column=column, type_list=_type_family(series))
+        )
+        null_rate = float(series.isna().mean())
+        if column in (target, id_column):
+            expectations.append(_expectation("expect_column_values_to_not_be_null", column=column))
+        else:
+            mostly = round(max(0.0, 1.0 - null_rate - null_rate_slack), 4)
+            if mostly > 0:
+                expectations.append(
+                    _expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly)
+                )
+        if column == id_column:
+            expectations.append(_expectation("expect_column_values_to_be_unique", column=column))
+            continue
+        present = series.dropna()
+        if pd.api.types.is_bool_dtype(series.dtype):
+            values: list[Any] = sorted({bool(v) for v in present})
+            expectations.append(_expectation("expect_column_values_to_be_in_set", column=column, value_set=values))
+        elif pd.api.types.is_numeric_dtype(series.dtype):
+            if column == target:
+                values = sorted(_plain(v) for v in present.unique())
+                expectations.append(
+                    _expectation("expect_column_values_to_be_in_set", column=column, value_set=values)
+                )
+            else:
+                expectations.extend(_numeric_expectations(column, present, numeric_tolerance))
+        elif not pd.api.types.is_datetime64_any_dtype(series.dtype):
+            distinct = present.astype(str).unique()
+            if column == target or len(distinct) <= max_categories:
+                expectations.append(
+                    _expectation(
+                        "expect_column_values_to_be_in_set", column=column, value_set=sorted(distinct.tolist())
+                    )
+                )
+    return {
+        "name": name,
+        "expectations": expectations,
+        "meta": {
+            "generated_by": "mlops profile_suite",
+            "reference_rows": len(frame),
+            "target": target,
+            "id_column": id_column,
+            "note": "Reviewed contract: edit bounds and sets on purpose, commit the change.",
+        },
+        "notes": None,
+    }
+
+
+def save_suite(suite: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(suite, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_suite(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ContractError(f"no expectation suite at {path}")
+    try:
+        suite = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list) or "name" not in suite:
+        raise ContractError(f"{path} is not a GX suite: it needs 'name' and a list of 'expectations'")
+    return suite
+
+
+def suite_path(suite_dir: Path, dataset: str) -> Path:
+    return suite_dir / f"{dataset}.json"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
+
+
+def _failure_message(kind: str, column: str | None, kwargs: dict[str, Any], result: dict[str, Any], error: str | None) -> str:
+    head = f"{kind}({column})" if column else kind
+    if error:
+        return f"{head}: could not be evaluated: {error.splitlines()[0][:300]}"
+    if kind == "expect_column_to_exist":
+        return f"{head}: column {column!r} is missing"
+    if kind == "expect_table_columns_to_match_ordered_list":
+        observed = result.get("observed_value") or []
+        expected = kwargs.get("column_list") or []
+        missing = [c for c in expected if c not in observed]
+        extra = [c for c in observed if c not in expected]
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"unexpected {extra}")
+        if not parts:
+            parts.append(f"order differs: observed {observed}")
+        return f"{head}: " + "; ".join(parts)
+    if "unexpected_count" in result and result.get("unexpected_count") is not None:
+        what = {
+            "expect_column_values_to_be_between": (
+                f"outside [{_format_value(kwargs.get('min_value'))}, {_format_value(kwargs.get('max_value'))}]"
+            ),
+            "expect_column_values_to_be_in_set": "not in the allowed set",
+            "expect_column_values_to_not_be_null": "null",
+            "expect_column_values_to_be_unique": "duplicated",
+        }.get(kind, "unexpected")
+        examples = ", ".join(_format_value(v) for v in (result.get("partial_unexpected_list") or [])[:5])
+        mostly = f" (allowed: {1 - kwargs['mostly']:.2%})" if "mostly" in kwargs else ""
+        percent = result.get("unexpected_percent")
+        share = f" = {percent:.2f}%" if percent is not None else ""
+        count = result.get("element_count")
+        return f"{head}: {result['unexpected_count']} of {count} values {what}{share}{mostly}; e.g. [{examples}]"
+    if kind == "expect_column_values_to_be_in_type_list":
+        return f"{head}: observed type {result.get('observed_value')!r}, expected one of {kwargs.get('type_list')}"
+    expected = {k: v for k, v in kwargs.items() if k not in ("column", "batch_id")}
+    return f"{head}: observed {_format_value(result.get('observed_value'))}, expected {expected}"
+
+
+def _exception_message(info: dict[str, Any] | None) -> str | None:
+    if not info:
+        return None
+    if "raised_exception" in info:
+        return str(info.get("exception_message")) if info["raised_exception"] else None
+    messages = [
+        str(v.get("exception_message")) for v in info.values() if isinstance(v, dict) and v.get("raised_exception")
+    ]
+    return "; ".join(messages) or None
+
+
+def _report_from(suite_name: str, result: Any, docs_url: str | None) -> ValidationReport:
+    failures = []
+    for item in result.results:
+        if item.success:
+            continue
+        config = item.expectation_config
+        kwargs = {k: _plain(v) for k, v in config.kwargs.items() if k != "batch_id"}
+        details = item.result or {}
+        error = _exception_message(item.exception_info)
+        failures.append(
+            Failure(
+                expectation=config.type,
+                column=kwargs.get("column"),
+                message=_failure_message(config.type, kwargs.get("column"), kwargs, details, error),
+                observed=_plain(details.get("observed_value")),
+                kwargs=kwargs,
+            )
+        )
+    # A missing or mistyped column makes its other expectations error out; they add no news.
+    root_causes = {"expect_column_to_exist", "expect_column_values_to_be_in_type_list"}
+    broken = {f.column for f in failures if f.expectation in root_causes and f.column}
+    failures = [
+        f
+        for f in failures
+        if f.expectation == "expect_column_to_exist"
+        or f.column not in broken
+        or ": could not be evaluated" not in f.message
+    ]
+    order = {"expect_table_columns_to_match_ordered_list": 0, "expect_column_to_exist": 1}
+    failures.sort(key=lambda f: (order.get(f.expectation, 2), f.column or ""))
+    return ValidationReport(
+        suite=suite_name,
+        success=bool(result.success),
+        evaluated=len(result.results),
+        failures=tuple(failures),
+        docs_url=docs_url,
+    )
+
+
+def _normalize_for_gx(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text and categorical columns as object dtype, the one text type GX's type checks know.
+
+    pandas 3 reads text as the `str` dtype, which GX 1.x type checks do not recognise.
+    """
+    text = [
+        c
+        for c in frame.columns
+        if isinstance(frame[c].dtype, (pd.StringDtype, pd.CategoricalDtype))
+    ]
+    if not text:
+        return frame
+    return frame.astype({c: object for c in text})
+
+
+class Validator:
+    """Runs suites through GX Checkpoints in a file context (Data Docs under `gx_dir`)."""
+
+    def __init__(self, gx_dir: Path, data_docs: bool = True):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        gx_dir.mkdir(parents=True, exist_ok=True)
+        self._gx = gx
+        self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.data_docs = data_docs
+        try:
+            self.datasource = self.context.data_sources.get("pandas")
+        except KeyError:
+            self.datasource = self.context.data_sources.add_pandas("pandas")
+
+    def _suite(self, suite: dict[str, Any]) -> gx.ExpectationSuite:
+        expectations = [{k: v for k, v in e.items() if k not in ("id", "rendered_content")} for e in suite["expectations"]]
+        built = self._gx.ExpectationSuite(
+            name=suite["name"], expectations=expectations, meta=suite.get("meta"), notes=suite.get("notes")
+        )
+        if len(built.expectations) != len(expectations):
+            raise ContractError(
+                f"suite {suite['name']!r}: {len(expectations) - len(built.expectations)} expectation(s) "
+                "are not valid GX expectations; check their type and kwargs"
+            )
+        return built
+
+    def _batch_definition(self, asset_name: str) -> Any:
+        try:
+            asset = self.datasource.get_asset(asset_name)
+        except LookupError:
+            asset = self.datasource.add_dataframe_asset(name=asset_name)
+        try:
+            return asset.get_batch_definition("whole_dataframe")
+        except KeyError:
+            return asset.add_batch_definition_whole_dataframe("whole_dataframe")
+
+    def validate(self, frame: pd.DataFrame, suite: dict[str, Any], run_name: str | None = None) -> ValidationReport:
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        gx = self._gx
+        built = self._suite(suite)
+        name = built.name
+        definition = gx.ValidationDefinition(name=name, data=self._batch_definition(name), suite=built)
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")] if self.data_docs else []
+        checkpoint = self.context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=name,
+                validation_definitions=[definition],
+                actions=actions,
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
+            )
+        )
+        result = checkpoint.run(
+            batch_parameters={"dataframe": _normalize_for_gx(frame)},
+            run_id=RunIdentifier(run_name=run_name) if run_name else None,
+        )
+        key, suite_result = next(iter(result.run_results.items()))
+        docs_url = None
+        if self.data_docs:
+            urls = self.context.get_docs_sites_urls(resource_identifier=key)
+            docs_url = urls[0]["site_url"] if urls else None
+        return _report_from(name, suite_result, docs_url)
+
+
+def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], gx_dir: Path, run_name: str | None = None) -> ValidationReport:
+    """Validate one batch against a suite (convenience for one-off use)."""
+    return Validator(gx_dir).validate(frame, suite, run_name=run_name)
+
+
+def expected_columns(suite: dict[str, Any]) -> Sequence[str]:
+    for expectation in suite["expectations"]:
+        if expectation["type"] == "expect_table_columns_to_match_ordered_list":
+            return list(expectation["kwargs"]["column_list"])
+    return []

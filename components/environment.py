@@ -1,0 +1,36 @@
+"""Process environment for every entry point: telemetry off, state inside the workspace."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+from components.workspace import Workspace
+
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def disable_telemetry(environ: MutableMapping[str, str] | None = None) -> None:
+    """Turn off every library's usage reporting unless the user set the switch explicitly."""
+    target = os.environ if environ is None else environ
+    for name, value in TELEMETRY_OFF.items():
+        target.setdefault(name, value)
+
+
+def workspace_environment(workspace: Workspace, environ: MutableMapping[str, str] | None = None) -> None:
+    """Point Prefect's home (database, logs) and MLflow's defaults into the workspace.
+
+    Values the user already set (e.g. MLFLOW_TRACKING_URI for a real server) win.
+    """
+    target = os.environ if environ is None else environ
+    disable_telemetry(target)
+    target.setdefault("PREFECT_HOME", str(workspace.prefect_home))
+    target.setdefault("MLFLOW_TRACKING_URI", workspace.tracking_uri)

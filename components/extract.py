@@ -1,0 +1,118 @@
+"""Extraction adapters: CSV, Parquet (files, folders, globs) and SQL through SQLAlchemy."""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+import pandas as pd
+
+_URL = re.compile(r"^[a-zA-Z][\w+.-]*://")
+TABULAR_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class ExtractionError(ValueError):
+    """The source cannot be read as a table: missing, unsupported or unparseable.
+
+    `transient` marks failures worth retrying (a database that did not answer), as opposed
+    to ones that will fail again the same way (a missing file, a malformed CSV).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def is_database_url(source: str) -> bool:
+    return bool(_URL.match(source)) and not source.startswith("file://")
+
+
+def resolve_files(source: str) -> list[Path]:
+    """The data files a file source names: one file, every CSV/Parquet in a folder, or a glob."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABULAR_SUFFIXES and p.is_file())
+        if not files:
+            raise ExtractionError(f"no .csv or .parquet files in folder {path}")
+    elif any(ch in source for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path)))
+        if not files:
+            raise ExtractionError(f"no files match {source}")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ExtractionError(f"data source not found: {path}")
+    unsupported = [p for p in files if p.suffix.lower() not in TABULAR_SUFFIXES]
+    if unsupported:
+        raise ExtractionError(
+            f"unsupported file type {unsupported[0].suffix or '(none)'} for {unsupported[0]}; use .csv or .parquet"
+        )
+    kinds = {TABULAR_SUFFIXES[p.suffix.lower()] for p in files}
+    if len(kinds) > 1:
+        raise ExtractionError(f"{source} mixes CSV and Parquet files; point at one kind")
+    return files
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """Read one CSV or Parquet file, turning parser failures into an ExtractionError."""
+    kind = TABULAR_SUFFIXES.get(path.suffix.lower())
+    try:
+        if kind == "csv":
+            return pd.read_csv(path)
+        if kind == "parquet":
+            return pd.read_parquet(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ExtractionError(f"{path} is empty") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise ExtractionError(f"{path} is not a valid {kind} file: {exc}") from exc
+    raise ExtractionError(f"unsupported file type {path.suffix or '(none)'} for {path}; use .csv or .parquet")
+
+
+def read_sql(url: str, query: str) -> pd.DataFrame:
+    """Run a query through SQLAlchemy and return the result as a frame."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
+        raise ExtractionError(f"cannot connect to {url}: {exc}") from exc
+    try:
+        with engine.connect() as connection:
+            return pd.read_sql_query(sqlalchemy.text(query), connection)
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError) as exc:
+        raise ExtractionError(f"query failed on {url}: {exc}", transient=True) from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise ExtractionError(f"query failed on {url}: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def extract_table(source: str, query: str | None = None) -> pd.DataFrame:
+    """Read the whole source into one frame (files are concatenated in name order)."""
+    if is_database_url(source):
+        if not query:
+            raise ExtractionError(f"{source} is a database URL: give a SQL query too (data.query)")
+        return read_sql(source, query)
+    files = resolve_files(source)
+    frames = [read_file(path) for path in files]
+    if len(frames) == 1:
+        return frames[0]
+    columns = list(frames[0].columns)
+    for path, frame in zip(files[1:], frames[1:], strict=True):
+        if list(frame.columns) != columns:
+            raise ExtractionError(
+                f"{path} has columns {list(frame.columns)}, unlike the first file's {columns}"
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def dataset_name_for(source: str) -> str:
+    """A registry-safe dataset name derived from a source: file stem, folder name or table."""
+    if is_database_url(source):
+        stem = source.rsplit("/", 1)[-1].split("?", 1)[0] or "sql"
+    else:
+        path = Path(source.rstrip("/"))
+        stem = path.parent.name if any(ch in path.name for ch in "*?[") else path.stem
+    slug = re.sub(r"[^a-zA-Z0-9]+", "_", stem).strip("_").lower()
+    return slug or "dataset"

@@ -1,0 +1,261 @@
+"""MLflow adapter: tracking runs, logging the pipeline, and the registry's `champion` alias."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from sklearn.pipeline import Pipeline
+
+CHAMPION = "champion"
+MODEL_ARTIFACT = "model"
+# What the logged model needs at serving time; pinned to what trained it.
+RUNTIME_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow")
+# skops refuses to load types it was not told to trust; we trust our own estimators only.
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+
+
+class RegistryError(RuntimeError):
+    """The tracking server or model registry refused an operation."""
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """The model version the `champion` alias points at."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+    promoted_at: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{CHAMPION}"
+
+
+def tracking_uri(workspace: Workspace) -> str:
+    """MLFLOW_TRACKING_URI when set (a real server), else the workspace's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or workspace.tracking_uri
+
+
+def is_embedded(uri: str, workspace: Workspace) -> bool:
+    return uri == workspace.tracking_uri
+
+
+def connect(workspace: Workspace) -> MlflowClient:
+    """Point MLflow at the configured store and return a client for it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(workspace)
+    if is_embedded(uri, workspace):
+        workspace.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+        workspace.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    return MlflowClient()
+
+
+def ensure_experiment(client: MlflowClient, name: str, workspace: Workspace) -> str:
+    """The experiment's id; on the embedded store its artifacts live under the workspace."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    artifact_location = None
+    if is_embedded(tracking_uri(workspace), workspace):
+        artifact_location = (workspace.mlflow_artifacts / name).as_uri()
+    return str(client.create_experiment(name, artifact_location=artifact_location))
+
+
+def git_commit(start: Path | None = None) -> str | None:
+    """The commit of the code that runs, when it runs from a git checkout."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=start or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of the serving-time packages, so MLflow need not infer them (seconds)."""
+    pins = []
+    for package in RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def trusted_types(model: Pipeline) -> list[str]:
+    """The types skops must be told to trust for this pipeline; refuses anything unexpected."""
+    import skops.io
+
+    types = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in types if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    if foreign:
+        raise RegistryError(f"refusing to trust non-scikit-learn types in the model: {foreign}")
+    return list(types)
+
+
+def signature_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """Integer features declared as doubles: a missing value at serving time must not break the schema."""
+    return X.astype({c: "float64" for c in X.columns if pd.api.types.is_integer_dtype(X[c].dtype)})
+
+
+def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame) -> str:
+    """Log the fitted pipeline with signature and input example; returns the model URI."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    example = signature_frame(X_example.head(5))
+    signature = infer_signature(signature_frame(X_example), model.predict(X_example.head(50)))
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            skops_trusted_types=trusted_types(model),
+        )
+    return str(info.model_uri)
+
+
+def register_model(model_uri: str, name: str, run_id: str, tags: dict[str, str] | None = None) -> str:
+    """Create a new version of `name` from a logged model; returns the version number."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    return str(version.version)
+
+
+def _champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def get_champion(client: MlflowClient, name: str) -> ChampionInfo | None:
+    version = _champion_version(client, name)
+    if version is None:
+        return None
+    return ChampionInfo(
+        name=name,
+        version=str(version.version),
+        run_id=version.run_id,
+        source=str(version.source),
+        tags=dict(version.tags or {}),
+        promoted_at=(version.tags or {}).get("promoted_at"),
+    )
+
+
+def set_champion(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    """Tag the version with why it was promoted, then move the alias in one registry call."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def load_model(model_uri: str) -> Any:
+    """Load a logged scikit-learn pipeline (e.g. `models:/name@champion`)."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(model_uri)
+
+
+def list_models(client: MlflowClient) -> list[str]:
+    return sorted(m.name for m in client.search_registered_models())
+
+
+def flatten_config(config: Any) -> dict[str, str]:
+    """A pydantic config as flat `section.key` params, the way MLflow stores them."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = str(value)[:6000]
+
+    walk("", config.model_dump(mode="json", exclude={"serving", "scoring", "prefect", "home", "assumptions"}))
+    return flat
+
+
+def start_run(
+    client: MlflowClient, experiment_id: str, tags: dict[str, str], params: dict[str, str]
+) -> str:
+    run = client.create_run(experiment_id, tags=tags)
+    log_params(run.info.run_id, params)
+    return str(run.info.run_id)
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    if params:
+        MlflowClient().log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+
+def log_metrics(run_id: str, metrics: dict[str, float]) -> None:
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    if metrics:
+        MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    MlflowClient().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_dict(run_id: str, data: Any, artifact_file: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_dict(run_id, data, artifact_file)
+
+
+def end_run(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> None:
+    set_tags(run_id, tags)
+    client.set_terminated(run_id, status=status)
+
+
+def tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value)[:5000])

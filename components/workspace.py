@@ -1,0 +1,73 @@
+"""The workspace: every piece of state lives below one directory (MLOPS_HOME)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of the embedded default state, derived from one root."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path) -> Workspace:
+        return cls(root.expanduser().resolve())
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.root / "gx"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    def ensure(self) -> Workspace:
+        """Create the directories; called by entry points, never at import."""
+        for path in (
+            self.mlflow_db.parent,
+            self.mlflow_artifacts,
+            self.gx_dir,
+            self.reports,
+            self.landing,
+            self.quarantine,
+            self.data,
+            self.predictions,
+            self.prefect_home,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+        return self

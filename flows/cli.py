@@ -1,0 +1,353 @@
+"""`mlops`: the front door for every job.
+
+Heavy libraries (prefect, mlflow, great_expectations, bentoml) are imported inside the
+commands that need them, after the environment (telemetry, workspace, Prefect API) is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from components.config import ConfigError, DataConfig, PipelineConfig, find_config_file, load_config
+from components.environment import workspace_environment
+from components.workspace import Workspace
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_REJECTED = 3
+
+app = typer.Typer(
+    name="mlops",
+    help="Continuous training for tabular classification: train, validate, promote, serve, score.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+server_app = typer.Typer(help="The local Prefect server the flows report to (embedded default).", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Pipeline config YAML (default: MLOPS_CONFIG or the nearest mlops.yaml)."),
+]
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(config_path: Path | None) -> PipelineConfig:
+    try:
+        return load_config(config_path or find_config_file())
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _workspace(config: PipelineConfig) -> Workspace:
+    workspace = Workspace.at(config.home).ensure()
+    workspace_environment(workspace)
+    return workspace
+
+
+def _prefect_api(config: PipelineConfig, workspace: Workspace) -> None:
+    from flows.prefect_server import PrefectServerError, configure_prefect_api
+
+    try:
+        configure_prefect_api(workspace.prefect_home, config.prefect.server)
+    except PrefectServerError as exc:
+        _fail(str(exc))
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can cause and fix: reported as one message, without a traceback."""
+    from components.contract import ContractError
+    from components.extract import ExtractionError
+    from components.prepare import PreparationError
+    from components.registry import RegistryError
+    from components.scoring import InputError
+    from components.train import TrainingError
+
+    return (ConfigError, ContractError, ExtractionError, PreparationError, RegistryError, InputError, TrainingError)
+
+
+def _report_unexpected(exc: BaseException) -> NoReturn:
+    if os.environ.get("MLOPS_DEBUG"):
+        traceback.print_exception(exc)
+    else:
+        err.print("[dim](set MLOPS_DEBUG=1 for the traceback)[/]")
+    _fail(f"{type(exc).__name__}: {exc}")
+
+
+@app.command()
+def run(
+    config_path: ConfigOption = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="CSV/Parquet file, folder or glob, or a SQLAlchemy URL.")
+    ] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Label column.")] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Row id column, never a feature.")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="SQL query when --data is a database URL.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: from the source).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one line of JSON with the outcome at the end.")] = False,
+) -> None:
+    """Run the training flow: extract, validate, prepare, train, evaluate, gated promotion.
+
+    Exit status: 0 when the flow completed (promoted or held back), 3 when the data was
+    rejected by validation, 1 on any other error.
+    """
+    config = _load(config_path)
+    if data is not None:
+        # A new source is a new dataset: the configured one's columns do not apply to it.
+        config = config.model_copy(
+            update={"data": DataConfig(source=data, target=target, id_column=id_column, query=query, name=name)}
+        )
+    else:
+        config = config.with_overrides(data={"target": target, "id_column": id_column, "query": query, "name": name})
+    workspace = _workspace(config)
+    _prefect_api(config, workspace)
+
+    from components.contract import DataRejected
+    from flows.training import training_flow
+
+    try:
+        result = training_flow(config)
+    except DataRejected as exc:
+        err.print(f"[bold red]rejected:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print("nothing was registered; the champion is unchanged.")
+        if as_json:
+            print(json.dumps({"rejected": True, "report": str(exc.report_path) if exc.report_path else None}))
+        raise typer.Exit(EXIT_REJECTED) from None
+    except _user_errors() as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
+        _report_unexpected(exc)
+    verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]held back[/]"
+    err.print(
+        f"{result.model_name} v{result.model_version}: {verdict}: {result.reason}\nMLflow run {result.run_id}",
+        highlight=False,
+    )
+    if as_json:
+        print(result.as_json())
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: <workspace>/data/loan_default).")
+    ] = None,
+    batches: Annotated[int, typer.Option(min=1, help="Number of weekly batches.")] = 4,
+    rows: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    scenario_from: Annotated[int, typer.Option(min=0, help="First batch the scenario applies to.")] = 0,
+    covariate_drift: Annotated[float, typer.Option(min=0, max=1, help="Shift of the inputs (0-1).")] = 0.0,
+    concept_drift: Annotated[float, typer.Option(min=0, max=1, help="Change of P(default|x) (0-1).")] = 0.0,
+    schema_change: Annotated[bool, typer.Option(help="Rename a column and add a new one.")] = False,
+    unit_change: Annotated[bool, typer.Option(help="Report annual_income in thousands.")] = False,
+    label_noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of labels flipped.")] = 0.0,
+    duplicates: Annotated[float, typer.Option(min=0, max=1, help="Fraction of rows duplicated.")] = 0.0,
+    config_path: ConfigOption = None,
+) -> None:
+    """Write seeded loan-default batches as Parquet, optionally with a scenario."""
+    from components.simulate import Scenario, write_batches
+
+    if out_dir is None:
+        out_dir = Workspace.at(_load(config_path).home).data / "loan_default"
+    scenario = Scenario(
+        covariate_drift=covariate_drift,
+        concept_drift=concept_drift,
+        schema_change=schema_change,
+        unit_change=unit_change,
+        label_noise=label_noise,
+        duplicate_rate=duplicates,
+    )
+    paths = write_batches(out_dir, batches, rows, seed, scenario, scenario_from=scenario_from)
+    err.print(f"wrote {len(paths)} batches x {rows} rows to {out_dir}", highlight=False)
+
+
+def _champions(config: PipelineConfig, workspace: Workspace, name: str | None) -> list[dict[str, Any]]:
+    from components import registry
+
+    client = registry.connect(workspace)
+    names = [name] if name else registry.list_models(client)
+    rows = []
+    for model_name in names:
+        champion = registry.get_champion(client, model_name)
+        if champion is None:
+            rows.append({"name": model_name, "version": None})
+            continue
+        metrics = client.get_run(champion.run_id).data.metrics if champion.run_id else {}
+        rows.append(
+            {
+                "name": model_name,
+                "version": champion.version,
+                "promoted_at": champion.promoted_at,
+                "run_id": champion.run_id,
+                "metrics": {k[len("test_") :]: v for k, v in sorted(metrics.items()) if k.startswith("test_")},
+            }
+        )
+    return rows
+
+
+@app.command()
+def status(
+    config_path: ConfigOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="One registered model (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the workspace and each registered model's current champion."""
+    config = _load(config_path)
+    workspace = _workspace(config)
+    from components import registry
+
+    champions = _champions(config, workspace, name)
+    info = {
+        "workspace": str(workspace.root),
+        "tracking_uri": registry.tracking_uri(workspace),
+        "prefect_api_url": os.environ.get("PREFECT_API_URL"),
+        "models": champions,
+    }
+    if as_json:
+        print(json.dumps(info, sort_keys=True))
+        return
+    out.print(f"workspace:    {info['workspace']}\ntracking URI: {info['tracking_uri']}", highlight=False)
+    if not champions:
+        out.print("no registered models yet: run `mlops run`")
+        return
+    table = Table("model", "champion", "promoted at", "metrics")
+    for row in champions:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in (row.get("metrics") or {}).items())
+        table.add_row(row["name"], row["version"] or "-", row.get("promoted_at") or "-", metrics)
+    out.print(table)
+
+
+@app.command()
+def serve(
+    config_path: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config: 3000).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Registered model to serve.")] = None,
+) -> None:
+    """Serve the champion over HTTP with BentoML (POST /predict, GET /healthz)."""
+    from components.config import dataset_name
+
+    config = _load(config_path)
+    workspace = _workspace(config)
+    model_name = name or dataset_name(config)
+    champions = _champions(config, workspace, model_name)
+    if not champions or champions[0]["version"] is None:
+        _fail(f"registered model {model_name!r} has no champion yet; run `mlops run` first")
+    from serving.service import PROJECT_ROOT, service_target
+
+    env = dict(os.environ)
+    env["MLOPS_MODEL_NAME"] = model_name
+    env["MLOPS_HOME"] = str(workspace.root)
+    config_file = config_path or find_config_file()
+    if config_file:
+        env["MLOPS_CONFIG"] = str(Path(config_file).resolve())
+    bentoml = Path(sys.executable).parent / "bentoml"
+    args = [
+        str(bentoml),
+        "serve",
+        service_target(),
+        "--host",
+        host or config.serving.host,
+        "--port",
+        str(port or config.serving.port),
+        "--working-dir",
+        str(PROJECT_ROOT),
+    ]
+    err.print(f"serving {model_name} v{champions[0]['version']} on http://{args[4]}:{args[6]}", highlight=False)
+    os.execve(str(bentoml), args, env)
+
+
+@app.command()
+def score(
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file to score.")],
+    output_path: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    config_path: ConfigOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Registered model to use.")] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Id column to carry into the output.")] = None,
+) -> None:
+    """Score a file with the champion into Parquet (one row per input row)."""
+    from components import registry
+    from components.config import dataset_name
+    from components.scoring import score_file
+
+    config = _load(config_path)
+    workspace = _workspace(config)
+    model_name = name or dataset_name(config)
+    try:
+        client = registry.connect(workspace)
+        champion = registry.get_champion(client, model_name)
+        if champion is None:
+            _fail(f"registered model {model_name!r} has no champion yet; run `mlops run` first")
+        model = registry.load_model(champion.uri)
+        summary = score_file(
+            model,
+            input_path,
+            output_path,
+            model_version=champion.version,
+            id_column=id_column or (config.data.id_column if not name or name == dataset_name(config) else None),
+            chunk_rows=config.scoring.chunk_rows,
+        )
+    except _user_errors() as exc:
+        _fail(str(exc))
+    err.print(
+        f"scored {summary.rows} rows with {model_name} v{champion.version} -> {summary.output}", highlight=False
+    )
+
+
+@server_app.command("start")
+def server_start(config_path: ConfigOption = None) -> None:
+    """Start the workspace's Prefect server (UI included) if it is not running."""
+    from flows.prefect_server import PrefectServerError, ensure_server
+
+    workspace = _workspace(_load(config_path))
+    try:
+        info = ensure_server(workspace.prefect_home)
+    except PrefectServerError as exc:
+        _fail(str(exc))
+    out.print(f"Prefect server running (pid {info.pid}): UI {info.ui_url}, API {info.api_url}", highlight=False)
+
+
+@server_app.command("stop")
+def server_stop(config_path: ConfigOption = None) -> None:
+    """Stop the workspace's Prefect server."""
+    from flows.prefect_server import stop_server
+
+    workspace = Workspace.at(_load(config_path).home)
+    info = stop_server(workspace.prefect_home)
+    out.print(f"stopped the Prefect server (pid {info.pid})" if info else "no Prefect server was running")
+
+
+@server_app.command("status")
+def server_status(config_path: ConfigOption = None) -> None:
+    """Show whether the workspace's Prefect server is running."""
+    from flows.prefect_server import read_server
+
+    workspace = Workspace.at(_load(config_path).home)
+    info = read_server(workspace.prefect_home)
+    if os.environ.get("PREFECT_API_URL"):
+        out.print(f"PREFECT_API_URL is set: flows report to {os.environ['PREFECT_API_URL']}")
+    out.print(f"running (pid {info.pid}): UI {info.ui_url}" if info else "not running", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
