@@ -111,8 +111,9 @@ def _type_family(series: pd.Series) -> list[str]:
     return TEXT_TYPES
 
 
-def _expectation(kind: str, **kwargs: Any) -> dict[str, Any]:
-    return {"type": kind, "kwargs": {k: _plain(v) for k, v in kwargs.items()}, "meta": {}}
+def _expectation(kind: str, meta_kind: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    meta = {"check": meta_kind} if meta_kind else {}
+    return {"type": kind, "kwargs": {k: _plain(v) for k, v in kwargs.items()}, "meta": meta}
 
 
 def _round_bound(value: float, up: bool) -> float:
@@ -125,21 +126,33 @@ def _round_bound(value: float, up: bool) -> float:
 
 
 def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> list[dict[str, Any]]:
+    """Plausibility bounds (hard), the observed range (soft, 1% may stray) and the median."""
     finite = values[np.isfinite(values.astype("float64"))].astype("float64")
     if finite.empty:
         return []
     low, high = float(finite.min()), float(finite.max())
-    margin = (high - low) * tolerance
-    min_value = low - margin
+    span = max(high - low, abs(high), 1e-9)
+    soft_low = low - (high - low) * tolerance
+    hard_low = 0.0 if low >= 0 else low - 10 * span
     if low >= 0:
-        min_value = max(min_value, 0.0)
+        soft_low = max(soft_low, 0.0)
     result = [
+        # Hard bounds catch infinities, sign flips and absurd magnitudes in any single row.
         _expectation(
             "expect_column_values_to_be_between",
             column=column,
-            min_value=_round_bound(min_value, up=False),
-            max_value=_round_bound(high + margin, up=True),
-        )
+            min_value=_round_bound(hard_low, up=False),
+            max_value=_round_bound(high + 10 * span, up=True),
+            meta_kind="plausible",
+        ),
+        # The observed range, widened by the tolerance; a heavy tail may exceed it now and then.
+        _expectation(
+            "expect_column_values_to_be_between",
+            column=column,
+            min_value=_round_bound(soft_low, up=False),
+            max_value=_round_bound(high + (high - low) * tolerance, up=True),
+            mostly=0.99,
+        ),
     ]
     if finite.nunique() >= MIN_DISTINCT_FOR_MEDIAN:
         # A unit change (x10, /1000, C->F) moves the median far outside the reference IQR.

@@ -26,11 +26,10 @@ def disable_telemetry(environ: MutableMapping[str, str] | None = None) -> None:
 
 
 def workspace_environment(workspace: Workspace, environ: MutableMapping[str, str] | None = None) -> None:
-    """Point Prefect's home (database, logs) and MLflow's defaults into the workspace.
+    """Point Prefect's home (database, logs) into the workspace; a value the user set wins.
 
-    Values the user already set (e.g. MLFLOW_TRACKING_URI for a real server) win.
+    MLflow is pointed at the workspace by `registry.connect`, unless MLFLOW_TRACKING_URI is set.
     """
     target = os.environ if environ is None else environ
     disable_telemetry(target)
     target.setdefault("PREFECT_HOME", str(workspace.prefect_home))
-    target.setdefault("MLFLOW_TRACKING_URI", workspace.tracking_uri)

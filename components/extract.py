@@ -78,11 +78,13 @@ def read_sql(url: str, query: str) -> pd.DataFrame:
     except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
         raise ExtractionError(f"cannot connect to {url}: {exc}") from exc
     try:
-        with engine.connect() as connection:
-            return pd.read_sql_query(sqlalchemy.text(query), connection)
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError) as exc:
-        raise ExtractionError(f"query failed on {url}: {exc}", transient=True) from exc
+        connection = engine.connect()
     except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise ExtractionError(f"cannot connect to {url}: {exc}", transient=True) from exc
+    try:
+        with connection:
+            return pd.read_sql_query(sqlalchemy.text(query), connection)
+    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
         raise ExtractionError(f"query failed on {url}: {exc}") from exc
     finally:
         engine.dispose()

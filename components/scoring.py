@@ -143,7 +143,7 @@ def score_file(
     tmp = output_path.with_name(f".{output_path.name}.partial")
     writer: pq.ParquetWriter | None = None
     rows = 0
-    scored_at = pd.Timestamp.now(tz="UTC")
+    scored_at = pd.Timestamp.now(tz="UTC").to_pydatetime()
     try:
         for chunk in iter_chunks(input_path, chunk_rows):
             if id_column and id_column not in chunk.columns:
@@ -155,13 +155,15 @@ def score_file(
                     "prediction": predictions.labels,
                     "probability": predictions.probabilities,
                     "model_version": model_version,
-                    "scored_at": scored_at,
                 }
             )
-            table = pa.Table.from_pandas(out, preserve_index=False)
+            table = pa.Table.from_pandas(out, preserve_index=False).append_column(
+                "scored_at", pa.array([scored_at] * len(out), type=pa.timestamp("us", tz="UTC"))
+            )
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
+            # CSV chunks can infer different types (an int id with a gap reads as float).
+            writer.write_table(table.cast(writer.schema))
             rows += len(out)
         if writer is None:
             raise InputError(f"{input_path} has no rows to score")

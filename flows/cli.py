@@ -158,6 +158,9 @@ def simulate(
     unit_change: Annotated[bool, typer.Option(help="Report annual_income in thousands.")] = False,
     label_noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of labels flipped.")] = 0.0,
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Fraction of rows duplicated.")] = 0.0,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Do nothing when the folder already holds batches.")
+    ] = False,
     config_path: ConfigOption = None,
 ) -> None:
     """Write seeded loan-default batches as Parquet, optionally with a scenario."""
@@ -165,6 +168,9 @@ def simulate(
 
     if out_dir is None:
         out_dir = Workspace.at(_load(config_path).home).data / "loan_default"
+    if skip_existing and any(out_dir.glob("batch_*.parquet")):
+        err.print(f"{out_dir} already holds batches; left as they are", highlight=False)
+        return
     scenario = Scenario(
         covariate_drift=covariate_drift,
         concept_drift=concept_drift,

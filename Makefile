@@ -1,0 +1,65 @@
+# Self-documenting Makefile: `make help` lists every target with its one-line description.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv on PATH, else the copy pip installed (`python3 -m uv` works wherever pip put it).
+UV := $$(command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTHON_VERSION ?= 3.11
+MLOPS := .venv/bin/mlops
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export UV_PYTHON_DOWNLOADS := never
+# PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: help uv venv run test test-fast lint format typecheck bench serve status stop clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+uv: ## Install uv with pip if it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+
+venv: uv ## Create .venv from uv.lock (dev tools included)
+	@$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet
+
+run: venv ## Generate the default loan data (if absent) and run the training flow on it
+	$(MLOPS) simulate --skip-existing
+	$(MLOPS) run
+	$(MLOPS) status
+
+test: venv ## Run the whole test suite
+	.venv/bin/pytest
+
+test-fast: venv ## Run the tests not marked slow
+	.venv/bin/pytest -m "not slow"
+
+lint: venv ## ruff check and format check
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: venv ## Format the code with ruff
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+typecheck: venv ## mypy over components, flows and serving
+	.venv/bin/mypy components flows serving
+
+bench: venv ## Benchmark mlops run against a plain in-process script (default size and 1M rows)
+	.venv/bin/python benchmarks/bench_training.py
+
+serve: venv ## Serve the champion over HTTP on 127.0.0.1:3000
+	$(MLOPS) serve
+
+status: venv ## Show the workspace and the current champion(s)
+	$(MLOPS) status
+
+stop: venv ## Stop the workspace's local Prefect server
+	$(MLOPS) server stop
+
+clean: ## Remove the default workspace (.mlops) and caches; keeps .venv
+	-$(MLOPS) server stop 2>/dev/null
+	rm -rf .mlops .pytest_cache .ruff_cache .mypy_cache

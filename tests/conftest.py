@@ -1,0 +1,56 @@
+"""Shared fixtures: telemetry off, small generated data, isolated workspaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.environment import disable_telemetry
+
+disable_telemetry()
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may read the developer's workspace, config or tracking server."""
+    for name in ("MLOPS_HOME", "MLOPS_CONFIG", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_MODEL_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("MLOPS__")]:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def loans() -> pd.DataFrame:
+    """1,200 generated loan rows (two weekly batches)."""
+    from components.simulate import generate_batches
+
+    return pd.concat([b.frame for b in generate_batches(2, 600, seed=7)], ignore_index=True)
+
+
+def write_config(path: Path, home: Path, source: Path, suite_dir: Path, **extra: str) -> Path:
+    """A pipeline config for the generated loan data, with everything under tmp dirs."""
+    lines = [
+        f"home: {home}",
+        "seed: 7",
+        "data:",
+        f"  source: {source}",
+        "  target: default",
+        "  id_column: loan_id",
+        "  time_column: application_time",
+        "  name: loans",
+        "validation:",
+        f"  suite_dir: {suite_dir}",
+        "promotion:",
+        "  metric: roc_auc",
+        "  min_score: 0.6",
+        "prefect:",
+        "  server: ephemeral",
+    ]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path

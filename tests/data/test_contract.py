@@ -1,0 +1,139 @@
+"""The data contract: profiled suites accept fresh clean batches and reject broken ones."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.contract import (
+    ContractError,
+    Validator,
+    expected_columns,
+    load_suite,
+    profile_suite,
+    save_suite,
+    suite_path,
+)
+from components.simulate import ID_COLUMN, TARGET, Scenario, generate_loans
+
+
+@pytest.fixture(scope="module")
+def suite(loans: pd.DataFrame) -> dict:
+    return profile_suite(loans, "loans", target=TARGET, id_column=ID_COLUMN)
+
+
+@pytest.fixture(scope="module")
+def validator(tmp_path_factory: pytest.TempPathFactory) -> Validator:
+    return Validator(tmp_path_factory.mktemp("gx"), data_docs=False)
+
+
+def test_suite_round_trips_as_readable_json(suite: dict, tmp_path: Path) -> None:
+    path = save_suite(suite, suite_path(tmp_path, "loans"))
+    assert path.name == "loans.json"
+    text = path.read_text()
+    assert '\n  "expectations": [' in text  # indented for people to review
+    assert load_suite(path) == suite
+    assert expected_columns(suite)[0] == ID_COLUMN
+
+
+def test_suite_contents(suite: dict) -> None:
+    kinds = {(e["type"], e["kwargs"].get("column")) for e in suite["expectations"]}
+    assert ("expect_column_values_to_be_unique", ID_COLUMN) in kinds
+    assert ("expect_column_values_to_be_in_set", "region") in kinds
+    assert ("expect_column_values_to_be_between", "credit_score") in kinds
+    assert ("expect_column_median_to_be_between", "annual_income") in kinds
+    target_set = next(
+        e for e in suite["expectations"] if e["type"] == "expect_column_values_to_be_in_set" and e["kwargs"]["column"] == TARGET
+    )
+    assert target_set["kwargs"]["value_set"] == [0, 1]
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_fresh_clean_batches_pass(suite: dict, validator: Validator, seed: int) -> None:
+    batch = generate_loans(600, seed=seed, batch_index=5).frame
+    report = validator.validate(batch, suite)
+    assert report.success, report.summary()
+
+
+def _corrupt(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    if name == "missing column":
+        return frame.drop(columns=["region"])
+    if name == "numbers as text":
+        return frame.astype({"credit_score": str})
+    if name == "extra column":
+        return frame.assign(channel="web")
+    if name == "unseen category":
+        frame.loc[frame.index[:5], "purpose"] = "crypto"
+        return frame
+    if name == "unit change":
+        return generate_loans(len(frame), seed=3, scenario=Scenario(unit_change=True)).frame
+    if name == "null-rate jump":
+        frame.loc[frame.index[: len(frame) // 2], "annual_income"] = np.nan
+        return frame
+    if name == "duplicate ids":
+        return pd.concat([frame, frame.head(10)], ignore_index=True)
+    if name == "infinite values":
+        frame.loc[frame.index[0], "loan_amount"] = np.inf
+        return frame
+    if name == "unseen label":
+        frame.loc[frame.index[0], TARGET] = 2
+        return frame
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    ("case", "expectation", "column"),
+    [
+        ("missing column", "expect_column_to_exist", "region"),
+        ("numbers as text", "expect_column_values_to_be_in_type_list", "credit_score"),
+        ("extra column", "expect_table_columns_to_match_ordered_list", None),
+        ("unseen category", "expect_column_values_to_be_in_set", "purpose"),
+        ("unit change", "expect_column_median_to_be_between", "annual_income"),
+        ("null-rate jump", "expect_column_values_to_not_be_null", "annual_income"),
+        ("duplicate ids", "expect_column_values_to_be_unique", ID_COLUMN),
+        ("infinite values", "expect_column_values_to_be_between", "loan_amount"),
+        ("unseen label", "expect_column_values_to_be_in_set", TARGET),
+    ],
+)
+def test_broken_batches_are_rejected_with_the_reason(
+    suite: dict, validator: Validator, loans: pd.DataFrame, case: str, expectation: str, column: str | None
+) -> None:
+    report = validator.validate(_corrupt(case, loans), suite)
+    assert not report.success
+    assert (expectation, column) in {(f.expectation, f.column) for f in report.failures}, report.summary()
+    assert all(f.message for f in report.failures)
+
+
+def test_missing_column_reports_only_the_root_cause(suite: dict, validator: Validator, loans: pd.DataFrame) -> None:
+    report = validator.validate(loans.drop(columns=["region"]), suite)
+    messages = [f.message for f in report.failures if f.column == "region"]
+    assert messages and not any("could not be evaluated" in m for m in messages)
+    assert "missing ['region']" in report.summary()
+
+
+def test_data_docs_are_built(suite: dict, loans: pd.DataFrame, tmp_path: Path) -> None:
+    report = Validator(tmp_path / "gx").validate(loans.drop(columns=["region"]), suite, run_name="r1")
+    assert report.docs_url and report.docs_url.startswith("file://")
+    page = Path(report.docs_url.removeprefix("file://"))
+    assert page.is_file() and "region" in page.read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("{not json", "not valid JSON"), ('{"expectations": []}', "not a GX suite")],
+)
+def test_bad_suite_files(tmp_path: Path, content: str, fragment: str) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    with pytest.raises(ContractError, match=fragment):
+        load_suite(path)
+    with pytest.raises(ContractError, match="no expectation suite"):
+        load_suite(tmp_path / "absent.json")
+
+
+def test_unknown_expectation_type_is_refused(suite: dict, validator: Validator, loans: pd.DataFrame) -> None:
+    broken = {**suite, "expectations": [*suite["expectations"], {"type": "expect_magic", "kwargs": {}}]}
+    with pytest.raises(ContractError, match="not valid GX expectations"):
+        validator.validate(loans, broken)
