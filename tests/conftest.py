@@ -54,3 +54,29 @@ def write_config(path: Path, home: Path, source: Path, suite_dir: Path, **extra:
     lines += [f"{k}: {v}" for k, v in extra.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real, temporary Prefect API for the whole session (one server start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def trained(prefect_api, tmp_path_factory: pytest.TempPathFactory):
+    """A workspace whose registry holds a champion for the generated `loans` dataset."""
+    from components.config import load_config
+    from components.simulate import write_batches
+    from flows.training import training_flow
+
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "data"
+    write_batches(data, 2, 600, seed=7)
+    config_path = write_config(root / "mlops.yaml", root / "ws", data, root / "expectations")
+    config = load_config(config_path, environ={})
+    result = training_flow(config)
+    assert result.promoted, result.reason
+    return config_path, config, result

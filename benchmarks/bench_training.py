@@ -1,0 +1,101 @@
+"""`mlops run` against the plain in-process pipeline, side by side, same data, same machine.
+
+Each side runs as its own process (start-up included). The first `mlops run` of a fresh
+workspace pays one-off costs (MLflow migrations, starting the local Prefect server); it is
+reported separately, and the ratio uses the median of the warm runs that follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GOALS = {"default": 1.5, "1M": 1.15}
+
+
+def _config(path: Path, home: Path, source: Path, suites: Path) -> Path:
+    path.write_text(
+        "\n".join(
+            [
+                f"home: {home}",
+                "data:",
+                f"  source: {source}",
+                "  target: default",
+                "  id_column: loan_id",
+                "  time_column: application_time",
+                "  name: bench_loans",
+                "validation:",
+                f"  suite_dir: {suites}",
+                "promotion:",
+                "  min_score: 0.7",
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-3000:] + result.stderr[-5000:])
+        raise SystemExit(f"benchmark command failed ({result.returncode}): {' '.join(cmd)}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", default=["default", "1M"], choices=["default", "1M"])
+    args = parser.parse_args()
+
+    from components.environment import TELEMETRY_OFF
+    from components.simulate import write_batches
+
+    env = {**os.environ, **TELEMETRY_OFF}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
+        work = Path(tmp)
+        home = work / "ws"
+        env["MLOPS_HOME"] = str(home)
+        shapes = {"default": (4, 5_000), "1M": (10, 100_000)}
+        try:
+            for size in args.sizes:
+                batches, per_batch = shapes[size]
+                data = work / f"data_{size}"
+                write_batches(data, batches, per_batch, seed=42)
+                config = _config(work / f"{size}.yaml", home, data, work / f"suites_{size}")
+                plain_cmd = [str(BIN / "python"), str(ROOT / "benchmarks" / "plain_pipeline.py"), "--config", str(config)]
+                mlops_cmd = [str(BIN / "mlops"), "run", "--config", str(config)]
+                cold = _timed(mlops_cmd, env)  # first run: migrations, suite profiling, server start
+                plain, mlops = [], []
+                for _ in range(args.repeats):
+                    plain.append(_timed(plain_cmd, env))
+                    mlops.append(_timed(mlops_cmd, env))
+                p, m = statistics.median(plain), statistics.median(mlops)
+                rows.append((size, batches * per_batch, cold, p, m, m / p, GOALS[size]))
+                print(f"{size}: plain {p:.1f}s  mlops run {m:.1f}s  ratio {m / p:.2f}", flush=True)
+        finally:
+            subprocess.run([str(BIN / "mlops"), "server", "stop"], env=env, cwd=ROOT, capture_output=True, check=False)
+
+    print()
+    print(f"{'size':<8}{'rows':>10}{'cold mlops':>12}{'plain':>9}{'mlops':>9}{'ratio':>8}{'goal':>7}  met")
+    for size, n, cold, p, m, ratio, goal in rows:
+        print(f"{size:<8}{n:>10,}{cold:>11.1f}s{p:>8.1f}s{m:>8.1f}s{ratio:>8.2f}{goal:>7.2f}  {'yes' if ratio <= goal else 'NO'}")
+    print(f"(median of {args.repeats} warm runs per side; wall time of whole processes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The training flow end to end, on a real Prefect API and a real SQLite MLflow registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from components import registry
+from components.config import load_config
+from components.contract import DataRejected
+from components.simulate import write_batches
+from components.workspace import Workspace
+from flows.cli import EXIT_REJECTED, app
+from flows.training import training_flow
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _client(config) -> MlflowClient:
+    return registry.connect(Workspace.at(config.home))
+
+
+def test_first_run_promotes_and_records_everything(trained) -> None:
+    _, config, result = trained
+    client = _client(config)
+    champion = registry.get_champion(client, "loans")
+    assert champion is not None and champion.version == result.model_version == "1"
+    assert champion.promoted_at
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["outcome"] == "promoted"
+    assert run.data.tags["prefect.flow_run_id"]
+    assert len(run.data.tags["data.fingerprint"]) == 16
+    assert run.data.tags.get("mlflow.source.git.commit") or registry.git_commit() is None
+    assert run.data.params["model.estimator"] == "logistic_regression"
+    assert run.data.params["split.test_size"] == "0.2"
+    for name in ("roc_auc", "average_precision", "f1", "log_loss", "balanced_accuracy"):
+        assert np.isfinite(run.data.metrics[f"test_{name}"])
+    assert run.data.metrics["test_roc_auc"] > 0.7
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"data_card.json", "decision.json", "validation"} <= artifacts
+    suite = config.validation.suite_dir / "loans.json"
+    assert suite.is_file() and json.loads(suite.read_text())["name"] == "loans"
+
+
+def test_logged_model_is_the_whole_pipeline_with_signature(trained) -> None:
+    _, config, _ = trained
+    _client(config)
+    import mlflow
+
+    info = mlflow.models.get_model_info("models:/loans@champion")
+    columns = [spec.name for spec in info.signature.inputs]
+    assert "credit_score" in columns and "region" in columns and "loan_id" not in columns
+    model = registry.load_model("models:/loans@champion")
+    assert list(model.named_steps) == ["preprocess", "model"]
+    local = mlflow.artifacts.download_artifacts("models:/loans@champion")
+    example = pd.DataFrame(mlflow.models.Model.load(local).load_input_example(local))
+    assert len(example) == 5 and np.isfinite(model.predict_proba(example)).all()
+
+
+def test_rerun_on_identical_data_keeps_the_champion(trained) -> None:
+    _, config, first = trained
+    again = training_flow(config)
+    assert not again.promoted
+    assert "does not beat the champion" in again.reason
+    assert again.metrics["roc_auc"] == pytest.approx(first.metrics["roc_auc"])
+    assert registry.get_champion(_client(config), "loans").version == "1"
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda frame: frame.drop(columns=["region"]),
+        lambda frame: frame.astype({"credit_score": str}),
+    ],
+    ids=["column removed", "numbers as text"],
+)
+def test_bad_data_is_rejected_and_the_champion_stays(trained, tmp_path: Path, breakage) -> None:
+    config_path, config, _ = trained
+    client = _client(config)
+    versions_before = len(client.search_model_versions("name='loans'"))
+    source = Path(config.data.source)
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(source.glob("*.parquet"))], ignore_index=True)
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    breakage(frame).to_parquet(bad_dir / "batch.parquet", index=False)
+    bad_config = config.with_overrides(data={"source": str(bad_dir)})
+    with pytest.raises(DataRejected) as rejected:
+        training_flow(bad_config)
+    assert rejected.value.report_path and rejected.value.report_path.is_file()
+    assert not rejected.value.report.success
+    assert len(client.search_model_versions("name='loans'")) == versions_before
+    assert registry.get_champion(client, "loans").version == "1"
+
+    result = CliRunner().invoke(app, ["run", "--config", str(config_path), "--data", str(bad_dir), "--target", "default", "--name", "loans"])
+    assert result.exit_code == EXIT_REJECTED, result.output
+    assert "rejected" in result.output
+    assert registry.get_champion(client, "loans").version == "1"
+
+
+def test_cli_run_json_contract(trained) -> None:
+    config_path, _, _ = trained
+    result = CliRunner().invoke(app, ["run", "--config", str(config_path), "--json"])
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(outcome) == {"run_id", "model_name", "model_version", "promoted", "reason", "metrics"}
+    assert outcome["model_name"] == "loans" and outcome["promoted"] is False
+
+
+def test_status_reports_the_champion(trained) -> None:
+    config_path, _, result = trained
+    status = CliRunner().invoke(app, ["status", "--config", str(config_path), "--json"])
+    assert status.exit_code == 0, status.output
+    info = json.loads(status.stdout)
+    (model,) = info["models"]
+    assert model["name"] == "loans" and model["version"] == "1"
+    assert model["metrics"]["roc_auc"] == pytest.approx(result.metrics["roc_auc"])
+
+
+def test_unseen_multiclass_csv_trains_without_code_change(prefect_api, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    frame = pd.DataFrame(
+        {
+            "sample": np.arange(n),
+            "x1": x1,
+            "x2": x2,
+            "shade": rng.choice(["light", "dark"], n),
+            "y": np.select([x1 > 0.5, x2 > 0.3], ["high", "mid"], "low"),
+        }
+    )
+    frame.to_csv(tmp_path / "Some Other.csv", index=False)
+    config_path = write_config(tmp_path / "mlops.yaml", tmp_path / "ws", tmp_path / "unused", tmp_path / "suites")
+    args = ["run", "--config", str(config_path), "--data", str(tmp_path / "Some Other.csv"), "--target", "y",
+            "--id-column", "sample", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["model_name"] == "some_other" and outcome["promoted"] is True
+    assert outcome["metrics"]["balanced_accuracy"] > 0.8
+    assert (tmp_path / "suites" / "some_other.json").is_file()
+
+    scored = tmp_path / "scored.parquet"
+    score = CliRunner().invoke(app, ["score", "--config", str(config_path), "--name", "some_other",
+                                     "--input", str(tmp_path / "Some Other.csv"), "--output", str(scored),
+                                     "--id-column", "sample"])
+    assert score.exit_code == 0, score.output
+    out = pd.read_parquet(scored)
+    assert len(out) == n and set(out["prediction"]) <= {"high", "mid", "low"}
+
+    broken = frame.drop(columns=["x2"])
+    broken.to_csv(tmp_path / "Some Other.csv", index=False)
+    assert CliRunner().invoke(app, args).exit_code == EXIT_REJECTED
+
+
+def test_batch_score_writes_one_prediction_per_row(trained, tmp_path: Path) -> None:
+    config_path, config, result = trained
+    batch = write_batches(tmp_path / "new", 1, 300, seed=99)[0]
+    out = tmp_path / "scores.parquet"
+    scored = CliRunner().invoke(app, ["score", "--config", str(config_path), "--input", str(batch), "--output", str(out)])
+    assert scored.exit_code == 0, scored.output
+    frame = pd.read_parquet(out)
+    source = pd.read_parquet(batch)
+    assert frame["loan_id"].tolist() == source["loan_id"].tolist()
+    assert frame["prediction"].isin([0, 1]).all() and frame["probability"].between(0, 1).all()
+    assert (frame["model_version"] == "1").all()
+
+
+def test_missing_data_is_an_error_not_a_rejection(prefect_api, tmp_path: Path) -> None:
+    config_path = write_config(tmp_path / "mlops.yaml", tmp_path / "ws", tmp_path / "absent", tmp_path / "suites")
+    result = CliRunner().invoke(app, ["run", "--config", str(config_path)])
+    assert result.exit_code == 1
+    assert "data source not found" in result.output
+    assert load_config(config_path, environ={}).home == tmp_path / "ws"
