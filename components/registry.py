@@ -125,6 +125,22 @@ def signature_frame(X: pd.DataFrame) -> pd.DataFrame:
     return X.astype({c: "float64" for c in X.columns if pd.api.types.is_integer_dtype(X[c].dtype)})
 
 
+SIGNATURE_SAMPLE_ROWS = 500
+
+
+def signature_sample(X: pd.DataFrame, rows: int = SIGNATURE_SAMPLE_ROWS) -> pd.DataFrame:
+    """A few rows that show every column's type and, where any value is missing, a missing one.
+
+    Inferring a signature walks every value; on a million rows that alone takes seconds,
+    while the schema only needs types and which columns may be null.
+    """
+    head = X.head(rows)
+    missing = X.isna().any()
+    extra = [X[c].isna().to_numpy().argmax() for c in X.columns if missing[c] and not head[c].isna().any()]
+    sample = pd.concat([head, X.iloc[sorted(set(extra))]]) if extra else head
+    return signature_frame(sample)
+
+
 def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame) -> str:
     """Log the fitted pipeline with signature and input example; returns the model URI."""
     import mlflow
@@ -132,7 +148,8 @@ def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame) -> str:
     from mlflow.models import infer_signature
 
     example = signature_frame(X_example.head(5))
-    signature = infer_signature(signature_frame(X_example), model.predict(X_example.head(50)))
+    sample = signature_sample(X_example)
+    signature = infer_signature(sample, model.predict(sample))
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
             model,

@@ -91,3 +91,14 @@ def test_a_failed_scoring_leaves_no_output(fitted, loans: pd.DataFrame, tmp_path
     with pytest.raises(InputError, match="age"):
         score_file(fitted, source, out, model_version="1", chunk_rows=100)
     assert list(tmp_path.iterdir()) == [source]
+
+
+def test_signature_sample_keeps_missing_values_visible() -> None:
+    from components.registry import signature_sample
+
+    frame = pd.DataFrame({"a": np.arange(10_000), "b": ["x"] * 10_000, "c": np.ones(10_000)})
+    frame.loc[9_000, "c"] = np.nan
+    sample = signature_sample(frame, rows=100)
+    assert len(sample) == 101
+    assert sample["c"].isna().sum() == 1
+    assert sample["a"].dtype == "float64"  # ints are declared as doubles
