@@ -77,7 +77,12 @@ def main() -> None:
                 data = work / f"data_{size}"
                 write_batches(data, batches, per_batch, seed=42)
                 config = _config(work / f"{size}.yaml", home, data, work / f"suites_{size}")
-                plain_cmd = [str(BIN / "python"), str(ROOT / "benchmarks" / "plain_pipeline.py"), "--config", str(config)]
+                plain_cmd = [
+                    str(BIN / "python"),
+                    str(ROOT / "benchmarks" / "plain_pipeline.py"),
+                    "--config",
+                    str(config),
+                ]
                 mlops_cmd = [str(BIN / "mlops"), "run", "--config", str(config)]
                 cold = _timed(mlops_cmd, env)  # first run: migrations, suite profiling, server start
                 plain, mlops = [], []
@@ -93,7 +98,8 @@ def main() -> None:
     print()
     print(f"{'size':<8}{'rows':>10}{'cold mlops':>12}{'plain':>9}{'mlops':>9}{'ratio':>8}{'goal':>7}  met")
     for size, n, cold, p, m, ratio, goal in rows:
-        print(f"{size:<8}{n:>10,}{cold:>11.1f}s{p:>8.1f}s{m:>8.1f}s{ratio:>8.2f}{goal:>7.2f}  {'yes' if ratio <= goal else 'NO'}")
+        met = "yes" if ratio <= goal else "NO"
+        print(f"{size:<8}{n:>10,}{cold:>11.1f}s{p:>8.1f}s{m:>8.1f}s{ratio:>8.2f}{goal:>7.2f}  {met}")
     print(f"(median of {args.repeats} warm runs per side; wall time of whole processes)")
 
 

@@ -43,8 +43,7 @@ class DataConfig(_Section):
     drop_columns: tuple[str, ...] = Field(default=(), description="Columns never used as features.")
     name: str | None = Field(
         default=None,
-        description="Dataset name: names the suite and the registered model. "
-        "Derived from the source when omitted.",
+        description="Dataset name: names the suite and the registered model. Derived from the source when omitted.",
     )
 
 
@@ -80,7 +79,9 @@ MetricName = Literal["roc_auc", "average_precision", "f1", "balanced_accuracy", 
 
 
 class PromotionConfig(_Section):
-    metric: MetricName = Field(default="roc_auc", description="Metric the gate compares; higher is better except log_loss.")
+    metric: MetricName = Field(
+        default="roc_auc", description="Metric the gate compares; higher is better except log_loss."
+    )
     min_score: float = Field(default=0.6, description="Absolute threshold the candidate must reach.")
 
 
@@ -169,9 +170,14 @@ def _resolve_relative(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         if not suite_dir.is_absolute():
             data["validation"] = {**validation, "suite_dir": str(base_dir / suite_dir)}
     source = (data.get("data") or {}).get("source")
-    if isinstance(source, str) and source and "{home}" not in source and not re.match(r"^[a-zA-Z][\w+.-]*://", source):
-        if not Path(source).expanduser().is_absolute():
-            data["data"] = {**data["data"], "source": str(base_dir / source)}
+    if (
+        isinstance(source, str)
+        and source
+        and "{home}" not in source
+        and not re.match(r"^[a-zA-Z][\w+.-]*://", source)
+        and not Path(source).expanduser().is_absolute()
+    ):
+        data["data"] = {**data["data"], "source": str(base_dir / source)}
     return data
 
 
@@ -207,9 +213,7 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid configuration{where}: {problems}") from exc
 
 

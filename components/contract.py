@@ -24,16 +24,30 @@ if TYPE_CHECKING:
 
 MAX_CATEGORIES = 50
 MIN_DISTINCT_FOR_MEDIAN = 10
-INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "Int8", "Int16", "Int32", "Int64"]
+INT_TYPES = [
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+]
 FLOAT_TYPES = ["float16", "float32", "float64", "Float32", "Float64"]
 # An int column with a missing value arrives as float: both are the same numeric contract.
 NUMERIC_TYPES = INT_TYPES + FLOAT_TYPES
 # Text and categorical columns are validated as object dtype (see `_normalize_for_gx`).
 TEXT_TYPES = ["object", "str"]
 BOOL_TYPES = ["bool", "boolean", "BooleanDtype", "bool_"]
-DATETIME_TYPES = [
-    f"datetime64[{unit}{tz}]" for unit in ("ns", "us", "ms", "s") for tz in ("", ", UTC")
-] + ["DatetimeTZDtype", "datetime64"]
+DATETIME_TYPES = [f"datetime64[{unit}{tz}]" for unit in ("ns", "us", "ms", "s") for tz in ("", ", UTC")] + [
+    "DatetimeTZDtype",
+    "datetime64",
+]
 
 
 class ContractError(ValueError):
@@ -120,7 +134,7 @@ def _round_bound(value: float, up: bool) -> float:
     """Round a bound outward to 4 significant digits so the JSON stays readable."""
     if value == 0 or not math.isfinite(value):
         return float(value)
-    digits = 3 - int(math.floor(math.log10(abs(value))))
+    digits = 3 - math.floor(math.log10(abs(value)))
     scale = 10.0**digits
     return float((math.ceil if up else math.floor)(value * scale) / scale)
 
@@ -199,9 +213,7 @@ def profile_suite(
         else:
             mostly = round(max(0.0, 1.0 - null_rate - null_rate_slack), 4)
             if mostly > 0:
-                expectations.append(
-                    _expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly)
-                )
+                expectations.append(_expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly))
         if column == id_column:
             expectations.append(_expectation("expect_column_values_to_be_unique", column=column))
             continue
@@ -212,9 +224,7 @@ def profile_suite(
         elif pd.api.types.is_numeric_dtype(series.dtype):
             if column == target:
                 values = sorted(_plain(v) for v in present.unique())
-                expectations.append(
-                    _expectation("expect_column_values_to_be_in_set", column=column, value_set=values)
-                )
+                expectations.append(_expectation("expect_column_values_to_be_in_set", column=column, value_set=values))
             else:
                 expectations.extend(_numeric_expectations(column, present, numeric_tolerance))
         elif not pd.api.types.is_datetime64_any_dtype(series.dtype):
@@ -272,7 +282,9 @@ def _format_value(value: Any) -> str:
     return repr(value)
 
 
-def _failure_message(kind: str, column: str | None, kwargs: dict[str, Any], result: dict[str, Any], error: str | None) -> str:
+def _failure_message(
+    kind: str, column: str | None, kwargs: dict[str, Any], result: dict[str, Any], error: str | None
+) -> str:
     head = f"{kind}({column})" if column else kind
     if error:
         return f"{head}: could not be evaluated: {error.splitlines()[0][:300]}"
@@ -367,11 +379,7 @@ def _normalize_for_gx(frame: pd.DataFrame) -> pd.DataFrame:
 
     pandas 3 reads text as the `str` dtype, which GX 1.x type checks do not recognise.
     """
-    text = [
-        c
-        for c in frame.columns
-        if isinstance(frame[c].dtype, (pd.StringDtype, pd.CategoricalDtype))
-    ]
+    text = [c for c in frame.columns if isinstance(frame[c].dtype, (pd.StringDtype, pd.CategoricalDtype))]
     if not text:
         return frame
     return frame.astype({c: object for c in text})
@@ -396,7 +404,9 @@ class Validator:
             self.datasource = self.context.data_sources.add_pandas("pandas")
 
     def _suite(self, suite: dict[str, Any]) -> gx.ExpectationSuite:
-        expectations = [{k: v for k, v in e.items() if k not in ("id", "rendered_content")} for e in suite["expectations"]]
+        expectations = [
+            {k: v for k, v in e.items() if k not in ("id", "rendered_content")} for e in suite["expectations"]
+        ]
         built = self._gx.ExpectationSuite(
             name=suite["name"], expectations=expectations, meta=suite.get("meta"), notes=suite.get("notes")
         )
@@ -411,7 +421,7 @@ class Validator:
         try:
             asset = self.datasource.get_asset(asset_name)
         except LookupError:
-            asset = self.datasource.add_dataframe_asset(name=asset_name)
+            asset = self.datasource.add_dataframe_asset(name=asset_name)  # type: ignore[attr-defined]
         try:
             return asset.get_batch_definition("whole_dataframe")
         except KeyError:
@@ -445,7 +455,9 @@ class Validator:
         return _report_from(name, suite_result, docs_url)
 
 
-def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], gx_dir: Path, run_name: str | None = None) -> ValidationReport:
+def validate_frame(
+    frame: pd.DataFrame, suite: dict[str, Any], gx_dir: Path, run_name: str | None = None
+) -> ValidationReport:
     """Validate one batch against a suite (convenience for one-off use)."""
     return Validator(gx_dir).validate(frame, suite, run_name=run_name)
 

@@ -103,9 +103,7 @@ def extract_table(source: str, query: str | None = None) -> pd.DataFrame:
     columns = list(frames[0].columns)
     for path, frame in zip(files[1:], frames[1:], strict=True):
         if list(frame.columns) != columns:
-            raise ExtractionError(
-                f"{path} has columns {list(frame.columns)}, unlike the first file's {columns}"
-            )
+            raise ExtractionError(f"{path} has columns {list(frame.columns)}, unlike the first file's {columns}")
     return pd.concat(frames, ignore_index=True)
 
 

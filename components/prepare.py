@@ -110,17 +110,13 @@ def split_data(frame: pd.DataFrame, spec: FeatureSpec, test_size: float, seed: i
         )
     X = features_frame(labeled, spec)
     y = labeled[spec.target]
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=test_size, random_state=seed, stratify=y
-    )
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
     return Split(X_train, X_test, y_train, y_test)
 
 
 def build_preprocessor(spec: FeatureSpec, max_categories: int = 50) -> ColumnTransformer:
     """Imputation, scaling and one-hot encoding; fitted later, on training rows only."""
-    numeric = Pipeline(
-        [("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())]
-    )
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())])
     categorical = Pipeline(
         [
             ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),

@@ -136,7 +136,7 @@ def signature_sample(X: pd.DataFrame, rows: int = SIGNATURE_SAMPLE_ROWS) -> pd.D
     """
     head = X.head(rows)
     missing = X.isna().any()
-    extra = [X[c].isna().to_numpy().argmax() for c in X.columns if missing[c] and not head[c].isna().any()]
+    extra = [int(X[c].isna().to_numpy().argmax()) for c in X.columns if missing[c] and not head[c].isna().any()]
     sample = pd.concat([head, X.iloc[sorted(set(extra))]]) if extra else head
     return signature_frame(sample)
 
@@ -228,9 +228,7 @@ def flatten_config(config: Any) -> dict[str, str]:
     return flat
 
 
-def start_run(
-    client: MlflowClient, experiment_id: str, tags: dict[str, str], params: dict[str, str]
-) -> str:
+def start_run(client: MlflowClient, experiment_id: str, tags: dict[str, str], params: dict[str, str]) -> str:
     run = client.create_run(experiment_id, tags=tags)
     log_params(run.info.run_id, params)
     return str(run.info.run_id)

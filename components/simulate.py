@@ -61,8 +61,8 @@ def _features(rng: np.random.Generator, n: int, drift: float) -> pd.DataFrame:
     loan_amount = (rng.lognormal(np.log(14_000 * (1 + 0.5 * drift)), 0.6, n)).clip(1_000, 100_000).round(-2)
     term_months = rng.choice([36, 60], n, p=[0.7 - 0.3 * drift, 0.3 + 0.3 * drift]).astype("int64")
     interest_rate = (
-        5.5 + (850 - credit_score) / 550 * 14 + rng.normal(0, 1.2, n) + 1.5 * drift
-    ).clip(3.0, 30.0).round(2)
+        (5.5 + (850 - credit_score) / 550 * 14 + rng.normal(0, 1.2, n) + 1.5 * drift).clip(3.0, 30.0).round(2)
+    )
     debt_to_income = rng.beta(2.2, 6 - 2 * drift, n).round(4) * 60
     num_open_accounts = rng.poisson(8 + 2 * drift, n).astype("int64")
     delinquencies = rng.poisson(0.25 + 0.5 * drift, n).astype("int64")
@@ -170,7 +170,7 @@ def generate_loans(
         frame["employment_length_months"] = (frame["employment_length_months"] * 12).round()
         frame["channel"] = rng.choice(["web", "branch", "broker"], n_rows)
     if scenario.duplicate_rate > 0:
-        n_duplicates = int(round(n_rows * scenario.duplicate_rate))
+        n_duplicates = round(n_rows * scenario.duplicate_rate)
         repeats = frame.iloc[rng.choice(n_rows, n_duplicates, replace=True)]
         frame = pd.concat([frame, repeats], ignore_index=True).sort_values(TIME_COLUMN, kind="stable")
         frame = frame.reset_index(drop=True)

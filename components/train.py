@@ -49,7 +49,9 @@ def build_model(spec: FeatureSpec, config: ModelConfig, seed: int) -> Pipeline:
     )
 
 
-def train_model(X_train: pd.DataFrame, y_train: pd.Series, spec: FeatureSpec, config: ModelConfig, seed: int) -> Pipeline:
+def train_model(
+    X_train: pd.DataFrame, y_train: pd.Series, spec: FeatureSpec, config: ModelConfig, seed: int
+) -> Pipeline:
     """Fit preprocessing and estimator together on the training split only."""
     model = build_model(spec, config, seed)
     try:
@@ -62,4 +64,6 @@ def train_model(X_train: pd.DataFrame, y_train: pd.Series, spec: FeatureSpec, co
 def model_params(model: Pipeline) -> dict[str, Any]:
     """The estimator's effective hyperparameters, flat and loggable."""
     estimator = model.named_steps["model"]
-    return {f"model.{k}": v for k, v in estimator.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))}
+    return {
+        f"model.{k}": v for k, v in estimator.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))
+    }

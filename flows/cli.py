@@ -101,7 +101,9 @@ def run(
     id_column: Annotated[str | None, typer.Option("--id-column", help="Row id column, never a feature.")] = None,
     query: Annotated[str | None, typer.Option("--query", help="SQL query when --data is a database URL.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: from the source).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one line of JSON with the outcome at the end.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one line of JSON with the outcome at the end.")
+    ] = False,
 ) -> None:
     """Run the training flow: extract, validate, prepare, train, evaluate, gated promotion.
 
@@ -188,7 +190,7 @@ def _champions(config: PipelineConfig, workspace: Workspace, name: str | None) -
 
     client = registry.connect(workspace)
     names = [name] if name else registry.list_models(client)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for model_name in names:
         champion = registry.get_champion(client, model_name)
         if champion is None:
@@ -311,9 +313,7 @@ def score(
         )
     except _user_errors() as exc:
         _fail(str(exc))
-    err.print(
-        f"scored {summary.rows} rows with {model_name} v{champion.version} -> {summary.output}", highlight=False
-    )
+    err.print(f"scored {summary.rows} rows with {model_name} v{champion.version} -> {summary.output}", highlight=False)
 
 
 @server_app.command("start")

@@ -168,7 +168,9 @@ def promote_task(
             incumbent = registry.load_model(champion.uri)
             champion_metrics = compute_metrics(split.y_test, incumbent.predict_proba(split.X_test), incumbent.classes_)
             champion_score = champion_metrics.get(metric)
-            registry.log_metrics(run_id, {f"champion_{metric}_same_rows": champion_score} if champion_score is not None else {})
+            registry.log_metrics(
+                run_id, {f"champion_{metric}_same_rows": champion_score} if champion_score is not None else {}
+            )
         except (ValueError, KeyError) as exc:
             note = f"champion v{champion.version} could not score the held-out rows ({exc}); "
     decision = decide_promotion(
@@ -177,7 +179,9 @@ def promote_task(
     if note:
         decision = Decision(decision.promote, note + decision.reason, metric, decision.candidate_score, None)
     registry.log_dict(run_id, decision.as_dict(), "decision.json")
-    registry.tag_version(client, model_name, version, {"decision": decision.reason, "promoted": str(decision.promote).lower()})
+    registry.tag_version(
+        client, model_name, version, {"decision": decision.reason, "promoted": str(decision.promote).lower()}
+    )
     if decision.promote:
         registry.set_champion(client, model_name, version, {"promoted_at": pd.Timestamp.now(tz="UTC").isoformat()})
         logger.info("promoted %s v%s to champion: %s", model_name, version, decision.reason)

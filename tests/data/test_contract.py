@@ -44,7 +44,9 @@ def test_suite_contents(suite: dict) -> None:
     assert ("expect_column_values_to_be_between", "credit_score") in kinds
     assert ("expect_column_median_to_be_between", "annual_income") in kinds
     target_set = next(
-        e for e in suite["expectations"] if e["type"] == "expect_column_values_to_be_in_set" and e["kwargs"]["column"] == TARGET
+        e
+        for e in suite["expectations"]
+        if e["type"] == "expect_column_values_to_be_in_set" and e["kwargs"]["column"] == TARGET
     )
     assert target_set["kwargs"]["value_set"] == [0, 1]
 

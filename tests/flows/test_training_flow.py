@@ -99,7 +99,9 @@ def test_bad_data_is_rejected_and_the_champion_stays(trained, tmp_path: Path, br
     assert len(client.search_model_versions("name='loans'")) == versions_before
     assert registry.get_champion(client, "loans").version == "1"
 
-    result = CliRunner().invoke(app, ["run", "--config", str(config_path), "--data", str(bad_dir), "--target", "default", "--name", "loans"])
+    result = CliRunner().invoke(
+        app, ["run", "--config", str(config_path), "--data", str(bad_dir), "--target", "default", "--name", "loans"]
+    )
     assert result.exit_code == EXIT_REJECTED, result.output
     assert "rejected" in result.output
     assert registry.get_champion(client, "loans").version == "1"
@@ -139,8 +141,18 @@ def test_unseen_multiclass_csv_trains_without_code_change(prefect_api, tmp_path:
     )
     frame.to_csv(tmp_path / "Some Other.csv", index=False)
     config_path = write_config(tmp_path / "mlops.yaml", tmp_path / "ws", tmp_path / "unused", tmp_path / "suites")
-    args = ["run", "--config", str(config_path), "--data", str(tmp_path / "Some Other.csv"), "--target", "y",
-            "--id-column", "sample", "--json"]
+    args = [
+        "run",
+        "--config",
+        str(config_path),
+        "--data",
+        str(tmp_path / "Some Other.csv"),
+        "--target",
+        "y",
+        "--id-column",
+        "sample",
+        "--json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
@@ -149,9 +161,22 @@ def test_unseen_multiclass_csv_trains_without_code_change(prefect_api, tmp_path:
     assert (tmp_path / "suites" / "some_other.json").is_file()
 
     scored = tmp_path / "scored.parquet"
-    score = CliRunner().invoke(app, ["score", "--config", str(config_path), "--name", "some_other",
-                                     "--input", str(tmp_path / "Some Other.csv"), "--output", str(scored),
-                                     "--id-column", "sample"])
+    score = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--config",
+            str(config_path),
+            "--name",
+            "some_other",
+            "--input",
+            str(tmp_path / "Some Other.csv"),
+            "--output",
+            str(scored),
+            "--id-column",
+            "sample",
+        ],
+    )
     assert score.exit_code == 0, score.output
     out = pd.read_parquet(scored)
     assert len(out) == n and set(out["prediction"]) <= {"high", "mid", "low"}
@@ -162,10 +187,12 @@ def test_unseen_multiclass_csv_trains_without_code_change(prefect_api, tmp_path:
 
 
 def test_batch_score_writes_one_prediction_per_row(trained, tmp_path: Path) -> None:
-    config_path, config, result = trained
+    config_path, _, _ = trained
     batch = write_batches(tmp_path / "new", 1, 300, seed=99)[0]
     out = tmp_path / "scores.parquet"
-    scored = CliRunner().invoke(app, ["score", "--config", str(config_path), "--input", str(batch), "--output", str(out)])
+    scored = CliRunner().invoke(
+        app, ["score", "--config", str(config_path), "--input", str(batch), "--output", str(out)]
+    )
     assert scored.exit_code == 0, scored.output
     frame = pd.read_parquet(out)
     source = pd.read_parquet(batch)

@@ -52,7 +52,9 @@ def test_mlops_serve_answers_predict(trained, tmp_path: Path) -> None:
             time.sleep(0.5)
         assert httpx.get(f"{base}/healthz").status_code == 200
         source = sorted(Path(config.data.source).glob("*.parquet"))[0]
-        rows = json.loads(pd.read_parquet(source).head(3).drop(columns=["default", "application_time"]).to_json(orient="records"))
+        rows = json.loads(
+            pd.read_parquet(source).head(3).drop(columns=["default", "application_time"]).to_json(orient="records")
+        )
         ok = httpx.post(f"{base}/predict", json={"rows": rows}, timeout=30)
         assert ok.status_code == 200, ok.text
         assert ok.json()["model_version"] == result.model_version

@@ -33,7 +33,9 @@ def test_home_placeholder_and_urls_are_left_alone(tmp_path: Path) -> None:
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     cfg = tmp_path / "mlops.yaml"
     cfg.write_text("promotion:\n  min_score: 0.5\n")
-    config = load_config(cfg, environ={"MLOPS__PROMOTION__MIN_SCORE": "0.8", "MLOPS__MODEL__ESTIMATOR": "random_forest"})
+    config = load_config(
+        cfg, environ={"MLOPS__PROMOTION__MIN_SCORE": "0.8", "MLOPS__MODEL__ESTIMATOR": "random_forest"}
+    )
     assert config.promotion.min_score == 0.8
     assert config.model.estimator == "random_forest"
 

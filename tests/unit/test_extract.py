@@ -73,8 +73,12 @@ def test_files_with_different_columns_are_refused(tmp_path: Path, frame: pd.Data
 
 @pytest.mark.parametrize(
     ("source", "name"),
-    [("/x/Loan Book.csv", "loan_book"), ("/x/batches/", "batches"), ("/x/batches/*.parquet", "batches"),
-     ("postgresql://h/db", "db")],
+    [
+        ("/x/Loan Book.csv", "loan_book"),
+        ("/x/batches/", "batches"),
+        ("/x/batches/*.parquet", "batches"),
+        ("postgresql://h/db", "db"),
+    ],
 )
 def test_dataset_names(source: str, name: str) -> None:
     assert dataset_name_for(source) == name
