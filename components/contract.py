@@ -455,13 +455,6 @@ class Validator:
         return _report_from(name, suite_result, docs_url)
 
 
-def validate_frame(
-    frame: pd.DataFrame, suite: dict[str, Any], gx_dir: Path, run_name: str | None = None
-) -> ValidationReport:
-    """Validate one batch against a suite (convenience for one-off use)."""
-    return Validator(gx_dir).validate(frame, suite, run_name=run_name)
-
-
 def expected_columns(suite: dict[str, Any]) -> Sequence[str]:
     for expectation in suite["expectations"]:
         if expectation["type"] == "expect_table_columns_to_match_ordered_list":

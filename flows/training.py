@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -233,7 +232,3 @@ def training_flow(config: PipelineConfig) -> TrainingResult:
         reason=decision.reason,
         metrics=metrics,
     )
-
-
-def suite_file(config: PipelineConfig) -> Path:
-    return contract.suite_path(config.validation.suite_dir, dataset_name(config))
