@@ -11,7 +11,7 @@ TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "BENTOML_DO_NOT_TRACK": "true",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
+    # MLflow reads only this switch (its DO_NOT_TRACK check wants the literal "true").
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GX_ANALYTICS_ENABLED": "false",
     "HF_HUB_OFFLINE": "1",

@@ -162,7 +162,7 @@ def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame) -> str:
     return str(info.model_uri)
 
 
-def register_model(model_uri: str, name: str, run_id: str, tags: dict[str, str] | None = None) -> str:
+def register_model(model_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
     """Create a new version of `name` from a logged model; returns the version number."""
     import mlflow
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -140,7 +140,8 @@ def evaluate_task(model: Any, prepared: Prepared, run_id: str) -> dict[str, floa
     return metrics
 
 
-@task(name="promote", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+# No retries: logging and registering are not idempotent, a retry would add a second version.
+@task(name="promote", cache_policy=NO_CACHE)
 def promote_task(
     model: Any,
     prepared: Prepared,
@@ -155,9 +156,7 @@ def promote_task(
     client = registry.connect(Workspace.at(config.home))
     split = prepared.split
     model_uri = registry.log_model(run_id, model, split.X_train)
-    version = registry.register_model(
-        model_uri, model_name, run_id, tags={"data_fingerprint": fingerprint, "run_id": run_id}
-    )
+    version = registry.register_model(model_uri, model_name, tags={"data_fingerprint": fingerprint, "run_id": run_id})
     metric = config.promotion.metric
     champion = registry.get_champion(client, model_name)
     champion_score: float | None = None
@@ -167,16 +166,15 @@ def promote_task(
             incumbent = registry.load_model(champion.uri)
             champion_metrics = compute_metrics(split.y_test, incumbent.predict_proba(split.X_test), incumbent.classes_)
             champion_score = champion_metrics.get(metric)
-            registry.log_metrics(
-                run_id, {f"champion_{metric}_same_rows": champion_score} if champion_score is not None else {}
-            )
         except (ValueError, KeyError) as exc:
             note = f"champion v{champion.version} could not score the held-out rows ({exc}); "
     decision = decide_promotion(
         metrics.get(metric), champion_score, PromotionPolicy(metric=metric, min_score=config.promotion.min_score)
     )
+    if champion_score is not None:
+        registry.log_metrics(run_id, {f"champion_{metric}_same_rows": champion_score})
     if note:
-        decision = Decision(decision.promote, note + decision.reason, metric, decision.candidate_score, None)
+        decision = replace(decision, reason=note + decision.reason)
     registry.log_dict(run_id, decision.as_dict(), "decision.json")
     registry.tag_version(
         client, model_name, version, {"decision": decision.reason, "promoted": str(decision.promote).lower()}
