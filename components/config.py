@@ -53,10 +53,67 @@ class ValidationConfig(_Section):
         default=True, description="Profile the data into a new suite when none exists yet."
     )
     numeric_tolerance: float = Field(
-        default=0.25, ge=0, description="Fraction of the observed range added on each side of numeric bounds."
+        default=1.5,
+        ge=0,
+        description="Soft numeric bounds: the 0.5%-99.5% quantiles widened by this many inter-quartile ranges.",
     )
     null_rate_slack: float = Field(
-        default=0.05, ge=0, le=1, description="Absolute slack added to the observed null rate of each column."
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Absolute slack on a column's null rate; a column that had no nulls must have none.",
+    )
+    null_rate_factor: float = Field(
+        default=1.5, ge=1, description="A column's null rate may grow to this multiple of the reference's (+ slack)."
+    )
+    duplicate_tolerance: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of rows that may take part in duplicated ids (curation removes them); more is rejected.",
+    )
+    min_rows_fraction: float = Field(
+        default=0.01, ge=0, le=1, description="Row-count floor: this fraction of the reference rows (at least 1)."
+    )
+    max_rows_factor: float = Field(
+        default=100.0, ge=1, description="Row-count ceiling: this multiple of the reference."
+    )
+    quarantine: Literal["move", "copy"] = Field(
+        default="move",
+        description="How a rejected batch file reaches the quarantine folder; it is never deleted.",
+    )
+
+
+class CurationConfig(_Section):
+    """Runs after validation, before preparation."""
+
+    deduplicate: bool = Field(default=True, description="Remove exact duplicate rows and repeated ids (first kept).")
+    outlier_policy: Literal["report", "cap", "drop"] = Field(
+        default="report",
+        description="report: only log outliers; cap: clip numeric features to IQR fences fitted on training rows "
+        "(inside the model, so serving clips too); drop: remove training rows IsolationForest flags.",
+    )
+    iqr_factor: float = Field(default=3.0, gt=0, description="IQR fences: [q1 - k*IQR, q3 + k*IQR].")
+    isolation_contamination: float = Field(
+        default=0.01, gt=0, le=0.5, description="Share of rows IsolationForest flags as outliers."
+    )
+    max_rows: int = Field(
+        default=200_000, ge=1000, description="Rows sampled to fit IsolationForest on large tables (seeded)."
+    )
+
+
+class LabelReviewConfig(_Section):
+    """Confident learning on out-of-fold probabilities (cleanlab)."""
+
+    enabled: bool = True
+    action: Literal["report", "exclude"] = Field(
+        default="report", description="report: log label_issues.csv only; exclude: also drop flagged training rows."
+    )
+    folds: int = Field(default=5, ge=2, le=20, description="Cross-validation folds for out-of-fold probabilities.")
+    max_rows: int = Field(
+        default=200_000,
+        ge=100,
+        description="Review at most this many training rows (a seeded sample) to bound the cost on large tables.",
     )
 
 
@@ -101,6 +158,13 @@ class PrefectConfig(_Section):
         description="Without PREFECT_API_URL: 'local' starts (once) and reuses a Prefect server under the "
         "workspace; 'ephemeral' starts a temporary server for each command.",
     )
+    heartbeat_seconds: int | None = Field(
+        default=None,
+        ge=30,
+        description="Flow-run heartbeat interval. Heartbeats only matter to a server that runs a "
+        "zombie-flow automation; off by default, because stopping the heartbeat thread adds up to 1 s "
+        "to every flow run.",
+    )
 
 
 class PipelineConfig(_Section):
@@ -111,6 +175,8 @@ class PipelineConfig(_Section):
     assumptions: tuple[str, ...] = Field(default=(), description="Documented assumptions about the data.")
     data: DataConfig = DataConfig()
     validation: ValidationConfig = ValidationConfig()
+    curation: CurationConfig = CurationConfig()
+    label_review: LabelReviewConfig = LabelReviewConfig()
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     promotion: PromotionConfig = PromotionConfig()

@@ -22,7 +22,11 @@ import pandas as pd
 if TYPE_CHECKING:
     import great_expectations as gx
 
+    from components.config import PipelineConfig
+
 MAX_CATEGORIES = 50
+# `mlops expectations diff` ignores bounds that widen by less than this share of their width.
+DIFF_SLACK = 0.05
 MIN_DISTINCT_FOR_MEDIAN = 10
 INT_TYPES = [
     "int8",
@@ -95,11 +99,13 @@ class ValidationReport:
 class DataRejected(Exception):
     """Validation failed: the batch must not be used for training or scoring."""
 
-    def __init__(self, report: ValidationReport, report_path: Path | None = None):
+    def __init__(self, report: ValidationReport, report_path: Path | None = None, quarantined: tuple[Path, ...] = ()):
         self.report = report
         self.report_path = report_path
+        self.quarantined = quarantined
         where = f"\nvalidation report: {report_path}" if report_path else ""
-        super().__init__(f"data rejected by the contract\n{report.summary()}{where}")
+        kept = "".join(f"\nquarantined: {folder}" for folder in quarantined)
+        super().__init__(f"data rejected by the contract\n{report.summary()}{where}{kept}")
 
 
 # ----------------------------------------------------------------------------- profiling
@@ -140,14 +146,15 @@ def _round_bound(value: float, up: bool) -> float:
 
 
 def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> list[dict[str, Any]]:
-    """Plausibility bounds (hard), the observed range (soft, 1% may stray) and the median."""
+    """Plausibility bounds (hard), a quantile-based range (soft, 1% may stray) and the median."""
     finite = values[np.isfinite(values.astype("float64"))].astype("float64")
     if finite.empty:
         return []
     low, high = float(finite.min()), float(finite.max())
     span = max(high - low, abs(high), 1e-9)
-    soft_low = low - (high - low) * tolerance
-    hard_low = 0.0 if low >= 0 else low - 10 * span
+    q_low, q25, q75, q_high = (float(q) for q in finite.quantile([0.005, 0.25, 0.75, 0.995]))
+    spread = q75 - q25 if q75 > q25 else (q_high - q_low if q_high > q_low else span)
+    soft_low, soft_high = q_low - tolerance * spread, q_high + tolerance * spread
     if low >= 0:
         soft_low = max(soft_low, 0.0)
     result = [
@@ -155,32 +162,42 @@ def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> l
         _expectation(
             "expect_column_values_to_be_between",
             column=column,
-            min_value=_round_bound(hard_low, up=False),
+            min_value=_round_bound(0.0 if low >= 0 else low - 10 * span, up=False),
             max_value=_round_bound(high + 10 * span, up=True),
             meta_kind="plausible",
         ),
-        # The observed range, widened by the tolerance; a heavy tail may exceed it now and then.
+        # The 0.5%-99.5% quantiles widened by `tolerance` IQRs; a heavy tail may stray now and then.
         _expectation(
             "expect_column_values_to_be_between",
             column=column,
-            min_value=_round_bound(soft_low, up=False),
-            max_value=_round_bound(high + (high - low) * tolerance, up=True),
+            min_value=_round_bound(min(soft_low, low), up=False),
+            max_value=_round_bound(max(soft_high, high), up=True),
             mostly=0.99,
+            meta_kind="range",
         ),
     ]
-    if finite.nunique() >= MIN_DISTINCT_FOR_MEDIAN:
+    if finite.nunique() >= MIN_DISTINCT_FOR_MEDIAN and q75 > q25:
         # A unit change (x10, /1000, C->F) moves the median far outside the reference IQR.
-        q25, q75 = float(finite.quantile(0.25)), float(finite.quantile(0.75))
-        if q75 > q25:
-            result.append(
-                _expectation(
-                    "expect_column_median_to_be_between",
-                    column=column,
-                    min_value=_round_bound(q25, up=False),
-                    max_value=_round_bound(q75, up=True),
-                )
+        result.append(
+            _expectation(
+                "expect_column_median_to_be_between",
+                column=column,
+                min_value=_round_bound(q25, up=False),
+                max_value=_round_bound(q75, up=True),
+                meta_kind="unit",
             )
+        )
     return result
+
+
+def _null_expectation(column: str, null_rate: float, factor: float, slack: float) -> dict[str, Any] | None:
+    """A column that had no nulls must have none; otherwise its null rate may grow by `factor` plus `slack`."""
+    if null_rate == 0:
+        return _expectation("expect_column_values_to_not_be_null", column=column)
+    mostly = round(1.0 - min(1.0, null_rate * factor + slack), 4)
+    if mostly <= 0:
+        return None
+    return _expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly, meta_kind="null_rate")
 
 
 def profile_suite(
@@ -189,33 +206,51 @@ def profile_suite(
     *,
     target: str | None = None,
     id_column: str | None = None,
-    numeric_tolerance: float = 0.25,
-    null_rate_slack: float = 0.05,
+    numeric_tolerance: float = 1.5,
+    null_rate_slack: float = 0.02,
+    null_rate_factor: float = 1.5,
+    duplicate_tolerance: float = 0.1,
+    min_rows_fraction: float = 0.01,
+    max_rows_factor: float = 100.0,
     max_categories: int = MAX_CATEGORIES,
 ) -> dict[str, Any]:
-    """Derive a suite (as GX's JSON structure) from reference data."""
+    """Derive a suite (GX's JSON structure) from reference data; people review and commit it."""
     if frame.empty:
         raise ContractError("cannot build a suite from an empty table")
+    for role, column in (("target", target), ("id", id_column)):
+        if column is not None and column not in frame.columns:
+            raise ContractError(f"{role} column {column!r} is not in the data; columns: {list(frame.columns)}")
     columns = [str(c) for c in frame.columns]
+    rows = len(frame)
+    unique_share = round(1.0 - duplicate_tolerance, 4)
     expectations = [
         _expectation("expect_table_columns_to_match_ordered_list", column_list=columns),
-        _expectation("expect_table_row_count_to_be_between", min_value=1, max_value=None),
+        _expectation(
+            "expect_table_row_count_to_be_between",
+            min_value=max(1, math.floor(rows * min_rows_fraction)),
+            max_value=math.ceil(rows * max_rows_factor),
+        ),
     ]
+    if id_column is None:
+        # Without an id, repeated whole rows are the duplicates; a batch of copies is rejected.
+        expectations.append(
+            _expectation("expect_compound_columns_to_be_unique", column_list=columns, mostly=unique_share)
+        )
     for column in columns:
         series = frame[column]
         expectations.append(_expectation("expect_column_to_exist", column=column))
         expectations.append(
             _expectation("expect_column_values_to_be_in_type_list", column=column, type_list=_type_family(series))
         )
-        null_rate = float(series.isna().mean())
         if column in (target, id_column):
             expectations.append(_expectation("expect_column_values_to_not_be_null", column=column))
-        else:
-            mostly = round(max(0.0, 1.0 - null_rate - null_rate_slack), 4)
-            if mostly > 0:
-                expectations.append(_expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly))
+        elif (
+            null := _null_expectation(column, float(series.isna().mean()), null_rate_factor, null_rate_slack)
+        ) is not None:
+            expectations.append(null)
         if column == id_column:
-            expectations.append(_expectation("expect_column_values_to_be_unique", column=column))
+            # Curation drops repeated ids; more than the tolerance means a broken or replayed extract.
+            expectations.append(_expectation("expect_column_values_to_be_unique", column=column, mostly=unique_share))
             continue
         present = series.dropna()
         if pd.api.types.is_bool_dtype(series.dtype):
@@ -239,14 +274,32 @@ def profile_suite(
         "name": name,
         "expectations": expectations,
         "meta": {
-            "generated_by": "mlops profile_suite",
-            "reference_rows": len(frame),
+            "generated_by": "mlops expectations init",
+            "reference_rows": rows,
             "target": target,
             "id_column": id_column,
             "note": "Reviewed contract: edit bounds and sets on purpose, commit the change.",
         },
         "notes": None,
     }
+
+
+def profile_from_config(frame: pd.DataFrame, name: str, config: PipelineConfig) -> dict[str, Any]:
+    """`profile_suite` with the tolerances and column roles of the pipeline config."""
+    v = config.validation
+    return profile_suite(
+        frame,
+        name,
+        target=config.data.target,
+        id_column=config.data.id_column,
+        numeric_tolerance=v.numeric_tolerance,
+        null_rate_slack=v.null_rate_slack,
+        null_rate_factor=v.null_rate_factor,
+        duplicate_tolerance=v.duplicate_tolerance,
+        min_rows_fraction=v.min_rows_fraction,
+        max_rows_factor=v.max_rows_factor,
+        max_categories=config.model.max_categories,
+    )
 
 
 def save_suite(suite: dict[str, Any], path: Path) -> Path:
@@ -311,6 +364,7 @@ def _failure_message(
             "expect_column_values_to_be_in_set": "not in the allowed set",
             "expect_column_values_to_not_be_null": "null",
             "expect_column_values_to_be_unique": "duplicated",
+            "expect_compound_columns_to_be_unique": "in duplicated rows",
         }.get(kind, "unexpected")
         examples = ", ".join(_format_value(v) for v in (result.get("partial_unexpected_list") or [])[:5])
         mostly = f" (allowed: {1 - kwargs['mostly']:.2%})" if "mostly" in kwargs else ""
@@ -427,14 +481,28 @@ class Validator:
         except KeyError:
             return asset.add_batch_definition_whole_dataframe("whole_dataframe")
 
-    def validate(self, frame: pd.DataFrame, suite: dict[str, Any], run_name: str | None = None) -> ValidationReport:
+    def validate(
+        self,
+        frame: pd.DataFrame,
+        suite: dict[str, Any],
+        run_name: str | None = None,
+        data_docs: bool | None = None,
+    ) -> ValidationReport:
+        """Run the suite through a Checkpoint; `data_docs` (default: the validator's) updates the docs site."""
         from great_expectations.core.run_identifier import RunIdentifier
 
         gx = self._gx
+        docs = self.data_docs if data_docs is None else data_docs
         built = self._suite(suite)
         name = built.name
+        if not docs:
+            # No docs, no stored results: validate the batch directly (the per-batch search of
+            # `screen_batches`); the Checkpoint's bookkeeping would cost seconds per call.
+            batch = self._batch_definition(name).get_batch(batch_parameters={"dataframe": _normalize_for_gx(frame)})
+            outcome = batch.validate(built, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10})
+            return _report_from(name, outcome, None)
         definition = gx.ValidationDefinition(name=name, data=self._batch_definition(name), suite=built)
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")] if self.data_docs else []
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")] if docs else []
         checkpoint = self.context.checkpoints.add_or_update(
             gx.Checkpoint(
                 name=name,
@@ -449,7 +517,7 @@ class Validator:
         )
         key, suite_result = next(iter(result.run_results.items()))
         docs_url = None
-        if self.data_docs:
+        if docs:
             urls = self.context.get_docs_sites_urls(resource_identifier=key)
             docs_url = urls[0]["site_url"] if urls else None
         return _report_from(name, suite_result, docs_url)
@@ -460,3 +528,79 @@ def expected_columns(suite: dict[str, Any]) -> Sequence[str]:
         if expectation["type"] == "expect_table_columns_to_match_ordered_list":
             return list(expectation["kwargs"]["column_list"])
     return []
+
+
+# ----------------------------------------------------------------------------- review
+
+
+@dataclass(frozen=True)
+class SuiteChange:
+    """One difference between the committed suite and a profile of fresh data."""
+
+    kind: str  # "added", "removed" or "changed"
+    expectation: str
+    column: str | None
+    detail: str
+
+
+def _key(expectation: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    kwargs = expectation.get("kwargs", {})
+    return expectation["type"], kwargs.get("column"), (expectation.get("meta") or {}).get("check")
+
+
+def _describe_kwargs(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if isinstance(before, list) and isinstance(after, list):
+            added = [v for v in after if v not in before]
+            removed = [v for v in before if v not in after]
+            if added:
+                parts.append(f"{name}: new {added}")
+            if removed:
+                parts.append(f"{name}: no longer seen {removed}")
+            if not added and not removed:
+                parts.append(f"{name}: order {before} -> {after}")
+        else:
+            parts.append(f"{name}: {_format_value(before)} -> {_format_value(after)}")
+    return "; ".join(parts)
+
+
+def _matters(kind: str, before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Fresh data always moves bounds a little: report only what the current suite would not admit."""
+    if kind == "expect_table_row_count_to_be_between":
+        return False  # derived from the sample's size, not from the data's meaning
+    if kind.endswith("_to_be_between"):
+        low, high = before.get("min_value"), before.get("max_value")
+        new_low, new_high = after.get("min_value"), after.get("max_value")
+        slack = DIFF_SLACK * (high - low) if low is not None and high is not None else 0.0
+        below = low is not None and new_low is not None and new_low < low - slack
+        above = high is not None and new_high is not None and new_high > high + slack
+        return below or above
+    if kind == "expect_column_values_to_not_be_null":
+        return float(after.get("mostly", 1.0)) < float(before.get("mostly", 1.0)) - DIFF_SLACK / 5
+    return True
+
+
+def diff_suites(current: dict[str, Any], fresh: dict[str, Any]) -> list[SuiteChange]:
+    """What accepting `fresh` (a profile of new data) instead of `current` would change."""
+    old = {_key(e): e for e in current["expectations"]}
+    new = {_key(e): e for e in fresh["expectations"]}
+    changes = []
+    for key in old.keys() | new.keys():
+        kind, column, _ = key
+        if key not in new:
+            changes.append(SuiteChange("removed", kind, column, "no longer derived from the fresh data"))
+        elif key not in old:
+            changes.append(SuiteChange("added", kind, column, json.dumps(new[key]["kwargs"], default=str)[:300]))
+        else:
+            strip = {"column", "batch_id"}
+            before = {k: v for k, v in old[key].get("kwargs", {}).items() if k not in strip}
+            after = {k: v for k, v in new[key].get("kwargs", {}).items() if k not in strip}
+            if before != after and _matters(kind, before, after):
+                changes.append(SuiteChange("changed", kind, column, _describe_kwargs(before, after)))
+    order = {"expect_table_columns_to_match_ordered_list": 0, "expect_column_to_exist": 1}
+    changes.sort(key=lambda c: (order.get(c.expectation, 2), c.column or "", c.expectation, c.kind))
+    return changes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,9 +20,23 @@ class ExtractionError(ValueError):
     to ones that will fail again the same way (a missing file, a malformed CSV).
     """
 
-    def __init__(self, message: str, *, transient: bool = False):
+    def __init__(self, message: str, *, transient: bool = False, path: Path | None = None):
         super().__init__(message)
         self.transient = transient
+        self.path = path  # set when one file of the source cannot be parsed: that file is a bad batch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One unit of arrival: a file of a file source, or the whole result of a SQL query.
+
+    `frame` is None when the file could not be parsed; `error` then says why.
+    """
+
+    name: str
+    path: Path | None
+    frame: pd.DataFrame | None
+    error: str | None = None
 
 
 def is_database_url(source: str) -> bool:
@@ -63,9 +78,11 @@ def read_file(path: Path) -> pd.DataFrame:
         if kind == "parquet":
             return pd.read_parquet(path)
     except pd.errors.EmptyDataError as exc:
-        raise ExtractionError(f"{path} is empty") from exc
+        raise ExtractionError(f"{path} is empty (no header, no rows)", path=path) from exc
+    except FileNotFoundError as exc:
+        raise ExtractionError(f"{path} disappeared while reading: {exc}", transient=True) from exc
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise ExtractionError(f"{path} is not a valid {kind} file: {exc}") from exc
+        raise ExtractionError(f"{path} is not a valid {kind} file: {exc}", path=path) from exc
     raise ExtractionError(f"unsupported file type {path.suffix or '(none)'} for {path}; use .csv or .parquet")
 
 
@@ -88,6 +105,40 @@ def read_sql(url: str, query: str) -> pd.DataFrame:
         raise ExtractionError(f"query failed on {url}: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def read_batches(source: str, query: str | None = None) -> list[Batch]:
+    """Every batch of the source, unparseable files included (with their error), in name order."""
+    if is_database_url(source):
+        if not query:
+            raise ExtractionError(f"{source} is a database URL: give a SQL query too (data.query)")
+        return [Batch(name="query", path=None, frame=read_sql(source, query))]
+    batches = []
+    for path in resolve_files(source):
+        try:
+            batches.append(Batch(name=path.name, path=path, frame=read_file(path)))
+        except ExtractionError as exc:
+            if exc.path is None:
+                raise
+            batches.append(Batch(name=path.name, path=path, frame=None, error=str(exc)))
+    return batches
+
+
+def combine(batches: list[Batch]) -> pd.DataFrame:
+    """The readable batches as one frame; raises when their columns differ."""
+    frames = [b.frame for b in batches if b.frame is not None]
+    if not frames:
+        raise ExtractionError("no readable batch to combine")
+    if len(frames) == 1:
+        return frames[0]
+    columns = list(frames[0].columns)
+    for batch in batches[1:]:
+        if batch.frame is not None and list(batch.frame.columns) != columns:
+            raise ExtractionError(
+                f"{batch.name} has columns {list(batch.frame.columns)}, unlike the first batch's {columns}",
+                path=batch.path,
+            )
+    return pd.concat(frames, ignore_index=True)
 
 
 def extract_table(source: str, query: str | None = None) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 MIN_ROWS_PER_CLASS = 2
 MISSING_CATEGORY = "__missing__"
@@ -114,9 +115,26 @@ def split_data(frame: pd.DataFrame, spec: FeatureSpec, test_size: float, seed: i
     return Split(X_train, X_test, y_train, y_test)
 
 
-def build_preprocessor(spec: FeatureSpec, max_categories: int = 50) -> ColumnTransformer:
-    """Imputation, scaling and one-hot encoding; fitted later, on training rows only."""
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())])
+def build_preprocessor(
+    spec: FeatureSpec, max_categories: int = 50, clip: dict[str, tuple[float, float]] | None = None
+) -> ColumnTransformer:
+    """Imputation, scaling and one-hot encoding; fitted later, on training rows only.
+
+    `clip` holds (low, high) per numeric column (IQR fences from training rows): values are
+    clipped before imputation, in training and at serving alike.
+    """
+    steps: list[tuple[str, Any]] = []
+    if clip:
+        lows = np.array([clip.get(c, (-np.inf, np.inf))[0] for c in spec.numeric], dtype="float64")
+        highs = np.array([clip.get(c, (-np.inf, np.inf))[1] for c in spec.numeric], dtype="float64")
+        steps.append(
+            (
+                "clip",
+                FunctionTransformer(np.clip, kw_args={"a_min": lows, "a_max": highs}, feature_names_out="one-to-one"),
+            )
+        )
+    steps += [("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())]
+    numeric = Pipeline(steps)
     categorical = Pipeline(
         [
             ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),

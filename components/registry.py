@@ -266,6 +266,18 @@ def log_dict(run_id: str, data: Any, artifact_file: str) -> None:
     MlflowClient().log_dict(run_id, data, artifact_file)
 
 
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_text(run_id, text, artifact_file)
+
+
+def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_artifact(run_id, str(path), artifact_path)
+
+
 def end_run(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> None:
     set_tags(run_id, tags)
     client.set_terminated(run_id, status=status)

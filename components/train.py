@@ -40,20 +40,27 @@ def build_estimator(config: ModelConfig, seed: int) -> ClassifierMixin:
         raise TrainingError(f"invalid params for {config.estimator}: {exc}") from exc
 
 
-def build_model(spec: FeatureSpec, config: ModelConfig, seed: int) -> Pipeline:
+def build_model(
+    spec: FeatureSpec, config: ModelConfig, seed: int, clip: dict[str, tuple[float, float]] | None = None
+) -> Pipeline:
     return Pipeline(
         [
-            ("preprocess", build_preprocessor(spec, config.max_categories)),
+            ("preprocess", build_preprocessor(spec, config.max_categories, clip)),
             ("model", build_estimator(config, seed)),
         ]
     )
 
 
 def train_model(
-    X_train: pd.DataFrame, y_train: pd.Series, spec: FeatureSpec, config: ModelConfig, seed: int
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    spec: FeatureSpec,
+    config: ModelConfig,
+    seed: int,
+    clip: dict[str, tuple[float, float]] | None = None,
 ) -> Pipeline:
     """Fit preprocessing and estimator together on the training split only."""
-    model = build_model(spec, config, seed)
+    model = build_model(spec, config, seed, clip)
     try:
         model.fit(X_train, y_train)
     except ValueError as exc:

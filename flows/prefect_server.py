@@ -17,6 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +151,15 @@ def stop_server(prefect_home: Path, timeout: float = 20.0) -> ServerInfo | None:
             os.killpg(info.pid, signal.SIGKILL)
     state.unlink(missing_ok=True)
     return info
+
+
+@contextmanager
+def flow_run_settings(heartbeat_seconds: int | None) -> Iterator[None]:
+    """Prefect settings for flow runs started by this process (imports prefect: call it late)."""
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": heartbeat_seconds}):
+        yield
 
 
 def configure_prefect_api(prefect_home: Path, mode: str) -> str | None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -13,13 +17,16 @@ from prefect.runtime import flow_run
 
 from components import contract, registry
 from components.config import PipelineConfig, dataset_name, resolve_source
-from components.contract import DataRejected, ValidationReport
-from components.datacard import describe_frame
+from components.contract import DataRejected
+from components.curate import deduplicate, iqr_fences, outlier_report
+from components.datacard import data_card
 from components.evaluate import compute_metrics, evaluate_model
-from components.extract import ExtractionError, extract_table
+from components.extract import Batch, ExtractionError, combine, read_batches
+from components.label_review import review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, PromotionPolicy, decide_promotion
-from components.train import model_params, train_model
+from components.quarantine import quarantine, screen_batches
+from components.train import build_model, model_params, train_model
 from components.workspace import Workspace
 
 
@@ -42,6 +49,15 @@ class TrainingResult:
 class Prepared:
     spec: FeatureSpec
     split: Split
+    clip: dict[str, tuple[float, float]] | None = None
+
+
+@dataclass(frozen=True)
+class Curated:
+    frame: pd.DataFrame
+    spec: FeatureSpec
+    fingerprint: str
+    outlier_mask: np.ndarray
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -65,53 +81,156 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_transient,
     cache_policy=NO_CACHE,
 )
-def extract_task(source: str, query: str | None) -> pd.DataFrame:
-    frame = extract_table(source, query)
-    get_run_logger().info("extracted %d rows x %d columns from %s", len(frame), frame.shape[1], source)
-    return frame
+def extract_task(source: str, query: str | None) -> list[Batch]:
+    batches = read_batches(source, query)
+    rows = sum(len(b.frame) for b in batches if b.frame is not None)
+    unreadable = [b.name for b in batches if b.frame is None]
+    get_run_logger().info(
+        "extracted %d rows in %d batch(es) from %s%s",
+        rows,
+        len(batches),
+        source,
+        f"; unreadable: {unreadable}" if unreadable else "",
+    )
+    return batches
 
 
-@task(name="validate", cache_policy=NO_CACHE)
-def validate_task(
-    frame: pd.DataFrame, config: PipelineConfig, dataset: str, workspace: Workspace, run_id: str
-) -> ValidationReport:
-    """Validate against the dataset's suite, creating it from this data when there is none."""
+def _suite_for(batches: list[Batch], config: PipelineConfig, dataset: str) -> dict[str, Any]:
     logger = get_run_logger()
     path = contract.suite_path(config.validation.suite_dir, dataset)
     if not path.exists():
         if not config.validation.create_missing_suite:
             raise contract.ContractError(
-                f"no suite for dataset {dataset!r} at {path}; create one with create_missing_suite or by hand"
+                f"no suite for dataset {dataset!r} at {path}; create one with `mlops expectations init`"
             )
-        suite = contract.profile_suite(
-            frame,
-            dataset,
-            target=config.data.target,
-            id_column=config.data.id_column,
-            numeric_tolerance=config.validation.numeric_tolerance,
-            null_rate_slack=config.validation.null_rate_slack,
-        )
+        readable = [b for b in batches if b.frame is not None]
+        if not readable:
+            raise contract.ContractError(f"no suite for {dataset!r} and no readable batch to profile one from")
+        suite = contract.profile_from_config(combine(readable), dataset, config)
         contract.save_suite(suite, path)
         logger.warning("no suite for %r yet: profiled this data into %s; review it and commit it", dataset, path)
-    suite = contract.load_suite(path)
-    report = contract.Validator(workspace.gx_dir).validate(frame, suite, run_name=run_id)
+    return contract.load_suite(path)
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_task(
+    batches: list[Batch], config: PipelineConfig, dataset: str, workspace: Workspace, run_id: str, source: str
+) -> pd.DataFrame:
+    """Screen the batches against the suite; rejected ones go to quarantine and stop the run."""
+    logger = get_run_logger()
+    suite = _suite_for(batches, config, dataset)
+    validator = contract.Validator(workspace.gx_dir)
+    screening = screen_batches(
+        batches,
+        suite["name"],
+        validate=lambda frame: validator.validate(frame, suite, run_name=run_id),
+        validate_quietly=lambda frame: validator.validate(frame, suite, data_docs=False),
+    )
+    report = screening.report
     registry.log_dict(run_id, report.as_dict(), "validation/report.json")
-    registry.log_dict(run_id, suite, f"validation/{path.name}")
+    registry.log_dict(run_id, suite, f"validation/{dataset}.json")
+    if report.docs_url and (page := Path(url2pathname(urlparse(report.docs_url).path))).is_file():
+        registry.log_artifact(run_id, page, "validation/data_docs")
     report_path = workspace.reports / f"validation_{dataset}_{run_id}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str))
-    if not report.success:
-        raise DataRejected(report, report_path)
+    if not screening.success:
+        folders = [
+            quarantine(
+                workspace.quarantine,
+                dataset,
+                rejection,
+                source=source,
+                mode=config.validation.quarantine,
+                context={"mlflow_run_id": run_id},
+            )
+            for rejection in screening.rejected
+        ]
+        for rejection, folder in zip(screening.rejected, folders, strict=True):
+            logger.error("quarantined %s in %s:\n%s", rejection.batch.name, folder, rejection.report.summary())
+        registry.set_tags(run_id, {"quarantine": ", ".join(str(f) for f in folders)})
+        raise DataRejected(screening.rejected[0].report, report_path, quarantined=tuple(folders))
     logger.info(report.summary())
-    return report
+    assert screening.frame is not None
+    return screening.frame
+
+
+@task(name="curate", cache_policy=NO_CACHE)
+def curate_task(frame: pd.DataFrame, config: PipelineConfig, source: str, run_id: str) -> Curated:
+    """Duplicates out (counted), outliers reported, the data card logged."""
+    logger = get_run_logger()
+    data = config.data
+    rows_before = len(frame)
+    dedup = None
+    if config.curation.deduplicate:
+        frame, dedup = deduplicate(frame, data.id_column)
+        logger.info(
+            "curation: %d exact duplicate rows and %d repeated ids removed (%d -> %d rows)",
+            dedup.exact_duplicates,
+            dedup.duplicate_ids,
+            dedup.rows_in,
+            dedup.rows_out,
+        )
+    assert data.target is not None
+    spec = infer_feature_spec(frame, data.target, data.id_column, data.time_column, data.drop_columns)
+    cur = config.curation
+    outliers, mask = outlier_report(
+        frame,
+        spec.numeric,
+        iqr_factor=cur.iqr_factor,
+        contamination=cur.isolation_contamination,
+        seed=config.seed,
+        max_rows=cur.max_rows,
+    )
+    registry.log_dict(run_id, outliers, "curation/outliers.json")
+    flagged = {c: f["below"] + f["above"] for c, f in outliers["features"].items() if f["below"] + f["above"]}
+    logger.info(
+        "outliers (policy %s): IsolationForest flags %d rows; beyond IQR fences: %s",
+        cur.outlier_policy,
+        outliers["isolation_forest"]["flagged"],
+        flagged or "none",
+    )
+    curation = {
+        "deduplication": dedup.as_dict() if dedup else None,
+        "outlier_policy": cur.outlier_policy,
+        "isolation_forest_flagged": outliers["isolation_forest"]["flagged"],
+    }
+    card = data_card(
+        frame,
+        source=source,
+        rows_before_curation=rows_before,
+        time_column=data.time_column,
+        assumptions=config.assumptions,
+        curation=curation,
+    )
+    registry.log_dict(run_id, card, "data_card.json")
+    registry.set_tags(run_id, {"data.fingerprint": card["fingerprint"]})
+    registry.log_metrics(
+        run_id,
+        {
+            "data_rows_before_curation": rows_before,
+            "data_rows": len(frame),
+            "outliers_isolation_forest": outliers["isolation_forest"]["flagged"],
+            **({"duplicates_removed": dedup.rows_in - dedup.rows_out} if dedup else {}),
+        },
+    )
+    return Curated(frame=frame, spec=spec, fingerprint=card["fingerprint"], outlier_mask=mask)
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
-def prepare_task(frame: pd.DataFrame, config: PipelineConfig) -> Prepared:
-    data = config.data
-    assert data.target is not None
-    spec = infer_feature_spec(frame, data.target, data.id_column, data.time_column, data.drop_columns)
-    split = split_data(frame, spec, config.split.test_size, config.seed)
+def prepare_task(curated: Curated, config: PipelineConfig, run_id: str) -> Prepared:
+    spec = curated.spec
+    split = split_data(curated.frame, spec, config.split.test_size, config.seed)
+    cur = config.curation
+    clip = None
+    if cur.outlier_policy == "cap":
+        clip = iqr_fences(split.X_train, spec.numeric, cur.iqr_factor)
+    elif cur.outlier_policy == "drop":
+        flagged = pd.Series(curated.outlier_mask, index=curated.frame.index)
+        drop = split.X_train.index[flagged.reindex(split.X_train.index, fill_value=False).to_numpy()]
+        split = replace(split, X_train=split.X_train.drop(index=drop), y_train=split.y_train.drop(index=drop))
+        registry.log_metrics(run_id, {"outlier_rows_dropped_from_training": len(drop)})
+        get_run_logger().info("dropped %d outlier rows from the training split (test rows are kept)", len(drop))
     get_run_logger().info(
         "features: %d numeric, %d categorical; split %d train / %d test rows",
         len(spec.numeric),
@@ -119,13 +238,48 @@ def prepare_task(frame: pd.DataFrame, config: PipelineConfig) -> Prepared:
         len(split.X_train),
         len(split.X_test),
     )
-    return Prepared(spec, split)
+    return Prepared(spec, split, clip)
+
+
+@task(name="review_labels", cache_policy=NO_CACHE)
+def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineConfig, run_id: str) -> Prepared:
+    """Out-of-fold confident learning on the training split; optionally exclude flagged rows."""
+    logger = get_run_logger()
+    split, spec, review_cfg = prepared.split, prepared.spec, config.label_review
+    ids = curated.frame[spec.id_column].loc[split.X_train.index] if spec.id_column else None
+    review = review_labels(
+        build_model(spec, config.model, config.seed, prepared.clip),
+        split.X_train,
+        split.y_train,
+        ids=ids,
+        folds=review_cfg.folds,
+        seed=config.seed,
+        max_rows=review_cfg.max_rows,
+    )
+    summary = review.summary()
+    registry.log_text(run_id, review.issues.drop(columns="row").to_csv(index=False), "label_issues.csv")
+    registry.log_dict(run_id, summary, "label_issues_summary.json")
+    metrics = {"label_issues": len(review.issues), "label_issues_share": summary["flagged_share"]}
+    metrics.update({f"label_issues_class_{k}": v for k, v in review.per_class.items()})
+    logger.info(
+        "label review: %d of %d training rows look mislabeled (%s); see label_issues.csv",
+        len(review.issues),
+        review.reviewed_rows,
+        ", ".join(f"given {k}: {v}" for k, v in review.per_class.items()) or "none",
+    )
+    if review_cfg.action == "exclude" and len(review.issues):
+        drop = review.flagged_index
+        split = replace(split, X_train=split.X_train.drop(index=drop), y_train=split.y_train.drop(index=drop))
+        metrics["label_issues_excluded"] = len(drop)
+        logger.info("excluded %d flagged rows from training", len(drop))
+    registry.log_metrics(run_id, metrics)
+    return replace(prepared, split=split)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(prepared: Prepared, config: PipelineConfig) -> Any:
     split = prepared.split
-    return train_model(split.X_train, split.y_train, prepared.spec, config.model, config.seed)
+    return train_model(split.X_train, split.y_train, prepared.spec, config.model, config.seed, prepared.clip)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -205,16 +359,16 @@ def training_flow(config: PipelineConfig) -> TrainingResult:
         params={"data.source": source, **registry.flatten_config(config)},
     )
     try:
-        frame = extract_task(source, config.data.query)
-        card = describe_frame(frame, config.data.time_column)
-        registry.log_dict(run_id, {**card, "source": source, "assumptions": list(config.assumptions)}, "data_card.json")
-        registry.set_tags(run_id, {"data.fingerprint": card["fingerprint"]})
-        validate_task(frame, config, dataset, workspace, run_id)
-        prepared = prepare_task(frame, config)
+        batches = extract_task(source, config.data.query)
+        frame = validate_task(batches, config, dataset, workspace, run_id, source)
+        curated = curate_task(frame, config, source, run_id)
+        prepared = prepare_task(curated, config, run_id)
+        if config.label_review.enabled:
+            prepared = review_labels_task(prepared, curated, config, run_id)
         model = train_task(prepared, config)
         registry.log_params(run_id, model_params(model))
         metrics = evaluate_task(model, prepared, run_id)
-        version, decision = promote_task(model, prepared, metrics, config, dataset, run_id, card["fingerprint"])
+        version, decision = promote_task(model, prepared, metrics, config, dataset, run_id, curated.fingerprint)
     except DataRejected:
         registry.end_run(client, run_id, "FAILED", {"outcome": "rejected"})
         raise

@@ -1,0 +1,102 @@
+"""Label review: a model's confident mistakes point at mislabeled rows (confident learning).
+
+Out-of-fold probabilities come from cross-validating the same pipeline on the training
+split; cleanlab's `find_label_issues` picks the rows whose given label the model finds
+implausible, ranked by self-confidence (the probability of the given label, lowest first):
+the most confident mistakes come first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline
+
+COLUMNS = ["row", "id", "given_label", "predicted_label", "confidence", "given_label_probability"]
+
+
+@dataclass(frozen=True)
+class LabelReview:
+    """Flagged rows (most confident mistakes first) and what was reviewed."""
+
+    issues: pd.DataFrame
+    reviewed_rows: int
+    total_rows: int
+    folds: int
+    per_class: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def flagged_index(self) -> pd.Index:
+        """Index labels (of the training frame) of the flagged rows."""
+        return pd.Index(self.issues["row"])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "reviewed_rows": self.reviewed_rows,
+            "total_rows": self.total_rows,
+            "folds": self.folds,
+            "flagged": len(self.issues),
+            "flagged_share": round(len(self.issues) / max(self.reviewed_rows, 1), 6),
+            "flagged_per_given_class": self.per_class,
+        }
+
+
+def out_of_fold_probabilities(
+    model: Pipeline, X: pd.DataFrame, y: pd.Series, folds: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, classes): each row scored by a copy of `model` that never saw it."""
+    classes = np.array(sorted(pd.unique(y)))
+    smallest = int(y.value_counts().min())
+    folds = max(2, min(folds, smallest))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    probabilities = cross_val_predict(clone(model), X, y, cv=cv, method="predict_proba")
+    return probabilities, classes
+
+
+def review_labels(
+    model: Pipeline,
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    ids: pd.Series | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    max_rows: int | None = None,
+) -> LabelReview:
+    """Find likely label errors in (X, y); at most `max_rows` rows (a seeded sample) are reviewed."""
+    from cleanlab.filter import find_label_issues
+
+    total = len(X)
+    if max_rows is not None and total > max_rows:
+        keep = X.sample(n=max_rows, random_state=seed).index
+        X, y = X.loc[keep], y.loc[keep]
+        ids = ids.loc[keep] if ids is not None else None
+    probabilities, classes = out_of_fold_probabilities(model, X, y, folds, seed)
+    labels = np.searchsorted(classes, y.to_numpy())
+    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    ranked = np.asarray(ranked, dtype=int)
+    predicted = probabilities[ranked].argmax(axis=1)
+    issues = pd.DataFrame(
+        {
+            "row": X.index[ranked],
+            "id": (ids.to_numpy()[ranked] if ids is not None else X.index[ranked]),
+            "given_label": classes[labels[ranked]],
+            "predicted_label": classes[predicted],
+            "confidence": probabilities[ranked, predicted].round(6),
+            "given_label_probability": probabilities[ranked, labels[ranked]].round(6),
+        },
+        columns=COLUMNS,
+    )
+    per_class = {str(k): int(v) for k, v in issues["given_label"].value_counts().sort_index().items()}
+    return LabelReview(
+        issues=issues,
+        reviewed_rows=len(X),
+        total_rows=total,
+        folds=min(folds, int(y.value_counts().min())),
+        per_class=per_class,
+    )

@@ -1,0 +1,147 @@
+"""Screening batches against the contract, and keeping the rejected ones in quarantine.
+
+A batch is one file of a file source (or the whole result of a SQL query). The common case,
+every batch clean, costs one validation of the combined data. Only when that fails are the
+batches screened one by one, to find which of them to quarantine: a rejected batch is moved
+(or copied) with its validation report to `<workspace>/quarantine/<dataset>/<stamp>/` and is
+never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from components.contract import Failure, ValidationReport
+from components.extract import Batch
+
+Validate = Callable[[pd.DataFrame], ValidationReport]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    batch: Batch
+    report: ValidationReport
+
+
+@dataclass(frozen=True)
+class Screening:
+    """What the contract let through; `report` is the combined validation (with Data Docs)."""
+
+    accepted: tuple[Batch, ...]
+    rejected: tuple[Rejection, ...]
+    report: ValidationReport
+    frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def success(self) -> bool:
+        return not self.rejected and self.report.success
+
+
+def unreadable_report(suite: str, batch: Batch) -> ValidationReport:
+    """A file that cannot be parsed fails the contract before any expectation can run."""
+    failure = Failure(expectation="readable_table", column=None, message=f"unreadable batch: {batch.error}")
+    return ValidationReport(suite=suite, success=False, evaluated=1, failures=(failure,))
+
+
+def _columns(batch: Batch) -> list[str]:
+    assert batch.frame is not None
+    return [str(c) for c in batch.frame.columns]
+
+
+def screen_batches(batches: Sequence[Batch], suite: str, validate: Validate, validate_quietly: Validate) -> Screening:
+    """Validate the batches; when the whole fails, find the batches that break it.
+
+    `validate` runs the checkpoint that updates Data Docs (once, on the combined data);
+    `validate_quietly` is used for the per-batch search and writes no docs.
+    The search adds batches in order and rejects each one whose addition breaks the contract,
+    so a batch of copies of earlier rows is caught even though it is consistent on its own.
+    """
+    unreadable = [Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None]
+    readable = [b for b in batches if b.frame is not None]
+    if not readable:
+        return Screening(accepted=(), rejected=tuple(unreadable), report=unreadable[0].report)
+    combined: ValidationReport | None = None
+    if all(_columns(b) == _columns(readable[0]) for b in readable):
+        frame = readable[0].frame if len(readable) == 1 else pd.concat([b.frame for b in readable], ignore_index=True)
+        assert frame is not None
+        combined = validate(frame)
+        if combined.success:
+            return Screening(accepted=tuple(readable), rejected=tuple(unreadable), report=combined, frame=frame)
+        if len(readable) == 1:
+            return Screening(accepted=(), rejected=(*unreadable, Rejection(readable[0], combined)), report=combined)
+    accepted: list[Batch] = []
+    rejected = list(unreadable)
+    for batch in readable:
+        assert batch.frame is not None
+        if accepted and _columns(batch) != _columns(accepted[0]):
+            report = validate_quietly(batch.frame)
+            if report.success:  # only possible when the suite does not pin the columns
+                failure = Failure(
+                    expectation="same_columns_as_other_batches",
+                    column=None,
+                    message=f"columns {_columns(batch)} differ from {accepted[0].name}'s {_columns(accepted[0])}",
+                )
+                report = ValidationReport(suite=suite, success=False, evaluated=1, failures=(failure,))
+            rejected.append(Rejection(batch, report))
+            continue
+        frame = pd.concat([*(b.frame for b in accepted), batch.frame], ignore_index=True) if accepted else batch.frame
+        report = validate_quietly(frame)
+        if report.success:
+            accepted.append(batch)
+        else:
+            rejected.append(Rejection(batch, report))
+    return Screening(accepted=tuple(accepted), rejected=tuple(rejected), report=combined or rejected[0].report)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def quarantine(
+    root: Path,
+    dataset: str,
+    rejection: Rejection,
+    *,
+    source: str,
+    mode: Literal["move", "copy"] = "move",
+    context: dict[str, Any] | None = None,
+) -> Path:
+    """Put a rejected batch and its report in a new quarantine folder; returns the folder.
+
+    Files are moved (or copied); a batch without a file (a SQL result) is written as Parquet.
+    The report goes next to it first, so an interrupted move never leaves a batch unexplained.
+    """
+    folder = root / dataset / f"{_stamp()}-{rejection.batch.name}"
+    folder.mkdir(parents=True, exist_ok=False)
+    report = rejection.report.as_dict()
+    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    batch = rejection.batch
+    manifest: dict[str, Any] = {
+        "dataset": dataset,
+        "source": source,
+        "batch": batch.name,
+        "original_path": str(batch.path) if batch.path else None,
+        "quarantined_at": datetime.now(UTC).isoformat(),
+        "mode": mode if batch.path else "written",
+        "reasons": [f["message"] for f in report["failed_expectations"]],
+        **(context or {}),
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    if batch.path is not None:
+        target = folder / batch.path.name
+        if mode == "move":
+            shutil.move(str(batch.path), target)
+        else:
+            shutil.copy2(batch.path, target)
+    elif batch.frame is not None:
+        batch.frame.to_parquet(folder / "rows.parquet", index=False)
+    return folder
