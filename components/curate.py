@@ -42,7 +42,11 @@ def deduplicate(frame: pd.DataFrame, id_column: str | None = None) -> tuple[pd.D
 
 
 def iqr_fences(frame: pd.DataFrame, columns: Sequence[str], factor: float) -> dict[str, tuple[float, float]]:
-    """[q1 - k*IQR, q3 + k*IQR] per numeric column, from the non-missing finite values."""
+    """[q1 - k*IQR, q3 + k*IQR] per numeric column, from the non-missing finite values.
+
+    Columns whose IQR is zero (counts that are mostly 0, near-constant flags) get no fences:
+    every non-modal value would count as an outlier, and capping would erase the feature.
+    """
     fences = {}
     for column in columns:
         values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
@@ -51,6 +55,8 @@ def iqr_fences(frame: pd.DataFrame, columns: Sequence[str], factor: float) -> di
             continue
         q1, q3 = (float(v) for v in values.quantile([0.25, 0.75]))
         iqr = q3 - q1
+        if iqr <= 0:
+            continue
         fences[column] = (q1 - factor * iqr, q3 + factor * iqr)
     return fences
 

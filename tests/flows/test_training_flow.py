@@ -45,7 +45,16 @@ def test_first_run_promotes_and_records_everything(trained) -> None:
         assert np.isfinite(run.data.metrics[f"test_{name}"])
     assert run.data.metrics["test_roc_auc"] > 0.7
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"data_card.json", "decision.json", "validation"} <= artifacts
+    assert {"data_card.json", "decision.json", "validation", "curation", "label_issues.csv"} <= artifacts
+    docs = {a.path for a in client.list_artifacts(result.run_id, "validation/data_docs")}
+    assert any(p.endswith(".html") for p in docs), "the Data Docs page travels with the run"
+    card = json.loads(Path(client.download_artifacts(result.run_id, "data_card.json")).read_text())
+    assert card["rows_before_curation"] >= card["rows_after_curation"] > 0
+    assert card["curation"]["deduplication"]["rows_in"] == card["rows_before_curation"]
+    assert "credit_score" in card["column_summary"]
+    issues = pd.read_csv(client.download_artifacts(result.run_id, "label_issues.csv"))
+    assert list(issues.columns) == ["id", "given_label", "predicted_label", "confidence", "given_label_probability"]
+    assert run.data.metrics["label_issues"] == len(issues)
     suite = config.validation.suite_dir / "loans.json"
     assert suite.is_file() and json.loads(suite.read_text())["name"] == "loans"
 
@@ -98,12 +107,18 @@ def test_bad_data_is_rejected_and_the_champion_stays(trained, tmp_path: Path, br
     assert not rejected.value.report.success
     assert len(client.search_model_versions("name='loans'")) == versions_before
     assert registry.get_champion(client, "loans").version == "1"
+    (folder,) = rejected.value.quarantined
+    assert not (bad_dir / "batch.parquet").exists(), "the rejected batch left the source"
+    assert (folder / "batch.parquet").is_file() and (folder / "report.json").is_file()
+    assert folder.is_relative_to(Workspace.at(config.home).quarantine)
 
-    result = CliRunner().invoke(
-        app, ["run", "--config", str(config_path), "--data", str(bad_dir), "--target", "default", "--name", "loans"]
-    )
+    breakage(frame).to_parquet(bad_dir / "batch.parquet", index=False)
+    args = ["run", "--config", str(config_path), "--data", str(bad_dir), "--target", "default", "--name", "loans"]
+    result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == EXIT_REJECTED, result.output
-    assert "rejected" in result.output
+    assert "rejected" in result.output and "quarantined:" in result.output
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["rejected"] and Path(outcome["quarantined"][0]).is_dir()
     assert registry.get_champion(client, "loans").version == "1"
 
 

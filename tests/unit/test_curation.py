@@ -1,0 +1,109 @@
+"""Curation, data card, suite diff and label review on small generated data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.config import ModelConfig
+from components.contract import diff_suites, profile_suite
+from components.curate import deduplicate, iqr_fences, outlier_report
+from components.datacard import column_summary, data_card
+from components.label_review import COLUMNS, review_labels
+from components.prepare import infer_feature_spec, split_data
+from components.simulate import ID_COLUMN, TARGET, Scenario, generate_loans
+from components.train import build_model, train_model
+
+
+def test_deduplicate_counts_exact_rows_and_repeated_ids(loans: pd.DataFrame) -> None:
+    repeated_id = loans.head(3).assign(age=99)  # same ids, different content
+    frame = pd.concat([loans, loans.head(5), repeated_id], ignore_index=True)
+    kept, summary = deduplicate(frame, ID_COLUMN)
+    assert summary.exact_duplicates == 5 and summary.duplicate_ids == 3
+    assert summary.rows_out == len(loans) == len(kept)
+    assert kept[ID_COLUMN].is_unique
+    pd.testing.assert_frame_equal(kept, loans.reset_index(drop=True))  # first occurrences kept, in order
+
+
+def test_deduplicate_without_id_only_drops_exact_copies() -> None:
+    frame = pd.DataFrame({"a": [1, 1, 2], "b": ["x", "x", "x"]})
+    kept, summary = deduplicate(frame)
+    assert summary.exact_duplicates == 1 and summary.duplicate_ids == 0 and len(kept) == 2
+
+
+def test_outliers_are_reported_per_feature_and_by_isolation_forest(loans: pd.DataFrame) -> None:
+    frame = loans.copy()
+    frame.loc[frame.index[:5], "loan_amount"] = 5e7
+    report, mask = outlier_report(
+        frame, ["loan_amount", "age", "delinquencies_2y"], iqr_factor=3.0, contamination=0.01, seed=0, max_rows=500
+    )
+    assert report["features"]["loan_amount"]["above"] >= 5
+    assert "delinquencies_2y" not in report["features"]  # IQR 0: no fences, not 'everything is an outlier'
+    assert mask[:5].all() and report["isolation_forest"]["flagged"] == int(mask.sum())
+
+
+def test_cap_policy_clips_inside_the_model(loans: pd.DataFrame) -> None:
+    spec = infer_feature_spec(loans, TARGET, ID_COLUMN, "application_time")
+    split = split_data(loans, spec, 0.25, 0)
+    fences = iqr_fences(split.X_train, spec.numeric, 1.5)
+    model = train_model(split.X_train, split.y_train, spec, ModelConfig(), 0, clip=fences)
+    clip = model.named_steps["preprocess"].named_transformers_["numeric"].named_steps["clip"]
+    extreme = split.X_test.head(1).assign(loan_amount=1e12)
+    clipped = clip.transform(extreme[list(spec.numeric)])
+    assert float(clipped["loan_amount"].iloc[0]) == pytest.approx(fences["loan_amount"][1])
+    assert np.isfinite(model.predict_proba(extreme)).all()
+
+
+def test_data_card_documents_source_curation_and_columns(loans: pd.DataFrame) -> None:
+    card = data_card(
+        loans,
+        source="s3://bucket/loans",
+        rows_before_curation=len(loans) + 7,
+        time_column="application_time",
+        assumptions=["one row per application"],
+        curation={"duplicates": 7},
+    )
+    assert card["rows_before_curation"] - card["rows_after_curation"] == 7
+    assert card["assumptions"] == ["one row per application"] and card["time_range"][0] < card["time_range"][1]
+    income = card["column_summary"]["annual_income"]
+    assert income["null_rate"] > 0 and income["p25"] <= income["median"] <= income["p75"]
+    assert "top_values" in column_summary(loans)["region"]
+
+
+def test_suite_diff_names_new_columns_categories_and_shifted_ranges(loans: pd.DataFrame) -> None:
+    suite = profile_suite(loans, "loans", target=TARGET, id_column=ID_COLUMN)
+    assert diff_suites(suite, profile_suite(loans, "loans", target=TARGET, id_column=ID_COLUMN)) == []
+    fresh = loans.assign(channel="web", loan_amount=loans["loan_amount"] * 10)
+    fresh.loc[fresh.index[:3], "purpose"] = "crypto"
+    changes = diff_suites(suite, profile_suite(fresh, "loans", target=TARGET, id_column=ID_COLUMN))
+    details = {(c.kind, c.expectation, c.column): c.detail for c in changes}
+    assert "channel" in details[("changed", "expect_table_columns_to_match_ordered_list", None)]
+    assert ("added", "expect_column_to_exist", "channel") in details
+    assert "crypto" in details[("changed", "expect_column_values_to_be_in_set", "purpose")]
+    assert ("changed", "expect_column_median_to_be_between", "loan_amount") in details
+
+
+def test_label_review_ranks_flipped_labels_first() -> None:
+    batch = generate_loans(3000, seed=5, scenario=Scenario(label_noise=0.05))
+    frame = batch.frame
+    spec = infer_feature_spec(frame, TARGET, ID_COLUMN, "application_time")
+    split = split_data(frame, spec, 0.2, 0)
+    ids = frame.loc[split.X_train.index, ID_COLUMN]
+    review = review_labels(build_model(spec, ModelConfig(), 0), split.X_train, split.y_train, ids=ids, folds=3, seed=0)
+    issues = review.issues
+    assert list(issues.columns) == COLUMNS and len(issues) > 0
+    assert (issues["given_label"] != issues["predicted_label"]).all()
+    assert issues["given_label_probability"].is_monotonic_increasing  # most confident mistakes first
+    assert sum(review.per_class.values()) == len(issues)
+    flipped = set(batch.flipped_ids)
+    top = issues["id"].head(20)
+    assert top.isin(flipped).mean() >= 0.5, "the most confident mistakes should mostly be the flipped rows"
+
+
+def test_label_review_samples_large_training_sets(loans: pd.DataFrame) -> None:
+    spec = infer_feature_spec(loans, TARGET, ID_COLUMN, "application_time")
+    split = split_data(loans, spec, 0.2, 0)
+    review = review_labels(
+        build_model(spec, ModelConfig(), 0), split.X_train, split.y_train, folds=3, seed=0, max_rows=300
+    )
+    assert review.reviewed_rows == 300 and review.total_rows == len(split.X_train)
+    assert set(review.issues["row"]) <= set(split.X_train.index)
