@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint format typecheck bench serve status stop clean
+.PHONY: help uv venv run test test-fast lint format typecheck bench bench-training bench-labels serve status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,8 +48,13 @@ format: venv ## Format the code with ruff
 typecheck: venv ## mypy over components, flows and serving
 	.venv/bin/mypy components flows serving
 
-bench: venv ## Benchmark mlops run against a plain in-process script (default size and 1M rows)
+bench: bench-labels bench-training ## Run every benchmark
+
+bench-training: venv ## mlops run against a plain in-process script, side by side (default size and 1M rows)
 	.venv/bin/python benchmarks/bench_training.py
+
+bench-labels: venv ## Label review: precision/recall of flagged rows with 5% of labels flipped
+	.venv/bin/python benchmarks/bench_label_review.py
 
 serve: venv ## Serve the champion over HTTP on 127.0.0.1:3000
 	$(MLOPS) serve

@@ -47,6 +47,9 @@ class DataConfig(_Section):
     )
 
 
+EstimatorName = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+
+
 class ValidationConfig(_Section):
     suite_dir: Path = Field(default=Path("expectations"), description="Where GX suites live (reviewed, in git).")
     create_missing_suite: bool = Field(
@@ -110,6 +113,11 @@ class LabelReviewConfig(_Section):
         default="report", description="report: log label_issues.csv only; exclude: also drop flagged training rows."
     )
     folds: int = Field(default=5, ge=2, le=20, description="Cross-validation folds for out-of-fold probabilities.")
+    estimator: EstimatorName | None = Field(
+        default=None,
+        description="Model family that produces the out-of-fold probabilities (default: model.estimator); "
+        "a flexible one (hist_gradient_boosting) finds more mistakes when the served model is linear.",
+    )
     max_rows: int = Field(
         default=200_000,
         ge=100,
@@ -119,9 +127,6 @@ class LabelReviewConfig(_Section):
 
 class SplitConfig(_Section):
     test_size: float = Field(default=0.2, gt=0, lt=1)
-
-
-EstimatorName = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
 
 
 class ModelConfig(_Section):

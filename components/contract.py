@@ -8,6 +8,7 @@ workspace only holds run state and Data Docs.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -458,11 +459,16 @@ class Validator:
             self.datasource = self.context.data_sources.add_pandas("pandas")
 
     def _suite(self, suite: dict[str, Any]) -> gx.ExpectationSuite:
+        # Deep copies: GX fills in defaults on the dicts it is given, and the caller's suite must not change.
         expectations = [
-            {k: v for k, v in e.items() if k not in ("id", "rendered_content")} for e in suite["expectations"]
+            copy.deepcopy({k: v for k, v in e.items() if k not in ("id", "rendered_content")})
+            for e in suite["expectations"]
         ]
         built = self._gx.ExpectationSuite(
-            name=suite["name"], expectations=expectations, meta=suite.get("meta"), notes=suite.get("notes")
+            name=suite["name"],
+            expectations=expectations,
+            meta=copy.deepcopy(suite.get("meta")),
+            notes=suite.get("notes"),
         )
         if len(built.expectations) != len(expectations):
             raise ContractError(

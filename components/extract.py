@@ -44,10 +44,17 @@ def is_database_url(source: str) -> bool:
 
 
 def resolve_files(source: str) -> list[Path]:
-    """The data files a file source names: one file, every CSV/Parquet in a folder, or a glob."""
+    """The data files a file source names: one file, every CSV/Parquet in a folder, or a glob.
+
+    In a folder, names starting with `_` or `.` are skipped (markers, answer keys, partial writes).
+    """
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABULAR_SUFFIXES and p.is_file())
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.suffix.lower() in TABULAR_SUFFIXES and p.is_file() and not p.name.startswith(("_", "."))
+        )
         if not files:
             raise ExtractionError(f"no .csv or .parquet files in folder {path}")
     elif any(ch in source for ch in "*?["):
@@ -63,9 +70,6 @@ def resolve_files(source: str) -> list[Path]:
         raise ExtractionError(
             f"unsupported file type {unsupported[0].suffix or '(none)'} for {unsupported[0]}; use .csv or .parquet"
         )
-    kinds = {TABULAR_SUFFIXES[p.suffix.lower()] for p in files}
-    if len(kinds) > 1:
-        raise ExtractionError(f"{source} mixes CSV and Parquet files; point at one kind")
     return files
 
 

@@ -9,10 +9,11 @@ never deleted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,41 +58,59 @@ def _columns(batch: Batch) -> list[str]:
     return [str(c) for c in batch.frame.columns]
 
 
-def screen_batches(batches: Sequence[Batch], suite: str, validate: Validate, validate_quietly: Validate) -> Screening:
-    """Validate the batches; when the whole fails, find the batches that break it.
+def screen_batches(
+    batches: Sequence[Batch],
+    suite: str,
+    validate: Validate,
+    validate_quietly: Validate,
+    trusted: Collection[str] = (),
+) -> Screening:
+    """Validate the batches one by one, then together; reject the ones that break the contract.
 
-    `validate` runs the checkpoint that updates Data Docs (once, on the combined data);
-    `validate_quietly` is used for the per-batch search and writes no docs.
-    The search adds batches in order and rejects each one whose addition breaks the contract,
-    so a batch of copies of earlier rows is caught even though it is consistent on its own.
+    1. A file that cannot be parsed is rejected.
+    2. With several batches, each is validated on its own (`validate_quietly`, no docs), so a unit
+       change or a null-rate jump in one batch is not diluted by the others. Batches named in
+       `trusted` (accepted before, unchanged, under the same suite) skip this step.
+    3. The survivors are validated together by `validate` (the checkpoint that updates Data Docs),
+       which catches what only shows across batches, such as a batch of copies of earlier rows. When
+       that fails, batches are added in order and each one whose addition breaks the contract is
+       rejected.
     """
-    unreadable = [Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None]
+    rejected = [Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None]
     readable = [b for b in batches if b.frame is not None]
-    if not readable:
-        return Screening(accepted=(), rejected=tuple(unreadable), report=unreadable[0].report)
+    survivors: list[Batch] = []
+    if len(readable) > 1:
+        for batch in readable:
+            report = None if batch.name in trusted else validate_quietly(batch.frame)  # type: ignore[arg-type]
+            if report is None or report.success:
+                survivors.append(batch)
+            else:
+                rejected.append(Rejection(batch, report))
+    else:
+        survivors = readable
+    if not survivors:
+        return Screening(accepted=(), rejected=tuple(rejected), report=rejected[0].report)
     combined: ValidationReport | None = None
-    if all(_columns(b) == _columns(readable[0]) for b in readable):
-        frame = readable[0].frame if len(readable) == 1 else pd.concat([b.frame for b in readable], ignore_index=True)
+    if all(_columns(b) == _columns(survivors[0]) for b in survivors):
+        frames = [b.frame for b in survivors]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         assert frame is not None
         combined = validate(frame)
         if combined.success:
-            return Screening(accepted=tuple(readable), rejected=tuple(unreadable), report=combined, frame=frame)
-        if len(readable) == 1:
-            return Screening(accepted=(), rejected=(*unreadable, Rejection(readable[0], combined)), report=combined)
+            return Screening(accepted=tuple(survivors), rejected=tuple(rejected), report=combined, frame=frame)
+        if len(survivors) == 1:
+            rejected.append(Rejection(survivors[0], combined))
+            return Screening(accepted=(), rejected=tuple(rejected), report=combined)
     accepted: list[Batch] = []
-    rejected = list(unreadable)
-    for batch in readable:
+    for batch in survivors:
         assert batch.frame is not None
         if accepted and _columns(batch) != _columns(accepted[0]):
-            report = validate_quietly(batch.frame)
-            if report.success:  # only possible when the suite does not pin the columns
-                failure = Failure(
-                    expectation="same_columns_as_other_batches",
-                    column=None,
-                    message=f"columns {_columns(batch)} differ from {accepted[0].name}'s {_columns(accepted[0])}",
-                )
-                report = ValidationReport(suite=suite, success=False, evaluated=1, failures=(failure,))
-            rejected.append(Rejection(batch, report))
+            failure = Failure(
+                expectation="same_columns_as_other_batches",
+                column=None,
+                message=f"columns {_columns(batch)} differ from {accepted[0].name}'s {_columns(accepted[0])}",
+            )
+            rejected.append(Rejection(batch, ValidationReport(suite, False, 1, (failure,))))
             continue
         frame = pd.concat([*(b.frame for b in accepted), batch.frame], ignore_index=True) if accepted else batch.frame
         report = validate_quietly(frame)
@@ -100,6 +119,36 @@ def screen_batches(batches: Sequence[Batch], suite: str, validate: Validate, val
         else:
             rejected.append(Rejection(batch, report))
     return Screening(accepted=tuple(accepted), rejected=tuple(rejected), report=combined or rejected[0].report)
+
+
+def _batch_key(batch: Batch, suite: dict[str, Any]) -> str | None:
+    if batch.path is None or not batch.path.exists():
+        return None
+    stat = batch.path.stat()
+    identity = json.dumps([str(batch.path.resolve()), stat.st_size, stat.st_mtime_ns, suite], sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def trusted_batches(ledger: Path, batches: Sequence[Batch], suite: dict[str, Any]) -> set[str]:
+    """Names of batches this suite accepted before, unchanged since (same path, size and mtime)."""
+    try:
+        known = set(json.loads(ledger.read_text()))
+    except (OSError, ValueError):
+        return set()
+    return {b.name for b in batches if (key := _batch_key(b, suite)) is not None and key in known}
+
+
+def remember_accepted(ledger: Path, batches: Sequence[Batch], suite: dict[str, Any]) -> None:
+    """Record accepted file batches so later runs validate only what is new or changed."""
+    try:
+        known = set(json.loads(ledger.read_text()))
+    except (OSError, ValueError):
+        known = set()
+    known |= {key for b in batches if (key := _batch_key(b, suite)) is not None}
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ledger.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(known)))
+    tmp.replace(ledger)
 
 
 def _stamp() -> str:

@@ -24,6 +24,9 @@ REGIONS = ("north", "south", "east", "west")
 START_TIME = pd.Timestamp("2026-01-05")
 
 
+FLIPPED_LABELS_FILE = "_flipped_labels.csv"
+
+
 @dataclass(frozen=True)
 class Scenario:
     """What to change in a batch; all strengths are 0 for the stable stream."""
@@ -199,7 +202,10 @@ def write_batches(
     *,
     scenario_from: int = 0,
 ) -> list[Path]:
-    """Write batches as `batch_0000.parquet`, ...; flipped label ids go to `flipped_labels.csv`."""
+    """Write batches as `batch_0000.parquet`, ...; flipped label ids go to `_flipped_labels.csv`.
+
+    The leading underscore keeps the answer key out of the data: folder sources skip such files.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     flipped: list[int] = []
@@ -211,5 +217,5 @@ def write_batches(
         paths.append(path)
         flipped.extend(batch.flipped_ids)
     if flipped:
-        pd.DataFrame({ID_COLUMN: flipped}).to_csv(out_dir / "flipped_labels.csv", index=False)
+        pd.DataFrame({ID_COLUMN: flipped}).to_csv(out_dir / FLIPPED_LABELS_FILE, index=False)
     return paths

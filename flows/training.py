@@ -25,7 +25,7 @@ from components.extract import Batch, ExtractionError, combine, read_batches
 from components.label_review import review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, PromotionPolicy, decide_promotion
-from components.quarantine import quarantine, screen_batches
+from components.quarantine import quarantine, remember_accepted, screen_batches, trusted_batches
 from components.train import build_model, model_params, train_model
 from components.workspace import Workspace
 
@@ -120,11 +120,13 @@ def validate_task(
     logger = get_run_logger()
     suite = _suite_for(batches, config, dataset)
     validator = contract.Validator(workspace.gx_dir)
+    ledger = workspace.accepted_batches(dataset)
     screening = screen_batches(
         batches,
         suite["name"],
         validate=lambda frame: validator.validate(frame, suite, run_name=run_id),
         validate_quietly=lambda frame: validator.validate(frame, suite, data_docs=False),
+        trusted=trusted_batches(ledger, batches, suite),
     )
     report = screening.report
     registry.log_dict(run_id, report.as_dict(), "validation/report.json")
@@ -150,6 +152,7 @@ def validate_task(
             logger.error("quarantined %s in %s:\n%s", rejection.batch.name, folder, rejection.report.summary())
         registry.set_tags(run_id, {"quarantine": ", ".join(str(f) for f in folders)})
         raise DataRejected(screening.rejected[0].report, report_path, quarantined=tuple(folders))
+    remember_accepted(ledger, screening.accepted, suite)
     logger.info(report.summary())
     assert screening.frame is not None
     return screening.frame
@@ -247,8 +250,11 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
     logger = get_run_logger()
     split, spec, review_cfg = prepared.split, prepared.spec, config.label_review
     ids = curated.frame[spec.id_column].loc[split.X_train.index] if spec.id_column else None
+    reviewer = config.model.model_copy(update={"estimator": review_cfg.estimator or config.model.estimator})
+    if review_cfg.estimator and review_cfg.estimator != config.model.estimator:
+        reviewer = reviewer.model_copy(update={"params": {}})  # the served model's params need not fit this family
     review = review_labels(
-        build_model(spec, config.model, config.seed, prepared.clip),
+        build_model(spec, reviewer, config.seed, prepared.clip),
         split.X_train,
         split.y_train,
         ids=ids,

@@ -68,7 +68,7 @@ def test_scenario_strength_is_checked() -> None:
 def test_write_batches(tmp_path) -> None:
     paths = write_batches(tmp_path, 3, 50, seed=2, scenario=Scenario(label_noise=0.2), scenario_from=2)
     assert [p.name for p in paths] == ["batch_0000.parquet", "batch_0001.parquet", "batch_0002.parquet"]
-    flipped = pd.read_csv(tmp_path / "flipped_labels.csv")[ID_COLUMN]
+    flipped = pd.read_csv(tmp_path / "_flipped_labels.csv")[ID_COLUMN]
     assert (flipped > 20_000_000).all()  # only the last batch had noise
     assert not list(tmp_path.glob("*.tmp"))
     assert np.isfinite(pd.read_parquet(paths[0])["loan_amount"]).all()
