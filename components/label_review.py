@@ -17,6 +17,13 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
+MIN_ROWS_PER_CLASS = 5
+
+
+class LabelReviewError(ValueError):
+    """The training split is too small, or too thin in some class, for out-of-fold review."""
+
+
 COLUMNS = ["row", "id", "given_label", "predicted_label", "confidence", "given_label_probability"]
 
 
@@ -51,8 +58,12 @@ def out_of_fold_probabilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, classes): each row scored by a copy of `model` that never saw it."""
     classes = np.array(sorted(pd.unique(y)))
-    smallest = int(y.value_counts().min())
-    folds = max(2, min(folds, smallest))
+    counts = y.value_counts()
+    if len(counts) < 2 or int(counts.min()) < MIN_ROWS_PER_CLASS:
+        raise LabelReviewError(
+            f"label review needs at least {MIN_ROWS_PER_CLASS} training rows per class; got {counts.to_dict()}"
+        )
+    folds = min(folds, int(counts.min()))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probabilities = cross_val_predict(clone(model), X, y, cv=cv, method="predict_proba")
     return probabilities, classes

@@ -75,6 +75,8 @@ def screen_batches(
        which catches what only shows across batches, such as a batch of copies of earlier rows. When
        that fails, batches are added in order and each one whose addition breaks the contract is
        rejected.
+
+    Every rejection is validated again through `validate`, so Data Docs show its failed expectations.
     """
     rejected = [Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None]
     readable = [b for b in batches if b.frame is not None]
@@ -84,8 +86,8 @@ def screen_batches(
             report = None if batch.name in trusted else validate_quietly(batch.frame)  # type: ignore[arg-type]
             if report is None or report.success:
                 survivors.append(batch)
-            else:
-                rejected.append(Rejection(batch, report))
+            else:  # validate it again through the checkpoint, so Data Docs show why it was rejected
+                rejected.append(Rejection(batch, validate(batch.frame)))  # type: ignore[arg-type]
     else:
         survivors = readable
     if not survivors:
@@ -117,7 +119,7 @@ def screen_batches(
         if report.success:
             accepted.append(batch)
         else:
-            rejected.append(Rejection(batch, report))
+            rejected.append(Rejection(batch, validate(frame)))
     return Screening(accepted=tuple(accepted), rejected=tuple(rejected), report=combined or rejected[0].report)
 
 

@@ -22,7 +22,7 @@ from components.curate import deduplicate, iqr_fences, outlier_report
 from components.datacard import data_card
 from components.evaluate import compute_metrics, evaluate_model
 from components.extract import Batch, ExtractionError, combine, read_batches
-from components.label_review import review_labels
+from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, PromotionPolicy, decide_promotion
 from components.quarantine import quarantine, remember_accepted, screen_batches, trusted_batches
@@ -131,8 +131,10 @@ def validate_task(
     report = screening.report
     registry.log_dict(run_id, report.as_dict(), "validation/report.json")
     registry.log_dict(run_id, suite, f"validation/{dataset}.json")
-    if report.docs_url and (page := Path(url2pathname(urlparse(report.docs_url).path))).is_file():
-        registry.log_artifact(run_id, page, "validation/data_docs")
+    pages = {r.docs_url for r in (report, *(x.report for x in screening.rejected)) if r.docs_url}
+    for url in sorted(pages):
+        if (page := Path(url2pathname(urlparse(url).path))).is_file():
+            registry.log_artifact(run_id, page, "validation/data_docs")
     report_path = workspace.reports / f"validation_{dataset}_{run_id}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str))
@@ -253,15 +255,20 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
     reviewer = config.model.model_copy(update={"estimator": review_cfg.estimator or config.model.estimator})
     if review_cfg.estimator and review_cfg.estimator != config.model.estimator:
         reviewer = reviewer.model_copy(update={"params": {}})  # the served model's params need not fit this family
-    review = review_labels(
-        build_model(spec, reviewer, config.seed, prepared.clip),
-        split.X_train,
-        split.y_train,
-        ids=ids,
-        folds=review_cfg.folds,
-        seed=config.seed,
-        max_rows=review_cfg.max_rows,
-    )
+    try:
+        review = review_labels(
+            build_model(spec, reviewer, config.seed, prepared.clip),
+            split.X_train,
+            split.y_train,
+            ids=ids,
+            folds=review_cfg.folds,
+            seed=config.seed,
+            max_rows=review_cfg.max_rows,
+        )
+    except LabelReviewError as exc:  # advisory step: say so on the run, train anyway
+        logger.warning("label review skipped: %s", exc)
+        registry.set_tags(run_id, {"label_review": f"skipped: {exc}"[:5000]})
+        return prepared
     summary = review.summary()
     registry.log_text(run_id, review.issues.drop(columns="row").to_csv(index=False), "label_issues.csv")
     registry.log_dict(run_id, summary, "label_issues_summary.json")

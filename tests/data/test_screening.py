@@ -49,6 +49,40 @@ def test_only_the_bad_batch_of_a_folder_is_rejected(tmp_path: Path, suite: dict,
     assert [r.batch.path for r in screening.rejected] == [paths[1]]
     assert {b.path for b in screening.accepted} == {paths[0], paths[2]}
     assert "crypto" in screening.rejected[0].report.summary()
+    page = Path(screening.rejected[0].report.docs_url.removeprefix("file://"))
+    assert "crypto" in page.read_text(), "Data Docs show why the batch was rejected"
+
+
+def test_a_unit_change_in_one_new_file_is_not_diluted_by_the_history(
+    tmp_path: Path, suite: dict, validator: Validator
+) -> None:
+    paths = write_batches(tmp_path, 4, 400, seed=25)
+    last = pd.read_parquet(paths[-1])
+    last.assign(annual_income=last["annual_income"] / 1000).to_parquet(paths[-1], index=False)
+    screening = _screen(read_batches(str(tmp_path)), suite, validator)
+    assert [r.batch.path for r in screening.rejected] == [paths[-1]]
+    assert "annual_income" in screening.rejected[0].report.summary()
+
+
+def test_trusted_batches_skip_their_own_validation(tmp_path: Path, suite: dict, validator: Validator) -> None:
+    from components.quarantine import remember_accepted, trusted_batches
+
+    write_batches(tmp_path / "d", 2, 300, seed=26)
+    batches = read_batches(str(tmp_path / "d"))
+    ledger = tmp_path / "ledger.json"
+    assert trusted_batches(ledger, batches, suite) == set()
+    remember_accepted(ledger, batches, suite)
+    assert trusted_batches(ledger, batches, suite) == {"batch_0000.parquet", "batch_0001.parquet"}
+    changed = {**suite, "notes": "edited"}
+    assert trusted_batches(ledger, batches, changed) == set(), "a suite change re-validates everything"
+    calls: list[int] = []
+
+    def quiet(frame: pd.DataFrame):
+        calls.append(len(frame))
+        return validator.validate(frame, suite, data_docs=False)
+
+    screen_batches(batches, "loans", lambda f: validator.validate(f, suite), quiet, trusted={"batch_0000.parquet"})
+    assert calls == [300], "only the untrusted batch is validated on its own"
 
 
 def test_a_batch_of_copies_of_earlier_rows_is_rejected(tmp_path: Path, suite: dict, validator: Validator) -> None:

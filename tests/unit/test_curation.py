@@ -107,3 +107,13 @@ def test_label_review_samples_large_training_sets(loans: pd.DataFrame) -> None:
     )
     assert review.reviewed_rows == 300 and review.total_rows == len(split.X_train)
     assert set(review.issues["row"]) <= set(split.X_train.index)
+
+
+def test_label_review_refuses_classes_too_thin_for_cross_validation(loans: pd.DataFrame) -> None:
+    from components.label_review import LabelReviewError
+
+    spec = infer_feature_spec(loans, TARGET, ID_COLUMN, "application_time")
+    X = loans[list(spec.features)].head(40)
+    y = pd.Series([0] * 38 + [1] * 2, index=X.index)
+    with pytest.raises(LabelReviewError, match="per class"):
+        review_labels(build_model(spec, ModelConfig(), 0), X, y)
