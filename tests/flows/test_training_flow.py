@@ -222,3 +222,16 @@ def test_missing_data_is_an_error_not_a_rejection(prefect_api, tmp_path: Path) -
     assert result.exit_code == 1
     assert "data source not found" in result.output
     assert load_config(config_path, environ={}).home == tmp_path / "ws"
+
+
+def test_drop_outliers_and_exclude_flagged_labels_shrink_only_the_training_split(trained) -> None:
+    _, config, _ = trained
+    strict = config.with_overrides(curation={"outlier_policy": "drop"}, label_review={"action": "exclude"})
+    result = training_flow(strict)
+    run = _client(config).get_run(result.run_id)
+    metrics = run.data.metrics
+    assert metrics["outlier_rows_dropped_from_training"] > 0
+    assert metrics["label_issues_excluded"] == metrics["label_issues"] > 0
+    assert run.data.params["curation.outlier_policy"] == "drop"
+    assert np.isfinite(result.metrics["roc_auc"])
+    assert registry.get_champion(_client(config), "loans").version in {"1", result.model_version}
