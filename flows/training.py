@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,27 @@ class Curated:
     spec: FeatureSpec
     fingerprint: str
     outlier_mask: np.ndarray
+
+
+class _RejectionLogFilter(logging.Filter):
+    """A rejection is an expected outcome, not a crash: Prefect's task and flow loggers report it
+    in one line instead of a traceback that repeats every failed expectation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, DataRejected) or "DataRejected" in record.getMessage():
+            where = f"; report: {exc.report_path}" if isinstance(exc, DataRejected) and exc.report_path else ""
+            record.msg, record.args = f"data rejected by the contract (failed expectations above){where}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_rejections() -> None:
+    """Install the filter on Prefect's run loggers once per process."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RejectionLogFilter) for f in logger.filters):
+            logger.addFilter(_RejectionLogFilter())
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -357,6 +379,7 @@ def promote_task(
 @flow(name="training_flow")
 def training_flow(config: PipelineConfig) -> TrainingResult:
     """Train a candidate on the configured data and promote it if it beats the champion."""
+    quiet_rejections()
     workspace = Workspace.at(config.home)
     source = resolve_source(config, workspace.root)
     dataset = dataset_name(config)
