@@ -278,6 +278,30 @@ def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> N
     MlflowClient().log_artifact(run_id, str(path), artifact_path)
 
 
+def log_validation_run(
+    workspace: Workspace,
+    dataset: str,
+    report: dict[str, Any],
+    suite: dict[str, Any],
+    docs_pages: list[Path],
+    accepted: bool,
+) -> str:
+    """Record a standalone validation (no training) as its own MLflow run in the dataset's experiment."""
+    client = connect(workspace)
+    run_id = start_run(
+        client,
+        ensure_experiment(client, dataset, workspace),
+        tags={"mlflow.runName": "validate", "mlops.kind": "validation", "dataset": dataset},
+        params={},
+    )
+    log_dict(run_id, report, "validation/report.json")
+    log_dict(run_id, suite, f"validation/{dataset}.json")
+    for page in docs_pages:
+        log_artifact(run_id, page, "validation/data_docs")
+    end_run(client, run_id, "FINISHED" if accepted else "FAILED", {"outcome": "accepted" if accepted else "rejected"})
+    return run_id
+
+
 def end_run(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> None:
     set_tags(run_id, tags)
     client.set_terminated(run_id, status=status)

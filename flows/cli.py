@@ -465,8 +465,25 @@ def expectations_validate(
             quarantine(workspace.quarantine, dataset, r, source=source, mode=config.validation.quarantine)
             for r in screening.rejected
         ]
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from components.registry import log_validation_run
+
+    urls = {r.docs_url for r in (screening.report, *(x.report for x in screening.rejected)) if r.docs_url}
+    pages = [p for u in sorted(urls) if (p := Path(url2pathname(urlparse(u).path))).is_file()]
+    run_id = log_validation_run(workspace, dataset, payload, suite, pages, screening.success)
     if as_json:
-        print(json.dumps({**payload, "report_path": str(report_path), "quarantined": [str(f) for f in folders]}))
+        print(
+            json.dumps(
+                {
+                    **payload,
+                    "report_path": str(report_path),
+                    "quarantined": [str(f) for f in folders],
+                    "mlflow_run_id": run_id,
+                }
+            )
+        )
     if screening.success:
         err.print(f"[green]accepted:[/] {screening.report.summary()}", highlight=False)
     else:
@@ -476,7 +493,7 @@ def expectations_validate(
             err.print(f"quarantined: {folder}", highlight=False)
     if screening.report.docs_url:
         err.print(f"Data Docs: {screening.report.docs_url}", highlight=False, soft_wrap=True)
-    err.print(f"report: {report_path}", highlight=False, soft_wrap=True)
+    err.print(f"report: {report_path}\nMLflow run {run_id}", highlight=False, soft_wrap=True)
     if not screening.success:
         raise typer.Exit(EXIT_REJECTED)
 

@@ -62,6 +62,14 @@ def test_validate_accepts_clean_data_and_quarantines_bad_files(tmp_path: Path) -
     payload = json.loads(kept.stdout.strip().splitlines()[-1])
     assert payload["rejected"][0]["batch"] == bad.name and Path(payload["report_path"]).is_file()
     assert any("loan_amount" in f["message"] for f in payload["rejected"][0]["failed_expectations"])
+    from components import registry
+    from components.workspace import Workspace
+
+    client = registry.connect(Workspace.at(tmp_path / "ws"))
+    run = client.get_run(payload["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["outcome"] == "rejected"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "validation")}
+    assert "validation/report.json" in logged and "validation/data_docs" in logged
 
     moved = CliRunner().invoke(app, [*args, "--quarantine"])
     assert moved.exit_code == EXIT_REJECTED and not bad.exists()
