@@ -146,20 +146,12 @@ def combine(batches: list[Batch]) -> pd.DataFrame:
 
 
 def extract_table(source: str, query: str | None = None) -> pd.DataFrame:
-    """Read the whole source into one frame (files are concatenated in name order)."""
-    if is_database_url(source):
-        if not query:
-            raise ExtractionError(f"{source} is a database URL: give a SQL query too (data.query)")
-        return read_sql(source, query)
-    files = resolve_files(source)
-    frames = [read_file(path) for path in files]
-    if len(frames) == 1:
-        return frames[0]
-    columns = list(frames[0].columns)
-    for path, frame in zip(files[1:], frames[1:], strict=True):
-        if list(frame.columns) != columns:
-            raise ExtractionError(f"{path} has columns {list(frame.columns)}, unlike the first file's {columns}")
-    return pd.concat(frames, ignore_index=True)
+    """The whole source as one frame (batches in name order); any unreadable file is an error."""
+    batches = read_batches(source, query)
+    for batch in batches:
+        if batch.frame is None:
+            raise ExtractionError(batch.error or f"{batch.name} is unreadable", path=batch.path)
+    return combine(batches)
 
 
 def dataset_name_for(source: str) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 
@@ -45,6 +47,13 @@ class Screening:
     @property
     def success(self) -> bool:
         return not self.rejected and self.report.success
+
+    @property
+    def docs_pages(self) -> list[Path]:
+        """The Data Docs pages of the combined validation and of every rejection."""
+        urls = {r.docs_url for r in (self.report, *(x.report for x in self.rejected)) if r.docs_url}
+        pages = [Path(url2pathname(urlparse(url).path)) for url in sorted(urls)]
+        return [page for page in pages if page.is_file()]
 
 
 def unreadable_report(suite: str, batch: Batch) -> ValidationReport:

@@ -465,14 +465,9 @@ def expectations_validate(
             quarantine(workspace.quarantine, dataset, r, source=source, mode=config.validation.quarantine)
             for r in screening.rejected
         ]
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
-
     from components.registry import log_validation_run
 
-    urls = {r.docs_url for r in (screening.report, *(x.report for x in screening.rejected)) if r.docs_url}
-    pages = [p for u in sorted(urls) if (p := Path(url2pathname(urlparse(u).path))).is_file()]
-    run_id = log_validation_run(workspace, dataset, payload, suite, pages, screening.success)
+    run_id = log_validation_run(workspace, dataset, payload, suite, screening.docs_pages, screening.success)
     if as_json:
         print(
             json.dumps(

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import numpy as np
 import pandas as pd
@@ -153,10 +150,8 @@ def validate_task(
     report = screening.report
     registry.log_dict(run_id, report.as_dict(), "validation/report.json")
     registry.log_dict(run_id, suite, f"validation/{dataset}.json")
-    pages = {r.docs_url for r in (report, *(x.report for x in screening.rejected)) if r.docs_url}
-    for url in sorted(pages):
-        if (page := Path(url2pathname(urlparse(url).path))).is_file():
-            registry.log_artifact(run_id, page, "validation/data_docs")
+    for page in screening.docs_pages:
+        registry.log_artifact(run_id, page, "validation/data_docs")
     report_path = workspace.reports / f"validation_{dataset}_{run_id}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str))
