@@ -46,9 +46,19 @@ class ChampionInfo:
         return f"models:/{self.name}@{CHAMPION}"
 
 
+# mlflow.set_tracking_uri/set_registry_uri also export MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI;
+# values this process exported itself are not a user's choice and must not pin later workspaces.
+_EXPORTED: set[str] = set()
+
+
+def _user_uri(variable: str) -> str | None:
+    value = os.environ.get(variable)
+    return value if value and value not in _EXPORTED else None
+
+
 def tracking_uri(workspace: Workspace) -> str:
-    """MLFLOW_TRACKING_URI when set (a real server), else the workspace's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or workspace.tracking_uri
+    """MLFLOW_TRACKING_URI when the user set it (a real server), else the workspace's SQLite store."""
+    return _user_uri("MLFLOW_TRACKING_URI") or workspace.tracking_uri
 
 
 def is_embedded(uri: str, workspace: Workspace) -> bool:
@@ -64,8 +74,11 @@ def connect(workspace: Workspace) -> MlflowClient:
     if is_embedded(uri, workspace):
         workspace.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
         workspace.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    registry = _user_uri("MLFLOW_REGISTRY_URI") or uri
+    if is_embedded(uri, workspace):
+        _EXPORTED.add(uri)  # exported by the two calls below; a user's server URI is never added
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    mlflow.set_registry_uri(registry)
     return MlflowClient()
 
 

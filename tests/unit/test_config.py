@@ -73,3 +73,15 @@ def test_missing_target_is_reported() -> None:
     config = PipelineConfig.model_validate({"data": {"source": "x.csv"}})
     with pytest.raises(ConfigError, match="target"):
         resolve_source(config, Path("."))
+
+
+def test_workspaces_do_not_pin_each_other_but_a_user_server_wins(tmp_path, monkeypatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; that must not redirect the next workspace."""
+    from components import registry
+    from components.workspace import Workspace
+
+    first, second = Workspace.at(tmp_path / "a"), Workspace.at(tmp_path / "b")
+    registry.connect(first)
+    assert registry.tracking_uri(second) == second.tracking_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    assert registry.tracking_uri(second) == "http://mlflow.internal:5000"
