@@ -9,10 +9,12 @@ workspace only holds run state and Data Docs.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -440,23 +442,40 @@ def _normalize_for_gx(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype({c: object for c in text})
 
 
+@contextmanager
+def _exclusive(gx_dir: Path) -> Iterator[None]:
+    """One process at a time in a GX file context: its stores are read-modify-write files, and two
+    runs adding the same checkpoint at once fail ('Cannot add Checkpoint ... already exists')."""
+    gx_dir.mkdir(parents=True, exist_ok=True)
+    with open(gx_dir / ".mlops.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Validator:
-    """Runs suites through GX Checkpoints in a file context (Data Docs under `gx_dir`)."""
+    """Runs suites through GX Checkpoints in a file context (Data Docs under `gx_dir`).
+
+    Safe to use from several processes on one workspace: context changes are serialized.
+    """
 
     def __init__(self, gx_dir: Path, data_docs: bool = True):
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
-        gx_dir.mkdir(parents=True, exist_ok=True)
+        self.gx_dir = gx_dir
         self._gx = gx
-        self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        with _exclusive(gx_dir):
+            self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+            self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            try:
+                self.datasource = self.context.data_sources.get("pandas")
+            except KeyError:
+                self.datasource = self.context.data_sources.add_pandas("pandas")
         self.data_docs = data_docs
-        try:
-            self.datasource = self.context.data_sources.get("pandas")
-        except KeyError:
-            self.datasource = self.context.data_sources.add_pandas("pandas")
 
     def _suite(self, suite: dict[str, Any]) -> gx.ExpectationSuite:
         # Deep copies: GX fills in defaults on the dicts it is given, and the caller's suite must not change.
@@ -495,6 +514,12 @@ class Validator:
         data_docs: bool | None = None,
     ) -> ValidationReport:
         """Run the suite through a Checkpoint; `data_docs` (default: the validator's) updates the docs site."""
+        with _exclusive(self.gx_dir):
+            return self._validate(frame, suite, run_name, data_docs)
+
+    def _validate(
+        self, frame: pd.DataFrame, suite: dict[str, Any], run_name: str | None, data_docs: bool | None
+    ) -> ValidationReport:
         from great_expectations.core.run_identifier import RunIdentifier
 
         gx = self._gx

@@ -164,3 +164,21 @@ def test_quarantine_copy_mode_and_sql_batches(tmp_path: Path, suite: dict, valid
 
     written = quarantine(tmp_path / "q", "loans", Rejection(sql_batch, rejection.report), source="sqlite:///x.db")
     assert pd.read_parquet(written / "rows.parquet").shape == rejection.batch.frame.shape
+
+
+def _validate_in_process(args: tuple[str, int]) -> list[bool]:
+    gx_dir, seed = args
+    reference = generate_loans(1500, seed=1).frame
+    suite = profile_suite(reference, "loans", target=TARGET, id_column=ID_COLUMN)
+    validator = Validator(Path(gx_dir))
+    return [validator.validate(generate_loans(800, seed=seed + i).frame, suite).success for i in range(3)]
+
+
+@pytest.mark.slow
+def test_two_processes_can_validate_in_one_workspace(tmp_path: Path) -> None:
+    """A scheduled run and a manual `expectations validate` may overlap: GX's file stores must not race."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_validate_in_process, [(str(tmp_path / "gx"), 10), (str(tmp_path / "gx"), 20)])
+    assert results == [[True] * 3, [True] * 3]
