@@ -16,7 +16,7 @@ from components.evaluate import evaluate_model
 from components.extract import combine, read_batches
 from components.label_review import review_labels
 from components.prepare import infer_feature_spec, split_data
-from components.quarantine import remember_accepted, screen_batches, trusted_batches
+from components.quarantine import remember_accepted, screen_with, trusted_batches
 from components.train import build_model, train_model
 from components.workspace import Workspace
 
@@ -36,14 +36,9 @@ def main() -> None:
     if not path.exists():
         save_suite(profile_from_config(combine(batches), dataset, config), path)
     suite = load_suite(path)
-    validator = Validator(workspace.gx_dir)
     ledger = workspace.accepted_batches(dataset)
-    screening = screen_batches(
-        batches,
-        suite["name"],
-        validate=lambda f: validator.validate(f, suite),
-        validate_quietly=lambda f: validator.validate(f, suite, data_docs=False),
-        trusted=trusted_batches(ledger, batches, suite),
+    screening = screen_with(
+        Validator(workspace.gx_dir), batches, suite, trusted=trusted_batches(ledger, batches, suite)
     )
     assert screening.success and screening.frame is not None, screening.report.summary()
     remember_accepted(ledger, screening.accepted, suite)

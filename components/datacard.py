@@ -18,18 +18,12 @@ def fingerprint_frame(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def describe_frame(frame: pd.DataFrame, time_column: str | None = None) -> dict[str, Any]:
-    """Row count, time range and per-column null rates: the minimum card every run logs."""
-    card: dict[str, Any] = {
-        "rows": len(frame),
-        "columns": len(frame.columns),
-        "fingerprint": fingerprint_frame(frame),
-        "null_rate": {str(c): round(float(frame[c].isna().mean()), 4) for c in frame.columns},
-    }
-    if time_column and time_column in frame.columns and len(frame):
-        times = pd.to_datetime(frame[time_column], errors="coerce")
-        card["time_range"] = [str(times.min()), str(times.max())]
-    return card
+def time_range(frame: pd.DataFrame, time_column: str | None) -> list[str] | None:
+    """[earliest, latest] event time, when the frame has a time column."""
+    if not time_column or time_column not in frame.columns or not len(frame):
+        return None
+    times = pd.to_datetime(frame[time_column], errors="coerce")
+    return [str(times.min()), str(times.max())]
 
 
 def _number(value: Any) -> float | None:
@@ -81,14 +75,13 @@ def data_card(
     curation: dict[str, Any],
 ) -> dict[str, Any]:
     """The card every run logs: where the data came from, what curation did, what it looks like."""
-    card = describe_frame(frame, time_column)
     return {
         "source": source,
         "rows_before_curation": rows_before_curation,
         "rows_after_curation": len(frame),
-        "fingerprint": card["fingerprint"],
-        "time_range": card.get("time_range"),
-        "columns": card["columns"],
+        "fingerprint": fingerprint_frame(frame),
+        "time_range": time_range(frame, time_column),
+        "columns": len(frame.columns),
         "curation": curation,
         "assumptions": list(assumptions),
         "column_summary": column_summary(frame),

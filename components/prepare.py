@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,10 @@ class Split:
     X_test: pd.DataFrame
     y_train: pd.Series
     y_test: pd.Series
+
+    def without_training_rows(self, index: pd.Index) -> Split:
+        """The same split minus some training rows (curation's drops); test rows are never touched."""
+        return replace(self, X_train=self.X_train.drop(index=index), y_train=self.y_train.drop(index=index))
 
 
 def infer_feature_spec(

@@ -23,7 +23,7 @@ from urllib.request import url2pathname
 
 import pandas as pd
 
-from components.contract import Failure, ValidationReport
+from components.contract import Failure, ValidationReport, Validator
 from components.extract import Batch
 
 Validate = Callable[[pd.DataFrame], ValidationReport]
@@ -132,30 +132,53 @@ def screen_batches(
     return Screening(accepted=tuple(accepted), rejected=tuple(rejected), report=combined or rejected[0].report)
 
 
-def _batch_key(batch: Batch, suite: dict[str, Any]) -> str | None:
-    if batch.path is None or not batch.path.exists():
-        return None
-    stat = batch.path.stat()
-    identity = json.dumps([str(batch.path.resolve()), stat.st_size, stat.st_mtime_ns, suite], sort_keys=True)
-    return hashlib.sha256(identity.encode()).hexdigest()
+def screen_with(
+    validator: Validator,
+    batches: Sequence[Batch],
+    suite: dict[str, Any],
+    *,
+    run_name: str | None = None,
+    trusted: Collection[str] = (),
+) -> Screening:
+    """`screen_batches` through one GX validator: checkpoints with Data Docs, direct checks without."""
+    return screen_batches(
+        batches,
+        suite["name"],
+        validate=lambda frame: validator.validate(frame, suite, run_name=run_name),
+        validate_quietly=lambda frame: validator.validate(frame, suite, data_docs=False),
+        trusted=trusted,
+    )
+
+
+def _batch_keys(batches: Sequence[Batch], suite: dict[str, Any]) -> dict[str, str]:
+    """Batch name -> a key of (file path, size, mtime, suite); batches without a file have none."""
+    suite_digest = hashlib.sha256(json.dumps(suite, sort_keys=True).encode()).hexdigest()
+    keys = {}
+    for batch in batches:
+        if batch.path is None or not batch.path.exists():
+            continue
+        stat = batch.path.stat()
+        identity = json.dumps([str(batch.path.resolve()), stat.st_size, stat.st_mtime_ns, suite_digest])
+        keys[batch.name] = hashlib.sha256(identity.encode()).hexdigest()
+    return keys
+
+
+def _read_ledger(ledger: Path) -> set[str]:
+    try:
+        return set(json.loads(ledger.read_text()))
+    except (OSError, ValueError):
+        return set()
 
 
 def trusted_batches(ledger: Path, batches: Sequence[Batch], suite: dict[str, Any]) -> set[str]:
     """Names of batches this suite accepted before, unchanged since (same path, size and mtime)."""
-    try:
-        known = set(json.loads(ledger.read_text()))
-    except (OSError, ValueError):
-        return set()
-    return {b.name for b in batches if (key := _batch_key(b, suite)) is not None and key in known}
+    known = _read_ledger(ledger)
+    return {name for name, key in _batch_keys(batches, suite).items() if key in known}
 
 
 def remember_accepted(ledger: Path, batches: Sequence[Batch], suite: dict[str, Any]) -> None:
     """Record accepted file batches so later runs validate only what is new or changed."""
-    try:
-        known = set(json.loads(ledger.read_text()))
-    except (OSError, ValueError):
-        known = set()
-    known |= {key for b in batches if (key := _batch_key(b, suite)) is not None}
+    known = _read_ledger(ledger) | set(_batch_keys(batches, suite).values())
     ledger.parent.mkdir(parents=True, exist_ok=True)
     tmp = ledger.with_suffix(".tmp")
     tmp.write_text(json.dumps(sorted(known)))

@@ -433,7 +433,7 @@ def expectations_validate(
 ) -> None:
     """Validate data against its suite without training. Exit 3 when the contract rejects it."""
     from components import contract
-    from components.quarantine import quarantine, screen_batches
+    from components.quarantine import quarantine, screen_with
 
     config, source, dataset = _contract_target(config_path, data, name)
     workspace = _workspace(config)
@@ -442,13 +442,7 @@ def expectations_validate(
     except contract.ContractError as exc:
         _fail(f"{exc}; create it with `mlops expectations init`")
     batches = _read(source, config.data.query)
-    validator = contract.Validator(workspace.gx_dir)
-    screening = screen_batches(
-        batches,
-        suite["name"],
-        validate=lambda frame: validator.validate(frame, suite),
-        validate_quietly=lambda frame: validator.validate(frame, suite, data_docs=False),
-    )
+    screening = screen_with(contract.Validator(workspace.gx_dir), batches, suite)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_path = workspace.reports / f"validation_{dataset}_{stamp}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from components.extract import Batch, ExtractionError, combine, read_batches
 from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, PromotionPolicy, decide_promotion
-from components.quarantine import quarantine, remember_accepted, screen_batches, trusted_batches
+from components.quarantine import quarantine, remember_accepted, screen_with, trusted_batches
 from components.train import build_model, model_params, train_model
 from components.workspace import Workspace
 
@@ -138,13 +138,12 @@ def validate_task(
     """Screen the batches against the suite; rejected ones go to quarantine and stop the run."""
     logger = get_run_logger()
     suite = _suite_for(batches, config, dataset)
-    validator = contract.Validator(workspace.gx_dir)
     ledger = workspace.accepted_batches(dataset)
-    screening = screen_batches(
+    screening = screen_with(
+        contract.Validator(workspace.gx_dir),
         batches,
-        suite["name"],
-        validate=lambda frame: validator.validate(frame, suite, run_name=run_id),
-        validate_quietly=lambda frame: validator.validate(frame, suite, data_docs=False),
+        suite,
+        run_name=run_id,
         trusted=trusted_batches(ledger, batches, suite),
     )
     report = screening.report
@@ -250,7 +249,7 @@ def prepare_task(curated: Curated, config: PipelineConfig, run_id: str) -> Prepa
     elif cur.outlier_policy == "drop":
         flagged = pd.Series(curated.outlier_mask, index=curated.frame.index)
         drop = split.X_train.index[flagged.reindex(split.X_train.index, fill_value=False).to_numpy()]
-        split = replace(split, X_train=split.X_train.drop(index=drop), y_train=split.y_train.drop(index=drop))
+        split = split.without_training_rows(drop)
         registry.log_metrics(run_id, {"outlier_rows_dropped_from_training": len(drop)})
         get_run_logger().info("dropped %d outlier rows from the training split (test rows are kept)", len(drop))
     get_run_logger().info(
@@ -299,7 +298,7 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
     )
     if review_cfg.action == "exclude" and len(review.issues):
         drop = review.flagged_index
-        split = replace(split, X_train=split.X_train.drop(index=drop), y_train=split.y_train.drop(index=drop))
+        split = split.without_training_rows(drop)
         metrics["label_issues_excluded"] = len(drop)
         logger.info("excluded %d flagged rows from training", len(drop))
     registry.log_metrics(run_id, metrics)
