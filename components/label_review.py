@@ -55,8 +55,11 @@ class LabelReview:
 
 def out_of_fold_probabilities(
     model: Pipeline, X: pd.DataFrame, y: pd.Series, folds: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, classes): each row scored by a copy of `model` that never saw it."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(probabilities, classes, folds used): each row scored by a copy of `model` that never saw it.
+
+    The folds are capped by the smallest class, so each fold can hold out every class.
+    """
     classes = np.array(sorted(pd.unique(y)))
     counts = y.value_counts()
     if len(counts) < 2 or int(counts.min()) < MIN_ROWS_PER_CLASS:
@@ -66,7 +69,7 @@ def out_of_fold_probabilities(
     folds = min(folds, int(counts.min()))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probabilities = cross_val_predict(clone(model), X, y, cv=cv, method="predict_proba")
-    return probabilities, classes
+    return probabilities, classes, folds
 
 
 def review_labels(
@@ -87,9 +90,11 @@ def review_labels(
         keep = X.sample(n=max_rows, random_state=seed).index
         X, y = X.loc[keep], y.loc[keep]
         ids = ids.loc[keep] if ids is not None else None
-    probabilities, classes = out_of_fold_probabilities(model, X, y, folds, seed)
+    probabilities, classes, folds = out_of_fold_probabilities(model, X, y, folds, seed)
     labels = np.searchsorted(classes, y.to_numpy())
-    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab otherwise forks a multiprocessing pool, and forking a process that runs
+    # threads (Prefect's, MLflow's) can leave a worker blocked on a lock copied mid-use: a hung run.
+    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
     ranked = np.asarray(ranked, dtype=int)
     predicted = probabilities[ranked].argmax(axis=1)
     issues = pd.DataFrame(
@@ -108,6 +113,6 @@ def review_labels(
         issues=issues,
         reviewed_rows=len(X),
         total_rows=total,
-        folds=min(folds, int(y.value_counts().min())),
+        folds=folds,
         per_class=per_class,
     )

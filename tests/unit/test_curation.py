@@ -117,3 +117,17 @@ def test_label_review_refuses_classes_too_thin_for_cross_validation(loans: pd.Da
     y = pd.Series([0] * 38 + [1] * 2, index=X.index)
     with pytest.raises(LabelReviewError, match="per class"):
         review_labels(build_model(spec, ModelConfig(), 0), X, y)
+
+
+def test_label_review_never_forks(loans: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forking inside a flow process (Prefect and MLflow threads) can hang a worker on a copied lock."""
+    import multiprocessing
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("label review started a process pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", refuse)
+    spec = infer_feature_spec(loans, TARGET, ID_COLUMN, "application_time")
+    split = split_data(loans, spec, 0.2, 0)
+    review = review_labels(build_model(spec, ModelConfig(), 0), split.X_train, split.y_train, folds=3, seed=0)
+    assert review.reviewed_rows == len(split.X_train)
