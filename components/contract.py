@@ -134,8 +134,10 @@ def _type_family(series: pd.Series) -> list[str]:
     return TEXT_TYPES
 
 
-def _expectation(kind: str, meta_kind: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    meta = {"check": meta_kind} if meta_kind else {}
+def _expectation(kind: str, meta_kind: str | None = None, observed: Any = None, **kwargs: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"check": meta_kind} if meta_kind else {}
+    if observed is not None:
+        meta["observed"] = _plain(observed)  # what the reference showed; `diff` compares fresh data with it
     return {"type": kind, "kwargs": {k: _plain(v) for k, v in kwargs.items()}, "meta": meta}
 
 
@@ -188,6 +190,7 @@ def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> l
                 min_value=_round_bound(q25, up=False),
                 max_value=_round_bound(q75, up=True),
                 meta_kind="unit",
+                observed=round(float(finite.median()), 6),
             )
         )
     return result
@@ -630,7 +633,14 @@ def diff_suites(current: dict[str, Any], fresh: dict[str, Any]) -> list[SuiteCha
             strip = {"column", "batch_id"}
             before = {k: v for k, v in old[key].get("kwargs", {}).items() if k not in strip}
             after = {k: v for k, v in new[key].get("kwargs", {}).items() if k not in strip}
-            if before != after and _matters(kind, before, after):
+            median = (new[key].get("meta") or {}).get("observed")
+            if kind == "expect_column_median_to_be_between" and median is not None:
+                # A median check is about the median: report it when the fresh one leaves the committed range.
+                low, high = before.get("min_value"), before.get("max_value")
+                if (low is not None and median < low) or (high is not None and median > high):
+                    detail = f"median {_format_value(median)} outside [{_format_value(low)}, {_format_value(high)}]"
+                    changes.append(SuiteChange("changed", kind, column, detail))
+            elif before != after and _matters(kind, before, after):
                 changes.append(SuiteChange("changed", kind, column, _describe_kwargs(before, after)))
     order = {"expect_table_columns_to_match_ordered_list": 0, "expect_column_to_exist": 1}
     changes.sort(key=lambda c: (order.get(c.expectation, 2), c.column or "", c.expectation, c.kind))
