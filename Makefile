@@ -62,7 +62,7 @@ serve: venv ## Serve the champion over HTTP on 127.0.0.1:3000
 status: venv ## Show the workspace and the current champion(s)
 	$(MLOPS) status
 
-stop: venv ## Stop the workspace's local Prefect server
+stop: venv ## Stop the workspace's local Prefect server and warm runners
 	$(MLOPS) server stop
 
 clean: ## Remove the default workspace (.mlops) and caches; keeps .venv

@@ -172,6 +172,15 @@ class PrefectConfig(_Section):
     )
 
 
+class RunnerConfig(_Section):
+    enabled: bool = Field(
+        default=True,
+        description="`mlops run` leaves a warm runner (a process with Prefect, MLflow, GX and scikit-learn "
+        "imported) that later runs in the same environment fork from, saving the imports' seconds.",
+    )
+    idle_minutes: float = Field(default=30.0, gt=0, description="A runner without requests exits after this.")
+
+
 class PipelineConfig(_Section):
     """The whole pipeline's settings; flows take it as their only parameter."""
 
@@ -188,6 +197,7 @@ class PipelineConfig(_Section):
     serving: ServingConfig = ServingConfig()
     scoring: ScoringConfig = ScoringConfig()
     prefect: PrefectConfig = PrefectConfig()
+    runner: RunnerConfig = RunnerConfig()
 
     @field_validator("home")
     @classmethod

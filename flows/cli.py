@@ -140,6 +140,13 @@ def run(
     except ConfigError as exc:
         _fail(str(exc))
     _prefect_api(config, workspace)
+    environ = dict(os.environ)  # before the flow: MLflow exports its tracking URI into os.environ
+    if _as_script and config.runner.enabled:
+        from flows import runner
+
+        code = runner.delegate(workspace.root, sys.argv, environ)
+        if code is not None:
+            raise typer.Exit(code)
 
     from components.contract import DataRejected
     from flows.prefect_server import flow_run_settings
@@ -166,6 +173,11 @@ def run(
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
+    finally:
+        if _as_script and config.runner.enabled:
+            from flows import runner
+
+            runner.spawn(workspace.root, config.runner.idle_minutes, environ)  # for the next run
     verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]held back[/]"
     err.print(
         f"{result.model_name} v{result.model_version}: {verdict}: {result.reason}\nMLflow run {result.run_id}",
@@ -546,27 +558,38 @@ def server_start(config_path: ConfigOption = None) -> None:
 
 @server_app.command("stop")
 def server_stop(config_path: ConfigOption = None) -> None:
-    """Stop the workspace's Prefect server."""
+    """Stop the workspace's Prefect server and its warm runners."""
     from flows.prefect_server import stop_server
+    from flows.runner import stop_runners
 
     workspace = Workspace.at(_load(config_path).home)
     info = stop_server(workspace.prefect_home)
     out.print(f"stopped the Prefect server (pid {info.pid})" if info else "no Prefect server was running")
+    runners = stop_runners(workspace.root)
+    if runners:
+        out.print(f"stopped {len(runners)} warm runner(s): pid {', '.join(str(r.pid) for r in runners)}")
 
 
 @server_app.command("status")
 def server_status(config_path: ConfigOption = None) -> None:
-    """Show whether the workspace's Prefect server is running."""
+    """Show whether the workspace's Prefect server and warm runners are running."""
     from flows.prefect_server import read_server
+    from flows.runner import list_runners
 
     workspace = Workspace.at(_load(config_path).home)
     info = read_server(workspace.prefect_home)
     if os.environ.get("PREFECT_API_URL"):
         out.print(f"PREFECT_API_URL is set: flows report to {os.environ['PREFECT_API_URL']}")
     out.print(f"running (pid {info.pid}): UI {info.ui_url}" if info else "not running", highlight=False)
+    for runner in list_runners(workspace.root):
+        started = datetime.fromtimestamp(runner.started, UTC).isoformat(timespec="seconds")
+        out.print(f"warm runner (pid {runner.pid}) since {started}: {runner.socket}", highlight=False)
 
 
 _exit_status = EXIT_ERROR
+# True when running as the `mlops` script (not under a test's CliRunner): only then may `run`
+# hand its command line to a warm runner.
+_as_script = False
 
 
 def _skip_interpreter_teardown() -> None:
@@ -580,20 +603,43 @@ def _skip_interpreter_teardown() -> None:
     os._exit(_exit_status)
 
 
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or EXIT_OK
+    print(exc.code, file=sys.stderr)
+    return EXIT_ERROR
+
+
+def run_command_line(args: list[str]) -> int:
+    """Run one command line in this process and return its exit status, exit handlers included
+    (a warm runner's child calls this, then leaves with `os._exit`)."""
+    global _as_script
+    _as_script = True
+    code = EXIT_ERROR
+    try:
+        app(args=args, prog_name="mlops")
+        code = EXIT_OK
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+    return code
+
+
 def main() -> None:
     """The `mlops` script. MLOPS_FULL_TEARDOWN=1 (or running under coverage) exits normally."""
-    global _exit_status
+    global _exit_status, _as_script
+    _as_script = True
     if not os.environ.get("MLOPS_FULL_TEARDOWN") and "coverage" not in sys.modules:
         atexit.register(_skip_interpreter_teardown)
     try:
         app()
         _exit_status = EXIT_OK
     except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            _exit_status = exc.code or EXIT_OK
-        else:
-            print(exc.code, file=sys.stderr)
-            _exit_status = EXIT_ERROR
+        _exit_status = _exit_code(exc)
         raise
     except KeyboardInterrupt:
         _exit_status = 130
