@@ -131,13 +131,44 @@ class SplitConfig(_Section):
 
 class ModelConfig(_Section):
     estimator: EstimatorName = "logistic_regression"
-    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the estimator's constructor.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed to the estimator's constructor; with a search, fixed values the search does not touch.",
+    )
     max_categories: int = Field(
         default=50, ge=2, description="One-hot encode at most this many categories per column; rarer ones are grouped."
     )
+    class_weight: Literal["auto", "balanced", "none"] = Field(
+        default="auto",
+        description="'auto' weights classes inversely to their frequency when the rarest class is under "
+        "`imbalance_threshold` of the rows; 'balanced' always; 'none' never.",
+    )
+    imbalance_threshold: float = Field(default=0.3, gt=0, le=0.5)
 
 
-MetricName = Literal["roc_auc", "average_precision", "f1", "balanced_accuracy", "accuracy", "log_loss"]
+MetricName = Literal[
+    "roc_auc", "average_precision", "f1", "balanced_accuracy", "accuracy", "log_loss", "brier", "precision", "recall"
+]
+LOWER_IS_BETTER_METRICS = frozenset({"log_loss", "brier"})
+
+
+class SearchConfig(_Section):
+    """Hyperparameter search on the training split, scored by cross-validation."""
+
+    method: Literal["optuna", "random", "none"] = Field(
+        default="optuna", description="optuna (TPE, Bayesian), random, or none (train `model.params` as given)."
+    )
+    trials: int = Field(default=20, ge=1, description="Trial budget.")
+    cv_folds: int = Field(default=3, ge=2, le=20)
+    metric: MetricName | None = Field(default=None, description="Default: the promotion metric.")
+    timeout_minutes: float | None = Field(default=None, gt=0, description="Stop asking for trials after this.")
+    max_rows: int | None = Field(
+        default=200_000, ge=100, description="Search on a stratified sample of at most this many training rows."
+    )
+    workers: int = Field(
+        default=1, ge=1, description="Trials run at once; more than 1 runs them on a local Dask cluster."
+    )
+    dask_address: str | None = Field(default=None, description="A Dask scheduler to run trials on (tcp://host:8786).")
 
 
 class PromotionConfig(_Section):
@@ -193,6 +224,7 @@ class PipelineConfig(_Section):
     label_review: LabelReviewConfig = LabelReviewConfig()
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
+    search: SearchConfig = SearchConfig()
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
     scoring: ScoringConfig = ScoringConfig()

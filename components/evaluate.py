@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
-LOWER_IS_BETTER = frozenset({"log_loss"})
+from components.config import LOWER_IS_BETTER_METRICS as LOWER_IS_BETTER
 
 
 def higher_is_better(metric: str) -> bool:
