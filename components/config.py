@@ -171,11 +171,55 @@ class SearchConfig(_Section):
     dask_address: str | None = Field(default=None, description="A Dask scheduler to run trials on (tcp://host:8786).")
 
 
-class PromotionConfig(_Section):
-    metric: MetricName = Field(
-        default="roc_auc", description="Metric the gate compares; higher is better except log_loss."
+class EvaluationConfig(_Section):
+    """What is measured on the held-out rows besides the metrics."""
+
+    slices: tuple[str, ...] = Field(
+        default=(), description="Categorical columns whose values get their own metrics (and a gate check)."
     )
-    min_score: float = Field(default=0.6, description="Absolute threshold the candidate must reach.")
+    slice_min_rows: int = Field(default=100, ge=1, description="Slices with fewer held-out rows are not scored.")
+    plots: bool = Field(default=True, description="ROC, PR, confusion, calibration, learning curve, importance.")
+    learning_curve_max_rows: int = Field(default=50_000, ge=100)
+    importance_max_rows: int = Field(default=20_000, ge=100)
+
+
+class PromotionConfig(_Section):
+    """The gate: a candidate becomes champion only when every check passes."""
+
+    metric: MetricName = Field(
+        default="roc_auc", description="Metric the gate compares; higher is better except log_loss and brier."
+    )
+    min_score: float = Field(default=0.6, description="Absolute floor on `metric`.")
+    floors: dict[MetricName, float] = Field(
+        default_factory=dict, description="More absolute floors, e.g. {recall: 0.5, brier: 0.2}."
+    )
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="Required gain over the champion on the same rows, in metric units."
+    )
+    min_relative_improvement: float = Field(
+        default=0.0, ge=0, description="Required gain as a share of the champion's score (0.01 = 1%)."
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="The paired bootstrap interval's lower bound must clear the gain."
+    )
+    bootstrap_samples: int = Field(default=1000, ge=100)
+    bootstrap_max_rows: int = Field(
+        default=20_000, ge=100, description="Bootstrap on at most this many held-out rows (a wider, safer interval)."
+    )
+    min_test_rows: int = Field(default=100, ge=1, description="Fewer held-out rows than this cannot promote.")
+    slice_tolerance: float = Field(
+        default=0.02, ge=0, description="No configured slice may lose more than this against the champion."
+    )
+    max_train_gap: float | None = Field(
+        default=None, gt=0, description="Train minus cross-validated score above this holds the candidate back."
+    )
+    require_beats_dummy: bool = Field(default=True, description="The candidate must beat a DummyClassifier.")
+    latency_budget_ms: float = Field(
+        default=250.0,
+        gt=0,
+        description="The candidate, loaded as the service loads it, must answer its input "
+        "example within this (median of 5 calls).",
+    )
 
 
 class ServingConfig(_Section):
@@ -225,6 +269,7 @@ class PipelineConfig(_Section):
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     search: SearchConfig = SearchConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
     scoring: ScoringConfig = ScoringConfig()

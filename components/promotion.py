@@ -1,8 +1,9 @@
-"""The promotion gate: a pure decision, applied to the registry elsewhere."""
+"""The promotion gate: a pure decision over measured evidence, applied to the registry elsewhere."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from components.evaluate import higher_is_better
@@ -10,8 +11,80 @@ from components.evaluate import higher_is_better
 
 @dataclass(frozen=True)
 class PromotionPolicy:
+    """Thresholds of the gate (see `PromotionConfig` for what each one means)."""
+
     metric: str
     min_score: float
+    floors: Mapping[str, float] = field(default_factory=dict)
+    min_improvement: float = 0.0
+    min_relative_improvement: float = 0.0
+    confidence: float = 0.95
+    min_test_rows: int = 1
+    slice_tolerance: float = 0.02
+    max_train_gap: float | None = None
+    require_beats_dummy: bool = True
+    latency_budget_ms: float | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> PromotionPolicy:
+        """From a `PromotionConfig`."""
+        return cls(
+            metric=config.metric,
+            min_score=config.min_score,
+            floors=dict(config.floors),
+            min_improvement=config.min_improvement,
+            min_relative_improvement=config.min_relative_improvement,
+            confidence=config.confidence,
+            min_test_rows=config.min_test_rows,
+            slice_tolerance=config.slice_tolerance,
+            max_train_gap=config.max_train_gap,
+            require_beats_dummy=config.require_beats_dummy,
+            latency_budget_ms=config.latency_budget_ms,
+        )
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A paired bootstrap interval of candidate minus champion, oriented so that positive is better."""
+
+    mean: float
+    low: float
+    high: float
+    confidence: float
+    samples: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class ServingCheck:
+    """The candidate loaded through the serving path and asked for its input example."""
+
+    loaded: bool
+    latency_ms: float | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything measured for one decision, on the same held-out rows of the current data."""
+
+    rows: int
+    candidate: Mapping[str, float]
+    champion: Mapping[str, float] | None = None
+    champion_version: str | None = None
+    dummy: Mapping[str, float] | None = None
+    improvement: Interval | None = None
+    train_gap: float | None = None
+    candidate_slices: Mapping[str, float] = field(default_factory=dict)
+    champion_slices: Mapping[str, float] = field(default_factory=dict)
+    serving: ServingCheck | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool | None  # None: not applicable (no champion, nothing configured)
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -21,32 +94,138 @@ class Decision:
     metric: str
     candidate_score: float | None
     champion_score: float | None
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.passed is False)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def decide_promotion(candidate: float | None, champion: float | None, policy: PromotionPolicy) -> Decision:
-    """Promote when the candidate clears the absolute threshold and strictly beats the champion.
+def _better(metric: str, a: float, b: float) -> float:
+    """How much better a is than b (positive = better), whatever the metric's direction."""
+    return a - b if higher_is_better(metric) else b - a
 
-    `champion` is the current champion's score on the same held-out rows, or None when there
-    is no champion; a tie keeps the champion, so retraining on identical data never churns it.
-    """
+
+def _floor(metric: str, value: float | None, floor: float) -> Check:
+    if value is None:
+        return Check(f"floor:{metric}", False, f"{metric} could not be computed on the held-out rows")
+    ok = value >= floor if higher_is_better(metric) else value <= floor
+    relation = (">=" if higher_is_better(metric) else "<=") if ok else ("<" if higher_is_better(metric) else ">")
+    return Check(f"floor:{metric}", ok, f"{metric} {value:.4f} {relation} floor {floor:.4f}")
+
+
+def required_improvement(champion_score: float, policy: PromotionPolicy) -> float:
+    return max(policy.min_improvement, policy.min_relative_improvement * abs(champion_score))
+
+
+def _checks(evidence: Evidence, policy: PromotionPolicy) -> list[Check]:
     metric = policy.metric
-    better = higher_is_better(metric)
+    score = evidence.candidate.get(metric)
+    checks = [
+        Check(
+            "held_out_rows",
+            evidence.rows >= policy.min_test_rows,
+            f"{evidence.rows} held-out rows (minimum {policy.min_test_rows})",
+        ),
+        _floor(metric, score, policy.min_score),
+    ]
+    checks += [_floor(name, evidence.candidate.get(name), floor) for name, floor in sorted(policy.floors.items())]
 
-    def decide(promote: bool, reason: str) -> Decision:
-        return Decision(promote, reason, metric, candidate, champion)
+    dummy = (evidence.dummy or {}).get(metric)
+    if not policy.require_beats_dummy:
+        checks.append(Check("beats_dummy", None, "not required"))
+    elif score is None or dummy is None:
+        checks.append(Check("beats_dummy", False, "no dummy baseline score to compare with"))
+    else:
+        gain = _better(metric, score, dummy)
+        checks.append(Check("beats_dummy", gain > 0, f"{metric} {score:.4f} vs dummy baseline {dummy:.4f}"))
 
-    if candidate is None:
-        return decide(False, f"{metric} could not be computed on the held-out rows")
-    passes = candidate >= policy.min_score if better else candidate <= policy.min_score
-    if not passes:
-        relation = "below" if better else "above"
-        return decide(False, f"{metric} {candidate:.4f} is {relation} the threshold {policy.min_score:.4f}")
-    if champion is None:
-        return decide(True, f"no champion yet and {metric} {candidate:.4f} clears the threshold {policy.min_score:.4f}")
-    improves = candidate > champion if better else candidate < champion
-    if not improves:
-        return decide(False, f"{metric} {candidate:.4f} does not beat the champion's {champion:.4f} on the same rows")
-    return decide(True, f"{metric} {candidate:.4f} beats the champion's {champion:.4f} on the same rows")
+    if policy.max_train_gap is None or evidence.train_gap is None:
+        gap = "not measured" if evidence.train_gap is None else f"{evidence.train_gap:.4f}"
+        checks.append(Check("train_gap", None, f"train - validation gap {gap}; no limit configured"))
+    else:
+        ok = evidence.train_gap <= policy.max_train_gap
+        checks.append(
+            Check("train_gap", ok, f"train - validation gap {evidence.train_gap:.4f} (limit {policy.max_train_gap})")
+        )
+
+    champion = (evidence.champion or {}).get(metric)
+    if evidence.champion is None:
+        checks.append(Check("beats_champion", None, "no champion yet"))
+    elif score is None or champion is None:
+        checks.append(Check("beats_champion", False, "the champion could not be scored on the same rows"))
+    else:
+        need = required_improvement(champion, policy)
+        interval = evidence.improvement
+        if interval is None:
+            gain = _better(metric, score, champion)
+            checks.append(
+                Check(
+                    "beats_champion",
+                    gain > need,
+                    f"{metric} {score:.4f} vs champion {champion:.4f}: gain {gain:+.4f}, required > {need:.4f}",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "beats_champion",
+                    interval.low > need,
+                    f"{metric} {score:.4f} vs champion {champion:.4f} on the same rows: gain {interval.mean:+.4f}, "
+                    f"{interval.confidence:.0%} interval [{interval.low:+.4f}, {interval.high:+.4f}]; "
+                    f"the lower bound must exceed {need:.4f}",
+                )
+            )
+
+    regressions = []
+    compared = 0
+    for name, value in sorted(evidence.candidate_slices.items()):
+        before = evidence.champion_slices.get(name)
+        if before is None:
+            continue
+        compared += 1
+        loss = -_better(metric, value, before)
+        if loss > policy.slice_tolerance:
+            regressions.append(f"{name}: {before:.4f} -> {value:.4f}")
+    if not compared:
+        checks.append(Check("slices", None, "no slice to compare with a champion"))
+    else:
+        detail = "; ".join(regressions) if regressions else f"{compared} slice(s) within {policy.slice_tolerance}"
+        checks.append(Check("slices", not regressions, detail))
+
+    serving = evidence.serving
+    if serving is None:
+        checks.append(Check("serving", None, "not checked"))
+    elif not serving.loaded or serving.latency_ms is None:
+        checks.append(Check("serving", False, f"could not be loaded and queried as the service does: {serving.detail}"))
+    else:
+        budget = policy.latency_budget_ms
+        ok = budget is None or serving.latency_ms <= budget
+        checks.append(
+            Check("serving", ok, f"answered its input example in {serving.latency_ms:.1f} ms (budget {budget} ms)")
+        )
+    return checks
+
+
+def decide_promotion(evidence: Evidence, policy: PromotionPolicy) -> Decision:
+    """Promote only when every applicable check passes.
+
+    The champion and the candidate are compared on the same held-out rows. With an
+    improvement interval, its lower bound must clear the required gain, so a tie or a
+    gain within the noise keeps the champion and retraining on the same data never churns it.
+    """
+    checks = tuple(_checks(evidence, policy))
+    failed = [c for c in checks if c.passed is False]
+    metric = policy.metric
+    score = evidence.candidate.get(metric)
+    champion = (evidence.champion or {}).get(metric)
+    if failed:
+        reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+    elif evidence.champion is None:
+        reason = f"no champion yet and {metric} {score:.4f} clears every check"
+    else:
+        reason = f"{metric} {score:.4f} beats the champion's {champion:.4f} on the same rows; every check passed"
+    return Decision(not failed, reason, metric, score, champion, checks)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
 MODEL_ARTIFACT = "model"
 # What the logged model needs at serving time; pinned to what trained it.
 RUNTIME_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow")
@@ -208,11 +209,57 @@ def get_champion(client: MlflowClient, name: str) -> ChampionInfo | None:
     )
 
 
-def set_champion(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
-    """Tag the version with why it was promoted, then move the alias in one registry call."""
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def set_champion(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> str | None:
+    """Tag the version with why it was promoted, keep the outgoing champion as `previous-champion`,
+    then move `champion` in one registry call. Returns the outgoing champion's version."""
     for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+        client.set_model_version_tag(name, version, key, str(value)[:5000])
+    outgoing = _alias_version(client, name, CHAMPION)
+    if outgoing is not None and outgoing != version:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
     client.set_registered_model_alias(name, CHAMPION, version)
+    return outgoing
+
+
+@dataclass(frozen=True)
+class Rollback:
+    name: str
+    restored: str
+    demoted: str
+    reason: str
+    at: str
+
+
+def rollback(client: MlflowClient, name: str, reason: str) -> Rollback:
+    """Point `champion` back at `previous-champion` in one call; the demoted version becomes the
+    new `previous-champion` (so a second rollback undoes the first). Both versions are tagged."""
+    from datetime import UTC, datetime
+
+    previous = _alias_version(client, name, PREVIOUS_CHAMPION)
+    current = _alias_version(client, name, CHAMPION)
+    if previous is None:
+        raise RegistryError(f"{name!r} has no {PREVIOUS_CHAMPION!r} version to roll back to")
+    if current is None:
+        raise RegistryError(f"{name!r} has no champion to roll back")
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+    note = f"{at}: {reason}"[:5000]
+    client.set_model_version_tag(name, current, "rolled_back", note)
+    client.set_model_version_tag(name, previous, "restored_by_rollback", note)
+    client.set_registered_model_tag(name, "last_rollback", f"v{current} -> v{previous}; {note}"[:5000])
+    return Rollback(name, previous, current, reason, at)
 
 
 def load_model(model_uri: str) -> Any:
@@ -271,6 +318,38 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
     from mlflow.entities import RunTag
 
     MlflowClient().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_child_run(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    failed: bool = False,
+) -> str:
+    """A nested run (a search trial) under `parent_run_id`, logged in one batch."""
+    import math
+    import time
+
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_run_id, "mlflow.runName": name})
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)],
+    )
+    client.set_terminated(run.info.run_id, status="FAILED" if failed else "FINISHED")
+    return str(run.info.run_id)
+
+
+def log_figure(run_id: str, figure: Any, artifact_file: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_figure(run_id, figure, artifact_file)
 
 
 def log_dict(run_id: str, data: Any, artifact_file: str) -> None:

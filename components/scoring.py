@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from components.promotion import ServingCheck
 
 
 class InputError(ValueError):
@@ -31,12 +34,23 @@ class ModelSchema:
     @classmethod
     def of(cls, model: Any) -> ModelSchema:
         """Read the column kinds from the pipeline's fitted ColumnTransformer."""
-        preprocess = model.named_steps["preprocess"]
+        preprocess = pipeline_of(model).named_steps["preprocess"]
         kinds: dict[str, tuple[str, ...]] = {}
         for name, _, columns in preprocess.transformers_:
             if name in ("numeric", "categorical"):
                 kinds[name] = tuple(columns)
         return cls(kinds.get("numeric", ()), kinds.get("categorical", ()))
+
+
+def pipeline_of(model: Any) -> Any:
+    """The preprocessing + estimator Pipeline, inside a decision-threshold wrapper or not."""
+    return getattr(model, "estimator_", model)
+
+
+def decision_threshold(model: Any) -> float | None:
+    """The tuned probability cut-off a binary model predicts the positive class at, if any."""
+    threshold = getattr(model, "threshold", None)
+    return float(threshold) if isinstance(threshold, (int, float)) else None
 
 
 def coerce_rows(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
@@ -88,15 +102,21 @@ def predict_frame(model: Any, frame: pd.DataFrame, schema: ModelSchema | None = 
     """Predicted labels and probabilities.
 
     The probability is that of the positive class (the second of two classes) for binary
-    targets, and that of the predicted class for multiclass targets.
+    targets, and that of the predicted class for multiclass targets. A binary label is the
+    positive class when its probability reaches the model's tuned decision threshold.
     """
     schema = schema or ModelSchema.of(model)
     X = coerce_rows(frame, schema)
     proba = model.predict_proba(X)
     classes = np.asarray(model.classes_)
-    winner = proba.argmax(axis=1)
-    labels = classes[winner]
-    scores = proba[:, 1] if len(classes) == 2 else proba[np.arange(len(proba)), winner]
+    threshold = decision_threshold(model)
+    if len(classes) == 2:
+        labels = classes[(proba[:, 1] >= (0.5 if threshold is None else threshold)).astype(int)]
+        scores = proba[:, 1]
+    else:
+        winner = proba.argmax(axis=1)
+        labels = classes[winner]
+        scores = proba[np.arange(len(proba)), winner]
     return Predictions(_plain_labels(labels), [float(p) for p in scores], _plain_labels(classes))
 
 
@@ -105,6 +125,46 @@ def predict_records(model: Any, rows: Sequence[Mapping[str, Any]], schema: Model
     if not rows:
         raise InputError("no rows to score")
     return predict_frame(model, pd.DataFrame.from_records(list(rows)), schema)
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A registered model as the service holds it: the fitted model and its input schema."""
+
+    model: Any
+    schema: ModelSchema
+
+    def predict(self, rows: Sequence[Mapping[str, Any]]) -> Predictions:
+        return predict_records(self.model, rows, self.schema)
+
+
+def load_serving_model(model_uri: str) -> ServingModel:
+    """The one loading path of the service, batch scoring and the gate's serving check."""
+    from components.registry import load_model
+
+    model = load_model(model_uri)
+    return ServingModel(model, ModelSchema.of(model))
+
+
+def measure_serving(model_uri: str, rows: Sequence[Mapping[str, Any]], calls: int = 5) -> ServingCheck:
+    """Load the model as the service does and time its answer to `rows` (median of `calls`, after one)."""
+    import time
+
+    from components.promotion import ServingCheck
+
+    try:
+        served = load_serving_model(model_uri)
+        served.predict(rows)  # first call: lazy initialisation is not what a request pays
+        timings = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            answer = served.predict(rows)
+            timings.append((time.perf_counter() - started) * 1000)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the service could not serve it
+        return ServingCheck(False, None, f"{type(exc).__name__}: {exc}")
+    if len(answer.labels) != len(rows) or not all(np.isfinite(answer.probabilities)):
+        return ServingCheck(False, None, "answered with missing or non-finite predictions")
+    return ServingCheck(True, float(np.median(timings)), f"{len(rows)} row(s)")
 
 
 def iter_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:

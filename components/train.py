@@ -8,6 +8,7 @@ import pandas as pd
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import FixedThresholdClassifier
 from sklearn.pipeline import Pipeline
 
 from components.config import ModelConfig
@@ -17,7 +18,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"max_iter": 2000, "C": 1.0},
     # n_jobs=1: parallel tree prediction adds tens of ms per single-row request in serving.
     "random_forest": {"n_estimators": 200, "min_samples_leaf": 2, "n_jobs": 1},
-    "hist_gradient_boosting": {"max_iter": 200, "learning_rate": 0.1, "early_stopping": "auto"},
+    # Early stopping on an inner validation fraction: max_iter is a ceiling, not a guess.
+    "hist_gradient_boosting": {
+        "max_iter": 500,
+        "learning_rate": 0.1,
+        "early_stopping": True,
+        "validation_fraction": 0.1,
+        "n_iter_no_change": 20,
+    },
 }
 _CLASSES: dict[str, type[ClassifierMixin]] = {
     "logistic_regression": LogisticRegression,
@@ -28,6 +36,21 @@ _CLASSES: dict[str, type[ClassifierMixin]] = {
 
 class TrainingError(ValueError):
     """The estimator could not be built or fitted with the given settings."""
+
+
+def default_params(estimator: str) -> dict[str, Any]:
+    """The project's defaults for an estimator family (the search's first trial)."""
+    return dict(_DEFAULTS[estimator])
+
+
+def class_weight_for(config: ModelConfig, y: pd.Series) -> str | None:
+    """'balanced' when configured, or under 'auto' when the rarest class is under the threshold."""
+    if config.class_weight == "none":
+        return None
+    if config.class_weight == "balanced":
+        return "balanced"
+    shares = y.value_counts(normalize=True)
+    return "balanced" if len(shares) > 1 and float(shares.min()) < config.imbalance_threshold else None
 
 
 def build_estimator(config: ModelConfig, seed: int) -> ClassifierMixin:
@@ -58,9 +81,16 @@ def train_model(
     config: ModelConfig,
     seed: int,
     clip: dict[str, tuple[float, float]] | None = None,
-) -> Pipeline:
-    """Fit preprocessing and estimator together on the training split only."""
-    model = build_model(spec, config, seed, clip)
+    threshold: float | None = None,
+) -> Any:
+    """Fit preprocessing and estimator together on the training split only.
+
+    With a `threshold` (binary targets), the Pipeline is wrapped in a FixedThresholdClassifier,
+    so the tuned cut-off travels inside the model artifact and every consumer predicts with it.
+    """
+    model: Any = build_model(spec, config, seed, clip)
+    if threshold is not None and y_train.nunique() == 2:
+        model = FixedThresholdClassifier(model, threshold=threshold, response_method="predict_proba")
     try:
         model.fit(X_train, y_train)
     except ValueError as exc:
@@ -68,9 +98,9 @@ def train_model(
     return model
 
 
-def model_params(model: Pipeline) -> dict[str, Any]:
+def model_params(model: Any) -> dict[str, Any]:
     """The estimator's effective hyperparameters, flat and loggable."""
-    estimator = model.named_steps["model"]
+    estimator = getattr(model, "estimator_", model).named_steps["model"]
     return {
-        f"model.{k}": v for k, v in estimator.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))
+        f"estimator.{k}": v for k, v in estimator.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))
     }

@@ -120,8 +120,11 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one line of JSON with the outcome at the end.")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Evaluate and decide, log it all to MLflow, register nothing.")
+    ] = False,
 ) -> None:
-    """Run the training flow: extract, validate, prepare, train, evaluate, gated promotion.
+    """Run the training flow: extract, validate, curate, select a model, train, evaluate, gated promotion.
 
     Exit status: 0 when the flow completed (promoted or held back), 3 when the data was
     rejected by validation, 1 on any other error.
@@ -154,7 +157,7 @@ def run(
 
     try:
         with flow_run_settings(config.prefect.heartbeat_seconds):
-            result = training_flow(config)
+            result = training_flow(config, dry_run=dry_run)
     except DataRejected as exc:
         err.print(f"[bold red]rejected:[/] {exc}", highlight=False, soft_wrap=True)
         err.print("nothing was registered; the champion is unchanged.")
@@ -178,11 +181,19 @@ def run(
             from flows import runner
 
             runner.spawn(workspace.root, config.runner.idle_minutes, environ)  # for the next run
-    verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]held back[/]"
-    err.print(
-        f"{result.model_name} v{result.model_version}: {verdict}: {result.reason}\nMLflow run {result.run_id}",
-        highlight=False,
-    )
+    if result.dry_run:
+        verdict = "[green]would be promoted[/]" if result.would_promote else "[yellow]would be held back[/]"
+        err.print(
+            f"{result.model_name} (dry run, nothing registered): {verdict}: {result.reason}\n"
+            f"MLflow run {result.run_id}",
+            highlight=False,
+        )
+    else:
+        verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]held back[/]"
+        err.print(
+            f"{result.model_name} v{result.model_version}: {verdict}: {result.reason}\nMLflow run {result.run_id}",
+            highlight=False,
+        )
     if as_json:
         print(result.as_json())
 
@@ -281,6 +292,43 @@ def status(
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in (row.get("metrics") or {}).items())
         table.add_row(row["name"], row["version"] or "-", row.get("promoted_at") or "-", metrics)
     out.print(table)
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept on both versions and the model.")],
+    config_path: ConfigOption = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Registered model (default: the configured dataset).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Point `champion` back at `previous-champion` in one registry call, recording why.
+
+    A running `mlops serve` picks the restored champion up when it reloads. Rolling back twice
+    undoes the first rollback.
+    """
+    from components import registry
+    from components.config import dataset_name
+
+    config = _load(config_path)
+    workspace = _workspace(config)
+    model_name = name or dataset_name(config)
+    if not reason.strip():
+        _fail("--reason must say why (it is recorded on the model versions)")
+    client = registry.connect(workspace)
+    try:
+        done = registry.rollback(client, model_name, reason.strip())
+    except registry.RegistryError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps({"name": done.name, "champion": done.restored, "previous_champion": done.demoted}))
+        return
+    err.print(
+        f"{model_name}: champion is v{done.restored} again (v{done.demoted} is now previous-champion); "
+        f"reason recorded: {done.reason}",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -1,9 +1,11 @@
-"""The continuous-training flow: extract -> validate -> prepare -> train -> evaluate -> promote."""
+"""The continuous-training flow: extract -> validate -> curate -> prepare -> review labels -> select model
+-> train -> evaluate -> gated promotion."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -13,18 +15,19 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from components import contract, registry
-from components.config import PipelineConfig, dataset_name, resolve_source
+from components import contract, registry, search
+from components.config import ModelConfig, PipelineConfig, SearchConfig, dataset_name, resolve_source
 from components.contract import DataRejected
 from components.curate import deduplicate, iqr_fences, outlier_report
 from components.datacard import data_card
-from components.evaluate import compute_metrics, evaluate_model
+from components.evaluate import compute_metrics, evaluate_model, higher_is_better, paired_bootstrap, slice_metrics
 from components.extract import Batch, ExtractionError, combine, read_batches
 from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
-from components.promotion import Decision, PromotionPolicy, decide_promotion
+from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
 from components.quarantine import quarantine, remember_accepted, screen_with, trusted_batches
-from components.train import build_model, model_params, train_model
+from components.scoring import decision_threshold, measure_serving
+from components.train import build_model, class_weight_for, model_params, train_model
 from components.workspace import Workspace
 
 
@@ -38,6 +41,9 @@ class TrainingResult:
     promoted: bool
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
+    dry_run: bool = False
+    would_promote: bool = False
+    failed_checks: list[str] = field(default_factory=list)
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -305,22 +311,334 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
     return replace(prepared, split=split)
 
 
+@dataclass(frozen=True)
+class Selected:
+    """The model configuration training will fit, and how it was chosen."""
+
+    model: ModelConfig
+    threshold: float | None
+    validation_score: float | None  # cross-validated, on the training split
+    train_score: float | None  # on the training folds, for the over/underfitting gap
+    search: dict[str, Any] | None = None
+
+
+def _model_factory(
+    spec: FeatureSpec, model: ModelConfig, seed: int, clip: dict[str, tuple[float, float]] | None
+) -> Callable[[dict[str, Any]], Any]:
+    def factory(params: dict[str, Any]) -> Any:
+        return build_model(spec, model.model_copy(update={"params": {**model.params, **params}}), seed, clip)
+
+    return factory
+
+
+@task(name="trial", cache_policy=NO_CACHE)
+def trial_task(
+    factory: Callable[[dict[str, Any]], Any],
+    params: dict[str, Any],
+    X: pd.DataFrame,
+    y: pd.Series,
+    metric: str,
+    folds: int,
+    seed: int,
+    number: int,
+) -> search.TrialResult:
+    return search.cross_validate_params(factory, params, X, y, metric=metric, folds=folds, seed=seed, number=number)
+
+
+def _dask_runner(config: SearchConfig) -> Any:
+    from prefect_dask import DaskTaskRunner
+
+    if config.dask_address:
+        return DaskTaskRunner(address=config.dask_address)
+    # One thread per worker and per BLAS/OpenMP pool: the workers are the parallelism.
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": config.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "env": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        }
+    )
+
+
+@task(name="select_model", cache_policy=NO_CACHE)
+def select_model_task(
+    prepared: Prepared, config: PipelineConfig, metric: str, run_id: str, experiment_id: str
+) -> Selected:
+    """Hyperparameter search with cross-validation on the training split; then the decision
+    threshold, tuned on out-of-fold probabilities of the chosen configuration."""
+    logger = get_run_logger()
+    split, spec, cfg = prepared.split, prepared.spec, config.search
+    weight = class_weight_for(config.model, split.y_train)
+    model = config.model
+    if weight and "class_weight" not in model.params:
+        model = model.model_copy(update={"params": {**model.params, "class_weight": weight}})
+        logger.info(
+            "class weights: balanced (rarest class under %.0f%% of rows)", 100 * config.model.imbalance_threshold
+        )
+    factory = _model_factory(spec, model, config.seed, prepared.clip)
+    client = registry.connect(Workspace.at(config.home))
+
+    def log_trial(result: search.TrialResult) -> None:
+        registry.log_child_run(
+            client,
+            experiment_id,
+            run_id,
+            f"trial-{result.number}",
+            {**result.params, "trial": result.number},
+            {
+                f"cv_{metric}": result.score,
+                f"cv_{metric}_std": result.score_std,
+                f"train_{metric}": result.train_score,
+                "fit_seconds": result.fit_seconds,
+            },
+            failed=result.error is not None,
+        )
+
+    if cfg.method == "none":
+        best = search.cross_validate_params(
+            factory, {}, split.X_train, split.y_train, metric=metric, folds=cfg.cv_folds, seed=config.seed
+        )
+        chosen, summary = model, None
+    else:
+        fixed = {k: v for k, v in model.params.items()}
+
+        def run(evaluate_batch: Callable[..., list[search.TrialResult]] | None) -> search.SearchResult:
+            return search.run_search(
+                factory,
+                model.estimator,
+                split.X_train,
+                split.y_train,
+                cfg,
+                metric=metric,
+                seed=config.seed,
+                fixed_params=fixed,
+                evaluate_batch=evaluate_batch,
+                on_trial=log_trial,
+            )
+
+        if cfg.workers > 1 or cfg.dask_address:
+
+            # the rows run_search scores in-process: its seeded stratified sample
+            X, y = search.sample_rows(split.X_train, split.y_train, max_rows=cfg.max_rows, seed=config.seed)
+
+            @flow(name="search_trials", task_runner=_dask_runner(cfg))
+            def search_trials_flow() -> search.SearchResult:
+                def on_dask(batch: list[tuple[int, dict[str, Any]]]) -> list[search.TrialResult]:
+                    futures = [
+                        trial_task.submit(factory, params, X, y, metric, cfg.cv_folds, config.seed, number)
+                        for number, params in batch
+                    ]
+                    return [future.result() for future in futures]
+
+                return run(on_dask)
+
+            result = search_trials_flow()
+        else:
+            result = run(None)
+        best = result.best
+        chosen = model.model_copy(update={"params": {**model.params, **result.best_params}})
+        summary = result.as_dict()
+        registry.log_dict(run_id, summary, "search/trials.json")
+        logger.info(
+            "%s search: %d trials on %d rows, best cv %s %.4f (± %.4f) with %s",
+            cfg.method,
+            len(result.trials),
+            result.rows_used,
+            metric,
+            best.score,
+            best.score_std,
+            result.best_params,
+        )
+    threshold = None
+    if split.y_train.nunique() == 2:
+        proba = search.out_of_fold_proba(
+            build_model(spec, chosen, config.seed, prepared.clip),
+            split.X_train,
+            split.y_train,
+            folds=cfg.cv_folds,
+            seed=config.seed,
+        )
+        classes = sorted(split.y_train.unique())
+        choice = search.tune_threshold(split.y_train, proba[:, 1], pos_label=classes[1])
+        threshold = choice.threshold
+        registry.log_metrics(
+            run_id,
+            {
+                "decision_threshold": choice.threshold,
+                "validation_f1_at_threshold": choice.f1,
+                "validation_precision_at_threshold": choice.precision,
+                "validation_recall_at_threshold": choice.recall,
+            },
+        )
+        logger.info(
+            "decision threshold %.3f (out-of-fold F1 %.4f, precision %.4f, recall %.4f)",
+            choice.threshold,
+            choice.f1,
+            choice.precision,
+            choice.recall,
+        )
+    registry.log_metrics(
+        run_id,
+        {
+            f"validation_{metric}": best.score,
+            f"train_cv_{metric}": best.train_score,
+            "train_gap": best.train_score - best.score,
+        }
+        if best.error is None
+        else {},
+    )
+    return Selected(
+        model=chosen,
+        threshold=threshold,
+        validation_score=None if best.error else best.score,
+        train_score=None if best.error else best.train_score,
+        search=summary,
+    )
+
+
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(prepared: Prepared, config: PipelineConfig) -> Any:
+def train_task(prepared: Prepared, selected: Selected, config: PipelineConfig) -> Any:
     split = prepared.split
-    return train_model(split.X_train, split.y_train, prepared.spec, config.model, config.seed, prepared.clip)
+    return train_model(
+        split.X_train, split.y_train, prepared.spec, selected.model, config.seed, prepared.clip, selected.threshold
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]
+    dummy: dict[str, float]
+    slices: dict[str, float]
+    train_gap: float | None
+
+
+def _sklearn_scoring(metric: str, n_classes: int) -> str:
+    names = {"log_loss": "neg_log_loss", "brier": "neg_brier_score", "average_precision": "average_precision"}
+    if n_classes > 2:
+        names.update(
+            {
+                "roc_auc": "roc_auc_ovr",
+                "f1": "f1_macro",
+                "precision": "precision_macro",
+                "recall": "recall_macro",
+                "brier": "accuracy",
+                "average_precision": "accuracy",
+            }
+        )
+    return names.get(metric, metric)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(model: Any, prepared: Prepared, run_id: str) -> dict[str, float]:
-    split = prepared.split
-    metrics = evaluate_model(model, split.X_test, split.y_test)
-    train_metrics = evaluate_model(model, split.X_train, split.y_train)
-    registry.log_metrics(
-        run_id, {**{f"test_{k}": v for k, v in metrics.items()}, **{f"train_{k}": v for k, v in train_metrics.items()}}
+def evaluate_task(
+    model: Any, prepared: Prepared, selected: Selected, curated: Curated, config: PipelineConfig, run_id: str
+) -> Evaluation:
+    """Held-out metrics beside a DummyClassifier, slices, the over/underfitting gap and the plots."""
+    from sklearn.dummy import DummyClassifier
+
+    logger = get_run_logger()
+    split, metric, evaluation = prepared.split, config.promotion.metric, config.evaluation
+    threshold = decision_threshold(model)
+    proba = model.predict_proba(split.X_test)
+    classes = list(model.classes_)
+    metrics = compute_metrics(split.y_test, proba, classes, threshold)
+    train_metrics = evaluate_model(model, split.X_train, split.y_train, threshold)
+    dummy = DummyClassifier(strategy="prior").fit(split.X_train, split.y_train)
+    dummy_metrics = evaluate_model(dummy, split.X_test, split.y_test)
+    slices = slice_metrics(
+        split.y_test,
+        proba,
+        classes,
+        curated.frame.loc[split.X_test.index],
+        evaluation.slices,
+        metric,
+        min_rows=evaluation.slice_min_rows,
+        threshold=threshold,
     )
-    get_run_logger().info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-    return metrics
+    gap = None
+    if selected.train_score is not None and selected.validation_score is not None:
+        gap = selected.train_score - selected.validation_score
+        gap = gap if higher_is_better(metric) else -gap
+    registry.log_metrics(
+        run_id,
+        {
+            **{f"test_{k}": v for k, v in metrics.items()},
+            **{f"train_{k}": v for k, v in train_metrics.items()},
+            **{f"dummy_{k}": v for k, v in dummy_metrics.items()},
+            **{f"slice_{metric}.{k}": v for k, v in slices.items()},
+        },
+    )
+    if slices:
+        registry.log_dict(run_id, slices, "evaluation/slices.json")
+    if evaluation.plots:
+        _log_plots(model, proba, classes, prepared, selected, config, run_id, metric, threshold)
+    logger.info(
+        "held-out metrics: %s; dummy %s %.4f; train - validation gap %s",
+        ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
+        metric,
+        dummy_metrics.get(metric, float("nan")),
+        "n/a" if gap is None else f"{gap:+.4f}",
+    )
+    return Evaluation(metrics, dummy_metrics, slices, gap)
+
+
+def _log_plots(
+    model: Any,
+    proba: np.ndarray,
+    classes: list[Any],
+    prepared: Prepared,
+    selected: Selected,
+    config: PipelineConfig,
+    run_id: str,
+    metric: str,
+    threshold: float | None,
+) -> None:
+    from components import plots
+    from components.evaluate import predicted_positions
+
+    split = prepared.split
+    predicted = np.asarray(classes, dtype=object)[predicted_positions(proba, threshold)]
+    scoring = _sklearn_scoring(metric, len(classes))
+    curve = plots.compute_learning_curve(
+        build_model(prepared.spec, selected.model, config.seed, prepared.clip),
+        split.X_train,
+        split.y_train,
+        scoring=scoring,
+        cv_folds=config.search.cv_folds,
+        seed=config.seed,
+        max_rows=config.evaluation.learning_curve_max_rows,
+    )
+    importance = plots.compute_permutation_importance(
+        model,
+        split.X_test,
+        split.y_test,
+        scoring=scoring,
+        seed=config.seed,
+        max_rows=config.evaluation.importance_max_rows,
+    )
+    figures = {
+        "roc": plots.roc_figure(split.y_test, proba, classes),
+        "precision_recall": plots.pr_figure(split.y_test, proba, classes),
+        "confusion_matrix": plots.confusion_figure(split.y_test, predicted, classes, threshold),
+        "calibration": plots.calibration_figure(split.y_test, proba, classes),
+        "learning_curve": plots.learning_curve_figure(curve),
+        "permutation_importance": plots.importance_figure(importance),
+    }
+    for name, figure in figures.items():
+        registry.log_figure(run_id, figure, f"plots/{name}.png")
+    registry.log_dict(run_id, curve.as_dict(), "evaluation/learning_curve.json")
+    registry.log_text(run_id, importance.to_csv(index=False), "evaluation/permutation_importance.csv")
+
+
+def _example_rows(X: pd.DataFrame, rows: int = 5) -> list[dict[str, Any]]:
+    head = X.head(rows).astype(object)
+    return head.where(head.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
+
+
+def _check_tags(decision: Decision) -> dict[str, str]:
+    verdict = {True: "passed", False: "failed", None: "n/a"}
+    return {f"check.{c.name}": f"{verdict[c.passed]}: {c.detail}" for c in decision.checks}
 
 
 # No retries: logging and registering are not idempotent, a retry would add a second version.
@@ -328,66 +646,152 @@ def evaluate_task(model: Any, prepared: Prepared, run_id: str) -> dict[str, floa
 def promote_task(
     model: Any,
     prepared: Prepared,
-    metrics: dict[str, float],
+    curated: Curated,
+    evaluation: Evaluation,
     config: PipelineConfig,
     model_name: str,
     run_id: str,
-    fingerprint: str,
-) -> tuple[str, Decision]:
-    """Register the candidate, score the champion on the same rows, and apply the gate."""
+    dry_run: bool = False,
+) -> tuple[str | None, Decision]:
+    """Register the candidate (unless a dry run), measure it against the champion on the same rows,
+    check it loads and answers through the serving path, decide, and apply the decision."""
     logger = get_run_logger()
     client = registry.connect(Workspace.at(config.home))
-    split = prepared.split
+    split, promotion = prepared.split, config.promotion
+    metric = promotion.metric
     model_uri = registry.log_model(run_id, model, split.X_train)
-    version = registry.register_model(model_uri, model_name, tags={"data_fingerprint": fingerprint, "run_id": run_id})
-    metric = config.promotion.metric
+    version = None
+    if not dry_run:
+        version = registry.register_model(
+            model_uri, model_name, tags={"data_fingerprint": curated.fingerprint, "run_id": run_id}
+        )
     champion = registry.get_champion(client, model_name)
-    champion_score: float | None = None
+    champion_metrics: dict[str, float] | None = None
+    champion_slices: dict[str, float] = {}
+    interval = None
     note = ""
     if champion is not None:
         try:
             incumbent = registry.load_model(champion.uri)
-            champion_metrics = compute_metrics(split.y_test, incumbent.predict_proba(split.X_test), incumbent.classes_)
-            champion_score = champion_metrics.get(metric)
+            champion_proba = incumbent.predict_proba(split.X_test)
+            champion_threshold = decision_threshold(incumbent)
+            classes = list(model.classes_)
+            if list(incumbent.classes_) != classes:
+                raise ValueError(f"its classes {list(incumbent.classes_)} differ from the candidate's {classes}")
+            champion_metrics = compute_metrics(split.y_test, champion_proba, classes, champion_threshold)
+            proba = model.predict_proba(split.X_test)
+            champion_slices = slice_metrics(
+                split.y_test,
+                champion_proba,
+                classes,
+                curated.frame.loc[split.X_test.index],
+                config.evaluation.slices,
+                metric,
+                min_rows=config.evaluation.slice_min_rows,
+                threshold=champion_threshold,
+            )
+            gain = paired_bootstrap(
+                split.y_test,
+                proba,
+                champion_proba,
+                classes,
+                metric,
+                samples=promotion.bootstrap_samples,
+                confidence=promotion.confidence,
+                max_rows=promotion.bootstrap_max_rows,
+                seed=config.seed,
+                threshold=decision_threshold(model),
+                champion_threshold=champion_threshold,
+            )
+            interval = Interval(**gain)  # type: ignore[arg-type]
         except (ValueError, KeyError) as exc:
+            champion_metrics = {}
             note = f"champion v{champion.version} could not score the held-out rows ({exc}); "
-    decision = decide_promotion(
-        metrics.get(metric), champion_score, PromotionPolicy(metric=metric, min_score=config.promotion.min_score)
+    serving = measure_serving(f"models:/{model_name}/{version}" if version else model_uri, _example_rows(split.X_test))
+    evidence = Evidence(
+        rows=len(split.y_test),
+        candidate=evaluation.metrics,
+        champion=champion_metrics,
+        champion_version=champion.version if champion else None,
+        dummy=evaluation.dummy,
+        improvement=interval,
+        train_gap=evaluation.train_gap,
+        candidate_slices=evaluation.slices,
+        champion_slices=champion_slices,
+        serving=serving,
     )
-    if champion_score is not None:
-        registry.log_metrics(run_id, {f"champion_{metric}_same_rows": champion_score})
+    decision = decide_promotion(evidence, PromotionPolicy.from_config(promotion))
     if note:
         decision = replace(decision, reason=note + decision.reason)
-    registry.log_dict(run_id, decision.as_dict(), "decision.json")
+    if champion_metrics and metric in champion_metrics:
+        registry.log_metrics(run_id, {f"champion_{metric}_same_rows": champion_metrics[metric]})
+    if interval is not None:
+        registry.log_metrics(
+            run_id,
+            {f"gain_{metric}": interval.mean, f"gain_{metric}_low": interval.low, f"gain_{metric}_high": interval.high},
+        )
+    if serving.latency_ms is not None:
+        registry.log_metrics(run_id, {"serving_check_latency_ms": serving.latency_ms})
+    record = {
+        "decision": decision.as_dict(),
+        "evidence": asdict(evidence),
+        "policy": promotion.model_dump(mode="json"),
+        "candidate": {"run_id": run_id, "version": version, "model_uri": model_uri, "dry_run": dry_run},
+        "champion": {"version": champion.version, "run_id": champion.run_id} if champion else None,
+    }
+    registry.log_dict(run_id, record, "decision.json")
+    verdict = "promote" if decision.promote else "hold"
+    registry.set_tags(run_id, {"decision": verdict, "decision.reason": decision.reason[:5000]})
+    if version is None:
+        logger.info("dry run: would %s: %s", verdict, decision.reason)
+        return None, decision
     registry.tag_version(
-        client, model_name, version, {"decision": decision.reason, "promoted": str(decision.promote).lower()}
+        client,
+        model_name,
+        version,
+        {"decision": verdict, "decision.reason": decision.reason, "promoted": str(decision.promote).lower()}
+        | _check_tags(decision),
     )
     if decision.promote:
-        registry.set_champion(client, model_name, version, {"promoted_at": pd.Timestamp.now(tz="UTC").isoformat()})
-        logger.info("promoted %s v%s to champion: %s", model_name, version, decision.reason)
+        outgoing = registry.set_champion(
+            client, model_name, version, {"promoted_at": pd.Timestamp.now(tz="UTC").isoformat()}
+        )
+        logger.info(
+            "promoted %s v%s to champion%s: %s",
+            model_name,
+            version,
+            f" (v{outgoing} is now previous-champion)" if outgoing else "",
+            decision.reason,
+        )
     else:
         logger.info("kept the champion; %s v%s not promoted: %s", model_name, version, decision.reason)
     return version, decision
 
 
 @flow(name="training_flow")
-def training_flow(config: PipelineConfig) -> TrainingResult:
-    """Train a candidate on the configured data and promote it if it beats the champion."""
+def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResult:
+    """Train a candidate on the configured data and promote it if the gate lets it through.
+
+    A dry run evaluates and decides, logging everything to MLflow, but registers nothing.
+    """
     quiet_rejections()
     workspace = Workspace.at(config.home)
     source = resolve_source(config, workspace.root)
     dataset = dataset_name(config)
     client = registry.connect(workspace)
+    experiment_id = registry.ensure_experiment(client, dataset, workspace)
     run_id = registry.start_run(
         client,
-        registry.ensure_experiment(client, dataset, workspace),
+        experiment_id,
         tags={
             "dataset": dataset,
             "prefect.flow_run_id": str(flow_run.id),
+            "mlops.dry_run": str(dry_run).lower(),
             **({"mlflow.source.git.commit": commit} if (commit := registry.git_commit()) else {}),
         },
         params={"data.source": source, **registry.flatten_config(config)},
     )
+    metric = config.search.metric or config.promotion.metric
     try:
         batches = extract_task(source, config.data.query)
         frame = validate_task(batches, config, dataset, workspace, run_id, source)
@@ -395,22 +799,27 @@ def training_flow(config: PipelineConfig) -> TrainingResult:
         prepared = prepare_task(curated, config, run_id)
         if config.label_review.enabled:
             prepared = review_labels_task(prepared, curated, config, run_id)
-        model = train_task(prepared, config)
+        selected = select_model_task(prepared, config, metric, run_id, experiment_id)
+        model = train_task(prepared, selected, config)
         registry.log_params(run_id, model_params(model))
-        metrics = evaluate_task(model, prepared, run_id)
-        version, decision = promote_task(model, prepared, metrics, config, dataset, run_id, curated.fingerprint)
+        evaluation = evaluate_task(model, prepared, selected, curated, config, run_id)
+        version, decision = promote_task(model, prepared, curated, evaluation, config, dataset, run_id, dry_run)
     except DataRejected:
         registry.end_run(client, run_id, "FAILED", {"outcome": "rejected"})
         raise
     except BaseException:
         registry.end_run(client, run_id, "FAILED", {"outcome": "error"})
         raise
-    registry.end_run(client, run_id, "FINISHED", {"outcome": "promoted" if decision.promote else "held_back"})
+    outcome = "dry_run" if dry_run else "promoted" if decision.promote else "held_back"
+    registry.end_run(client, run_id, "FINISHED", {"outcome": outcome})
     return TrainingResult(
         run_id=run_id,
         model_name=dataset,
         model_version=version,
-        promoted=decision.promote,
+        promoted=decision.promote and not dry_run,
         reason=decision.reason,
-        metrics=metrics,
+        metrics=evaluation.metrics,
+        dry_run=dry_run,
+        would_promote=decision.promote,
+        failed_checks=[c.name for c in decision.failed],
     )

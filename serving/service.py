@@ -16,7 +16,7 @@ import bentoml
 from components import registry
 from components.config import PipelineConfig, dataset_name, find_config_file, load_config
 from components.environment import workspace_environment
-from components.scoring import InputError, ModelSchema, predict_records
+from components.scoring import InputError, load_serving_model, predict_records
 from components.workspace import Workspace
 
 
@@ -40,8 +40,9 @@ class PredictionService:
             raise RuntimeError(f"registered model {name!r} has no champion; run `mlops run` first")
         self.model_name = name
         self.model_version = champion.version
-        self.model = registry.load_model(champion.uri)
-        self.schema = ModelSchema.of(self.model)
+        served = load_serving_model(champion.uri)
+        self.model = served.model
+        self.schema = served.schema
         self.max_rows = config.serving.max_rows_per_request
 
     @bentoml.api(route="/predict")

@@ -49,6 +49,8 @@ def write_config(path: Path, home: Path, source: Path, suite_dir: Path, **extra:
         "promotion:",
         "  metric: roc_auc",
         "  min_score: 0.6",
+        "search:",
+        "  trials: 4",
         "prefect:",
         "  server: ephemeral",
     ]

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from components import registry
+from components.scoring import decision_threshold, pipeline_of
 from components.config import load_config
 from components.contract import DataRejected
 from components.simulate import write_batches
@@ -59,6 +60,40 @@ def test_first_run_promotes_and_records_everything(trained) -> None:
     assert suite.is_file() and json.loads(suite.read_text())["name"] == "loans"
 
 
+def test_first_run_records_model_selection_and_the_decision(trained) -> None:
+    _, config, result = trained
+    client = _client(config)
+    run = client.get_run(result.run_id)
+    metrics = run.data.metrics
+    for name in ("brier", "precision", "recall", "f1", "roc_auc", "average_precision", "log_loss"):
+        assert np.isfinite(metrics[f"test_{name}"]) and np.isfinite(metrics[f"dummy_{name}"])
+    assert metrics["test_roc_auc"] > metrics["dummy_roc_auc"] == 0.5
+    assert 0 < metrics["decision_threshold"] < 1 and np.isfinite(metrics["train_gap"])
+    plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    expected = (
+        "roc",
+        "precision_recall",
+        "confusion_matrix",
+        "calibration",
+        "learning_curve",
+        "permutation_importance",
+    )
+    assert {f"plots/{name}.png" for name in expected} <= plots
+    trials = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'", max_results=100
+    )
+    assert len(trials) == config.search.trials
+    assert all(f"cv_{config.promotion.metric}" in t.data.metrics for t in trials)
+    record = json.loads(Path(client.download_artifacts(result.run_id, "decision.json")).read_text())
+    assert record["decision"]["promote"] is True
+    checks = {c["name"]: c["passed"] for c in record["decision"]["checks"]}
+    assert checks["serving"] is True and checks["beats_dummy"] is True and checks["beats_champion"] is None
+    assert record["evidence"]["serving"]["latency_ms"] < config.promotion.latency_budget_ms
+    version = client.get_model_version("loans", result.model_version)
+    assert version.tags["decision"] == "promote"
+    assert version.tags["check.serving"].startswith("passed: answered its input example")
+
+
 def test_logged_model_is_the_whole_pipeline_with_signature(trained) -> None:
     _, config, _ = trained
     _client(config)
@@ -68,7 +103,8 @@ def test_logged_model_is_the_whole_pipeline_with_signature(trained) -> None:
     columns = [spec.name for spec in info.signature.inputs]
     assert "credit_score" in columns and "region" in columns and "loan_id" not in columns
     model = registry.load_model("models:/loans@champion")
-    assert list(model.named_steps) == ["preprocess", "model"]
+    assert list(pipeline_of(model).named_steps) == ["preprocess", "model"]
+    assert 0 < decision_threshold(model) < 1, "the tuned threshold travels inside the model"
     local = mlflow.artifacts.download_artifacts("models:/loans@champion")
     example = pd.DataFrame(mlflow.models.Model.load(local).load_input_example(local))
     assert len(example) == 5 and np.isfinite(model.predict_proba(example)).all()
@@ -78,7 +114,8 @@ def test_rerun_on_identical_data_keeps_the_champion(trained) -> None:
     _, config, first = trained
     again = training_flow(config)
     assert not again.promoted
-    assert "does not beat the champion" in again.reason
+    assert again.failed_checks == ["beats_champion"], again.reason
+    assert "the lower bound must exceed" in again.reason
     assert again.metrics["roc_auc"] == pytest.approx(first.metrics["roc_auc"])
     assert registry.get_champion(_client(config), "loans").version == "1"
 
@@ -127,7 +164,17 @@ def test_cli_run_json_contract(trained) -> None:
     result = CliRunner().invoke(app, ["run", "--config", str(config_path), "--json"])
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(outcome) == {"run_id", "model_name", "model_version", "promoted", "reason", "metrics"}
+    assert set(outcome) == {
+        "run_id",
+        "model_name",
+        "model_version",
+        "promoted",
+        "reason",
+        "metrics",
+        "dry_run",
+        "would_promote",
+        "failed_checks",
+    }
     assert outcome["model_name"] == "loans" and outcome["promoted"] is False
 
 
@@ -143,7 +190,7 @@ def test_status_reports_the_champion(trained) -> None:
 
 def test_unseen_multiclass_csv_trains_without_code_change(prefect_api, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    n = 600
+    n = 800
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
     frame = pd.DataFrame(
         {
@@ -171,7 +218,7 @@ def test_unseen_multiclass_csv_trains_without_code_change(prefect_api, tmp_path:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert outcome["model_name"] == "some_other" and outcome["promoted"] is True
+    assert outcome["model_name"] == "some_other" and outcome["promoted"] is True, outcome["reason"]
     assert outcome["metrics"]["balanced_accuracy"] > 0.8
     assert (tmp_path / "suites" / "some_other.json").is_file()
 

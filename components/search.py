@@ -1,0 +1,499 @@
+"""Hyperparameter search on the training split, scored by stratified cross-validation.
+
+Trials are asked from Optuna in batches and evaluated by a pluggable `evaluate_batch`, so a
+flow can run a batch on Dask while this module imports neither Prefect nor Dask. The first
+trial is always the project's defaults: the search can only match or beat them. Every
+scikit-learn call runs with n_jobs=1, because process pools forked from Prefect's threads
+can hang on a lock copied mid-use.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NamedTuple, cast, get_args
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from sklearn import metrics as skm
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+
+from components.config import EstimatorName, MetricName, ModelConfig, SearchConfig
+from components.evaluate import compute_metrics, higher_is_better
+from components.train import build_estimator, default_params
+
+_PENALTIES = ("l1", "l2", "elasticnet")
+# scikit-learn 1.8 deprecated `penalty` (removed in 1.10): l1_ratio alone picks the penalty,
+# 0 = L2, 1 = L1, in between = elastic net. Only saga handles L1; lbfgs is faster for L2.
+_PENALTY_SETTINGS: dict[str, dict[str, Any]] = {
+    "l2": {"l1_ratio": 0.0, "solver": "lbfgs"},
+    "l1": {"l1_ratio": 1.0, "solver": "saga"},
+    "elasticnet": {"solver": "saga"},
+}
+_SPACES: dict[str, dict[str, BaseDistribution]] = {
+    "logistic_regression": {
+        "penalty": CategoricalDistribution(_PENALTIES),
+        "C": FloatDistribution(1e-3, 1e2, log=True),
+        "l1_ratio": FloatDistribution(0.0, 1.0),
+    },
+    "hist_gradient_boosting": {
+        "learning_rate": FloatDistribution(0.01, 0.3, log=True),
+        "max_leaf_nodes": IntDistribution(8, 64),
+        "min_samples_leaf": IntDistribution(10, 200),
+        "l2_regularization": FloatDistribution(1e-4, 10.0, log=True),
+    },
+    "random_forest": {
+        "n_estimators": IntDistribution(100, 400),
+        "max_depth": CategoricalDistribution((None, 6, 12, 24)),
+        "min_samples_leaf": IntDistribution(1, 20),
+        "max_features": CategoricalDistribution(("sqrt", 0.5)),
+    },
+}
+# Settings every trial of a family shares; the user's fixed params still override them.
+_SPACE_CONSTANTS: dict[str, dict[str, Any]] = {
+    # saga on standardized features converges within a few hundred epochs; the ceiling is for small C.
+    "logistic_regression": {"max_iter": 5000},
+    "hist_gradient_boosting": {
+        "max_iter": 500,
+        "early_stopping": True,
+        "validation_fraction": 0.1,
+        "n_iter_no_change": 20,
+    },
+    "random_forest": {"n_jobs": 1},
+}
+
+
+class SearchError(ValueError):
+    """The search could not produce a usable trial (every trial failed)."""
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One parameter set's cross-validated score; a failed fit has `error` set and the worst score."""
+
+    number: int
+    params: dict[str, Any]
+    score: float
+    score_std: float
+    fold_scores: tuple[float, ...]
+    train_score: float
+    fit_seconds: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: infinite and NaN scores (failed trials) become None."""
+        data = asdict(self)
+        data["params"] = {name: _json_value(value) for name, value in self.params.items()}
+        for name in ("score", "score_std", "train_score", "fit_seconds"):
+            data[name] = _json_float(data[name])
+        data["fold_scores"] = [_json_float(value) for value in self.fold_scores]
+        return data
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Every trial in the order it was asked, and the best one (ties go to the earlier trial)."""
+
+    method: str
+    metric: str
+    best: TrialResult
+    trials: tuple[TrialResult, ...]
+    rows_used: int
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return dict(self.best.params)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "metric": self.metric,
+            "rows_used": self.rows_used,
+            "best_params": {name: _json_value(value) for name, value in self.best.params.items()},
+            "best": self.best.as_dict(),
+            "trials": [trial.as_dict() for trial in self.trials],
+        }
+
+
+ModelFactory = Callable[[dict[str, Any]], Any]
+BatchEvaluator = Callable[[list[tuple[int, dict[str, Any]]]], list[TrialResult]]
+
+
+class Sample(NamedTuple):
+    """The rows a search runs on."""
+
+    X: pd.DataFrame
+    y: pd.Series
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A binary decision threshold (positive when its probability >= threshold) and its scores."""
+
+    threshold: float
+    f1: float
+    precision: float
+    recall: float
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A family's active dimensions once the user's fixed params are taken out."""
+
+    dimensions: dict[str, BaseDistribution] = field(default_factory=dict)
+    penalty: str | None = None  # logistic regression's penalty when it is not searched
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _json_float(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _check_estimator(estimator: str) -> None:
+    if estimator not in _SPACES:
+        raise ValueError(f"no search space for estimator {estimator!r}; choose one of {sorted(_SPACES)}")
+
+
+def _check_metric(metric: str) -> None:
+    known = get_args(MetricName)
+    if metric not in known:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {list(known)}")
+
+
+def _check_folds(y: pd.Series, folds: int) -> None:
+    counts = y.value_counts()
+    if len(counts) < 2:
+        raise ValueError(f"cross-validation needs at least 2 classes; got {counts.to_dict()}")
+    if int(counts.min()) < folds:
+        raise ValueError(
+            f"{folds}-fold cross-validation needs at least {folds} rows of every class; class counts are "
+            f"{counts.to_dict()}: lower search.cv_folds or search on more rows (search.max_rows)"
+        )
+
+
+def _worst(metric: str) -> float:
+    return -math.inf if higher_is_better(metric) else math.inf
+
+
+def _penalty_for_ratio(l1_ratio: float) -> str:
+    if l1_ratio == 0:
+        return "l2"
+    return "l1" if l1_ratio == 1 else "elasticnet"
+
+
+def _resolve(estimator: str, fixed: Mapping[str, Any]) -> _Resolved:
+    dimensions = {name: dist for name, dist in _SPACES[estimator].items() if name not in fixed}
+    if estimator != "logistic_regression":
+        return _Resolved(dimensions)
+    penalty: str | None = None
+    if "penalty" in fixed:
+        penalty = str(fixed["penalty"])
+    elif "l1_ratio" in fixed and fixed["l1_ratio"] is not None:
+        penalty = _penalty_for_ratio(float(fixed["l1_ratio"]))
+    elif "solver" in fixed and fixed["solver"] != "saga":
+        # Only saga supports every penalty; liblinear does L1 and L2, the others L2 only.
+        allowed = ("l1", "l2") if fixed["solver"] == "liblinear" else ("l2",)
+        if len(allowed) == 1:
+            penalty = allowed[0]
+        else:
+            dimensions["penalty"] = CategoricalDistribution(allowed)
+    if penalty is not None:
+        dimensions.pop("penalty", None)
+    return _Resolved(dimensions, penalty)
+
+
+def _suggest(trial: optuna.trial.BaseTrial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    raise TypeError(f"unsupported distribution for {name}: {distribution!r}")
+
+
+def search_space(
+    estimator: str, fixed_params: Mapping[str, Any] | None = None
+) -> Callable[[optuna.trial.BaseTrial], dict[str, Any]]:
+    """A function from an Optuna trial to the estimator's constructor params.
+
+    Params the user fixed are never suggested and win over everything else; the result holds
+    the project's defaults, the family's shared settings, the suggestions and the fixed params.
+    """
+    _check_estimator(estimator)
+    fixed = dict(fixed_params or {})
+    resolved = _resolve(estimator, fixed)
+    base = {**default_params(estimator), **_SPACE_CONSTANTS[estimator]}
+
+    def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        params = dict(base)
+        if estimator == "logistic_regression":
+            dimensions = resolved.dimensions
+            penalty = resolved.penalty
+            if penalty is None:
+                penalty = _suggest(trial, "penalty", dimensions["penalty"])
+            params.update(_PENALTY_SETTINGS.get(str(penalty), {}))
+            if "C" in dimensions:
+                params["C"] = _suggest(trial, "C", dimensions["C"])
+            if penalty == "elasticnet" and "l1_ratio" in dimensions:
+                params["l1_ratio"] = _suggest(trial, "l1_ratio", dimensions["l1_ratio"])
+        else:
+            for name, distribution in resolved.dimensions.items():
+                params[name] = _suggest(trial, name, distribution)
+        params.update(fixed)
+        return params
+
+    return suggest
+
+
+def _default_point(estimator: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The project's defaults as a point of the search space (clipped into range), to enqueue."""
+    config = ModelConfig(estimator=cast(EstimatorName, estimator), params=dict(fixed))
+    effective = build_estimator(config, seed=0).get_params()
+    resolved = _resolve(estimator, fixed)
+    if estimator == "logistic_regression":
+        ratio = effective.get("l1_ratio")
+        effective["penalty"] = _penalty_for_ratio(float(ratio)) if ratio is not None else "l2"
+    point: dict[str, Any] = {}
+    for name, distribution in resolved.dimensions.items():
+        value = effective.get(name)
+        if isinstance(distribution, CategoricalDistribution):
+            if value in distribution.choices:
+                point[name] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert isinstance(distribution, (FloatDistribution, IntDistribution))
+            clipped = min(max(value, distribution.low), distribution.high)
+            point[name] = round(clipped) if isinstance(distribution, IntDistribution) else float(clipped)
+    return point
+
+
+def sample_rows(X: pd.DataFrame, y: pd.Series, *, max_rows: int | None, seed: int) -> Sample:
+    """At most `max_rows` rows, stratified and seeded, in their original order.
+
+    A custom `evaluate_batch` must score on these rows: call this first with the same
+    arguments; on rows already within `max_rows` it changes nothing.
+    """
+    if max_rows is None or len(X) <= max_rows:
+        return Sample(X, y)
+    positions, _ = train_test_split(np.arange(len(X)), train_size=max_rows, stratify=y, random_state=seed)
+    positions = np.sort(positions)
+    return Sample(X.iloc[positions], y.iloc[positions])
+
+
+def _score(metric: str, y: pd.Series, proba: np.ndarray, classes: Any) -> float:
+    scores = compute_metrics(y, proba, list(classes))
+    if metric not in scores:
+        raise ValueError(f"metric {metric!r} is undefined on a fold with classes {sorted(pd.unique(y))}")
+    return scores[metric]
+
+
+def cross_validate_params(
+    model_factory: ModelFactory,
+    params: Mapping[str, Any],
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    metric: str,
+    folds: int,
+    seed: int,
+    number: int = 0,
+) -> TrialResult:
+    """Score `params` by seeded stratified k-fold; a fit that fails gives the worst score, not an error.
+
+    `score` is the mean over held-out folds, `train_score` the mean on the folds each model was
+    fitted on (their gap shows over- or underfitting). A ValueError from building, fitting or
+    predicting, or non-finite probabilities, mark the trial failed so the search goes on.
+    """
+    _check_metric(metric)
+    _check_folds(y, folds)
+    params = dict(params)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    held_scores: list[float] = []
+    fit_scores: list[float] = []
+    started = time.perf_counter()
+
+    def failed(reason: str) -> TrialResult:
+        worst = _worst(metric)
+        return TrialResult(number, params, worst, math.nan, (), worst, time.perf_counter() - started, reason)
+
+    for fit_rows, held_rows in cv.split(X, y):
+        X_fit, y_fit = X.iloc[fit_rows], y.iloc[fit_rows]
+        X_held, y_held = X.iloc[held_rows], y.iloc[held_rows]
+        try:
+            model = model_factory(dict(params))
+            model.fit(X_fit, y_fit)
+            held_proba = np.asarray(model.predict_proba(X_held), dtype="float64")
+            fit_proba = np.asarray(model.predict_proba(X_fit), dtype="float64")
+        except ValueError as exc:
+            return failed(f"{type(exc).__name__}: {exc}")
+        if not (np.isfinite(held_proba).all() and np.isfinite(fit_proba).all()):
+            return failed("the model produced non-finite probabilities")
+        held_scores.append(_score(metric, y_held, held_proba, model.classes_))
+        fit_scores.append(_score(metric, y_fit, fit_proba, model.classes_))
+    return TrialResult(
+        number=number,
+        params=params,
+        score=float(np.mean(held_scores)),
+        score_std=float(np.std(held_scores)),
+        fold_scores=tuple(held_scores),
+        train_score=float(np.mean(fit_scores)),
+        fit_seconds=time.perf_counter() - started,
+    )
+
+
+def _best(trials: list[TrialResult], metric: str) -> TrialResult:
+    usable = [trial for trial in trials if trial.ok]
+    if not usable:
+        raise SearchError(f"every one of {len(trials)} trial(s) failed; the first: {trials[0].error}")
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    # max() keeps the first of equal scores: the defaults win a tie.
+    return max(usable, key=lambda trial: sign * trial.score)
+
+
+def run_search(
+    model_factory: ModelFactory,
+    estimator: str,
+    X: pd.DataFrame,
+    y: pd.Series,
+    config: SearchConfig,
+    *,
+    metric: str,
+    seed: int,
+    fixed_params: Mapping[str, Any] | None = None,
+    evaluate_batch: BatchEvaluator | None = None,
+    on_trial: Callable[[TrialResult], None] | None = None,
+) -> SearchResult:
+    """Search `estimator`'s space by cross-validation on (a stratified sample of) the training rows.
+
+    Trials are asked `config.workers` at a time and evaluated by `evaluate_batch` (default: one
+    after another in this process), which receives (trial number, params) pairs and returns one
+    TrialResult per pair; it must score on `sample_rows(X, y, max_rows=config.max_rows, seed=seed)`.
+    Trial 0 is the project's defaults merged with `fixed_params`, exactly as training without a
+    search would build them. No new batch is asked after `config.timeout_minutes`.
+    """
+    if config.method == "none":
+        raise ValueError("search.method is 'none': train with model.params instead of calling run_search")
+    _check_metric(metric)
+    fixed = dict(fixed_params or {})
+    space = search_space(estimator, fixed)
+    defaults = {**default_params(estimator), **fixed}
+    start_point = _default_point(estimator, fixed)
+    sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed)
+    _check_folds(sample.y, config.cv_folds)
+    if evaluate_batch is None:
+
+        def evaluate_batch(batch: list[tuple[int, dict[str, Any]]]) -> list[TrialResult]:
+            return [
+                cross_validate_params(
+                    model_factory, params, sample.X, sample.y, metric=metric, folds=config.cv_folds, seed=seed, number=n
+                )
+                for n, params in batch
+            ]
+
+    sampler: optuna.samplers.BaseSampler = (
+        # TPE samples at random until n_startup_trials; a third of a short budget leaves it room to steer.
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, config.trials // 3)))
+        if config.method == "optuna"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
+    deadline = None if config.timeout_minutes is None else time.monotonic() + 60 * config.timeout_minutes
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="maximize" if higher_is_better(metric) else "minimize", sampler=sampler)
+        # The sampler learns from the defaults' score at their place in the space; the trial
+        # itself evaluates the exact defaults.
+        study.enqueue_trial(start_point)
+        results: list[TrialResult] = []
+        while len(results) < config.trials:
+            if results and deadline is not None and time.monotonic() >= deadline:
+                break
+            asked = [study.ask() for _ in range(min(config.workers, config.trials - len(results)))]
+            batch = [(trial.number, space(trial)) for trial in asked]
+            if not results:
+                batch[0] = (batch[0][0], dict(defaults))
+            returned = {result.number: result for result in evaluate_batch(batch)}
+            expected = [number for number, _ in batch]
+            if sorted(returned) != sorted(expected):
+                raise ValueError(
+                    f"evaluate_batch must return one TrialResult per trial {expected}; got {sorted(returned)}"
+                )
+            for trial in asked:
+                result = returned[trial.number]
+                study.tell(trial, result.score)
+                results.append(result)
+                if on_trial is not None:
+                    on_trial(result)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return SearchResult(
+        method=config.method,
+        metric=metric,
+        best=_best(results, metric),
+        trials=tuple(results),
+        rows_used=len(sample.X),
+    )
+
+
+def out_of_fold_proba(model: Any, X: pd.DataFrame, y: pd.Series, *, folds: int, seed: int) -> np.ndarray:
+    """Class probabilities (columns in sorted class order), each row from a copy of `model` that never saw it."""
+    _check_folds(y, folds)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return np.asarray(cross_val_predict(clone(model), X, y, cv=cv, method="predict_proba", n_jobs=1))
+
+
+def tune_threshold(
+    y_true: pd.Series | np.ndarray,
+    positive_proba: np.ndarray,
+    *,
+    pos_label: Any,
+    metric: Literal["f1"] = "f1",
+) -> ThresholdChoice:
+    """The probability cut-off that maximizes F1 (binary targets); ties go to the higher threshold.
+
+    Use out-of-fold probabilities: thresholds tuned on in-sample ones are too optimistic.
+    """
+    if metric != "f1":
+        raise ValueError(f"threshold tuning supports metric 'f1' only, got {metric!r}")
+    labels = pd.Series(y_true).to_numpy()
+    proba = np.asarray(positive_proba, dtype="float64")
+    if proba.ndim != 1 or len(proba) != len(labels):
+        raise ValueError(f"positive_proba must be 1-D with one value per label; got shape {proba.shape}")
+    if not np.isfinite(proba).all():
+        raise ValueError("positive_proba holds non-finite values")
+    classes = pd.unique(labels)
+    if len(classes) > 2:
+        raise ValueError(f"threshold tuning is for binary targets; got {len(classes)} classes")
+    positive = labels == pos_label
+    if positive.all() or not positive.any():
+        raise ValueError(f"need both positive ({pos_label!r}) and negative rows; classes present: {list(classes)}")
+    precision, recall, thresholds = skm.precision_recall_curve(positive, proba)
+    precision, recall = precision[: len(thresholds)], recall[: len(thresholds)]
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    # thresholds ascend: the last of the maxima is the highest threshold.
+    best = int(np.flatnonzero(f1 >= f1.max() - 1e-12)[-1])
+    return ThresholdChoice(
+        threshold=float(thresholds[best]),
+        f1=float(f1[best]),
+        precision=float(precision[best]),
+        recall=float(recall[best]),
+    )
