@@ -1,23 +1,34 @@
 """Baseline for the training benchmark: the same component functions, one process,
-no Prefect, no MLflow. Run as a script so process start-up counts on both sides."""
+no Prefect, no MLflow. Run as a script so process start-up counts on both sides.
+
+It does what a run does up to the decision (screening, curation, label review, search,
+threshold, training, evaluation with dummy baseline, slices and plots). Only the registry work
+stays on the mlops side: logging and registering, scoring the champion on the same rows with
+its bootstrap interval, and the serving check."""
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+from sklearn.dummy import DummyClassifier
+
+from components import plots, search
 from components.config import dataset_name, load_config, resolve_source
 from components.contract import Validator, load_suite, profile_from_config, save_suite, suite_path
 from components.curate import deduplicate, outlier_report
 from components.datacard import data_card
 from components.environment import disable_telemetry
-from components.evaluate import evaluate_model
+from components.evaluate import compute_metrics, evaluate_model, predicted_positions, slice_metrics
 from components.extract import combine, read_batches
 from components.label_review import review_labels
 from components.prepare import infer_feature_spec, split_data
 from components.quarantine import remember_accepted, screen_with, trusted_batches
-from components.train import build_model, train_model
+from components.train import build_model, class_weight_for, train_model
 from components.workspace import Workspace
 
 
@@ -74,9 +85,81 @@ def main() -> None:
         seed=config.seed,
         max_rows=review.max_rows,
     )
-    model = train_model(split.X_train, split.y_train, spec, config.model, config.seed)
-    metrics = evaluate_model(model, split.X_test, split.y_test)
-    evaluate_model(model, split.X_train, split.y_train)
+    model_config = config.model
+    weight = class_weight_for(model_config, split.y_train)
+    if weight and "class_weight" not in model_config.params:
+        model_config = model_config.model_copy(update={"params": {**model_config.params, "class_weight": weight}})
+    metric = config.search.metric or config.promotion.metric
+    seed = config.seed
+
+    def factory(params: dict[str, Any]) -> Any:
+        return build_model(spec, model_config.model_copy(update={"params": {**model_config.params, **params}}), seed)
+
+    if config.search.method != "none":
+        result = search.run_search(
+            factory,
+            model_config.estimator,
+            split.X_train,
+            split.y_train,
+            config.search,
+            metric=metric,
+            seed=seed,
+            fixed_params=dict(model_config.params),
+        )
+        model_config = model_config.model_copy(update={"params": {**model_config.params, **result.best_params}})
+    threshold = None
+    if split.y_train.nunique() == 2:
+        oof = search.out_of_fold_proba(
+            build_model(spec, model_config, seed), split.X_train, split.y_train, folds=config.search.cv_folds, seed=seed
+        )
+        positive = sorted(split.y_train.unique())[1]
+        threshold = search.tune_threshold(split.y_train, oof[:, 1], pos_label=positive).threshold
+    model = train_model(split.X_train, split.y_train, spec, model_config, seed, threshold=threshold)
+    proba = model.predict_proba(split.X_test)
+    classes = list(model.classes_)
+    metrics = compute_metrics(split.y_test, proba, classes, threshold)
+    evaluate_model(model, split.X_train, split.y_train, threshold)
+    evaluate_model(DummyClassifier(strategy="prior").fit(split.X_train, split.y_train), split.X_test, split.y_test)
+    slice_metrics(
+        split.y_test,
+        proba,
+        classes,
+        frame.loc[split.X_test.index],
+        config.evaluation.slices,
+        metric,
+        min_rows=config.evaluation.slice_min_rows,
+        threshold=threshold,
+    )
+    if config.evaluation.plots:
+        scoring = "roc_auc" if len(classes) == 2 else "roc_auc_ovr"
+        curve = plots.compute_learning_curve(
+            build_model(spec, model_config, seed),
+            split.X_train,
+            split.y_train,
+            scoring=scoring,
+            cv_folds=config.search.cv_folds,
+            seed=seed,
+            max_rows=config.evaluation.learning_curve_max_rows,
+        )
+        importance = plots.compute_permutation_importance(
+            model,
+            split.X_test,
+            split.y_test,
+            scoring=scoring,
+            seed=seed,
+            max_rows=config.evaluation.importance_max_rows,
+        )
+        predicted = np.asarray(classes, dtype=object)[predicted_positions(proba, threshold)]
+        figures = {
+            "roc": plots.roc_figure(split.y_test, proba, classes),
+            "precision_recall": plots.pr_figure(split.y_test, proba, classes),
+            "confusion_matrix": plots.confusion_figure(split.y_test, predicted, classes, threshold),
+            "calibration": plots.calibration_figure(split.y_test, proba, classes),
+            "learning_curve": plots.learning_curve_figure(curve),
+            "permutation_importance": plots.importance_figure(importance),
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            plots.save_figures(figures, Path(folder))
     print(f"plain pipeline: roc_auc={metrics['roc_auc']:.4f} in {time.perf_counter() - started:.1f}s after imports")
 
 

@@ -101,6 +101,5 @@ def train_model(
 def model_params(model: Any) -> dict[str, Any]:
     """The estimator's effective hyperparameters, flat and loggable."""
     estimator = getattr(model, "estimator_", model).named_steps["model"]
-    return {
-        f"estimator.{k}": v for k, v in estimator.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))
-    }
+    plain = (int, float, str, bool, type(None))
+    return {f"estimator.{k}": v for k, v in estimator.get_params().items() if isinstance(v, plain)}

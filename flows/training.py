@@ -419,7 +419,6 @@ def select_model_task(
             )
 
         if cfg.workers > 1 or cfg.dask_address:
-
             # the rows run_search scores in-process: its seeded stratified sample
             X, y = search.sample_rows(split.X_train, split.y_train, max_rows=cfg.max_rows, seed=config.seed)
 

@@ -54,9 +54,7 @@ def test_a_candidate_without_signal_is_held_back_with_reasons(prefect_api, tmp_p
     assert version.tags["check.floor:roc_auc"].startswith("failed:")
 
 
-def test_much_more_data_is_promoted_and_rollback_restores_the_previous_champion(
-    prefect_api, tmp_path: Path
-) -> None:
+def test_much_more_data_is_promoted_and_rollback_restores_the_previous_champion(prefect_api, tmp_path: Path) -> None:
     pool = tmp_path / "pool"
     write_batches(pool, 12, 500, seed=5)
     data = tmp_path / "data"
