@@ -402,7 +402,7 @@ def select_model_task(
         )
         chosen, summary = model, None
     else:
-        fixed = {k: v for k, v in model.params.items()}
+        fixed = dict(model.params)
 
         def run(evaluate_batch: Callable[..., list[search.TrialResult]] | None) -> search.SearchResult:
             return search.run_search(
@@ -514,19 +514,19 @@ class Evaluation:
 
 
 def _sklearn_scoring(metric: str, n_classes: int) -> str:
-    names = {"log_loss": "neg_log_loss", "brier": "neg_brier_score", "average_precision": "average_precision"}
-    if n_classes > 2:
-        names.update(
-            {
-                "roc_auc": "roc_auc_ovr",
-                "f1": "f1_macro",
-                "precision": "precision_macro",
-                "recall": "recall_macro",
-                "brier": "accuracy",
-                "average_precision": "accuracy",
-            }
-        )
-    return names.get(metric, metric)
+    """The scikit-learn scorer closest to the gate's metric, for learning curves and importance."""
+    binary = {"log_loss": "neg_log_loss", "brier": "neg_brier_score"}
+    # scikit-learn has no multiclass Brier or average-precision scorer: log loss is the nearest proper score.
+    multiclass = {
+        "roc_auc": "roc_auc_ovr",
+        "f1": "f1_macro",
+        "precision": "precision_macro",
+        "recall": "recall_macro",
+        "log_loss": "neg_log_loss",
+        "brier": "neg_log_loss",
+        "average_precision": "neg_log_loss",
+    }
+    return (binary if n_classes == 2 else multiclass).get(metric, metric)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

@@ -51,6 +51,8 @@ def write_config(path: Path, home: Path, source: Path, suite_dir: Path, **extra:
         "  min_score: 0.6",
         "search:",
         "  trials: 4",
+        "evaluation:",
+        "  plots: false",
         "prefect:",
         "  server: ephemeral",
     ]
@@ -79,7 +81,7 @@ def trained(prefect_api, tmp_path_factory: pytest.TempPathFactory):
     data = root / "data"
     write_batches(data, 2, 600, seed=7)
     config_path = write_config(root / "mlops.yaml", root / "ws", data, root / "expectations")
-    config = load_config(config_path, environ={})
+    config = load_config(config_path, environ={}).with_overrides(evaluation={"plots": True})
     result = training_flow(config)
     assert result.promoted, result.reason
     return config_path, config, result

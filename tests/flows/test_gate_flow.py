@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from components import registry
@@ -92,3 +93,25 @@ def test_much_more_data_is_promoted_and_rollback_restores_the_previous_champion(
     write_config(empty, tmp_path / "ws2", data, tmp_path / "suites")
     refused = CliRunner().invoke(app, ["rollback", "--config", str(empty), "--reason", "x"])
     assert refused.exit_code == 1 and "no 'previous-champion'" in refused.output
+
+
+@pytest.mark.slow
+def test_search_trials_run_on_a_local_dask_cluster(prefect_api, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_batches(data, 2, 500, seed=13)
+    config_path = write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "suites")
+    base = load_config(config_path, environ={})
+    sequential = training_flow(base.with_overrides(search={"trials": 4}, label_review={"enabled": False}))
+    parallel_config = base.with_overrides(search={"trials": 4, "workers": 2}, label_review={"enabled": False})
+    parallel = training_flow(parallel_config, dry_run=True)
+    client = registry.connect(Workspace.at(base.home))
+
+    def trials(run_id: str) -> list[float]:
+        runs = client.search_runs(
+            [client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=50
+        )
+        return sorted(r.data.metrics["cv_roc_auc"] for r in runs)
+
+    assert len(trials(parallel.run_id)) == 4
+    # the first trial (the defaults) is the same on one process and on Dask
+    assert set(trials(sequential.run_id)) & set(trials(parallel.run_id))
