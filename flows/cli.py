@@ -351,6 +351,9 @@ def serve(
 
     env = dict(os.environ)
     env["MLOPS_MODEL_NAME"] = model_name
+    # Tree ensembles' thread pools turn single-row requests into tens of ms with 1 s stalls.
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(variable, "1")
     env["MLOPS_HOME"] = str(workspace.root)
     config_file = config_path or find_config_file()
     if config_file:
