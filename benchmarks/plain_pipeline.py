@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sklearn.dummy import DummyClassifier
 
 from components import plots, search
@@ -23,7 +22,7 @@ from components.contract import Validator, load_suite, profile_from_config, save
 from components.curate import deduplicate, outlier_report
 from components.datacard import data_card
 from components.environment import disable_telemetry
-from components.evaluate import compute_metrics, evaluate_model, predicted_positions, slice_metrics
+from components.evaluate import compute_metrics, evaluate_model, slice_metrics
 from components.extract import combine, read_batches
 from components.label_review import review_labels
 from components.prepare import infer_feature_spec, split_data
@@ -131,35 +130,21 @@ def main() -> None:
         threshold=threshold,
     )
     if config.evaluation.plots:
-        scoring = "roc_auc" if len(classes) == 2 else "roc_auc_ovr"
-        curve = plots.compute_learning_curve(
+        report = plots.evaluation_plots(
+            model,
             build_model(spec, model_config, seed),
-            split.X_train,
-            split.y_train,
-            scoring=scoring,
+            split,
+            proba,
+            classes,
+            threshold=threshold,
+            scoring=plots.sklearn_scoring(metric, len(classes)),
             cv_folds=config.search.cv_folds,
             seed=seed,
-            max_rows=config.evaluation.learning_curve_max_rows,
+            learning_curve_max_rows=config.evaluation.learning_curve_max_rows,
+            importance_max_rows=config.evaluation.importance_max_rows,
         )
-        importance = plots.compute_permutation_importance(
-            model,
-            split.X_test,
-            split.y_test,
-            scoring=scoring,
-            seed=seed,
-            max_rows=config.evaluation.importance_max_rows,
-        )
-        predicted = np.asarray(classes, dtype=object)[predicted_positions(proba, threshold)]
-        figures = {
-            "roc": plots.roc_figure(split.y_test, proba, classes),
-            "precision_recall": plots.pr_figure(split.y_test, proba, classes),
-            "confusion_matrix": plots.confusion_figure(split.y_test, predicted, classes, threshold),
-            "calibration": plots.calibration_figure(split.y_test, proba, classes),
-            "learning_curve": plots.learning_curve_figure(curve),
-            "permutation_importance": plots.importance_figure(importance),
-        }
         with tempfile.TemporaryDirectory() as folder:
-            plots.save_figures(figures, Path(folder))
+            plots.save_figures(report.figures, Path(folder))
     print(f"plain pipeline: roc_auc={metrics['roc_auc']:.4f} in {time.perf_counter() - started:.1f}s after imports")
 
 

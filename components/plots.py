@@ -335,3 +335,68 @@ def save_figures(figures: Mapping[str, Figure], folder: Path, dpi: int = 100) ->
         figure.savefig(path, dpi=dpi, format="png")
         paths.append(path)
     return paths
+
+
+def sklearn_scoring(metric: str, n_classes: int) -> str:
+    """The scikit-learn scorer closest to the gate's metric, for learning curves and importance."""
+    binary = {"log_loss": "neg_log_loss", "brier": "neg_brier_score"}
+    # scikit-learn has no multiclass Brier or average-precision scorer: log loss is the nearest proper score.
+    multiclass = {
+        "roc_auc": "roc_auc_ovr",
+        "f1": "f1_macro",
+        "precision": "precision_macro",
+        "recall": "recall_macro",
+        "log_loss": "neg_log_loss",
+        "brier": "neg_log_loss",
+        "average_precision": "neg_log_loss",
+    }
+    return (binary if n_classes == 2 else multiclass).get(metric, metric)
+
+
+@dataclass(frozen=True)
+class EvaluationPlots:
+    figures: dict[str, Figure]
+    learning_curve: LearningCurve
+    importance: pd.DataFrame
+
+
+def evaluation_plots(
+    model: Any,
+    unfitted: Any,
+    split: Any,
+    proba: np.ndarray,
+    classes: Sequence[Any],
+    *,
+    threshold: float | None,
+    scoring: str,
+    cv_folds: int,
+    seed: int,
+    learning_curve_max_rows: int | None = 50_000,
+    importance_max_rows: int | None = 20_000,
+) -> EvaluationPlots:
+    """Every evaluation plot of a run: held-out curves of `model`, and the learning curve of
+    `unfitted` (the same configuration) on the training split of `split` (a `prepare.Split`)."""
+    from components.evaluate import predicted_positions
+
+    predicted = np.asarray(list(classes), dtype=object)[predicted_positions(proba, threshold)]
+    curve = compute_learning_curve(
+        unfitted,
+        split.X_train,
+        split.y_train,
+        scoring=scoring,
+        cv_folds=cv_folds,
+        seed=seed,
+        max_rows=learning_curve_max_rows,
+    )
+    importance = compute_permutation_importance(
+        model, split.X_test, split.y_test, scoring=scoring, seed=seed, max_rows=importance_max_rows
+    )
+    figures = {
+        "roc": roc_figure(split.y_test, proba, classes),
+        "precision_recall": pr_figure(split.y_test, proba, classes),
+        "confusion_matrix": confusion_figure(split.y_test, predicted, classes, threshold),
+        "calibration": calibration_figure(split.y_test, proba, classes),
+        "learning_curve": learning_curve_figure(curve),
+        "permutation_importance": importance_figure(importance),
+    }
+    return EvaluationPlots(figures, curve, importance)

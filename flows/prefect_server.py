@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.environment import TELEMETRY_OFF
+from flows.runner import pid_alive as _pid_alive
 
 DEFAULT_PORT = 4200
 START_TIMEOUT_S = 180.0
@@ -56,16 +57,6 @@ def _healthy(api_url: str, timeout: float = 2.0) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _free_port(preferred: int) -> int:

@@ -109,7 +109,8 @@ def _state_file(workspace_root: Path, key: str) -> Path:
     return runner_dir(workspace_root) / f"{key}.json"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -235,7 +236,7 @@ def spawn(workspace_root: Path, idle_minutes: float, environ: Mapping[str, str] 
     folder.mkdir(parents=True, exist_ok=True)
     state = _state_file(workspace_root, key)
     with contextlib.suppress(OSError, ValueError, KeyError):
-        if _pid_alive(int(json.loads(state.read_text())["pid"])):
+        if pid_alive(int(json.loads(state.read_text())["pid"])):
             return False
     path = socket_path(workspace_root, key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +276,7 @@ def list_runners(workspace_root: Path) -> list[RunnerInfo]:
             info = RunnerInfo(int(data["pid"]), Path(data["socket"]), str(data["key"]), float(data["started"]))
         except (OSError, ValueError, KeyError):
             continue
-        if _pid_alive(info.pid):
+        if pid_alive(info.pid):
             runners.append(info)
         else:
             state.unlink(missing_ok=True)
@@ -290,9 +291,9 @@ def stop_runners(workspace_root: Path, timeout: float = 10.0) -> list[RunnerInfo
             os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for info in stopped:
-        while _pid_alive(info.pid) and time.monotonic() < deadline:
+        while pid_alive(info.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(info.pid):
+        if pid_alive(info.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(info.pid, signal.SIGKILL)
         info.socket.unlink(missing_ok=True)

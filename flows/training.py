@@ -23,6 +23,7 @@ from components.datacard import data_card
 from components.evaluate import compute_metrics, evaluate_model, higher_is_better, paired_bootstrap, slice_metrics
 from components.extract import Batch, ExtractionError, combine, read_batches
 from components.label_review import LabelReviewError, review_labels
+from components.plots import sklearn_scoring
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
 from components.quarantine import quarantine, remember_accepted, screen_with, trusted_batches
@@ -513,22 +514,6 @@ class Evaluation:
     train_gap: float | None
 
 
-def _sklearn_scoring(metric: str, n_classes: int) -> str:
-    """The scikit-learn scorer closest to the gate's metric, for learning curves and importance."""
-    binary = {"log_loss": "neg_log_loss", "brier": "neg_brier_score"}
-    # scikit-learn has no multiclass Brier or average-precision scorer: log loss is the nearest proper score.
-    multiclass = {
-        "roc_auc": "roc_auc_ovr",
-        "f1": "f1_macro",
-        "precision": "precision_macro",
-        "recall": "recall_macro",
-        "log_loss": "neg_log_loss",
-        "brier": "neg_log_loss",
-        "average_precision": "neg_log_loss",
-    }
-    return (binary if n_classes == 2 else multiclass).get(metric, metric)
-
-
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
     model: Any, prepared: Prepared, selected: Selected, curated: Curated, config: PipelineConfig, run_id: str
@@ -594,40 +579,25 @@ def _log_plots(
     threshold: float | None,
 ) -> None:
     from components import plots
-    from components.evaluate import predicted_positions
 
     split = prepared.split
-    predicted = np.asarray(classes, dtype=object)[predicted_positions(proba, threshold)]
-    scoring = _sklearn_scoring(metric, len(classes))
-    curve = plots.compute_learning_curve(
+    report = plots.evaluation_plots(
+        model,
         build_model(prepared.spec, selected.model, config.seed, prepared.clip),
-        split.X_train,
-        split.y_train,
-        scoring=scoring,
+        split,
+        proba,
+        classes,
+        threshold=threshold,
+        scoring=sklearn_scoring(metric, len(classes)),
         cv_folds=config.search.cv_folds,
         seed=config.seed,
-        max_rows=config.evaluation.learning_curve_max_rows,
+        learning_curve_max_rows=config.evaluation.learning_curve_max_rows,
+        importance_max_rows=config.evaluation.importance_max_rows,
     )
-    importance = plots.compute_permutation_importance(
-        model,
-        split.X_test,
-        split.y_test,
-        scoring=scoring,
-        seed=config.seed,
-        max_rows=config.evaluation.importance_max_rows,
-    )
-    figures = {
-        "roc": plots.roc_figure(split.y_test, proba, classes),
-        "precision_recall": plots.pr_figure(split.y_test, proba, classes),
-        "confusion_matrix": plots.confusion_figure(split.y_test, predicted, classes, threshold),
-        "calibration": plots.calibration_figure(split.y_test, proba, classes),
-        "learning_curve": plots.learning_curve_figure(curve),
-        "permutation_importance": plots.importance_figure(importance),
-    }
-    for name, figure in figures.items():
+    for name, figure in report.figures.items():
         registry.log_figure(run_id, figure, f"plots/{name}.png")
-    registry.log_dict(run_id, curve.as_dict(), "evaluation/learning_curve.json")
-    registry.log_text(run_id, importance.to_csv(index=False), "evaluation/permutation_importance.csv")
+    registry.log_dict(run_id, report.learning_curve.as_dict(), "evaluation/learning_curve.json")
+    registry.log_text(run_id, report.importance.to_csv(index=False), "evaluation/permutation_importance.csv")
 
 
 def _example_rows(X: pd.DataFrame, rows: int = 5) -> list[dict[str, Any]]:

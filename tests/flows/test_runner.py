@@ -108,7 +108,7 @@ def test_runs_are_served_by_the_warm_runner(prefect_api, tmp_path: Path) -> None
         time.sleep(1.0)
         interrupted.send_signal(signal.SIGINT)  # forwarded to the forked child
         assert interrupted.wait(timeout=90) != 0
-        _wait_for(lambda: not runner._pid_alive(child), 60, "the interrupted child to exit")
+        _wait_for(lambda: not runner.pid_alive(child), 60, "the interrupted child to exit")
     finally:
         stopped = runner.stop_runners(home)
     assert [r.pid for r in stopped] == [info.pid]
