@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -514,6 +515,11 @@ class Evaluation:
     train_gap: float | None
 
 
+def _metric_key(name: str) -> str:
+    """An MLflow metric name: slice values may hold characters MLflow refuses (=, ?, ...)."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
     model: Any, prepared: Prepared, selected: Selected, curated: Curated, config: PipelineConfig, run_id: str
@@ -550,7 +556,7 @@ def evaluate_task(
             **{f"test_{k}": v for k, v in metrics.items()},
             **{f"train_{k}": v for k, v in train_metrics.items()},
             **{f"dummy_{k}": v for k, v in dummy_metrics.items()},
-            **{f"slice_{metric}.{k}": v for k, v in slices.items()},
+            **{_metric_key(f"slice_{metric}/{k}"): v for k, v in slices.items()},
         },
     )
     if slices:

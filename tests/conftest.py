@@ -81,7 +81,9 @@ def trained(prefect_api, tmp_path_factory: pytest.TempPathFactory):
     data = root / "data"
     write_batches(data, 2, 600, seed=7)
     config_path = write_config(root / "mlops.yaml", root / "ws", data, root / "expectations")
-    config = load_config(config_path, environ={}).with_overrides(evaluation={"plots": True})
+    config = load_config(config_path, environ={}).with_overrides(
+        evaluation={"plots": True, "slices": ("home_ownership", "region"), "slice_min_rows": 20}
+    )
     result = training_flow(config)
     assert result.promoted, result.reason
     return config_path, config, result

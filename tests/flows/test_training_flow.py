@@ -68,6 +68,10 @@ def test_first_run_records_model_selection_and_the_decision(trained) -> None:
     for name in ("brier", "precision", "recall", "f1", "roc_auc", "average_precision", "log_loss"):
         assert np.isfinite(metrics[f"test_{name}"]) and np.isfinite(metrics[f"dummy_{name}"])
     assert metrics["test_roc_auc"] > metrics["dummy_roc_auc"] == 0.5
+    slices = json.loads(Path(client.download_artifacts(result.run_id, "evaluation/slices.json")).read_text())
+    assert any(name.startswith("home_ownership=") for name in slices)
+    for name, value in slices.items():
+        assert metrics["slice_roc_auc/" + name.replace("=", "_")] == pytest.approx(value)
     assert 0 < metrics["decision_threshold"] < 1 and np.isfinite(metrics["train_gap"])
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     expected = (
