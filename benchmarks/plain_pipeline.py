@@ -12,7 +12,6 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from sklearn.dummy import DummyClassifier
 
@@ -27,7 +26,7 @@ from components.extract import combine, read_batches
 from components.label_review import review_labels
 from components.prepare import infer_feature_spec, split_data
 from components.quarantine import remember_accepted, screen_with, trusted_batches
-from components.train import build_model, class_weight_for, train_model
+from components.train import build_model, model_factory, train_model, with_class_weight
 from components.workspace import Workspace
 
 
@@ -84,15 +83,10 @@ def main() -> None:
         seed=config.seed,
         max_rows=review.max_rows,
     )
-    model_config = config.model
-    weight = class_weight_for(model_config, split.y_train)
-    if weight and "class_weight" not in model_config.params:
-        model_config = model_config.model_copy(update={"params": {**model_config.params, "class_weight": weight}})
+    model_config = with_class_weight(config.model, split.y_train)
     metric = config.search.metric or config.promotion.metric
     seed = config.seed
-
-    def factory(params: dict[str, Any]) -> Any:
-        return build_model(spec, model_config.model_copy(update={"params": {**model_config.params, **params}}), seed)
+    factory = model_factory(spec, model_config, seed)
 
     if config.search.method != "none":
         result = search.run_search(

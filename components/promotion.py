@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from components.evaluate import higher_is_better
@@ -27,20 +27,8 @@ class PromotionPolicy:
 
     @classmethod
     def from_config(cls, config: Any) -> PromotionPolicy:
-        """From a `PromotionConfig`."""
-        return cls(
-            metric=config.metric,
-            min_score=config.min_score,
-            floors=dict(config.floors),
-            min_improvement=config.min_improvement,
-            min_relative_improvement=config.min_relative_improvement,
-            confidence=config.confidence,
-            min_test_rows=config.min_test_rows,
-            slice_tolerance=config.slice_tolerance,
-            max_train_gap=config.max_train_gap,
-            require_beats_dummy=config.require_beats_dummy,
-            latency_budget_ms=config.latency_budget_ms,
-        )
+        """From a `PromotionConfig`, which holds every field of the policy (and bootstrap settings)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

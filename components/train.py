@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -53,6 +54,14 @@ def class_weight_for(config: ModelConfig, y: pd.Series) -> str | None:
     return "balanced" if len(shares) > 1 and float(shares.min()) < config.imbalance_threshold else None
 
 
+def with_class_weight(config: ModelConfig, y: pd.Series) -> ModelConfig:
+    """The config with `class_weight` set when `class_weight_for` asks for it (a pinned value wins)."""
+    weight = class_weight_for(config, y)
+    if weight is None or "class_weight" in config.params:
+        return config
+    return config.model_copy(update={"params": {**config.params, "class_weight": weight}})
+
+
 def build_estimator(config: ModelConfig, seed: int) -> ClassifierMixin:
     """The configured estimator with the project's defaults under the user's params."""
     cls = _CLASSES[config.estimator]
@@ -72,6 +81,17 @@ def build_model(
             ("model", build_estimator(config, seed)),
         ]
     )
+
+
+def model_factory(
+    spec: FeatureSpec, config: ModelConfig, seed: int, clip: dict[str, tuple[float, float]] | None = None
+) -> Callable[[dict[str, Any]], Pipeline]:
+    """Unfitted pipelines of `config` with some params replaced: what a hyperparameter search tries."""
+
+    def factory(params: dict[str, Any]) -> Pipeline:
+        return build_model(spec, config.model_copy(update={"params": {**config.params, **params}}), seed, clip)
+
+    return factory
 
 
 def train_model(

@@ -70,10 +70,6 @@ MAX_REQUEST_BYTES = 4 << 20
 POLL_S = 2.0
 
 
-class RunnerRefused(RuntimeError):
-    """The runner cannot serve this request (stale code, another environment); run in-process."""
-
-
 @dataclass(frozen=True)
 class RunnerInfo:
     pid: int

@@ -29,7 +29,7 @@ from components.prepare import FeatureSpec, Split, infer_feature_spec, split_dat
 from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
 from components.quarantine import quarantine, remember_accepted, screen_with, trusted_batches
 from components.scoring import decision_threshold, measure_serving
-from components.train import build_model, class_weight_for, model_params, train_model
+from components.train import build_model, model_factory, model_params, train_model, with_class_weight
 from components.workspace import Workspace
 
 
@@ -321,16 +321,6 @@ class Selected:
     threshold: float | None
     validation_score: float | None  # cross-validated, on the training split
     train_score: float | None  # on the training folds, for the over/underfitting gap
-    search: dict[str, Any] | None = None
-
-
-def _model_factory(
-    spec: FeatureSpec, model: ModelConfig, seed: int, clip: dict[str, tuple[float, float]] | None
-) -> Callable[[dict[str, Any]], Any]:
-    def factory(params: dict[str, Any]) -> Any:
-        return build_model(spec, model.model_copy(update={"params": {**model.params, **params}}), seed, clip)
-
-    return factory
 
 
 @task(name="trial", cache_policy=NO_CACHE)
@@ -372,14 +362,10 @@ def select_model_task(
     threshold, tuned on out-of-fold probabilities of the chosen configuration."""
     logger = get_run_logger()
     split, spec, cfg = prepared.split, prepared.spec, config.search
-    weight = class_weight_for(config.model, split.y_train)
-    model = config.model
-    if weight and "class_weight" not in model.params:
-        model = model.model_copy(update={"params": {**model.params, "class_weight": weight}})
-        logger.info(
-            "class weights: balanced (rarest class under %.0f%% of rows)", 100 * config.model.imbalance_threshold
-        )
-    factory = _model_factory(spec, model, config.seed, prepared.clip)
+    model = with_class_weight(config.model, split.y_train)
+    if model is not config.model:
+        logger.info("class weights: %s", model.params["class_weight"])
+    factory = model_factory(spec, model, config.seed, prepared.clip)
     client = registry.connect(Workspace.at(config.home))
 
     def log_trial(result: search.TrialResult) -> None:
@@ -402,7 +388,7 @@ def select_model_task(
         best = search.cross_validate_params(
             factory, {}, split.X_train, split.y_train, metric=metric, folds=cfg.cv_folds, seed=config.seed
         )
-        chosen, summary = model, None
+        chosen = model
     else:
         fixed = dict(model.params)
 
@@ -440,8 +426,7 @@ def select_model_task(
             result = run(None)
         best = result.best
         chosen = model.model_copy(update={"params": {**model.params, **result.best_params}})
-        summary = result.as_dict()
-        registry.log_dict(run_id, summary, "search/trials.json")
+        registry.log_dict(run_id, result.as_dict(), "search/trials.json")
         logger.info(
             "%s search: %d trials on %d rows, best cv %s %.4f (± %.4f) with %s",
             cfg.method,
@@ -495,7 +480,6 @@ def select_model_task(
         threshold=threshold,
         validation_score=None if best.error else best.score,
         train_score=None if best.error else best.train_score,
-        search=summary,
     )
 
 
@@ -513,6 +497,7 @@ class Evaluation:
     dummy: dict[str, float]
     slices: dict[str, float]
     train_gap: float | None
+    proba: np.ndarray = field(repr=False)  # on the held-out rows, reused by the gate
 
 
 def _metric_key(name: str) -> str:
@@ -570,7 +555,7 @@ def evaluate_task(
         dummy_metrics.get(metric, float("nan")),
         "n/a" if gap is None else f"{gap:+.4f}",
     )
-    return Evaluation(metrics, dummy_metrics, slices, gap)
+    return Evaluation(metrics, dummy_metrics, slices, gap, proba)
 
 
 def _log_plots(
@@ -654,7 +639,7 @@ def promote_task(
             if list(incumbent.classes_) != classes:
                 raise ValueError(f"its classes {list(incumbent.classes_)} differ from the candidate's {classes}")
             champion_metrics = compute_metrics(split.y_test, champion_proba, classes, champion_threshold)
-            proba = model.predict_proba(split.X_test)
+            proba = evaluation.proba
             champion_slices = slice_metrics(
                 split.y_test,
                 champion_proba,
