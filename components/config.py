@@ -222,10 +222,35 @@ class PromotionConfig(_Section):
     )
 
 
+class PredictionLogConfig(_Section):
+    """Every answered request's inputs and outputs, appended as Parquet files under the workspace."""
+
+    enabled: bool = True
+    flush_seconds: float = Field(default=5.0, gt=0, description="Write a file at least this often while busy.")
+    flush_rows: int = Field(default=50_000, ge=1, description="... or when this many rows are waiting.")
+    max_pending_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Rows held in memory while the disk is slower than traffic; beyond this, rows are dropped "
+        "and counted (GET /metadata), never making a request wait.",
+    )
+
+
 class ServingConfig(_Section):
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="Bind address; 0.0.0.0 exposes the service to the network.")
     port: int = Field(default=3000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, description="Server processes; each holds a copy of the model.")
     max_rows_per_request: int = Field(default=10_000, ge=1)
+    max_body_mb: float = Field(default=32.0, gt=0, description="Larger request bodies are answered 413.")
+    max_batch_rows: int = Field(
+        default=4096, ge=1, description="Rows of concurrent requests predicted together in one call."
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, description="A request still queued after this is answered 503.")
+    reload_seconds: float = Field(
+        default=10.0, ge=0, description="How often the service checks whether `champion` moved; 0 never."
+    )
+    access_log: bool = Field(default=False, description="BentoML's per-request access log (costs latency).")
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
 
 
 class ScoringConfig(_Section):

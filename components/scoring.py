@@ -105,8 +105,11 @@ def predict_frame(model: Any, frame: pd.DataFrame, schema: ModelSchema | None = 
     targets, and that of the predicted class for multiclass targets. A binary label is the
     positive class when its probability reaches the model's tuned decision threshold.
     """
-    schema = schema or ModelSchema.of(model)
-    X = coerce_rows(frame, schema)
+    return predict_coerced(model, coerce_rows(frame, schema or ModelSchema.of(model)))
+
+
+def predict_coerced(model: Any, X: pd.DataFrame) -> Predictions:
+    """`predict_frame` on rows `coerce_rows` already checked (the service logs them too)."""
     proba = model.predict_proba(X)
     classes = np.asarray(model.classes_)
     threshold = decision_threshold(model)

@@ -1,66 +1,285 @@
-"""The BentoML service: serves the registry's `champion` for one dataset over HTTP.
+"""The BentoML service: answers predictions with the registry's `champion` over HTTP.
 
-Configuration comes from the environment (set by `mlops serve`): MLOPS_CONFIG / MLOPS_HOME
-locate the pipeline config and workspace, MLOPS_MODEL_NAME picks the registered model
-(default: the configured dataset), MLFLOW_TRACKING_URI points at a real registry.
+`bentoml serve serving.service:PredictionService` (what `mlops serve` runs) builds the service
+class on first access from the environment `mlops serve` / `mlops build` set:
+
+- MLOPS_CONFIG / MLOPS_HOME: the pipeline config and workspace; MLFLOW_TRACKING_URI: a real registry.
+- MLOPS_MODEL_NAME: the registered model (default: the configured dataset).
+- MLOPS_BUNDLED_MODEL: a BentoML model tag packed by `mlops build`; the service then serves
+  that copy and never contacts a tracking server.
+- MLOPS_API_KEY: when set, every endpoint but the health checks and the API docs requires
+  `Authorization: Bearer <key>`.
+
+The request schema comes from the model's MLflow signature, so it is fixed when the class is
+built; `create_service(settings)` builds one explicitly (tests do).
+
+No `from __future__ import annotations` here: BentoML reads the API's parameter annotations,
+which refer to the request model built inside `create_service`.
 """
 
-from __future__ import annotations
-
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import bentoml
+import pandas as pd
+from fastapi import FastAPI
+from pydantic import Field
+from starlette.responses import JSONResponse
 
-from components import registry
-from components.config import PipelineConfig, dataset_name, find_config_file, load_config
-from components.environment import workspace_environment
-from components.scoring import InputError, load_serving_model, predict_records
-from components.workspace import Workspace
+from components.config import PipelineConfig, ServingConfig, dataset_name, find_config_file, load_config
+from components.predlog import PredictionLog, log_frame
+from components.scoring import InputError, coerce_rows, predict_coerced
+from serving.batching import Job, MicroBatcher, Overloaded
+from serving.champion import BundleSource, LoadedModel, RegistrySource, bundle_columns, registry_signature
+from serving.guard import GuardMiddleware
+from serving.schema import Column, response_model, row_model
+
+logger = logging.getLogger("mlops.serving")
+
+SERVICE_NAME = "mlops_prediction_service"
+# Queued rows beyond this many batches are answered 503 at once rather than after a timeout.
+QUEUED_BATCHES = 64
 
 
-def _load_settings() -> tuple[PipelineConfig, str]:
-    config = load_config(find_config_file())
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the service class is built from."""
+
+    model_name: str
+    columns: tuple[Column, ...]
+    output_type: str | None
+    serving: ServingConfig
+    predictions_dir: Path | None
+    api_key: str | None = None
+    config: PipelineConfig | None = None
+    bundle_tag: str | None = None
+    id_column: str | None = None
+
+
+def settings_from_environment() -> ServiceSettings:
+    """Read the config, find the model and read its signature (not the model itself)."""
+    config_file = find_config_file()
+    config = load_config(config_file) if config_file else PipelineConfig()
     name = os.environ.get("MLOPS_MODEL_NAME") or dataset_name(config)
-    return config, name
+    api_key = os.environ.get("MLOPS_API_KEY") or None
+    from components.workspace import Workspace
+
+    workspace = Workspace.at(config.home)
+    predictions = workspace.predictions / name if config.serving.prediction_log.enabled else None
+    if tag := os.environ.get("MLOPS_BUNDLED_MODEL"):
+        columns, output_type, meta = bundle_columns(Path(bentoml.models.get(tag).path))
+        return ServiceSettings(
+            meta["name"], columns, output_type, config.serving, predictions, api_key, config, tag, config.data.id_column
+        )
+    from components import registry
+    from components.environment import workspace_environment
+
+    workspace_environment(workspace)
+    client = registry.connect(workspace)
+    _, columns, output_type = registry_signature(client, name)
+    id_column = config.data.id_column if name == dataset_name(config) else None
+    return ServiceSettings(name, columns, output_type, config.serving, predictions, api_key, config, None, id_column)
 
 
-@bentoml.service(name="mlops_prediction_service", workers=1, traffic={"timeout": 30})
-class PredictionService:
-    """Loads `models:/<name>@champion` once per worker and answers predictions."""
+def _rows_frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: [getattr(row, c) for row in rows] for c in columns})
 
-    def __init__(self) -> None:
-        config, name = _load_settings()
-        workspace = Workspace.at(config.home)
-        workspace_environment(workspace)
-        client = registry.connect(workspace)
-        champion = registry.get_champion(client, name)
-        if champion is None:
-            raise RuntimeError(f"registered model {name!r} has no champion; run `mlops run` first")
-        self.model_name = name
-        self.model_version = champion.version
-        served = load_serving_model(champion.uri)
-        self.model = served.model
-        self.schema = served.schema
-        self.max_rows = config.serving.max_rows_per_request
 
-    @bentoml.api(route="/predict")
-    def predict(self, rows: list[dict[str, Any]], ctx: bentoml.Context) -> dict[str, Any]:
-        """Score rows given as {column: value} objects."""
-        if len(rows) > self.max_rows:
-            ctx.response.status_code = 413
-            return {"error": f"{len(rows)} rows exceed the limit of {self.max_rows} per request"}
-        try:
-            predictions = predict_records(self.model, rows, self.schema)
-        except InputError as exc:
-            ctx.response.status_code = 400
-            return {"error": str(exc)}
-        return {
-            "predictions": predictions.labels,
-            "probabilities": predictions.probabilities,
-            "model_version": self.model_version,
-        }
+@dataclass(frozen=True)
+class Answer:
+    model: LoadedModel
+    labels: list[Any]
+    probabilities: list[float]
+
+
+def _error(ctx: Any, status: int, message: str, request_id: str, **headers: str) -> JSONResponse:
+    # BentoML applies the context's status to whatever the API returns.
+    ctx.response.status_code = status
+    return JSONResponse({"error": message, "request_id": request_id}, status_code=status, headers=headers)
+
+
+class _QuietValidationErrors(logging.Filter):
+    """A request that fails validation is the client's 400, not a server traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        if record.exc_info and isinstance(record.exc_info[1], ValidationError):
+            record.msg, record.args, record.exc_info, record.exc_text = "%s", (str(record.exc_info[1])[:500],), None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def create_service(settings: ServiceSettings) -> Any:
+    """The BentoML service class for one model's signature."""
+    logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
+    Row = row_model(settings.model_name, settings.columns, settings.id_column)
+    Prediction = response_model(settings.model_name, _classes_hint(settings.output_type))
+    serving = settings.serving
+    max_rows = serving.max_rows_per_request
+    names = [c.name for c in settings.columns]
+    id_column = settings.id_column if settings.id_column not in names else None
+    metadata_app = FastAPI(title="metadata")
+
+    @bentoml.service(
+        name=SERVICE_NAME,
+        workers=serving.workers,
+        traffic={"timeout": serving.timeout_seconds + 5},
+        logging={"access": {"enabled": serving.access_log}},
+    )
+    @bentoml.asgi_app(metadata_app, path="/")
+    class PredictionService:
+        """Predictions from the champion; see /metadata for which version answers."""
+
+        if settings.bundle_tag:
+            bundled = bentoml.models.BentoModel(settings.bundle_tag)
+
+        def __init__(self) -> None:
+            from threadpoolctl import threadpool_limits
+
+            # Thread pools turn small requests into tens of ms with stalls; batches stay small.
+            threadpool_limits(limits=1)
+            self.settings = settings
+            if settings.bundle_tag:
+                self.source: RegistrySource | BundleSource = BundleSource(Path(self.bundled.path)).start()
+            else:
+                from components import registry
+                from components.workspace import Workspace
+
+                assert settings.config is not None
+                client = registry.connect(Workspace.at(settings.config.home))
+                self.source = RegistrySource(client, settings.model_name, settings.columns, serving.reload_seconds)
+                self.source.start()
+            self.batcher = MicroBatcher(
+                self._predict_batch,
+                max_batch_rows=max(serving.max_batch_rows, max_rows),
+                timeout=serving.timeout_seconds,
+                max_queued_rows=max(serving.max_batch_rows, max_rows) * QUEUED_BATCHES,
+            )
+            log = serving.prediction_log
+            self.log = (
+                PredictionLog(
+                    settings.predictions_dir,
+                    flush_seconds=log.flush_seconds,
+                    flush_rows=log.flush_rows,
+                    max_pending_rows=log.max_pending_rows,
+                )
+                if settings.predictions_dir is not None
+                else None
+            )
+
+        def __is_ready__(self) -> bool:
+            return self.source.current is not None
+
+        def _predict_batch(self, jobs: list[Job]) -> list[Any]:
+            """On the prediction thread: one predict for all the jobs' rows, then split per job."""
+            model = self.source.current
+            if model is None:
+                return [Overloaded("the model is still loading; retry shortly")] * len(jobs)
+            try:
+                return self._predict_together(model, jobs)
+            except Exception:  # noqa: BLE001 - find the request at fault; the others still get answers
+                if len(jobs) == 1:
+                    raise
+            results: list[Any] = []
+            for job in jobs:
+                try:
+                    results.extend(self._predict_together(model, [job]))
+                except Exception as exc:  # noqa: BLE001 - this request's own failure
+                    results.append(exc)
+            return results
+
+        def _predict_together(self, model: LoadedModel, jobs: list[Job]) -> list[Any]:
+            rows = [row for job in jobs for row in job.rows]
+            X = coerce_rows(_rows_frame(rows, names), model.served.schema)
+            answer = predict_coerced(model.served.model, X)
+            if self.log is not None:
+                ids = [job.request_id for job in jobs for _ in job.rows]
+                logged = X
+                if id_column is not None:
+                    logged = X.assign(**{id_column: [getattr(row, id_column) for row in rows]})
+                self.log.append(log_frame(logged, ids, model.version, answer.labels, answer.probabilities))
+            out: list[Any] = []
+            start = 0
+            for job in jobs:
+                end = start + len(job.rows)
+                out.append(Answer(model, answer.labels[start:end], answer.probabilities[start:end]))
+                start = end
+            return out
+
+        @bentoml.api(route="/predict")
+        async def predict(
+            self,
+            rows: Annotated[
+                list[Row],  # type: ignore[valid-type]
+                Field(
+                    description=f"Rows to score, 1 to {max_rows} per request.",
+                    json_schema_extra={"minItems": 1, "maxItems": max_rows},
+                ),
+            ],
+            ctx: bentoml.Context,
+        ) -> Prediction:  # type: ignore[valid-type]
+            """Predicted class and probability for each row, with the model version that answered."""
+            request_id = ctx.request.headers.get("x-request-id", "")
+            if not rows:
+                return _error(ctx, 400, "rows: send at least one row", request_id)
+            if len(rows) > max_rows:
+                return _error(ctx, 413, f"{len(rows)} rows exceed the limit of {max_rows} per request", request_id)
+            try:
+                answer: Answer = await self.batcher.submit(rows, request_id)
+            except InputError as exc:
+                return _error(ctx, 400, str(exc), request_id)
+            except Overloaded as exc:
+                return _error(ctx, 503, str(exc), request_id, **{"Retry-After": "1"})
+            return Prediction(
+                request_id=request_id,
+                model_name=answer.model.name,
+                model_version=answer.model.version,
+                predictions=answer.labels,
+                probabilities=answer.probabilities,
+            )
+
+        @metadata_app.get("/metadata")
+        def metadata(self) -> dict[str, Any]:
+            """Which model answers: name, version, run, training-data fingerprint, signature."""
+            model = self.source.current
+            stats = self.log.stats() if self.log is not None else None
+            return {
+                "ready": model is not None,
+                **(model.describe() if model is not None else {"model_name": settings.model_name}),
+                "reload": self.source.describe(),
+                "batching": vars(self.batcher.stats),
+                "prediction_log": None
+                if stats is None
+                else {"directory": str(settings.predictions_dir), **vars(stats)},
+            }
+
+        @bentoml.on_shutdown
+        def close(self) -> None:
+            self.source.stop()
+            self.batcher.close()
+            if self.log is not None:
+                self.log.close()
+
+    PredictionService.add_asgi_middleware(
+        GuardMiddleware, api_key=settings.api_key, max_body_bytes=int(serving.max_body_mb * (1 << 20))
+    )
+    return PredictionService
+
+
+def _classes_hint(output_type: str | None) -> list[Any]:
+    """Example classes of the signature's output type (MLflow or numpy names), for the response schema."""
+    kind = (output_type or "").lower()
+    if "bool" in kind:
+        return [True]
+    if "int" in kind or kind == "long":
+        return [0]
+    if "float" in kind or "double" in kind:
+        return [0.0]
+    return ["label"]
 
 
 def service_target() -> str:
@@ -69,3 +288,14 @@ def service_target() -> str:
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_built: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """`serving.service:PredictionService` builds the class from the environment on first use."""
+    if name != "PredictionService":
+        raise AttributeError(name)
+    if name not in _built:
+        _built[name] = create_service(settings_from_environment())
+    return _built[name]

@@ -1,0 +1,194 @@
+"""The prediction log: every answered request's inputs and outputs, as Parquet files.
+
+Layout: ``<workspace>/predictions/<model>/date=YYYY-MM-DD/<time>-<pid>-<seq>.parquet``, one file
+per flush, so writers in several server processes never share a file and a reader never sees a
+half-written one (files are written under a dot-name, then renamed). Each row is one scored input
+row: its feature columns under their own names, plus the columns in `LOG_COLUMNS`.
+
+Writing happens on a background thread: `PredictionLog.append` only queues a frame, so a
+request never waits for the disk. When the disk falls behind by more than `max_pending_rows`,
+new rows are dropped and counted rather than delaying answers or exhausting memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID = "_request_id"
+LOGGED_AT = "_logged_at"
+MODEL_VERSION = "_model_version"
+PREDICTION = "_prediction"
+PROBABILITY = "_probability"
+LOG_COLUMNS = (REQUEST_ID, LOGGED_AT, MODEL_VERSION, PREDICTION, PROBABILITY)
+
+
+@dataclass(frozen=True)
+class LogStats:
+    written_rows: int
+    written_files: int
+    dropped_rows: int
+    pending_rows: int
+    last_error: str | None
+
+
+def log_frame(
+    features: pd.DataFrame,
+    request_ids: Sequence[str],
+    model_version: str,
+    labels: Sequence[Any],
+    probabilities: Sequence[float],
+    at: datetime | None = None,
+) -> pd.DataFrame:
+    """The log rows of one scored batch: features plus request id, time, version and answer."""
+    out = features.reset_index(drop=True).copy()
+    out[REQUEST_ID] = np.asarray(request_ids, dtype=object)
+    out[LOGGED_AT] = pd.Timestamp(at or datetime.now(UTC))
+    out[MODEL_VERSION] = str(model_version)
+    out[PREDICTION] = np.asarray([str(label) for label in labels], dtype=object)
+    out[PROBABILITY] = np.asarray(probabilities, dtype="float64")
+    return out
+
+
+class PredictionLog:
+    """Appends log frames to Parquet files from a background thread."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        flush_seconds: float = 5.0,
+        flush_rows: int = 50_000,
+        max_pending_rows: int = 1_000_000,
+    ) -> None:
+        self.directory = directory
+        self.flush_seconds = flush_seconds
+        self.flush_rows = flush_rows
+        self.max_pending_rows = max_pending_rows
+        self._pending: list[pd.DataFrame] = []
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._written_rows = 0
+        self._written_files = 0
+        self._dropped_rows = 0
+        self._sequence = 0
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Queue rows for writing; never blocks on I/O."""
+        if frame.empty or self._stopped.is_set():
+            return
+        with self._lock:
+            if self._pending_rows + len(frame) > self.max_pending_rows:
+                self._dropped_rows += len(frame)
+                if self._dropped_rows == len(frame):
+                    logger.warning("prediction log is %d rows behind; dropping rows", self._pending_rows)
+                return
+            self._pending.append(frame)
+            self._pending_rows += len(frame)
+            full = self._pending_rows >= self.flush_rows
+        if full:
+            self._wake.set()
+
+    def stats(self) -> LogStats:
+        with self._lock:
+            return LogStats(
+                self._written_rows, self._written_files, self._dropped_rows, self._pending_rows, self._last_error
+            )
+
+    def flush(self) -> None:
+        """Write whatever is queued now (on the caller's thread)."""
+        with self._lock:
+            frames, self._pending, self._pending_rows = self._pending, [], 0
+        if frames:
+            self._write(frames)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread and write what is left."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - the log must never take the service down
+                logger.exception("prediction log write failed")
+                with self._lock:
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+
+    def _write(self, frames: list[pd.DataFrame]) -> None:
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        now = datetime.now(UTC)
+        folder = self.directory / f"date={now:%Y-%m-%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._sequence += 1
+        name = f"{now:%H%M%S%f}-{os.getpid()}-{self._sequence:06d}.parquet"
+        tmp = folder / f".{name}.partial"
+        try:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+            tmp.replace(folder / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            with self._lock:
+                self._dropped_rows += len(frame)
+            raise
+        with self._lock:
+            self._written_rows += len(frame)
+            self._written_files += 1
+            self._last_error = None
+
+
+def log_files(directory: Path, since: datetime | None = None) -> list[Path]:
+    """The finished log files under `directory`, oldest first (optionally from a day on)."""
+    files = []
+    for folder in sorted(directory.glob("date=*")):
+        if since is not None and folder.name.removeprefix("date=") < f"{since:%Y-%m-%d}":
+            continue
+        files.extend(sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")))
+    return files
+
+
+def read_prediction_log(directory: Path, since: datetime | None = None) -> pd.DataFrame:
+    """All logged rows (optionally from a time on), oldest first; empty when nothing was logged."""
+    files = log_files(directory, since)
+    if not files:
+        return pd.DataFrame(columns=list(LOG_COLUMNS))
+    frame = pd.concat((pd.read_parquet(f) for f in files), ignore_index=True)
+    if since is not None:
+        frame = frame[frame[LOGGED_AT] >= pd.Timestamp(since)]
+    return frame.sort_values(LOGGED_AT, kind="stable").reset_index(drop=True)
+
+
+def wait_for_rows(directory: Path, rows: int, timeout: float = 30.0) -> pd.DataFrame:
+    """Read the log once at least `rows` rows are on disk (for tests and smoke checks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = read_prediction_log(directory)
+        if len(frame) >= rows or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.1)

@@ -1,0 +1,109 @@
+"""ASGI middleware in front of the service: request ids, body size limit and bearer-token auth."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+# Open without a token: probes and the API's own description.
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/docs", "/docs.json", "/schema.json", "/"})
+
+
+async def _answer(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """Gives every request an id (X-Request-ID, echoed back), refuses bodies over `max_body_bytes`
+    with 413 before the app parses them, and, when `api_key` is set, answers 401 to any request
+    outside `OPEN_PATHS` that lacks `Authorization: Bearer <api_key>`."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None = None, max_body_bytes: int = 32 << 20) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(REQUEST_ID_HEADER, b"")
+        if not _VALID_REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex.encode()
+            scope["headers"] = [
+                *(h for h in scope.get("headers") or [] if h[0] != REQUEST_ID_HEADER),
+                (REQUEST_ID_HEADER, request_id),
+            ]
+        echo = [(REQUEST_ID_HEADER, request_id)]
+
+        if self.api_key is not None and scope.get("path", "") not in OPEN_PATHS:
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
+                await _answer(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer"), *echo])
+                return
+
+        if scope.get("method") in ("POST", "PUT", "PATCH"):
+            declared = headers.get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+                await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)
+                return
+            chunks = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            receive = replay
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *(h for h in message.get("headers") or [] if h[0].lower() != REQUEST_ID_HEADER),
+                    *echo,
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
