@@ -250,11 +250,29 @@ class ServingConfig(_Section):
         default=10.0, ge=0, description="How often the service checks whether `champion` moved; 0 never."
     )
     access_log: bool = Field(default=False, description="BentoML's per-request access log (costs latency).")
+    metrics: bool = Field(default=True, description="Prometheus metrics at GET /metrics.")
     prediction_log: PredictionLogConfig = PredictionLogConfig()
 
 
 class ScoringConfig(_Section):
-    chunk_rows: int = Field(default=100_000, ge=1, description="Rows scored per chunk, bounding memory.")
+    """Batch scoring (`mlops score`, the scoring flow); command-line flags override these."""
+
+    chunk_rows: int = Field(
+        default=100_000, ge=1, description="Rows scored per chunk, bounding memory (a Parquet row group is read whole)."
+    )
+    on_invalid: Literal["fail", "reject"] = Field(
+        default="fail",
+        description="A row that breaks the contract: 'fail' the job (nothing is written) or 'reject' it into "
+        "the rejects file, with its reason, and score the rest.",
+    )
+    workers: int = Field(
+        default=1, ge=1, description="Processes scoring partitions at once; more than 1 runs them on a local Dask cluster."
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="A Dask scheduler to score partitions on (tcp://host:8786); its workers must see the input, "
+        "the output folder and the workspace at the same paths.",
+    )
 
 
 class PrefectConfig(_Section):

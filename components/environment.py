@@ -33,3 +33,6 @@ def workspace_environment(workspace: Workspace, environ: MutableMapping[str, str
     target = os.environ if environ is None else environ
     disable_telemetry(target)
     target.setdefault("PREFECT_HOME", str(workspace.prefect_home))
+    # BentoML's model and Bento stores (`mlops build`) live in the workspace too.
+    target.setdefault("BENTOML_HOME", str(workspace.root / "bentoml"))
+    target.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -136,7 +136,7 @@ class PredictionLog:
             self._wake.clear()
             try:
                 self.flush()
-            except Exception as exc:  # noqa: BLE001 - the log must never take the service down
+            except Exception as exc:
                 logger.exception("prediction log write failed")
                 with self._lock:
                     self._last_error = f"{type(exc).__name__}: {exc}"

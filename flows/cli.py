@@ -338,7 +338,11 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default from config: 3000).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Registered model to serve.")] = None,
 ) -> None:
-    """Serve the champion over HTTP with BentoML (POST /predict, GET /healthz)."""
+    """Serve the champion over HTTP with BentoML: POST /predict, GET /metadata, /healthz, /readyz.
+
+    The service follows the `champion` alias (serving.reload_seconds) and logs every prediction
+    under the workspace. Set MLOPS_API_KEY to require `Authorization: Bearer <key>`.
+    """
     from components.config import dataset_name
 
     config = _load(config_path)
@@ -355,23 +359,74 @@ def serve(
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(variable, "1")
     env["MLOPS_HOME"] = str(workspace.root)
+    workspace_environment(workspace, env)
     config_file = config_path or find_config_file()
     if config_file:
         env["MLOPS_CONFIG"] = str(Path(config_file).resolve())
     bentoml = Path(sys.executable).parent / "bentoml"
+    bind = host or config.serving.host
     args = [
         str(bentoml),
         "serve",
         service_target(),
         "--host",
-        host or config.serving.host,
+        bind,
         "--port",
         str(port or config.serving.port),
         "--working-dir",
         str(PROJECT_ROOT),
     ]
-    err.print(f"serving {model_name} v{champions[0]['version']} on http://{args[4]}:{args[6]}", highlight=False)
+    auth = "bearer token required" if env.get("MLOPS_API_KEY") else "no auth (set MLOPS_API_KEY to require a token)"
+    err.print(f"serving {model_name} v{champions[0]['version']} on http://{bind}:{args[6]} ({auth})", highlight=False)
     os.execve(str(bentoml), args, env)
+
+
+@app.command()
+def build(
+    config_path: ConfigOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Registered model to pack.")] = None,
+    bentofile: Annotated[
+        Path | None, typer.Option("--bentofile", help="Build options (default: bentofile.yaml of the project).")
+    ] = None,
+) -> None:
+    """Pack the current champion into a Bento that serves without the tracking server.
+
+    The model is copied into BentoML's store under the workspace; `bentoml containerize <tag>`
+    (Docker) turns the printed Bento tag into an image.
+    """
+    from components import registry
+    from components.config import dataset_name
+
+    config = _load(config_path)
+    workspace = _workspace(config)
+    model_name = name or dataset_name(config)
+    from serving.build import BuildError, build_bento, bundle_champion
+    from serving.schema import SchemaError
+    from serving.service import PROJECT_ROOT
+
+    try:
+        client = registry.connect(workspace)
+        champion = registry.get_champion(client, model_name)
+        if champion is None:
+            _fail(f"registered model {model_name!r} has no champion yet; run `mlops run` first")
+        model_tag = bundle_champion(client, model_name, champion.version)
+        bento_tag = build_bento(
+            PROJECT_ROOT,
+            bentofile or PROJECT_ROOT / "bentofile.yaml",
+            workspace.root / "bentoml" / "build",
+            model_tag,
+            model_name,
+            champion.version,
+        )
+    except (*_user_errors(), BuildError, SchemaError) as exc:  # type: ignore[misc]
+        _fail(str(exc))
+    err.print(
+        f"built Bento {bento_tag} with {model_name} v{champion.version} (model {model_tag})\n"
+        f"  serve it:  BENTOML_HOME={os.environ['BENTOML_HOME']} bentoml serve {bento_tag}\n"
+        f"  image:     BENTOML_HOME={os.environ['BENTOML_HOME']} bentoml containerize {bento_tag}",
+        highlight=False,
+    )
+    print(bento_tag)
 
 
 @app.command()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from components.scoring import ServingModel, decision_threshold, load_serving_model
 from serving.schema import Column, same_columns, signature_columns
@@ -78,8 +77,8 @@ def _output_type(signature: Any) -> str | None:
 
 def warm_up(served: ServingModel) -> None:
     """One prediction on a row of missing values: lazy initialisation is not what a request pays."""
-    row = pd.DataFrame({c: [np.nan] for c in served.schema.numeric} | {c: [None] for c in served.schema.categorical})
-    served.predict(row.to_dict("records"))
+    row: dict[str, Any] = {c: np.nan for c in served.schema.numeric} | {c: None for c in served.schema.categorical}
+    served.predict([row])
 
 
 def load_registry_version(client: Any, name: str, version: str) -> LoadedModel:
@@ -242,7 +241,7 @@ class BundleSource:
                 output_type=output_type,
             )
             logger.info("serving bundled %s v%s", meta["name"], meta["version"])
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz and /metadata
+        except Exception as exc:
             logger.exception("could not load the bundled model")
             self.last_error = f"{type(exc).__name__}: {exc}"
 

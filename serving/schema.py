@@ -79,7 +79,7 @@ def row_model(model_name: str, columns: tuple[Column, ...], id_column: str | Non
             annotation = annotation | None
         description = f"{column.type}{'' if column.required else ', may be null'}"
         fields[column.name] = (annotation, Field(..., description=description))
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"{_camel(model_name)}Row",
         __config__=ConfigDict(extra="forbid", frozen=True),
         **fields,
@@ -99,12 +99,15 @@ def _label_type(classes: list[Any]) -> Any:
 
 def response_model(model_name: str, classes: list[Any]) -> type[BaseModel]:
     label = _label_type(classes)
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"{_camel(model_name)}Prediction",
         request_id=(str, Field(description="Echoes the X-Request-ID header, or a new id.")),
         model_name=(str, ...),
         model_version=(str, Field(description="The registry version that answered.")),
-        predictions=(list[label], Field(description="One predicted class per row, in order.")),
+        predictions=(
+            list[label],  # type: ignore[valid-type]
+            Field(description="One predicted class per row, in order."),
+        ),
         probabilities=(
             list[float],
             Field(description="Binary: the positive class's probability; multiclass: the predicted class's."),

@@ -40,6 +40,7 @@ from serving.schema import Column, response_model, row_model
 logger = logging.getLogger("mlops.serving")
 
 SERVICE_NAME = "mlops_prediction_service"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Queued rows beyond this many batches are answered 503 at once rather than after a timeout.
 QUEUED_BATCHES = 64
 
@@ -59,6 +60,23 @@ class ServiceSettings:
     id_column: str | None = None
 
 
+def bundled_model_tag() -> str | None:
+    """MLOPS_BUNDLED_MODEL, or the value `mlops build` wrote into the Bento this code runs from.
+
+    A container gets the variable from the image; `bentoml serve <bento>` does not set a Bento's
+    variables before importing the service, so the Bento's own bento.yaml (next to `src/`) is read.
+    """
+    if tag := os.environ.get("MLOPS_BUNDLED_MODEL"):
+        return tag
+    manifest = PROJECT_ROOT.parent / "bento.yaml"
+    if not manifest.is_file():
+        return None
+    import yaml
+
+    envs = (yaml.safe_load(manifest.read_text()) or {}).get("envs") or []
+    return next((str(e["value"]) for e in envs if e.get("name") == "MLOPS_BUNDLED_MODEL" and e.get("value")), None)
+
+
 def settings_from_environment() -> ServiceSettings:
     """Read the config, find the model and read its signature (not the model itself)."""
     config_file = find_config_file()
@@ -69,7 +87,7 @@ def settings_from_environment() -> ServiceSettings:
 
     workspace = Workspace.at(config.home)
     predictions = workspace.predictions / name if config.serving.prediction_log.enabled else None
-    if tag := os.environ.get("MLOPS_BUNDLED_MODEL"):
+    if tag := bundled_model_tag():
         columns, output_type, meta = bundle_columns(Path(bentoml.models.get(tag).path))
         return ServiceSettings(
             meta["name"], columns, output_type, config.serving, predictions, api_key, config, tag, config.data.id_column
@@ -108,7 +126,12 @@ class _QuietValidationErrors(logging.Filter):
         from pydantic import ValidationError
 
         if record.exc_info and isinstance(record.exc_info[1], ValidationError):
-            record.msg, record.args, record.exc_info, record.exc_text = "%s", (str(record.exc_info[1])[:500],), None, None
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "%s",
+                (str(record.exc_info[1])[:500],),
+                None,
+                None,
+            )
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
@@ -129,6 +152,7 @@ def create_service(settings: ServiceSettings) -> Any:
         workers=serving.workers,
         traffic={"timeout": serving.timeout_seconds + 5},
         logging={"access": {"enabled": serving.access_log}},
+        metrics={"enabled": serving.metrics},
     )
     @bentoml.asgi_app(metadata_app, path="/")
     class PredictionService:
@@ -181,7 +205,7 @@ def create_service(settings: ServiceSettings) -> Any:
                 return [Overloaded("the model is still loading; retry shortly")] * len(jobs)
             try:
                 return self._predict_together(model, jobs)
-            except Exception:  # noqa: BLE001 - find the request at fault; the others still get answers
+            except Exception:
                 if len(jobs) == 1:
                     raise
             results: list[Any] = []
@@ -264,7 +288,7 @@ def create_service(settings: ServiceSettings) -> Any:
             if self.log is not None:
                 self.log.close()
 
-    PredictionService.add_asgi_middleware(
+    PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
         GuardMiddleware, api_key=settings.api_key, max_body_bytes=int(serving.max_body_mb * (1 << 20))
     )
     return PredictionService
@@ -286,8 +310,6 @@ def service_target() -> str:
     """The import string `bentoml serve` takes, relative to the project root."""
     return "serving.service:PredictionService"
 
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 _built: dict[str, Any] = {}
 

@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
+MAX_ROWS = 50
+
+
+def _wait_ready(client: TestClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/metadata").text
+        time.sleep(0.1)
+
+
+def _service(config_path: Path, patch: pytest.MonkeyPatch, **env: str):
+    patch.setenv("MLOPS_CONFIG", str(config_path))
+    patch.delenv("MLOPS_MODEL_NAME", raising=False)
+    patch.setenv("MLOPS__SERVING__MAX_ROWS_PER_REQUEST", str(MAX_ROWS))
+    patch.setenv("MLOPS__SERVING__MAX_BODY_MB", "0.5")
+    patch.setenv("MLOPS__SERVING__RELOAD_SECONDS", "0.5")
+    patch.setenv("MLOPS__SERVING__PREDICTION_LOG__FLUSH_SECONDS", "0.2")
+    for name, value in env.items():
+        patch.setenv(name, value)
+    from serving.service import create_service, settings_from_environment
+
+    return create_service(settings_from_environment())
+
 
 @pytest.fixture(scope="module")
-def client(trained, tmp_path_factory: pytest.TempPathFactory):
+def client(trained):
     config_path, config, result = trained
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLOPS_CONFIG", str(config_path))
-        patch.delenv("MLOPS_MODEL_NAME", raising=False)
-        from serving.service import PredictionService
-
-        with TestClient(PredictionService.to_asgi()) as test_client:
+        service = _service(config_path, patch)
+        with TestClient(service.to_asgi()) as test_client:
+            _wait_ready(test_client)
             yield test_client, config, result
 
 
@@ -30,21 +53,25 @@ def rows(trained) -> list[dict]:
     return json.loads(frame.to_json(orient="records"))
 
 
-def test_health(client) -> None:
+def test_health_and_readiness(client) -> None:
     test_client, _, _ = client
     assert test_client.get("/healthz").status_code == 200
+    assert test_client.get("/readyz").status_code == 200
 
 
-def test_predict_answers_predictions_probabilities_and_version(client, rows) -> None:
+def test_predict_answers_predictions_probabilities_version_and_request_id(client, rows) -> None:
     test_client, _, result = client
-    response = test_client.post("/predict", json={"rows": rows})
+    response = test_client.post("/predict", json={"rows": rows}, headers={"X-Request-ID": "order-42"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"predictions", "probabilities", "model_version"}
+    assert set(body) == {"request_id", "model_name", "model_version", "predictions", "probabilities"}
+    assert body["request_id"] == "order-42" == response.headers["x-request-id"]
     assert len(body["predictions"]) == len(rows) == len(body["probabilities"])
     assert set(body["predictions"]) <= {0, 1}
     assert all(0.0 <= p <= 1.0 for p in body["probabilities"])
-    assert body["model_version"] == result.model_version
+    assert body["model_name"] == "loans" and body["model_version"] == result.model_version
+    fresh = test_client.post("/predict", json={"rows": rows[:1]})
+    assert len(fresh.json()["request_id"]) == 32 and fresh.json()["request_id"] == fresh.headers["x-request-id"]
 
 
 def test_online_and_batch_predictions_agree(client, rows) -> None:
@@ -63,37 +90,177 @@ def _without(rows: list[dict], column: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "fragment"),
+    ("case", "field"),
     [
-        ("{not json", 400, "json"),
-        ({}, 400, "rows"),
-        ({"rows": "nope"}, 400, "list"),
-        ({"rows": [1, 2]}, 400, "dict"),
-        ({"rows": []}, 400, "no rows"),
-        ("missing column", 400, "missing column(s): region"),
-        ("text in a number", 400, "credit_score must be a number"),
-        ("nested value", 400, "purpose must be a single value"),
+        ("not json", None),
+        ("no rows key", "rows"),
+        ("rows not a list", "rows"),
+        ("row not an object", "rows"),
+        ("missing column", "region"),
+        ("unknown column", "colour"),
+        ("text in a number", "credit_score"),
+        ("bool in a number", "age"),
+        ("number in a text column", "purpose"),
+        ("nested value", "purpose"),
+        ("null in a required column", "loan_amount"),
     ],
 )
-def test_bad_requests_get_a_4xx_naming_the_problem(client, rows, body, status, fragment) -> None:
+def test_bad_requests_get_a_400_naming_the_field(client, rows, case, field) -> None:
     test_client, _, _ = client
-    if body == "missing column":
-        body = {"rows": _without(rows, "region")}
-    elif body == "text in a number":
-        body = {"rows": [{**rows[0], "credit_score": "excellent"}]}
-    elif body == "nested value":
-        body = {"rows": [{**rows[0], "purpose": ["car"]}]}
-    if isinstance(body, str):
-        response = test_client.post("/predict", content=body, headers={"content-type": "application/json"})
+    bodies = {
+        "no rows key": {},
+        "rows not a list": {"rows": "nope"},
+        "row not an object": {"rows": [1, 2]},
+        "missing column": {"rows": _without(rows, "region")},
+        "unknown column": {"rows": [{**rows[0], "colour": "red"}]},
+        "text in a number": {"rows": [{**rows[0], "credit_score": "excellent"}]},
+        "bool in a number": {"rows": [{**rows[0], "age": True}]},
+        "number in a text column": {"rows": [{**rows[0], "purpose": 3}]},
+        "nested value": {"rows": [{**rows[0], "purpose": ["car"]}]},
+        "null in a required column": {"rows": [{**rows[0], "loan_amount": None}]},
+    }
+    if case == "not json":
+        response = test_client.post("/predict", content="{not json", headers={"content-type": "application/json"})
     else:
-        response = test_client.post("/predict", json=body)
-    assert response.status_code == status, response.text
-    assert fragment.lower() in response.text.lower()
+        response = test_client.post("/predict", json=bodies[case])
+    assert response.status_code == 400, response.text
+    if field is not None:
+        assert field in {str(part) for error in response.json()["detail"] for part in error["loc"]}, response.text
 
 
-def test_too_many_rows_is_413(client, rows) -> None:
-    test_client, config, _ = client
-    limit = config.serving.max_rows_per_request
-    response = test_client.post("/predict", json={"rows": rows[:1] * (limit + 1)})
+def test_null_in_an_optional_column_is_scored(client, rows) -> None:
+    test_client, _, _ = client
+    response = test_client.post("/predict", json={"rows": [{**rows[0], "annual_income": None}]})
+    assert response.status_code == 200, response.text
+
+
+def test_empty_and_too_many_rows(client, rows) -> None:
+    test_client, _, _ = client
+    assert test_client.post("/predict", json={"rows": []}).status_code == 400
+    response = test_client.post("/predict", json={"rows": rows[:1] * (MAX_ROWS + 1)})
     assert response.status_code == 413
-    assert str(limit) in response.json()["error"]
+    assert str(MAX_ROWS) in response.json()["error"]
+
+
+def test_oversized_body_is_413_before_parsing(client) -> None:
+    test_client, _, _ = client
+    response = test_client.post("/predict", content=b"x" * (1 << 20), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "bytes" in response.json()["error"]
+
+
+def test_metadata_names_the_model_and_its_signature(client) -> None:
+    test_client, config, result = client
+    meta = test_client.get("/metadata").json()
+    assert meta["ready"] and meta["model_name"] == "loans" and meta["model_version"] == result.model_version
+    assert meta["run_id"] == result.run_id
+    assert meta["training_data_fingerprint"]
+    inputs = {c["name"]: c for c in meta["signature"]["inputs"]}
+    assert inputs["credit_score"]["type"] == "double" and inputs["region"]["type"] == "string"
+    assert config.data.target not in inputs
+
+
+def test_openapi_shows_the_real_columns(client) -> None:
+    test_client, _, _ = client
+    spec = test_client.get("/docs.json").json()
+    assert {"/predict", "/metadata", "/healthz", "/readyz"} <= set(spec["paths"])
+    row = spec["components"]["schemas"]["LoansRow"]
+    assert {"credit_score", "region", "loan_id"} <= set(row["properties"])
+    assert "loan_id" not in row["required"] and "credit_score" in row["required"]
+
+
+def test_concurrent_requests_are_batched_and_all_answered(client, rows) -> None:
+    test_client, _, _ = client
+    before = test_client.get("/metadata").json()["batching"]
+
+    def call(i: int) -> int:
+        return test_client.post("/predict", json={"rows": rows[i % len(rows) :][:2]}).status_code
+
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(call, range(256)))
+    assert statuses == [200] * 256
+    after = test_client.get("/metadata").json()["batching"]
+    assert after["batches"] - before["batches"] < 256  # some requests shared a predict call
+    assert after["rejected"] == before["rejected"]
+
+
+def test_every_answer_is_in_the_prediction_log(client, rows) -> None:
+    from components.predlog import PREDICTION, PROBABILITY, REQUEST_ID, read_prediction_log, wait_for_rows
+
+    test_client, config, _ = client
+    directory = Path(config.home) / "predictions" / "loans"
+    before = len(read_prediction_log(directory))
+    answer = test_client.post("/predict", json={"rows": rows}, headers={"X-Request-ID": "logged-1"}).json()
+    log = wait_for_rows(directory, before + len(rows), timeout=30)
+    mine = log[log[REQUEST_ID] == "logged-1"]
+    assert len(mine) == len(rows)
+    assert mine["loan_id"].tolist() == [r["loan_id"] for r in rows]
+    assert mine[PROBABILITY].tolist() == pytest.approx(answer["probabilities"])
+    assert mine[PREDICTION].tolist() == [str(p) for p in answer["predictions"]]
+    assert mine["credit_score"].notna().any()
+
+
+def test_the_service_follows_the_champion_alias_without_failing_a_request(client, rows, trained) -> None:
+    import threading
+
+    from components import registry
+    from components.workspace import Workspace
+
+    test_client, config, result = client
+    client_ = registry.connect(Workspace.at(config.home))
+    champion = registry.get_champion(client_, "loans")
+    assert champion is not None
+    new_version = registry.register_model(champion.source, "loans")
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            response = test_client.post("/predict", json={"rows": rows[:2]})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                versions.add(response.json()["model_version"])
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        registry.set_champion(client_, "loans", new_version, {"promoted_by": "test"})
+        deadline = time.monotonic() + 30
+        while test_client.get("/metadata").json()["model_version"] != new_version:
+            assert time.monotonic() < deadline, test_client.get("/metadata").json()["reload"]
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+        registry.rollback(client_, "loans", "test over")
+    assert statuses and set(statuses) == {200}
+    assert versions == {result.model_version, new_version}
+    deadline = time.monotonic() + 30
+    while test_client.get("/metadata").json()["model_version"] != result.model_version:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_api_key_guards_predict_and_metadata_but_not_health(trained, rows) -> None:
+    config_path, _, _ = trained
+    with pytest.MonkeyPatch.context() as patch:
+        service = _service(
+            config_path,
+            patch,
+            MLOPS_API_KEY="s3cret",
+            MLOPS__SERVING__PREDICTION_LOG__ENABLED="false",
+            # One process holds one Prometheus registry: the module's other service already registered.
+            MLOPS__SERVING__METRICS="false",
+        )
+        with TestClient(service.to_asgi()) as test_client:
+            _wait_ready(test_client)
+            assert test_client.get("/healthz").status_code == 200
+            assert test_client.post("/predict", json={"rows": rows}).status_code == 401
+            wrong = test_client.post("/predict", json={"rows": rows}, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+            assert test_client.get("/metadata").status_code == 401
+            auth = {"Authorization": "Bearer s3cret"}
+            assert test_client.post("/predict", json={"rows": rows}, headers=auth).status_code == 200
+            assert test_client.get("/metadata", headers=auth).status_code == 200

@@ -1,0 +1,126 @@
+"""`mlops build`: pack the current champion into a Bento that serves without the tracking server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from serving.champion import BUNDLE_METADATA, BUNDLE_MODEL_DIR
+
+# What the service imports at run time (components.config/scoring/predlog, serving.*, mlflow's loader).
+SERVING_PACKAGES = (
+    "bentoml",
+    "mlflow",
+    "scikit-learn",
+    "skops",
+    "scipy",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "fastapi",
+    "threadpoolctl",
+)
+
+
+class BuildError(RuntimeError):
+    """The Bento cannot be built."""
+
+
+@dataclass(frozen=True)
+class Built:
+    bento_tag: str
+    model_tag: str
+    model_name: str
+    model_version: str
+    path: Path
+
+
+def pinned_packages(packages: tuple[str, ...] = SERVING_PACKAGES) -> list[str]:
+    """`name==version` for each package as installed here (the versions uv.lock chose)."""
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError as exc:
+            raise BuildError(f"{package} is not installed; run `make venv`") from exc
+    return pins
+
+
+def bento_name(model_name: str) -> str:
+    """A BentoML tag name (lowercase letters, digits, '-', '_', '.') for a registered model."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", model_name.lower()).strip("-._")
+    return name or "model"
+
+
+def bundle_champion(client: Any, name: str, version: str) -> str:
+    """Copy one registered version into the BentoML model store; returns the BentoML model tag."""
+    import bentoml
+    import mlflow.artifacts
+
+    details = client.get_model_version(name, version)
+    tags = dict(details.tags or {})
+    meta = {
+        "name": name,
+        "version": str(version),
+        "run_id": details.run_id or tags.get("run_id"),
+        "data_fingerprint": tags.get("data_fingerprint"),
+        "bundled_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with bentoml.models.create(
+        f"{bento_name(name)}-model",
+        labels={"registered_model": bento_name(name), "registered_version": str(version)},
+        metadata=meta,
+    ) as model:
+        target = Path(model.path) / BUNDLE_MODEL_DIR
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(target))
+        (Path(model.path) / BUNDLE_METADATA).write_text(json.dumps(meta, indent=2))
+    return str(model.tag)
+
+
+def build_bento(
+    project_root: Path, bentofile: Path, work_dir: Path, model_tag: str, model_name: str, version: str
+) -> str:
+    """Build the Bento described by `bentofile` with the bundled model; returns the Bento tag."""
+    import bentoml
+
+    options: dict[str, Any] = yaml.safe_load(bentofile.read_text()) or {}
+    service = options.pop("service", "serving.service:PredictionService")
+    python = dict(options.pop("python", None) or {})
+    python["packages"] = sorted(set(python.get("packages") or []) | set(pinned_packages()))
+    envs = [e for e in options.pop("envs", None) or [] if e.get("name") != "MLOPS_BUNDLED_MODEL"]
+    envs += [{"name": "MLOPS_BUNDLED_MODEL", "value": model_tag}, {"name": "MLOPS_MODEL_NAME", "value": model_name}]
+    labels = {**(options.pop("labels", None) or {}), "registered_model": bento_name(model_name), "version": version}
+    models = [*(options.pop("models", None) or []), model_tag]
+    spec = {
+        **options,
+        "service": service,
+        "name": bento_name(model_name),
+        "labels": labels,
+        "python": python,
+        "envs": envs,
+        "models": models,
+    }
+    generated = work_dir / "bentofile.yaml"
+    generated.parent.mkdir(parents=True, exist_ok=True)
+    generated.write_text(yaml.safe_dump(spec, sort_keys=False))
+    previous = os.environ.get("MLOPS_BUNDLED_MODEL")
+    # The service reads its schema from the bundled copy while BentoML inspects it.
+    os.environ["MLOPS_BUNDLED_MODEL"] = model_tag
+    try:
+        bento = bentoml.bentos.build_bentofile(str(generated), build_ctx=str(project_root))
+    finally:
+        if previous is None:
+            os.environ.pop("MLOPS_BUNDLED_MODEL", None)
+        else:
+            os.environ["MLOPS_BUNDLED_MODEL"] = previous
+    return str(bento.tag)
