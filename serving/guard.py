@@ -18,6 +18,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 # Open without a token: probes and the API's own description.
+JSON_TYPES = frozenset({b"application/json", b""})
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/docs", "/docs.json", "/schema.json", "/"})
 
 
@@ -38,9 +39,9 @@ async def _answer(send: Send, status: int, message: str, headers: list[tuple[byt
 
 
 class GuardMiddleware:
-    """Gives every request an id (X-Request-ID, echoed back), refuses bodies over `max_body_bytes`
-    with 413 before the app parses them, and, when `api_key` is set, answers 401 to any request
-    outside `OPEN_PATHS` that lacks `Authorization: Bearer <api_key>`."""
+    """Gives every request an id (X-Request-ID, echoed back); when `api_key` is set, answers 401 to
+    any request outside `OPEN_PATHS` without `Authorization: Bearer <api_key>`; answers 415 to a
+    body that is not JSON and 413 to one over `max_body_bytes`, before the app parses it."""
 
     def __init__(self, app: ASGIApp, *, api_key: str | None = None, max_body_bytes: int = 32 << 20) -> None:
         self.app = app
@@ -68,6 +69,10 @@ class GuardMiddleware:
                 return
 
         if scope.get("method") in ("POST", "PUT", "PATCH"):
+            media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+            if media_type not in JSON_TYPES:
+                await _answer(send, 415, "send the request body as application/json", echo)
+                return
             declared = headers.get(b"content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
                 await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)

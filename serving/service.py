@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI
 from pydantic import Field
@@ -86,9 +87,10 @@ def settings_from_environment() -> ServiceSettings:
     from components.workspace import Workspace
 
     workspace = Workspace.at(config.home)
-    predictions = workspace.predictions / name if config.serving.prediction_log.enabled else None
+    logging_on = config.serving.prediction_log.enabled
     if tag := bundled_model_tag():
         columns, output_type, meta = bundle_columns(Path(bentoml.models.get(tag).path))
+        predictions = workspace.predictions / meta["name"] if logging_on else None
         return ServiceSettings(
             meta["name"], columns, output_type, config.serving, predictions, api_key, config, tag, config.data.id_column
         )
@@ -96,6 +98,7 @@ def settings_from_environment() -> ServiceSettings:
     from components.environment import workspace_environment
 
     workspace_environment(workspace)
+    predictions = workspace.predictions / name if logging_on else None
     client = registry.connect(workspace)
     _, columns, output_type = registry_signature(client, name)
     id_column = config.data.id_column if name == dataset_name(config) else None
@@ -219,7 +222,12 @@ def create_service(settings: ServiceSettings) -> Any:
         def _predict_together(self, model: LoadedModel, jobs: list[Job]) -> list[Any]:
             rows = [row for job in jobs for row in job.rows]
             X = coerce_rows(_rows_frame(rows, names), model.served.schema)
-            answer = predict_coerced(model.served.model, X)
+            try:
+                answer = predict_coerced(model.served.model, X)
+            except ValueError as exc:  # scikit-learn's input checks, e.g. a value that overflows to infinity
+                raise InputError(f"the model cannot score these values: {exc}") from exc
+            if not np.isfinite(answer.probabilities).all():
+                raise InputError("the model cannot score these values: the probabilities are not finite")
             if self.log is not None:
                 ids = [job.request_id for job in jobs for _ in job.rows]
                 logged = X

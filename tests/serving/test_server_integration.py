@@ -1,4 +1,4 @@
-"""`mlops serve` as a user runs it: a real BentoML server process answering real HTTP."""
+"""`mlops serve` and `mlops build` as a user runs them: real server processes answering real HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,6 +20,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STARTUP_TIMEOUT_S = 180
+BIN = Path(sys.executable).parent
 
 
 def _free_port() -> int:
@@ -25,42 +29,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_mlops_serve_answers_predict(trained, tmp_path: Path) -> None:
-    config_path, config, result = trained
-    port = _free_port()
-    mlops = Path(sys.executable).parent / "mlops"
-    log = (tmp_path / "serve.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS", "PREFECT_API"))}
-    process = subprocess.Popen(
-        [str(mlops), "serve", "--config", str(config_path), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS", "PREFECT_API", "BENTOML_HOME"))}
+    return {**env, **extra}
+
+
+@contextmanager
+def _server(args: list[str], log_path: Path, env: dict[str, str], port: int) -> Iterator[str]:
+    log = log_path.open("wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "server did not become ready"
+            assert time.monotonic() < deadline, "server did not become ready:\n" + log_path.read_text()
             time.sleep(0.5)
-        assert httpx.get(f"{base}/healthz").status_code == 200
-        source = sorted(Path(config.data.source).glob("*.parquet"))[0]
-        rows = json.loads(
-            pd.read_parquet(source).head(3).drop(columns=["default", "application_time"]).to_json(orient="records")
-        )
-        ok = httpx.post(f"{base}/predict", json={"rows": rows}, timeout=30)
-        assert ok.status_code == 200, ok.text
-        assert ok.json()["model_version"] == result.model_version
-        assert len(ok.json()["predictions"]) == 3
-        bad = httpx.post(f"{base}/predict", json={"rows": [{"age": "x"}]}, timeout=30)
-        assert bad.status_code == 400 and "missing column" in bad.text
+        yield base
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -68,3 +58,113 @@ def test_mlops_serve_answers_predict(trained, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def rows(trained) -> list[dict]:
+    _, config, _ = trained
+    source = sorted(Path(config.data.source).glob("*.parquet"))[0]
+    frame = pd.read_parquet(source).head(20).drop(columns=["default", "application_time"])
+    return json.loads(frame.to_json(orient="records"))
+
+
+def test_mlops_serve_answers_fuzzing_and_switches_to_a_new_champion(trained, rows, tmp_path: Path) -> None:
+    from components import registry
+    from components.workspace import Workspace
+
+    config_path, config, result = trained
+    port = _free_port()
+    env = _clean_env(MLOPS__SERVING__RELOAD_SECONDS="1", MLOPS_API_KEY="k3y")
+    auth = {"Authorization": "Bearer k3y"}
+    args = [str(BIN / "mlops"), "serve", "--config", str(config_path), "--port", str(port)]
+    with _server(args, tmp_path / "serve.log", env, port) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.post(f"{base}/predict", json={"rows": rows[:3]}).status_code == 401
+        ok = httpx.post(f"{base}/predict", json={"rows": rows[:3]}, headers=auth, timeout=30)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["model_version"] == result.model_version and len(ok.json()["predictions"]) == 3
+        bad = httpx.post(f"{base}/predict", json={"rows": [{"age": "x"}]}, headers=auth, timeout=30)
+        assert bad.status_code == 400 and "age" in bad.text and "region" in bad.text
+
+        # Fuzz the OpenAPI schema: whatever is sent, no 5xx.
+        fuzz = subprocess.run(
+            [
+                str(BIN / "schemathesis"),
+                "run",
+                f"{base}/docs.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "60",
+                "--seed",
+                "7",
+                "--header",
+                "Authorization: Bearer k3y",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=_clean_env(SCHEMATHESIS_TELEMETRY="false"),
+        )
+        assert fuzz.returncode == 0, fuzz.stdout[-4000:]
+
+        # Promote another version while requests flow: every answer is a 200 and the version switches.
+        client = registry.connect(Workspace.at(config.home))
+        champion = registry.get_champion(client, "loans")
+        assert champion is not None
+        new_version = registry.register_model(champion.source, "loans")
+        statuses: list[int] = []
+        versions: set[str] = set()
+        stop = threading.Event()
+
+        def traffic() -> None:
+            with httpx.Client(headers=auth, timeout=30) as http:
+                while not stop.is_set():
+                    response = http.post(f"{base}/predict", json={"rows": rows[:2]})
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        versions.add(response.json()["model_version"])
+
+        thread = threading.Thread(target=traffic)
+        thread.start()
+        try:
+            time.sleep(1)
+            registry.set_champion(client, "loans", new_version, {"promoted_by": "integration test"})
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{base}/metadata", headers=auth).json().get("model_version") != new_version:
+                assert time.monotonic() < deadline, httpx.get(f"{base}/metadata", headers=auth).text
+                time.sleep(0.5)
+            time.sleep(1)
+        finally:
+            stop.set()
+            thread.join()
+            registry.rollback(client, "loans", "integration test over")
+        assert statuses and set(statuses) == {200}, sorted(set(statuses))
+        assert versions == {result.model_version, new_version}
+
+
+def test_mlops_build_serves_the_champion_without_the_tracking_server(trained, rows, tmp_path: Path) -> None:
+    config_path, config, result = trained
+    env = _clean_env()
+    built = subprocess.run(
+        [str(BIN / "mlops"), "build", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    tag = built.stdout.strip().splitlines()[-1]
+    assert tag.startswith("loans:")
+    port = _free_port()
+    # No workspace, no config, and a tracking server that does not exist: the Bento needs none of them.
+    serve_env = _clean_env(
+        BENTOML_HOME=str(Path(config.home) / "bentoml"), MLFLOW_TRACKING_URI="http://127.0.0.1:9", HOME=str(tmp_path)
+    )
+    args = [str(BIN / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)]
+    with _server(args, tmp_path / "bento.log", serve_env, port) as base:
+        meta = httpx.get(f"{base}/metadata").json()
+        assert meta["model_version"] == result.model_version and meta["origin"].startswith("bundle")
+        answer = httpx.post(f"{base}/predict", json={"rows": rows[:4]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["probabilities"]) == 4
