@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -425,43 +426,119 @@ def build(
         f"  serve it:  BENTOML_HOME={os.environ['BENTOML_HOME']} bentoml serve {bento_tag}\n"
         f"  image:     BENTOML_HOME={os.environ['BENTOML_HOME']} bentoml containerize {bento_tag}",
         highlight=False,
+        soft_wrap=True,
     )
     print(bento_tag)
+
+
+class OnInvalid(StrEnum):
+    fail = "fail"
+    reject = "reject"
 
 
 @app.command()
 def score(
     input_path: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file to score.")],
-    output_path: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    output_path: Annotated[
+        Path, typer.Option("--output", "-o", help="Parquet file to write (temporary name until complete).")
+    ],
     config_path: ConfigOption = None,
-    name: Annotated[str | None, typer.Option("--name", help="Registered model to use.")] = None,
-    id_column: Annotated[str | None, typer.Option("--id-column", help="Id column to carry into the output.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Registered model (default: the configured dataset).")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id-column", help="Id column carried into the output (default: the dataset's).")
+    ] = None,
+    on_invalid: Annotated[
+        OnInvalid | None,
+        typer.Option(
+            "--on-invalid",
+            help="Rows breaking the contract: fail the job, or reject them into the rejects file and score "
+            "the rest (default: scoring.on_invalid, fail).",
+        ),
+    ] = None,
+    rejects_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects", help="Rejects file; implies --on-invalid reject (default: <output stem>.rejects.parquet)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Score on a local Dask cluster of N processes.")
+    ] = None,
+    dask_address: Annotated[
+        str | None, typer.Option("--dask-address", help="Score on this Dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+    chunk_rows: Annotated[
+        int | None, typer.Option("--chunk-rows", min=1, help="Rows per chunk (default: scoring.chunk_rows).")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: when it is a terminal)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one last line of JSON with the outcome.")] = False,
 ) -> None:
-    """Score a file with the champion into Parquet (one row per input row)."""
-    from components import registry
+    """Score a CSV or Parquet file with the champion into Parquet, checked against the training contract.
+
+    Exit status: 0 when the file was scored (in reject mode, with its invalid rows set aside), 3 when the
+    data breaks the contract (unreadable, a model column missing or of the wrong type, or invalid rows
+    with --on-invalid fail), 1 on any other error. A file at the output path is always a complete one.
+    """
+    from components import batch
     from components.config import dataset_name
-    from components.scoring import score_file
 
     config = _load(config_path)
-    workspace = _workspace(config)
-    model_name = name or dataset_name(config)
+    if rejects_path is not None and on_invalid is OnInvalid.fail:
+        _fail("--rejects sets invalid rows aside: it cannot be combined with --on-invalid fail")
+    mode = on_invalid.value if on_invalid else "reject" if rejects_path else None
+    config = config.with_overrides(
+        scoring={"on_invalid": mode, "workers": workers, "dask_address": dask_address, "chunk_rows": chunk_rows}
+    )
     try:
-        client = registry.connect(workspace)
-        champion = registry.get_champion(client, model_name)
-        if champion is None:
-            _fail(f"registered model {model_name!r} has no champion yet; run `mlops run` first")
-        model = registry.load_model(champion.uri)
-        summary = score_file(
-            model,
-            input_path,
-            output_path,
-            model_version=champion.version,
-            id_column=id_column or (config.data.id_column if not name or name == dataset_name(config) else None),
-            chunk_rows=config.scoring.chunk_rows,
-        )
+        model_name = name or dataset_name(config)
+    except ConfigError:
+        _fail("which model? pass --name, or set data.name in the config")
+    workspace = _workspace(config)
+    rejects = (
+        (rejects_path or batch.default_rejects_path(output_path)) if config.scoring.on_invalid == "reject" else None
+    )
+    try:
+        batch.check_paths(input_path, output_path, rejects)  # before Prefect starts
+    except batch.InputError as exc:
+        _fail(str(exc))
+    _prefect_api(config, workspace)
+
+    from flows.prefect_server import flow_run_settings
+    from flows.scoring import scoring_flow
+
+    try:
+        with flow_run_settings(config.prefect.heartbeat_seconds):
+            result = scoring_flow(
+                config,
+                input_path,
+                output_path,
+                model_name=model_name,
+                id_column=id_column,
+                rejects_path=rejects,
+                show_progress=err.is_terminal if progress is None else progress,
+            )
+    except batch.InvalidInput as exc:
+        _fail(f"rejected: {exc}", EXIT_REJECTED)
     except _user_errors() as exc:
         _fail(str(exc))
-    err.print(f"scored {summary.rows} rows with {model_name} v{champion.version} -> {summary.output}", highlight=False)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
+        _report_unexpected(exc)
+    err.print(
+        f"scored {result.scored:,} of {result.rows:,} rows with {result.model_name} v{result.model_version} "
+        f"in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s, {result.workers} worker(s)) "
+        f"-> {result.output}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.rejects is not None:
+        err.print(f"rejected {result.rejected:,} rows -> {result.rejects}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(result.as_json())
 
 
 DataOption = Annotated[

@@ -67,6 +67,10 @@ def bundle_champion(client: Any, name: str, version: str) -> str:
     import bentoml
     import mlflow.artifacts
 
+    labels = {"registered_model": bento_name(name), "registered_version": str(version)}
+    for existing in bentoml.models.list(f"{bento_name(name)}-model"):
+        if existing.info.labels == labels and (Path(existing.path) / BUNDLE_METADATA).is_file():
+            return str(existing.tag)  # this version is already bundled: models are immutable
     details = client.get_model_version(name, version)
     tags = dict(details.tags or {})
     meta = {
@@ -78,7 +82,7 @@ def bundle_champion(client: Any, name: str, version: str) -> str:
     }
     with bentoml.models.create(
         f"{bento_name(name)}-model",
-        labels={"registered_model": bento_name(name), "registered_version": str(version)},
+        labels=labels,
         metadata=meta,
     ) as model:
         target = Path(model.path) / BUNDLE_MODEL_DIR

@@ -105,6 +105,7 @@ def test_mlops_serve_answers_fuzzing_and_switches_to_a_new_champion(trained, row
             text=True,
             timeout=600,
             env=_clean_env(SCHEMATHESIS_TELEMETRY="false"),
+            cwd=tmp_path,  # its reports go to ./.schemathesis
         )
         assert fuzz.returncode == 0, fuzz.stdout[-4000:]
 
