@@ -146,8 +146,10 @@ class PredictionLog:
         now = datetime.now(UTC)
         folder = self.directory / f"date={now:%Y-%m-%d}"
         folder.mkdir(parents=True, exist_ok=True)
-        self._sequence += 1
-        name = f"{now:%H%M%S%f}-{os.getpid()}-{self._sequence:06d}.parquet"
+        with self._lock:
+            self._sequence += 1
+            sequence = self._sequence
+        name = f"{now:%H%M%S%f}-{os.getpid()}-{sequence:06d}.parquet"
         tmp = folder / f".{name}.partial"
         try:
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)

@@ -60,6 +60,7 @@ class MicroBatcher:
         max_batch_rows: int,
         timeout: float,
         max_queued_rows: int,
+        thread_setup: Callable[[], object] | None = None,
     ) -> None:
         self.handle = handle
         self.max_batch_rows = max_batch_rows
@@ -69,7 +70,7 @@ class MicroBatcher:
         self._queue: deque[Job] = deque()
         self._queued_rows = 0
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict", initializer=thread_setup)
 
     async def submit(self, rows: Sequence[Any], request_id: str) -> Any:
         if self._queued_rows + len(rows) > self.max_queued_rows:

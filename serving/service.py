@@ -105,6 +105,14 @@ def settings_from_environment() -> ServiceSettings:
     return ServiceSettings(name, columns, output_type, config.serving, predictions, api_key, config, None, id_column)
 
 
+def _one_thread() -> None:
+    """On the prediction thread: BLAS/OpenMP pools turn small batches into tens of ms with stalls
+    (OpenMP's limit is per thread, so it is set on the thread that predicts)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def _rows_frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: [getattr(row, c) for row in rows] for c in columns})
 
@@ -165,10 +173,6 @@ def create_service(settings: ServiceSettings) -> Any:
             bundled = bentoml.models.BentoModel(settings.bundle_tag)
 
         def __init__(self) -> None:
-            from threadpoolctl import threadpool_limits
-
-            # Thread pools turn small requests into tens of ms with stalls; batches stay small.
-            threadpool_limits(limits=1)
             self.settings = settings
             if settings.bundle_tag:
                 self.source: RegistrySource | BundleSource = BundleSource(Path(self.bundled.path)).start()
@@ -185,6 +189,7 @@ def create_service(settings: ServiceSettings) -> Any:
                 max_batch_rows=max(serving.max_batch_rows, max_rows),
                 timeout=serving.timeout_seconds,
                 max_queued_rows=max(serving.max_batch_rows, max_rows) * QUEUED_BATCHES,
+                thread_setup=_one_thread,
             )
             log = serving.prediction_log
             self.log = (

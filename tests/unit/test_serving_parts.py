@@ -1,0 +1,136 @@
+"""The service's parts on their own: batching, the prediction log, the request schema."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from components.predlog import PREDICTION, REQUEST_ID, PredictionLog, log_files, log_frame, read_prediction_log
+from serving.batching import Job, MicroBatcher, Overloaded
+from serving.schema import Column, row_model, same_columns
+
+
+def _doubler(batches: list[int], delay: float = 0.01):
+    def handle(jobs: list[Job]) -> list[object]:
+        batches.append(sum(len(job.rows) for job in jobs))
+        time.sleep(delay)
+        out: list[object] = []
+        for job in jobs:
+            if "bad" in job.rows:
+                out.append(ValueError(f"{job.request_id} is bad"))
+            else:
+                out.append([2 * r for r in job.rows])
+        return out
+
+    return handle
+
+
+def test_concurrent_requests_share_predict_calls_and_get_their_own_answers() -> None:
+    batches: list[int] = []
+    batcher = MicroBatcher(_doubler(batches), max_batch_rows=1000, timeout=10, max_queued_rows=10_000)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(batcher.submit([i, i + 1], f"r{i}") for i in range(100)))
+
+    answers = asyncio.run(main())
+    assert answers == [[2 * i, 2 * i + 2] for i in range(100)]
+    assert sum(batches) == 200 and len(batches) < 100
+    assert batcher.stats.batches == len(batches) and batcher.stats.largest_batch_rows == max(batches)
+
+
+def test_a_failing_request_fails_alone() -> None:
+    batcher = MicroBatcher(_doubler([]), max_batch_rows=1000, timeout=10, max_queued_rows=10_000)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            batcher.submit([1], "a"), batcher.submit(["bad"], "b"), batcher.submit([3], "c"), return_exceptions=True
+        )
+
+    a, b, c = asyncio.run(main())
+    assert a == [2] and c == [6]
+    assert isinstance(b, ValueError) and "b is bad" in str(b)
+
+
+def test_batches_respect_the_row_limit() -> None:
+    batches: list[int] = []
+    batcher = MicroBatcher(_doubler(batches), max_batch_rows=10, timeout=10, max_queued_rows=10_000)
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.submit([1, 2, 3], str(i)) for i in range(20)))
+
+    asyncio.run(main())
+    assert max(batches) <= 10 and sum(batches) == 60
+
+
+def test_overload_is_refused_not_queued_forever() -> None:
+    batcher = MicroBatcher(_doubler([], delay=0.3), max_batch_rows=1, timeout=0.1, max_queued_rows=3)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(batcher.submit([i], str(i)) for i in range(6)), return_exceptions=True)
+
+    answers = asyncio.run(main())
+    refused = [a for a in answers if isinstance(a, Overloaded)]
+    assert answers[0] == [0]  # the first is predicted at once
+    assert len(refused) >= 3  # over the queue bound at once, or waited past the timeout
+    assert batcher.stats.rejected == len(refused)
+
+
+def test_prediction_log_writes_files_and_reads_them_back(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_seconds=60, flush_rows=1_000_000)
+    features = pd.DataFrame({"age": [30.0, 41.0], "region": ["north", None]})
+    log.append(log_frame(features, ["r1", "r1"], "3", [0, 1], [0.2, 0.9]))
+    log.append(log_frame(features.head(1), ["r2"], "4", [1], [0.7]))
+    assert read_prediction_log(tmp_path).empty  # nothing on disk until a flush
+    log.close()
+    frame = read_prediction_log(tmp_path)
+    assert frame[REQUEST_ID].tolist() == ["r1", "r1", "r2"]
+    assert frame[PREDICTION].tolist() == ["0", "1", "1"]
+    assert frame["region"].iloc[0] == "north" and pd.isna(frame["region"].iloc[1])
+    assert len(log_files(tmp_path)) == 1 and not list(tmp_path.rglob(".*.partial"))
+    assert log.stats().written_rows == 3
+
+
+def test_prediction_log_drops_and_counts_when_the_disk_falls_behind(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_seconds=60, flush_rows=1_000_000, max_pending_rows=2)
+    frame = log_frame(pd.DataFrame({"x": [1.0]}), ["r"], "1", [0], [0.1])
+    for _ in range(5):
+        log.append(frame)
+    assert log.stats().dropped_rows == 3 and log.stats().pending_rows == 2
+    log.close()
+    assert len(read_prediction_log(tmp_path)) == 2
+
+
+COLUMNS = (Column("age", "double", True), Column("income", "double", False), Column("region", "string", True))
+
+
+def test_row_model_requires_every_column_with_its_type() -> None:
+    Row = row_model("loans", COLUMNS, id_column="loan_id")
+    assert Row(age=30, income=None, region="north").age == 30.0
+    assert Row(age=30, income=1.5, region="north", loan_id=7).loan_id == 7
+    for bad in (
+        {"age": "30", "income": 1.0, "region": "north"},
+        {"age": True, "income": 1.0, "region": "north"},
+        {"age": float("inf"), "income": 1.0, "region": "north"},
+        {"age": 30, "region": "north"},
+        {"age": None, "income": 1.0, "region": "north"},
+        {"age": 30, "income": 1.0, "region": 5},
+        {"age": 30, "income": 1.0, "region": "n", "colour": "red"},
+    ):
+        with pytest.raises(ValidationError):
+            Row(**bad)
+
+
+def test_a_new_version_with_other_columns_is_not_compatible() -> None:
+    assert same_columns(COLUMNS, COLUMNS)
+    assert not same_columns(COLUMNS, COLUMNS[:2])
+    assert not same_columns(COLUMNS, (COLUMNS[0], COLUMNS[1], Column("region", "double", True)))
+    # Requests may carry null income: a version that refuses nulls there cannot take them ...
+    assert not same_columns(COLUMNS, (COLUMNS[0], Column("income", "double", True), COLUMNS[2]))
+    # ... while a version that accepts nulls where requests never have them can.
+    strict = (COLUMNS[0], Column("income", "double", True), COLUMNS[2])
+    assert same_columns(strict, COLUMNS)
