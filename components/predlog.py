@@ -55,13 +55,19 @@ def log_frame(
     at: datetime | None = None,
 ) -> pd.DataFrame:
     """The log rows of one scored batch: features plus request id, time, version and answer."""
-    out = features.reset_index(drop=True).copy()
-    out[REQUEST_ID] = np.asarray(request_ids, dtype=object)
-    out[LOGGED_AT] = pd.Timestamp(at or datetime.now(UTC))
-    out[MODEL_VERSION] = str(model_version)
-    out[PREDICTION] = np.asarray([str(label) for label in labels], dtype=object)
-    out[PROBABILITY] = np.asarray(probabilities, dtype="float64")
-    return out
+    rows = len(features)
+    columns: dict[str, Any] = {name: features[name].to_numpy() for name in features.columns}
+    columns[REQUEST_ID] = np.asarray(request_ids, dtype=object)
+    logged_at = pd.Timestamp(at or datetime.now(UTC)).tz_convert("UTC").tz_localize(None)
+    columns[LOGGED_AT] = np.full(rows, np.datetime64(logged_at, "us"))
+    columns[MODEL_VERSION] = np.full(rows, str(model_version), dtype=object)
+    columns[PREDICTION] = np.asarray([str(label) for label in labels], dtype=object)
+    columns[PROBABILITY] = np.asarray(probabilities, dtype="float64")
+    # One construction, object columns kept as objects (pandas 3 would infer Arrow strings):
+    # this runs on the prediction thread for every batch.
+    frame = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) for k, v in columns.items()})
+    frame[LOGGED_AT] = frame[LOGGED_AT].dt.tz_localize("UTC")
+    return frame
 
 
 class PredictionLog:

@@ -113,8 +113,19 @@ def _one_thread() -> None:
     threadpool_limits(limits=1)
 
 
-def _rows_frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: [getattr(row, c) for row in rows] for c in columns})
+def _rows_frame(rows: list[Any], columns: tuple[Column, ...]) -> pd.DataFrame:
+    """Validated rows as typed columns: numbers as float64 (null as NaN), the rest as objects.
+
+    Plain lists would make pandas infer Arrow-backed strings that `coerce_rows` converts back.
+    """
+    data: dict[str, Any] = {}
+    for column in columns:
+        values = [getattr(row, column.name) for row in rows]
+        if column.type in ("double", "float", "long", "integer"):
+            data[column.name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        else:
+            data[column.name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(data)
 
 
 @dataclass(frozen=True)
@@ -226,7 +237,7 @@ def create_service(settings: ServiceSettings) -> Any:
 
         def _predict_together(self, model: LoadedModel, jobs: list[Job]) -> list[Any]:
             rows = [row for job in jobs for row in job.rows]
-            X = coerce_rows(_rows_frame(rows, names), model.served.schema)
+            X = coerce_rows(_rows_frame(rows, settings.columns), model.served.schema)
             try:
                 answer = predict_coerced(model.served.model, X)
             except ValueError as exc:  # scikit-learn's input checks, e.g. a value that overflows to infinity
