@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,7 +84,7 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
         self.max_pending_rows = max_pending_rows
-        self._pending: list[pd.DataFrame] = []
+        self._pending: list[Any] = []
         self._pending_rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -99,17 +98,36 @@ class PredictionLog:
         self._thread.start()
 
     def append(self, frame: pd.DataFrame) -> None:
-        """Queue rows for writing; never blocks on I/O."""
-        if frame.empty or self._stopped.is_set():
+        """Queue log rows (see `log_frame`) for writing; never blocks on I/O."""
+        self._enqueue(len(frame), frame)
+
+    def append_batch(
+        self,
+        features: pd.DataFrame,
+        request_ids: Sequence[str],
+        model_version: str,
+        labels: Sequence[Any],
+        probabilities: Sequence[float],
+        extra: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
+        """Queue one scored batch; the log rows are built on the writer thread, not the caller's.
+
+        `features` must not be modified afterwards (the service builds a new frame per batch).
+        """
+        at = datetime.now(UTC)
+        self._enqueue(len(features), (features, request_ids, model_version, labels, probabilities, extra, at))
+
+    def _enqueue(self, rows: int, item: Any) -> None:
+        if rows == 0 or self._stopped.is_set():
             return
         with self._lock:
-            if self._pending_rows + len(frame) > self.max_pending_rows:
-                self._dropped_rows += len(frame)
-                if self._dropped_rows == len(frame):
+            if self._pending_rows + rows > self.max_pending_rows:
+                self._dropped_rows += rows
+                if self._dropped_rows == rows:
                     logger.warning("prediction log is %d rows behind; dropping rows", self._pending_rows)
                 return
-            self._pending.append(frame)
-            self._pending_rows += len(frame)
+            self._pending.append(item)
+            self._pending_rows += rows
             full = self._pending_rows >= self.flush_rows
         if full:
             self._wake.set()
@@ -147,7 +165,8 @@ class PredictionLog:
                 with self._lock:
                     self._last_error = f"{type(exc).__name__}: {exc}"
 
-    def _write(self, frames: list[pd.DataFrame]) -> None:
+    def _write(self, items: list[Any]) -> None:
+        frames = [item if isinstance(item, pd.DataFrame) else _batch_frame(*item) for item in items]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         now = datetime.now(UTC)
         folder = self.directory / f"date={now:%Y-%m-%d}"
@@ -171,6 +190,20 @@ class PredictionLog:
             self._last_error = None
 
 
+def _batch_frame(
+    features: pd.DataFrame,
+    request_ids: Sequence[str],
+    model_version: str,
+    labels: Sequence[Any],
+    probabilities: Sequence[float],
+    extra: Mapping[str, Sequence[Any]] | None,
+    at: datetime,
+) -> pd.DataFrame:
+    if extra:
+        features = features.assign(**{name: list(values) for name, values in extra.items()})
+    return log_frame(features, request_ids, model_version, labels, probabilities, at)
+
+
 def log_files(directory: Path, since: datetime | None = None) -> list[Path]:
     """The finished log files under `directory`, oldest first (optionally from a day on)."""
     files = []
@@ -190,13 +223,3 @@ def read_prediction_log(directory: Path, since: datetime | None = None) -> pd.Da
     if since is not None:
         frame = frame[frame[LOGGED_AT] >= pd.Timestamp(since)]
     return frame.sort_values(LOGGED_AT, kind="stable").reset_index(drop=True)
-
-
-def wait_for_rows(directory: Path, rows: int, timeout: float = 30.0) -> pd.DataFrame:
-    """Read the log once at least `rows` rows are on disk (for tests and smoke checks)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = read_prediction_log(directory)
-        if len(frame) >= rows or time.monotonic() > deadline:
-            return frame
-        time.sleep(0.1)

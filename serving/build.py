@@ -32,6 +32,7 @@ SERVING_PACKAGES = (
     # uvicorn's C HTTP parser and event loop: with the pure-Python ones a request costs ~30% more CPU.
     "httptools",
     "uvloop",
+    "orjson",
 )
 
 

@@ -84,41 +84,48 @@ class GuardMiddleware:
                 await _answer(send, 415, "send the request body as application/json", echo)
                 return
             declared = headers.get(b"content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-                await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)
-                return
-            chunks = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client went away
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body_bytes:
+            if declared is not None:
+                # The server stops reading at Content-Length: checking the header bounds the body.
+                if not declared.isdigit() or int(declared) > self.max_body_bytes:
                     await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)
                     return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            receive = replay
+            else:
+                bounded = await self._bounded_body(receive, send, echo)
+                if bounded is None:
+                    return
+                receive = bounded
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *(h for h in message.get("headers") or [] if h[0].lower() != REQUEST_ID_HEADER),
-                    *echo,
-                ]
+                message["headers"] = [*message.get("headers", ()), *echo]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+    async def _bounded_body(self, receive: Receive, send: Send, echo: list[tuple[bytes, bytes]]) -> Receive | None:
+        """A chunked body (no Content-Length): read it up to the limit, then replay it to the app."""
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
