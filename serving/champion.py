@@ -14,6 +14,7 @@ model and reports the refusal in /metadata and its log until restarted.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -73,6 +74,14 @@ def _output_type(signature: Any) -> str | None:
         return None
     kind = outputs.inputs[0].type
     return str(getattr(kind, "name", kind))
+
+
+def settle_heap() -> None:
+    """Move everything alive now (imported libraries, the loaded models) out of the garbage
+    collector's reach: a full collection otherwise walks millions of long-lived objects and
+    stalls every request in flight for hundreds of milliseconds."""
+    gc.collect()
+    gc.freeze()
 
 
 def warm_up(served: ServingModel) -> None:
@@ -161,6 +170,7 @@ class RegistrySource:
             )
         previous = self.current
         self.current = loaded
+        settle_heap()
         self.refused_version = None
         logger.info(
             "now serving %s v%s (was %s), loaded in %.1f s",
@@ -240,6 +250,7 @@ class BundleSource:
                 columns=columns,
                 output_type=output_type,
             )
+            settle_heap()
             logger.info("serving bundled %s v%s", meta["name"], meta["version"])
         except Exception as exc:
             logger.exception("could not load the bundled model")
