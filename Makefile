@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint format typecheck bench bench-training bench-labels bench-serving serve build status stop clean
+.PHONY: help uv venv run test test-fast lint format typecheck bench bench-training bench-labels bench-serving bench-scoring serve build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,7 +48,7 @@ format: venv ## Format the code with ruff
 typecheck: venv ## mypy over components, flows and serving
 	.venv/bin/mypy components flows serving
 
-bench: bench-labels bench-training bench-serving ## Run every benchmark
+bench: bench-labels bench-training bench-serving bench-scoring ## Run every benchmark
 
 bench-training: venv ## mlops run against a plain in-process script, side by side (default size and 1M rows)
 	.venv/bin/python benchmarks/bench_training.py
@@ -58,6 +58,9 @@ bench-labels: venv ## Label review: precision/recall of flagged rows with 5% of 
 
 bench-serving: venv ## Serving: p50/p99 and req/s at concurrency 1 and 32, ours vs mlflow models serve, same champion
 	.venv/bin/python benchmarks/bench_serving.py
+
+bench-scoring: venv ## Batch scoring of 5M rows: rows/s vs whole-frame predict, peak memory at 5M/10M, Dask x2 vs 1 process
+	.venv/bin/python benchmarks/bench_scoring.py
 
 serve: venv ## Serve the champion over HTTP on 127.0.0.1:3000
 	$(MLOPS) serve

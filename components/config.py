@@ -266,7 +266,9 @@ class ScoringConfig(_Section):
         "the rejects file, with its reason, and score the rest.",
     )
     workers: int = Field(
-        default=1, ge=1, description="Processes scoring partitions at once; more than 1 runs them on a local Dask cluster."
+        default=1,
+        ge=1,
+        description="Processes scoring partitions at once; more than 1 runs them on a local Dask cluster.",
     )
     dask_address: str | None = Field(
         default=None,

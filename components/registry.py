@@ -269,6 +269,46 @@ def load_model(model_uri: str) -> Any:
     return mlflow.sklearn.load_model(model_uri)
 
 
+def download_model(name: str, version: str, dest: Path, run_id: str | None = None) -> Path:
+    """A registered version's model folder, downloaded once to `dest` (a version never changes).
+
+    Batch workers load this local copy (`load_model(str(path))`) instead of asking the registry.
+    A copy from another run (a different tracking server behind the same workspace) is replaced;
+    the download lands under a temporary name first, so a crash never leaves a half model.
+    """
+    import shutil
+    import uuid
+
+    import mlflow.artifacts
+    import yaml
+
+    def matches(folder: Path) -> bool:
+        try:
+            meta = yaml.safe_load((folder / "MLmodel").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return False
+        return run_id is None or meta.get("run_id") == run_id
+
+    if matches(dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(staging)))
+        if not (local / "MLmodel").is_file():
+            raise RegistryError(f"models:/{name}/{version} has no MLmodel file; is it a logged model?")
+        if dest.exists() and not matches(dest):
+            shutil.rmtree(dest)
+        try:
+            local.rename(dest)
+        except OSError:
+            if not matches(dest):  # not a concurrent download that won the race
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
 def list_models(client: MlflowClient) -> list[str]:
     return sorted(m.name for m in client.search_registered_models())
 

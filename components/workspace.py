@@ -56,6 +56,10 @@ class Workspace:
         """Ledger of batch files the contract accepted, so unchanged ones are not re-validated alone."""
         return self.root / "contract" / f"{dataset}_accepted.json"
 
+    def model_cache(self, name: str, version: str) -> Path:
+        """A registered model version downloaded for batch scoring (versions never change)."""
+        return self.root / "cache" / "models" / name / version
+
     @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"

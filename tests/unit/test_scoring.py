@@ -1,13 +1,10 @@
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from components.config import ModelConfig
 from components.prepare import infer_feature_spec, split_data
-from components.scoring import InputError, ModelSchema, coerce_rows, predict_frame, predict_records, score_file
+from components.scoring import InputError, ModelSchema, coerce_rows, predict_frame, predict_records
 from components.train import train_model
 
 
@@ -60,37 +57,6 @@ def test_nested_values_are_refused(fitted, loans: pd.DataFrame) -> None:
         predict_records(fitted, [record])
     with pytest.raises(InputError, match="no rows"):
         predict_records(fitted, [])
-
-
-@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_score_file_in_chunks_one_row_per_input(fitted, loans: pd.DataFrame, tmp_path: Path, suffix: str) -> None:
-    source = tmp_path / f"in{suffix}"
-    if suffix == ".csv":
-        loans.to_csv(source, index=False)
-    else:
-        loans.to_parquet(source, index=False, row_group_size=100)
-    out = tmp_path / "out" / "scores.parquet"
-    summary = score_file(fitted, source, out, model_version="3", id_column="loan_id", chunk_rows=250)
-    scored = pd.read_parquet(out)
-    assert summary.rows == len(loans) == len(scored)
-    assert scored["loan_id"].tolist() == loans["loan_id"].tolist()
-    assert set(scored.columns) == {"loan_id", "prediction", "probability", "model_version", "scored_at"}
-    assert (scored["model_version"] == "3").all()
-    expected = predict_frame(fitted, loans)
-    np.testing.assert_allclose(scored["probability"], expected.probabilities)
-    assert pq.ParquetFile(out).metadata.num_row_groups == 5
-    assert [p.name for p in out.parent.iterdir()] == ["scores.parquet"]
-
-
-def test_a_failed_scoring_leaves_no_output(fitted, loans: pd.DataFrame, tmp_path: Path) -> None:
-    source = tmp_path / "in.csv"
-    bad = loans.astype({"age": object})
-    bad.loc[bad.index[-1], "age"] = "old"  # in the last chunk: earlier chunks were already written
-    bad.to_csv(source, index=False)
-    out = tmp_path / "scores.parquet"
-    with pytest.raises(InputError, match="age"):
-        score_file(fitted, source, out, model_version="1", chunk_rows=100)
-    assert list(tmp_path.iterdir()) == [source]
 
 
 def test_signature_sample_keeps_missing_values_visible() -> None:
