@@ -69,10 +69,15 @@ def bento_name(model_name: str) -> str:
 def bundle_champion(client: Any, name: str, version: str) -> str:
     """Copy one registered version into the BentoML model store; returns the BentoML model tag."""
     import bentoml
+    import bentoml.exceptions
     import mlflow.artifacts
 
     labels = {"registered_model": bento_name(name), "registered_version": str(version)}
-    for existing in bentoml.models.list(f"{bento_name(name)}-model"):
+    try:
+        bundled = bentoml.models.list(f"{bento_name(name)}-model")
+    except bentoml.exceptions.NotFound:  # the first build of this model
+        bundled = []
+    for existing in bundled:
         if existing.info.labels == labels and (Path(existing.path) / BUNDLE_METADATA).is_file():
             return str(existing.tag)  # this version is already bundled: models are immutable
     details = client.get_model_version(name, version)

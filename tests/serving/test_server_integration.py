@@ -157,6 +157,16 @@ def test_mlops_build_serves_the_champion_without_the_tracking_server(trained, ro
     assert built.returncode == 0, built.stderr[-3000:]
     tag = built.stdout.strip().splitlines()[-1]
     assert tag.startswith("loans:")
+    again = subprocess.run(
+        [str(BIN / "mlops"), "build", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    # The same registry version is bundled once: the second Bento reuses the model copy.
+    assert built.stderr.split("(model ")[1].split(")")[0] == again.stderr.split("(model ")[1].split(")")[0]
     port = _free_port()
     # No workspace, no config, and a tracking server that does not exist: the Bento needs none of them.
     serve_env = _clean_env(
