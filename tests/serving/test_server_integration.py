@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,8 +68,7 @@ def rows(trained) -> list[dict]:
 
 
 def test_mlops_serve_answers_fuzzing_and_switches_to_a_new_champion(trained, rows, tmp_path: Path) -> None:
-    from components import registry
-    from components.workspace import Workspace
+    from tests.serving.switching import promote_under_traffic
 
     config_path, config, result = trained
     port = _free_port()
@@ -110,38 +108,15 @@ def test_mlops_serve_answers_fuzzing_and_switches_to_a_new_champion(trained, row
         assert fuzz.returncode == 0, fuzz.stdout[-4000:]
 
         # Promote another version while requests flow: every answer is a 200 and the version switches.
-        client = registry.connect(Workspace.at(config.home))
-        champion = registry.get_champion(client, "loans")
-        assert champion is not None
-        new_version = registry.register_model(champion.source, "loans")
-        statuses: list[int] = []
-        versions: set[str] = set()
-        stop = threading.Event()
-
-        def traffic() -> None:
-            with httpx.Client(headers=auth, timeout=30) as http:
-                while not stop.is_set():
-                    response = http.post(f"{base}/predict", json={"rows": rows[:2]})
-                    statuses.append(response.status_code)
-                    if response.status_code == 200:
-                        versions.add(response.json()["model_version"])
-
-        thread = threading.Thread(target=traffic)
-        thread.start()
-        try:
-            time.sleep(1)
-            registry.set_champion(client, "loans", new_version, {"promoted_by": "integration test"})
-            deadline = time.monotonic() + 60
-            while httpx.get(f"{base}/metadata", headers=auth).json().get("model_version") != new_version:
-                assert time.monotonic() < deadline, httpx.get(f"{base}/metadata", headers=auth).text
-                time.sleep(0.5)
-            time.sleep(1)
-        finally:
-            stop.set()
-            thread.join()
-            registry.rollback(client, "loans", "integration test over")
-        assert statuses and set(statuses) == {200}, sorted(set(statuses))
-        assert versions == {result.model_version, new_version}
+        with httpx.Client(headers=auth, timeout=30) as http:
+            switch = promote_under_traffic(
+                Path(config.home),
+                "loans",
+                predict=lambda: http.post(f"{base}/predict", json={"rows": rows[:2]}),
+                served_version=lambda: httpx.get(f"{base}/metadata", headers=auth).json().get("model_version"),
+            )
+        assert switch.statuses and set(switch.statuses) == {200}, sorted(set(switch.statuses))
+        assert switch.versions == {result.model_version, switch.new_version}
 
 
 def test_mlops_build_serves_the_champion_without_the_tracking_server(trained, rows, tmp_path: Path) -> None:

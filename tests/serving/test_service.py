@@ -203,48 +203,18 @@ def test_every_answer_is_in_the_prediction_log(client, rows) -> None:
     assert mine["credit_score"].notna().any()
 
 
-def test_the_service_follows_the_champion_alias_without_failing_a_request(client, rows, trained) -> None:
-    import threading
-
-    from components import registry
-    from components.workspace import Workspace
+def test_the_service_follows_the_champion_alias_without_failing_a_request(client, rows) -> None:
+    from tests.serving.switching import promote_under_traffic
 
     test_client, config, result = client
-    client_ = registry.connect(Workspace.at(config.home))
-    champion = registry.get_champion(client_, "loans")
-    assert champion is not None
-    new_version = registry.register_model(champion.source, "loans")
-    statuses: list[int] = []
-    versions: set[str] = set()
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.is_set():
-            response = test_client.post("/predict", json={"rows": rows[:2]})
-            statuses.append(response.status_code)
-            if response.status_code == 200:
-                versions.add(response.json()["model_version"])
-
-    thread = threading.Thread(target=traffic)
-    thread.start()
-    try:
-        time.sleep(0.5)
-        registry.set_champion(client_, "loans", new_version, {"promoted_by": "test"})
-        deadline = time.monotonic() + 30
-        while test_client.get("/metadata").json()["model_version"] != new_version:
-            assert time.monotonic() < deadline, test_client.get("/metadata").json()["reload"]
-            time.sleep(0.2)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        thread.join()
-        registry.rollback(client_, "loans", "test over")
-    assert statuses and set(statuses) == {200}
-    assert versions == {result.model_version, new_version}
-    deadline = time.monotonic() + 30
-    while test_client.get("/metadata").json()["model_version"] != result.model_version:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    switch = promote_under_traffic(
+        Path(config.home),
+        "loans",
+        predict=lambda: test_client.post("/predict", json={"rows": rows[:2]}),
+        served_version=lambda: test_client.get("/metadata").json()["model_version"],
+    )
+    assert switch.statuses and set(switch.statuses) == {200}
+    assert switch.versions == {result.model_version, switch.new_version}
 
 
 def test_api_key_guards_predict_and_metadata_but_not_health(trained, rows) -> None:
