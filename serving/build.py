@@ -70,7 +70,8 @@ def bundle_champion(client: Any, name: str, version: str) -> str:
     """Copy one registered version into the BentoML model store; returns the BentoML model tag."""
     import bentoml
     import bentoml.exceptions
-    import mlflow.artifacts
+
+    from components import registry
 
     labels = {"registered_model": bento_name(name), "registered_version": str(version)}
     try:
@@ -94,8 +95,7 @@ def bundle_champion(client: Any, name: str, version: str) -> str:
         labels=labels,
         metadata=meta,
     ) as model:
-        target = Path(model.path) / BUNDLE_MODEL_DIR
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(target))
+        registry.download_model(name, version, Path(model.path) / BUNDLE_MODEL_DIR, meta["run_id"])
         (Path(model.path) / BUNDLE_METADATA).write_text(json.dumps(meta, indent=2))
     return str(model.tag)
 

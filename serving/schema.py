@@ -115,10 +115,6 @@ def response_model(model_name: str, classes: list[Any]) -> type[BaseModel]:
     )
 
 
-def column_names(columns: tuple[Column, ...]) -> list[str]:
-    return [c.name for c in columns]
-
-
 def same_columns(a: tuple[Column, ...], b: tuple[Column, ...]) -> bool:
     """Whether a model with columns `b` can answer requests validated against `a`."""
     return {c.name: c.type for c in a} == {c.name: c.type for c in b} and all(

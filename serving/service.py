@@ -161,7 +161,9 @@ class _QuietValidationErrors(logging.Filter):
 
 def create_service(settings: ServiceSettings) -> Any:
     """The BentoML service class for one model's signature."""
-    logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
+    http_log = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, _QuietValidationErrors) for f in http_log.filters):
+        http_log.addFilter(_QuietValidationErrors())
     Row = row_model(settings.model_name, settings.columns, settings.id_column)
     Prediction = response_model(settings.model_name, _classes_hint(settings.output_type))
     serving = settings.serving
