@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.predlog import PREDICTION, REQUEST_ID, PredictionLog, log_files, log_frame, read_prediction_log
+from components.predlog import (
+    LOG_COLUMNS,
+    LOGGED_AT,
+    PREDICTION,
+    REQUEST_ID,
+    PredictionLog,
+    log_files,
+    log_frame,
+    read_prediction_log,
+)
 from serving.batching import Job, MicroBatcher, Overloaded
 from serving.schema import Column, row_model, same_columns
 
@@ -93,6 +104,26 @@ def test_prediction_log_writes_files_and_reads_them_back(tmp_path: Path) -> None
     assert frame["region"].iloc[0] == "north" and pd.isna(frame["region"].iloc[1])
     assert len(log_files(tmp_path)) == 1 and not list(tmp_path.rglob(".*.partial"))
     assert log.stats().written_rows == 3
+
+
+def test_prediction_log_batches_are_written_as_the_frames_would_be(tmp_path: Path) -> None:
+    at = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    first = pd.DataFrame({"age": [30.0, np.nan], "region": [None, None]})  # an all-null column here ...
+    second = pd.DataFrame({"age": [52.0], "region": ["south"]})  # ... and a string one in the next batch
+    batched, framed = PredictionLog(tmp_path / "b", flush_seconds=60), PredictionLog(tmp_path / "f", flush_seconds=60)
+    for features, ids, version, labels, probabilities, loan_ids in (
+        (first, ["a", "a"], "3", [0, 1], [0.2, 0.9], [7, None]),
+        (second, ["b"], "4", [1], [0.7], [9]),
+    ):
+        batched.append_batch(features, ids, version, labels, probabilities, {"loan_id": loan_ids}, at=at)
+        framed.append(log_frame(features.assign(loan_id=loan_ids), ids, version, labels, probabilities, at))
+    batched.close()
+    framed.close()
+    got, expected = read_prediction_log(tmp_path / "b"), read_prediction_log(tmp_path / "f")
+    assert list(got.columns) == ["age", "region", "loan_id", *LOG_COLUMNS]
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert got["region"].tolist()[2] == "south" and got["region"].isna().sum() == 2
+    assert got[LOGGED_AT].dt.tz is not None and (got[LOGGED_AT] == pd.Timestamp(at)).all()
 
 
 def test_prediction_log_drops_and_counts_when_the_disk_falls_behind(tmp_path: Path) -> None:
