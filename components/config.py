@@ -277,6 +277,91 @@ class ScoringConfig(_Section):
     )
 
 
+class MonitoringConfig(_Section):
+    """Drift and decay checks (`mlops monitor`, the monitoring flow) and when they ask for retraining."""
+
+    reference_rows: int = Field(
+        default=20_000,
+        ge=100,
+        description="Training rows (with the model's scores) stored with each model as its reference.",
+    )
+    min_rows: int = Field(default=200, ge=10, description="A window with fewer rows gets no verdict.")
+    p_value: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="A feature's test (KS numeric, chi-square categorical) must reject at this level ...",
+    )
+    psi_min: float = Field(
+        default=0.1, ge=0, description="... and its population stability index reach this, for the feature to drift ..."
+    )
+    psi_threshold: float = Field(default=0.25, ge=0, description="... or its PSI alone reach this.")
+    drift_share: float = Field(
+        default=0.2, gt=0, le=1, description="The window drifts when at least this share of features drift ..."
+    )
+    score_js_threshold: float = Field(
+        default=0.1, gt=0, le=1, description="... or the Jensen-Shannon distance of the model's scores reaches this."
+    )
+    decay_tolerance: float = Field(
+        default=0.03,
+        ge=0,
+        description="With labels: performance decays when the champion's evaluation metric falls more than this "
+        "below its held-out score at training.",
+    )
+    null_rate_tolerance: float = Field(
+        default=0.05, ge=0, le=1, description="Flag a column whose null rate grows by more."
+    )
+    new_category_tolerance: float = Field(
+        default=0.01, ge=0, le=1, description="Flag a column when more than this share of rows hold unseen categories."
+    )
+    windows: int = Field(
+        default=3, ge=1, description="Retrain when drift or decay held in `min_windows` of the last `windows` ..."
+    )
+    min_windows: int = Field(default=2, ge=1, description="... windows judged against the current champion.")
+    retrain: Literal["inline", "event", "off"] = Field(
+        default="inline",
+        description="On a retraining verdict: 'inline' runs the training flow at once, 'event' emits the Prefect "
+        "event `mlops.retrain.requested` (what `mlops deploy`'s training trigger listens for), 'off' only reports.",
+    )
+
+    @field_validator("min_windows")
+    @classmethod
+    def _fits_windows(cls, value: int, info: Any) -> int:
+        windows = info.data.get("windows")
+        if windows is not None and value > windows:
+            raise ValueError(f"min_windows ({value}) cannot exceed windows ({windows})")
+        return value
+
+
+class ScheduleConfig(_Section):
+    cron: str | None = Field(default=None, description="Cron expression; null: no schedule.")
+
+
+class ScoringScheduleConfig(ScheduleConfig):
+    input: str | None = Field(default=None, description="File scored on each run ('{home}' expands).")
+    output: str | None = Field(default=None, description="Output file ('{date}' expands to the run's date).")
+
+
+class LandingConfig(_Section):
+    folder: str | None = Field(
+        default="{home}/landing", description="New data files dropped here start a training run; null: off."
+    )
+    poll_seconds: float = Field(default=60.0, ge=1, description="How often the folder is checked.")
+
+
+class DeployConfig(_Section):
+    """`mlops deploy`: the Prefect deployments it serves, their schedules and triggers."""
+
+    timezone: str = Field(default="UTC", description="Time zone of the cron schedules.")
+    training: ScheduleConfig = ScheduleConfig(cron="0 3 * * 1")
+    monitoring: ScheduleConfig = ScheduleConfig(cron="0 * * * *")
+    scoring: ScoringScheduleConfig = ScoringScheduleConfig()
+    drift_trigger: bool = Field(
+        default=True, description="Run training when the monitor emits `mlops.retrain.requested`."
+    )
+    landing: LandingConfig = LandingConfig()
+
+
 class PrefectConfig(_Section):
     server: Literal["local", "ephemeral"] = Field(
         default="local",
@@ -318,6 +403,8 @@ class PipelineConfig(_Section):
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    deploy: DeployConfig = DeployConfig()
     prefect: PrefectConfig = PrefectConfig()
     runner: RunnerConfig = RunnerConfig()
 

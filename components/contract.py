@@ -182,13 +182,20 @@ def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> l
         ),
     ]
     if finite.nunique() >= MIN_DISTINCT_FOR_MEDIAN and q75 > q25:
-        # A unit change (x10, /1000, C->F) moves the median far outside the reference IQR.
+        # A unit change (x10, /1000, C->F) moves the median far outside the reference's quartiles;
+        # drift moves it less. The bounds are the quartiles widened by `tolerance` IQRs (and, for a
+        # column that is never negative, no lower than a quarter of the first quartile), so that
+        # a drifted batch reaches monitoring and retraining instead of being rejected as corrupt.
+        iqr = q75 - q25
+        median_low = q25 - tolerance * iqr
+        if low >= 0:
+            median_low = max(median_low, q25 / 4)
         result.append(
             _expectation(
                 "expect_column_median_to_be_between",
                 column=column,
-                min_value=_round_bound(q25, up=False),
-                max_value=_round_bound(q75, up=True),
+                min_value=_round_bound(median_low, up=False),
+                max_value=_round_bound(q75 + tolerance * iqr, up=True),
                 meta_kind="unit",
                 observed=round(float(finite.median()), 6),
             )
@@ -555,6 +562,21 @@ class Validator:
             urls = self.context.get_docs_sites_urls(resource_identifier=key)
             docs_url = urls[0]["site_url"] if urls else None
         return _report_from(name, suite_result, docs_url)
+
+
+def without_column(suite: dict[str, Any], column: str) -> dict[str, Any]:
+    """The suite for data that lacks `column` (new rows before their labels): its expectations dropped,
+    and the column taken out of the table's column list."""
+    expectations = []
+    for expectation in suite["expectations"]:
+        kwargs = expectation.get("kwargs") or {}
+        if kwargs.get("column") == column:
+            continue
+        if expectation["type"] in ("expect_table_columns_to_match_ordered_list", "expect_table_columns_to_match_set"):
+            expectation = copy.deepcopy(expectation)
+            expectation["kwargs"]["column_list"] = [c for c in kwargs.get("column_list", []) if c != column]
+        expectations.append(expectation)
+    return {**suite, "expectations": expectations}
 
 
 def expected_columns(suite: dict[str, Any]) -> Sequence[str]:

@@ -309,6 +309,40 @@ def download_model(name: str, version: str, dest: Path, run_id: str | None = Non
     return dest
 
 
+def download_artifact(run_id: str, artifact_path: str, dest: Path) -> Path | None:
+    """One artifact of a run, downloaded once to `dest` (a run's artifacts never change); None if absent."""
+    import shutil
+    import uuid
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(staging))
+            )
+        except (MlflowException, OSError) as exc:
+            if "No such file" in str(exc) or "does not exist" in str(exc) or isinstance(exc, FileNotFoundError):
+                return None
+            raise
+        if not local.is_file():
+            return None
+        local.replace(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """The latest value of each metric a run logged."""
+    return {k: float(v) for k, v in client.get_run(run_id).data.metrics.items()}
+
+
 def list_models(client: MlflowClient) -> list[str]:
     return sorted(m.name for m in client.search_registered_models())
 

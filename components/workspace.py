@@ -52,6 +52,10 @@ class Workspace:
     def predictions(self) -> Path:
         return self.root / "predictions"
 
+    @property
+    def monitoring(self) -> Path:
+        return self.root / "monitoring"
+
     def accepted_batches(self, dataset: str) -> Path:
         """Ledger of batch files the contract accepted, so unchanged ones are not re-validated alone."""
         return self.root / "contract" / f"{dataset}_accepted.json"

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from components import contract, registry, search
+from components import contract, monitor, registry, search
 from components.config import ModelConfig, PipelineConfig, SearchConfig, dataset_name, resolve_source
 from components.contract import DataRejected
 from components.curate import deduplicate, iqr_fences, outlier_report
@@ -601,6 +601,25 @@ def _check_tags(decision: Decision) -> dict[str, str]:
     return {f"check.{c.name}": f"{verdict[c.passed]}: {c.detail}" for c in decision.checks}
 
 
+def _log_reference(run_id: str, model: Any, X_train: pd.DataFrame, config: PipelineConfig) -> None:
+    """A sample of the training rows with the model's scores: what monitoring compares new data with."""
+    import tempfile
+    from pathlib import Path
+
+    sample = (
+        X_train
+        if len(X_train) <= config.monitoring.reference_rows
+        else X_train.sample(n=config.monitoring.reference_rows, random_state=config.seed)
+    )
+    reference = monitor.build_reference(
+        sample, monitor.positive_scores(model.predict_proba(sample)), config.monitoring.reference_rows, config.seed
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(monitor.REFERENCE_ARTIFACT).name
+        reference.to_parquet(path, index=False)
+        registry.log_artifact(run_id, path, str(Path(monitor.REFERENCE_ARTIFACT).parent))
+
+
 # No retries: logging and registering are not idempotent, a retry would add a second version.
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(
@@ -620,6 +639,7 @@ def promote_task(
     split, promotion = prepared.split, config.promotion
     metric = promotion.metric
     model_uri = registry.log_model(run_id, model, split.X_train)
+    _log_reference(run_id, model, split.X_train, config)
     version = None
     if not dry_run:
         version = registry.register_model(

@@ -1,0 +1,363 @@
+"""The monitoring flow: is new data still what the champion was trained on, and does it still score well?
+
+fetch the champion and its training reference -> read the window (a batch file, or the service's
+prediction log since the last window) -> check it against the data contract -> score it with the
+champion -> compare with the reference (drift, quality) and, with labels, measure decay -> debounce
+over recent windows -> write the HTML and JSON report (workspace and MLflow) -> on a sustained
+alarm, retrain: run the training flow here ('inline'), or emit `mlops.retrain.requested` for the
+training deployment's trigger ('event').
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from components import contract, monitor, registry
+from components.config import PipelineConfig, dataset_name
+from components.evaluate import higher_is_better, label_positions, score_metric
+from components.extract import ExtractionError, combine, read_batches
+from components.monitor import MonitoringError
+from components.predlog import LOGGED_AT, PROBABILITY, read_prediction_log
+from components.scoring import ModelSchema, coerce_rows, decision_threshold
+from components.workspace import Workspace
+
+PREDICTION_LOG = "prediction-log"
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What a monitoring run found and did; `as_json` is the CLI's machine-readable last line."""
+
+    model_name: str
+    model_version: str | None
+    window: str
+    verdict: str  # stable | watching | retrain | insufficient | rejected
+    reason: str
+    rows: int
+    drift: bool = False
+    drift_share: float = 0.0
+    drifted_features: list[str] = field(default_factory=list)
+    score_distance: float | None = None
+    decay: dict[str, Any] | None = None
+    quality: list[str] = field(default_factory=list)
+    report_html: str | None = None
+    report_json: str | None = None
+    mlflow_run_id: str | None = None
+    retraining: str = "none"  # none | ran | event | off
+    training: dict[str, Any] | None = None
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class Champion:
+    info: registry.ChampionInfo
+    model: Any
+    reference: pd.DataFrame
+    baseline: dict[str, float]
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except (OSError, ConnectionError, TimeoutError):
+        return True
+    except Exception as exc:  # noqa: BLE001 - MLflow wraps connection failures in its own exception
+        return type(exc).__name__ in ("MlflowException", "RestException") and "RESOURCE_DOES_NOT_EXIST" not in str(exc)
+    return False
+
+
+@task(
+    name="fetch_champion",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=_retry_transient,
+)
+def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
+    workspace = Workspace.at(config.home)
+    client = registry.connect(workspace)
+    info = registry.get_champion(client, model_name)
+    if info is None:
+        raise MonitoringError(f"{model_name} has no champion yet: run `mlops run` first")
+    if info.run_id is None:
+        raise MonitoringError(f"{model_name} v{info.version} has no training run to take a reference from")
+    cache = workspace.model_cache(model_name, info.version)
+    path = registry.download_model(model_name, info.version, cache / "model", info.run_id)
+    reference_path = registry.download_artifact(info.run_id, monitor.REFERENCE_ARTIFACT, cache / "reference.parquet")
+    if reference_path is None:
+        raise MonitoringError(
+            f"{model_name} v{info.version} was trained before references were stored with models; "
+            "retrain it (`mlops run`) to monitor it"
+        )
+    return Champion(
+        info=info,
+        model=registry.load_model(str(path)),
+        reference=pd.read_parquet(reference_path),
+        baseline=registry.run_metrics(client, info.run_id),
+    )
+
+
+def _history_path(workspace: Workspace, model_name: str) -> Path:
+    return workspace.monitoring / model_name / "windows.jsonl"
+
+
+@task(name="read_window", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def read_window_task(config: PipelineConfig, model_name: str, data: str | None) -> tuple[str, pd.DataFrame]:
+    """The rows to judge: a file (or folder) of new data, or the prediction log since the last window."""
+    workspace = Workspace.at(config.home)
+    if data is not None:
+        batches = read_batches(data.replace("{home}", str(workspace.root)))
+        if not batches:
+            raise MonitoringError(f"no data file in {data}")
+        broken = [f"{b.name}: {b.error}" for b in batches if b.frame is None]
+        if broken:
+            raise ExtractionError(f"unreadable: {'; '.join(broken)}")
+        return data, combine(batches)
+    history = [
+        w for w in monitor.read_history(_history_path(workspace, model_name)) if w.window.startswith(PREDICTION_LOG)
+    ]
+    since = datetime.fromisoformat(history[-1].window.split("@", 1)[1]) if history else None
+    frame = read_prediction_log(workspace.predictions / model_name, since=since)
+    if since is not None and len(frame):
+        frame = frame[frame[LOGGED_AT] > pd.Timestamp(since)]
+    until = frame[LOGGED_AT].max() if len(frame) else pd.Timestamp(since or datetime.now(UTC))
+    return f"{PREDICTION_LOG}@{pd.Timestamp(until).isoformat()}", frame.reset_index(drop=True)
+
+
+@task(name="validate_window", cache_policy=NO_CACHE)
+def validate_window_task(
+    frame: pd.DataFrame, config: PipelineConfig, model_name: str
+) -> contract.ValidationReport | None:
+    """The training contract on the window (without the target's expectations when it has no labels)."""
+    path = contract.suite_path(config.validation.suite_dir, model_name)
+    if not path.is_file():
+        get_run_logger().warning("no contract at %s: the window is not validated", path)
+        return None
+    suite = contract.load_suite(path)
+    target = config.data.target
+    if target and target not in frame.columns:
+        suite = contract.without_column(suite, target)
+    return contract.Validator(Workspace.at(config.home).gx_dir).validate(frame, suite, data_docs=False)
+
+
+def _decay(
+    champion: Champion, frame: pd.DataFrame, scores: np.ndarray, labels: pd.Series, config: PipelineConfig
+) -> monitor.Decay | None:
+    metric = config.promotion.metric
+    known = labels.notna().to_numpy()
+    baseline = champion.baseline.get(f"test_{metric}")
+    if known.sum() < config.monitoring.min_rows or baseline is None:
+        return None
+    classes = [c.item() if isinstance(c, np.generic) else c for c in champion.model.classes_]
+    given = labels[known]
+    if all(isinstance(c, int) for c in classes) and pd.api.types.is_numeric_dtype(given):
+        given = given.astype("int64")  # labels joined from a file with gaps arrive as floats
+    y = label_positions(given, classes)
+    proba = champion.model.predict_proba(coerce_rows(frame.loc[known], ModelSchema.of(champion.model)))
+    threshold = decision_threshold(champion.model)
+    current = score_metric(metric, y, proba, len(classes), threshold)
+    if current is None:
+        return None
+    accuracy = score_metric("accuracy", y, proba, len(classes), threshold)
+    return monitor.measure_decay(
+        metric,
+        float(baseline),
+        float(current),
+        int(known.sum()),
+        config.monitoring,
+        higher_is_better=higher_is_better(metric),
+        accuracy=accuracy,
+    )
+
+
+@task(name="judge_window", cache_policy=NO_CACHE)
+def judge_window_task(
+    champion: Champion, window: str, frame: pd.DataFrame, labels_path: str | None, config: PipelineConfig
+) -> monitor.DriftReport:
+    model = champion.model
+    schema = ModelSchema.of(model)
+    if PROBABILITY in frame.columns:  # the service logged its own scores
+        scores = frame[PROBABILITY].to_numpy(dtype="float64")
+    else:
+        scores = monitor.positive_scores(model.predict_proba(coerce_rows(frame, schema)))
+    report = monitor.compare(
+        champion.reference,
+        frame,
+        numeric=schema.numeric,
+        categorical=schema.categorical,
+        current_scores=scores,
+        config=config.monitoring,
+        model_name=champion.info.name,
+        model_version=champion.info.version,
+        window=window,
+    )
+    target, id_column = config.data.target, config.data.id_column
+    labels: pd.Series | None = None
+    if labels_path is not None:
+        if not id_column:
+            raise MonitoringError("labels are joined on the id column: set data.id_column")
+        label_batches = read_batches(labels_path)
+        labels = monitor.join_labels(frame, combine(label_batches), id_column, str(target))
+    elif target and target in frame.columns:
+        labels = frame[target]
+    if labels is not None:
+        report.decay = _decay(champion, frame, scores, labels, config)
+    return report
+
+
+def _write_report(report: monitor.DriftReport, workspace: Workspace) -> tuple[Path, Path]:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = workspace.monitoring / report.model_name / "reports" / stamp
+    folder.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = folder / "report.html", folder / "report.json"
+    for path, text in ((html_path, monitor.render_html(report)), (json_path, json.dumps(report.as_dict(), indent=2))):
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return html_path, json_path
+
+
+@task(
+    name="log_report",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=_retry_transient,
+)
+def log_report_task(report: monitor.DriftReport, html_path: Path, json_path: Path, config: PipelineConfig) -> str:
+    """A run in the `<model>-monitoring` experiment: the verdict's figures, the HTML and JSON report."""
+    workspace = Workspace.at(config.home)
+    client = registry.connect(workspace)
+    experiment = registry.ensure_experiment(client, f"{report.model_name}-monitoring", workspace)
+    metrics: dict[str, float] = {
+        "drift_share": report.drift_share,
+        "drifted_features": float(len(report.drifted_features)),
+        "rows": float(report.current_rows),
+        "quality_issues": float(len(report.quality)),
+    }
+    if report.score:
+        metrics["score_js_distance"] = report.score.js_distance
+    if report.decay:
+        metrics[f"current_{report.decay.metric}"] = report.decay.current
+        metrics[f"drop_{report.decay.metric}"] = report.decay.drop
+    metrics.update({f"psi/{f.name}": f.psi for f in report.features})
+    run_id = registry.start_run(
+        client,
+        experiment,
+        tags={"verdict": report.verdict, "model_version": report.model_version, "window": report.window[:250]},
+        params={"window": report.window[:500]},
+    )
+    registry.log_metrics(run_id, metrics)
+    registry.log_artifact(run_id, html_path, "monitoring")
+    registry.log_artifact(run_id, json_path, "monitoring")
+    registry.end_run(client, run_id, "FINISHED", {"reason": report.reason[:5000]})
+    return run_id
+
+
+def emit_retrain_event(report: monitor.DriftReport) -> str | None:
+    """Emit `mlops.retrain.requested` for the model; returns the event id (None if not sent)."""
+    from prefect.events import emit_event
+
+    event = emit_event(
+        event=monitor.RETRAIN_EVENT,
+        resource={
+            "prefect.resource.id": monitor.model_event_resource(report.model_name),
+            "prefect.resource.name": report.model_name,
+            "mlops.model.version": report.model_version,
+        },
+        payload={"reason": report.reason, "window": report.window, "drifted_features": report.drifted_features},
+    )
+    return str(event.id) if event is not None else None
+
+
+@flow(name="monitoring_flow")
+def monitoring_flow(
+    config: PipelineConfig, data: str | None = None, labels: str | None = None, retrain: str | None = None
+) -> MonitorResult:
+    """Judge one window of new data against the champion; retrain on a sustained alarm.
+
+    `data`: a file, folder or glob of new rows (default: the prediction log since the last window);
+    `labels`: a file of `id, target` rows joined on the id column (a `data` file that holds the target
+    is its own labels); `retrain`: inline | event | off (default: monitoring.retrain).
+    """
+    logger = get_run_logger()
+    workspace = Workspace.at(config.home)
+    model_name = dataset_name(config)
+    action = retrain or config.monitoring.retrain
+    if action not in ("inline", "event", "off"):
+        raise MonitoringError(f"retrain must be inline, event or off, not {action!r}")
+    champion = fetch_champion_task(config, model_name)
+    version = champion.info.version
+    window, frame = read_window_task(config, model_name, data)
+    if len(frame) < config.monitoring.min_rows:
+        reason = f"{len(frame)} row(s) in the window; a verdict needs at least {config.monitoring.min_rows}"
+        logger.info("%s: %s", window, reason)
+        return MonitorResult(model_name, version, window, "insufficient", reason, len(frame))
+    if data is not None:
+        validation = validate_window_task(frame, config, model_name)
+        if validation is not None and not validation.success:
+            reason = f"the window breaks the data contract: {validation.summary()}"
+            logger.error("%s", reason)
+            return MonitorResult(model_name, version, window, "rejected", reason, len(frame))
+    report = judge_window_task(champion, window, frame, labels, config)
+    history_path = _history_path(workspace, model_name)
+    monitor.append_history(
+        history_path,
+        monitor.Window(
+            at=report.created_at,
+            window=window,
+            model_version=version,
+            drift=report.drift,
+            decay=None if report.decay is None else report.decay.decayed,
+            rows=report.current_rows,
+        ),
+    )
+    report = monitor.decide(report, monitor.read_history(history_path), config.monitoring)
+    html_path, json_path = _write_report(report, workspace)
+    run_id = log_report_task(report, html_path, json_path, config)
+    logger.info(
+        "%s v%s, %s: %s: %s (report: %s)", model_name, version, window, report.verdict, report.reason, html_path
+    )
+    retraining, training = "none", None
+    if report.verdict == "retrain":
+        if action == "off":
+            retraining = "off"
+        elif action == "event":
+            event_id = emit_retrain_event(report)
+            logger.info("emitted %s (event %s) for %s", monitor.RETRAIN_EVENT, event_id, model_name)
+            retraining = "event"
+        else:
+            from flows.training import training_flow
+
+            outcome = training_flow(config)
+            training, retraining = json.loads(outcome.as_json()), "ran"
+    return MonitorResult(
+        model_name=model_name,
+        model_version=version,
+        window=window,
+        verdict=report.verdict,
+        reason=report.reason,
+        rows=report.current_rows,
+        drift=report.drift,
+        drift_share=report.drift_share,
+        drifted_features=report.drifted_features,
+        score_distance=report.score.js_distance if report.score else None,
+        decay=asdict(report.decay) if report.decay else None,
+        quality=[f"{q.column}: {q.detail}" for q in report.quality],
+        report_html=str(html_path),
+        report_json=str(json_path),
+        mlflow_run_id=run_id,
+        retraining=retraining,
+        training=training,
+    )
