@@ -413,10 +413,16 @@ class Window:
     drift: bool
     decay: bool | None
     rows: int
+    retrained: bool = False  # a marker: retraining was started here; earlier alarms are spent
 
     @property
     def alarm(self) -> bool:
-        return self.drift or bool(self.decay)
+        return not self.retrained and (self.drift or bool(self.decay))
+
+
+def history_file(monitoring_dir: Path, model_name: str) -> Path:
+    """Where a model's judged windows are kept (JSON lines)."""
+    return monitoring_dir / model_name / "windows.jsonl"
 
 
 def read_history(path: Path) -> list[Window]:
@@ -436,16 +442,39 @@ def append_history(path: Path, window: Window) -> None:
         handle.flush()
 
 
+def _counted(history: Sequence[Window], model_version: str) -> list[Window]:
+    """Windows judged against `model_version` since retraining was last started for it.
+
+    A retraining whose candidate the gate held back leaves the champion in place; without the
+    marker the same old alarms would start another retraining on the next window, and the next.
+    """
+    counted: list[Window] = []
+    for window in history:
+        if window.model_version != model_version:
+            continue
+        if window.retrained:
+            counted = []
+        else:
+            counted.append(window)
+    return counted
+
+
 def sustained(history: Sequence[Window], model_version: str, config: MonitoringConfig) -> tuple[int, int]:
-    """(alarms, windows) among the last `config.windows` windows judged against `model_version`."""
-    recent = [w for w in history if w.model_version == model_version][-config.windows :]
+    """(alarms, windows) among the last `config.windows` windows counted for `model_version`."""
+    recent = _counted(history, model_version)[-config.windows :]
     return sum(w.alarm for w in recent), len(recent)
+
+
+def note_retraining(path: Path, model_version: str, window: str) -> None:
+    """Record that retraining started on alarms against `model_version` (see `_counted`)."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    append_history(path, Window(at, window, model_version, drift=False, decay=None, rows=0, retrained=True))
 
 
 def decide(report: DriftReport, history: Sequence[Window], config: MonitoringConfig) -> DriftReport:
     """Set the verdict from this window (already appended to `history`) and those before it."""
     alarms, seen = sustained(history, report.model_version, config)
-    report.history = [asdict(w) for w in history if w.model_version == report.model_version][-config.windows :]
+    report.history = [asdict(w) for w in _counted(history, report.model_version)][-config.windows :]
     causes = []
     if report.drift:
         if report.drifted_features:

@@ -626,6 +626,127 @@ def monitor(
         raise typer.Exit(EXIT_RETRAIN)
 
 
+@app.command("simulate-ct")
+def simulate_ct(
+    config_path: ConfigOption = None,
+    batches: Annotated[
+        int, typer.Option("--batches", "-k", min=3, help="Batches replayed after the first champion.")
+    ] = 12,
+    rows: Annotated[int, typer.Option("--rows", min=500, help="Rows per batch.")] = 4000,
+    drift_at: Annotated[
+        int | None, typer.Option("--drift-at", help="Covariate drift from this batch on (default K/3; -1: none).")
+    ] = None,
+    concept_at: Annotated[
+        int | None, typer.Option("--concept-at", help="Concept drift from this batch on (default 2K/3; -1: none).")
+    ] = None,
+    corrupt_at: Annotated[
+        int | None,
+        typer.Option("--corrupt-at", help="A corrupted batch (income in thousands) here (default K/2; -1: none)."),
+    ] = None,
+    window: Annotated[int, typer.Option("--window", min=1, help="Training window: the last N accepted batches.")] = 2,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Search trials per training run.")] = 5,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="The simulation's own workspace (default: <workspace>/simulate-ct/<time>)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the timeline and goals as one line of JSON.")] = False,
+) -> None:
+    """Replay K generated batches through monitor -> (retrain -> gate -> promote) and print the timeline.
+
+    Scenarios: covariate drift from --drift-at, concept drift from --concept-at, a corrupted batch at
+    --corrupt-at. Runs in a workspace of its own (a separate registry), never touching your champion.
+    Goals: the corrupted batch is rejected; each shift is detected within one batch; after it, served
+    accuracy is within 2 points of a model trained on the batch's own distribution; no retraining on
+    stable batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
+    """
+    from flows import simulate_ct as sim
+
+    def default(value: int | None, fallback: int) -> int | None:
+        return fallback if value is None else (None if value < 0 else value)
+
+    config = _load(config_path)
+    workspace = _workspace(config)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    sim_home = (home or workspace.root / "simulate-ct" / stamp).expanduser().resolve()
+    _prefect_api(config, workspace)
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(variable, None)  # the simulation's registry is its own workspace's, never a shared server
+    table = Table(title=f"continuous training, {batches} batches of {rows:,} rows ({sim_home})")
+    for column in (
+        "batch",
+        "scenario",
+        "validation",
+        "drift verdict",
+        "retrained",
+        "promoted",
+        "served",
+        "served acc",
+        "best acc",
+        "gap (pts)",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("batch", "served acc", "best acc", "gap (pts)") else "left"
+        )
+
+    def show(row: Any) -> None:
+        gap = "" if row.gap is None else f"{100 * row.gap:+.1f}"
+        acc = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+        err.print(
+            f"batch {row.batch:>2} {row.kind:<15} {row.validation:<8} {row.drift:<9} "
+            f"{'retrained' if row.retrained else '':<9} {('v' + row.promoted) if row.promoted else '':<4} "
+            f"served v{row.served_version} acc {acc(row.served_accuracy)} best {acc(row.best_accuracy)} {gap}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        table.add_row(
+            str(row.batch),
+            row.kind,
+            row.validation,
+            row.drift,
+            "yes" if row.retrained else "",
+            f"v{row.promoted}" if row.promoted else "",
+            f"v{row.served_version}",
+            acc(row.served_accuracy),
+            acc(row.best_accuracy),
+            gap,
+        )
+
+    from flows.prefect_server import flow_run_settings
+
+    try:
+        with flow_run_settings(config.prefect.heartbeat_seconds):
+            timeline, goals = sim.simulate_ct(
+                config,
+                sim_home,
+                batches=batches,
+                rows=rows,
+                drift_at=default(drift_at, batches // 3),
+                concept_at=default(concept_at, 2 * batches // 3),
+                corrupt_at=default(corrupt_at, batches // 2),
+                window=window,
+                trials=trials,
+                on_row=show,
+                log=lambda message: err.print(message, highlight=False),
+            )
+    except (ValueError, FileExistsError, *_user_errors()) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
+        _report_unexpected(exc)
+    out.print(table, width=max(out.width, 130))
+    for goal in goals:
+        mark = "[green]PASS[/]" if goal.met else "[bold red]FAIL[/]"
+        out.print(f"  {mark}  {goal.name}: {goal.detail}", highlight=False, soft_wrap=True)
+    out.print(f"reports, registry and data: {sim_home}", highlight=False, soft_wrap=True)
+    if as_json:
+        from dataclasses import asdict
+
+        print(
+            json.dumps({"home": str(sim_home), "timeline": sim.as_dicts(timeline), "goals": [asdict(g) for g in goals]})
+        )
+    if not all(goal.met for goal in goals):
+        raise typer.Exit(EXIT_RETRAIN)
+
+
 DataOption = Annotated[
     str | None, typer.Option("--data", help="CSV/Parquet file, folder or glob (default: the configured source).")
 ]
@@ -809,6 +930,87 @@ def expectations_diff(
     if accept:
         contract.save_suite(fresh, path)
         err.print(f"accepted: rewrote {path}; review and commit the change", highlight=False)
+
+
+@app.command()
+def deploy(
+    config_path: ConfigOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be deployed; contact no server.")
+    ] = False,
+    no_serve: Annotated[
+        bool,
+        typer.Option(
+            "--no-serve",
+            help="Register the deployments and their triggers, print them and exit; their runs wait "
+            "until `mlops deploy` serves them.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the deployments as one line of JSON.")] = False,
+) -> None:
+    """Serve the pipeline as Prefect deployments until Ctrl-C.
+
+    Training and monitoring on cron schedules (deploy.training.cron, deploy.monitoring.cron), batch
+    scoring when deploy.scoring is set, training when the monitor emits mlops.retrain.requested and
+    when files land in deploy.landing.folder. Runs load the config file when they start; schedules
+    and triggers are read here (restart to change them). Without PREFECT_API_URL the deployments go to
+    the workspace's local Prefect server (started if needed), whose UI shows them.
+    """
+    config = _load(config_path)
+    workspace = _workspace(config)
+    if not dry_run:
+        from flows.prefect_server import PrefectServerError, configure_prefect_api
+
+        if not os.environ.get("PREFECT_API_URL") and config.prefect.server == "ephemeral":
+            err.print("deployments need a server that outlives this command: using the workspace's local server")
+        try:
+            configure_prefect_api(workspace.prefect_home, "local")
+        except PrefectServerError as exc:
+            _fail(str(exc))
+    from prefect.settings import get_current_settings
+
+    from flows import deploy as deployments
+
+    try:
+        plan = deployments.plan_deployments(config, config_path or find_config_file(), workspace)
+    except deployments.DeployError as exc:
+        _fail(str(exc))
+    ui_url = None if dry_run else get_current_settings().ui_url
+
+    def show(ids: dict[str, Any] | None) -> None:
+        info = deployments.describe(plan, ids, ui_url)
+        if as_json:
+            print(json.dumps(info, sort_keys=True), flush=True)
+            return
+        table = Table(title=f"Prefect deployments of {plan.model_name}")
+        table.add_column("deployment", no_wrap=True)
+        table.add_column("schedule", no_wrap=True)
+        table.add_column("triggered by (event)")
+        table.add_column("UI", overflow="fold")
+        for row in info["deployments"]:
+            table.add_row(row["name"], row["schedule"] or "-", "\n".join(row["triggers"]) or "-", row["url"] or "-")
+        out.print(table)
+        if plan.landing:
+            landing = plan.landing
+            out.print(
+                f"landing watcher: {landing.folder} -> {landing.destination}, every {landing.poll_seconds:g} s "
+                f"(in this process; emits {deployments.LANDED_EVENT})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for note in plan.notes:
+            out.print(f"note: {note}", highlight=False, soft_wrap=True)
+        if ui_url:
+            out.print(f"UI: {ui_url}/deployments   API: {get_current_settings().api.url}", highlight=False)
+
+    try:
+        if dry_run or no_serve:
+            show(deployments.register(plan) if no_serve else None)
+            return
+        deployments.serve(plan, show, heartbeat_seconds=config.prefect.heartbeat_seconds)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
+        _report_unexpected(exc)
+    err.print("stopped serving: the schedules are paused until the next `mlops deploy`")
 
 
 @server_app.command("start")

@@ -108,10 +108,6 @@ def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
     )
 
 
-def _history_path(workspace: Workspace, model_name: str) -> Path:
-    return workspace.monitoring / model_name / "windows.jsonl"
-
-
 @task(name="read_window", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def read_window_task(config: PipelineConfig, model_name: str, data: str | None) -> tuple[str, pd.DataFrame]:
     """The rows to judge: a file (or folder) of new data, or the prediction log since the last window."""
@@ -125,7 +121,9 @@ def read_window_task(config: PipelineConfig, model_name: str, data: str | None) 
             raise ExtractionError(f"unreadable: {'; '.join(broken)}")
         return data, combine(batches)
     history = [
-        w for w in monitor.read_history(_history_path(workspace, model_name)) if w.window.startswith(PREDICTION_LOG)
+        w
+        for w in monitor.read_history(monitor.history_file(workspace.monitoring, model_name))
+        if w.window.startswith(PREDICTION_LOG)
     ]
     since = datetime.fromisoformat(history[-1].window.split("@", 1)[1]) if history else None
     frame = read_prediction_log(workspace.predictions / model_name, since=since)
@@ -311,7 +309,7 @@ def monitoring_flow(
             logger.error("%s", reason)
             return MonitorResult(model_name, version, window, "rejected", reason, len(frame))
     report = judge_window_task(champion, window, frame, labels, config)
-    history_path = _history_path(workspace, model_name)
+    history_path = monitor.history_file(workspace.monitoring, model_name)
     monitor.append_history(
         history_path,
         monitor.Window(
@@ -331,6 +329,8 @@ def monitoring_flow(
     )
     retraining, training = "none", None
     if report.verdict == "retrain":
+        if action != "off":
+            monitor.note_retraining(history_path, version, window)
         if action == "off":
             retraining = "off"
         elif action == "event":

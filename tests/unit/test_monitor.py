@@ -1,0 +1,210 @@
+"""Drift statistics, quality shifts, decay, debouncing and the report, on generated loan data."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components import ctsim, monitor
+from components.config import MonitoringConfig
+from components.prepare import infer_feature_spec
+from components.simulate import Scenario, generate_loans
+
+CONFIG = MonitoringConfig()
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return generate_loans(20_000, 42).frame
+
+
+def _compare(reference: pd.DataFrame, current: pd.DataFrame, scores: np.ndarray | None = None) -> monitor.DriftReport:
+    spec = infer_feature_spec(
+        reference.drop(columns=[monitor.SCORE_COLUMN], errors="ignore"), "default", "loan_id", "application_time"
+    )
+    return monitor.compare(
+        reference,
+        current,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        current_scores=scores,
+        config=CONFIG,
+        model_name="loans",
+        model_version="1",
+        window="test",
+    )
+
+
+@pytest.mark.parametrize("rows", [300, 5_000])
+def test_stable_windows_do_not_drift_whatever_their_size(reference: pd.DataFrame, rows: int) -> None:
+    for batch in range(3):
+        report = _compare(reference, generate_loans(rows, 42, batch_index=10 + batch).frame)
+        assert not report.drift and report.drifted_features == [], report.drifted_features
+        assert report.quality == []
+
+
+def test_covariate_drift_is_found_in_the_features_that_moved(reference: pd.DataFrame) -> None:
+    report = _compare(reference, generate_loans(2_000, 42, Scenario(covariate_drift=1.0), batch_index=5).frame)
+    assert report.drift and report.drift_share >= CONFIG.drift_share
+    assert {"credit_score", "interest_rate", "loan_amount"} <= set(report.drifted_features)
+    assert "region" not in report.drifted_features  # the generator never moves it
+    credit = next(f for f in report.features if f.name == "credit_score")
+    assert credit.test == "ks" and credit.p_value < CONFIG.p_value and credit.psi >= CONFIG.psi_min
+    assert credit.current_mean is not None and credit.reference_mean is not None
+    assert credit.current_mean < credit.reference_mean  # the generator lowers credit scores
+
+
+def test_quality_shifts_name_null_rates_and_unseen_categories(reference: pd.DataFrame) -> None:
+    current = generate_loans(2_000, 42, batch_index=6).frame
+    current.loc[current.index[:400], "annual_income"] = np.nan
+    current.loc[current.index[:100], "purpose"] = "crypto"
+    report = _compare(reference, current)
+    kinds = {(q.column, q.kind) for q in report.quality}
+    assert kinds == {("annual_income", "null_rate"), ("purpose", "new_categories")}
+    purpose = next(f for f in report.features if f.name == "purpose")
+    assert purpose.new_categories == {"crypto": pytest.approx(0.05)}
+
+
+def test_score_distance_is_small_for_the_same_scores_and_large_for_shifted_ones() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.beta(2, 8, 5_000)
+    same = monitor.score_drift(base, rng.beta(2, 8, 3_000), CONFIG)
+    moved = monitor.score_drift(base, rng.beta(5, 5, 3_000), CONFIG)
+    assert same.js_distance < 0.05 and not same.drifted
+    assert moved.js_distance > CONFIG.score_js_threshold and moved.drifted
+
+
+def test_a_column_missing_from_the_window_is_an_error(reference: pd.DataFrame) -> None:
+    with pytest.raises(monitor.MonitoringError, match="credit_score"):
+        _compare(reference, generate_loans(300, 42, batch_index=7).frame.drop(columns=["credit_score"]))
+
+
+def test_decay_is_a_drop_beyond_the_tolerance_in_the_metric_direction() -> None:
+    assert monitor.measure_decay("roc_auc", 0.84, 0.80, 500, CONFIG).decayed
+    assert not monitor.measure_decay("roc_auc", 0.84, 0.82, 500, CONFIG).decayed
+    assert monitor.measure_decay("log_loss", 0.30, 0.40, 500, CONFIG, higher_is_better=False).decayed
+
+
+def test_labels_join_on_the_id_and_conflicting_labels_are_refused() -> None:
+    window = pd.DataFrame({"loan_id": [1, 2, 3]})
+    labels = monitor.join_labels(
+        window, pd.DataFrame({"loan_id": [3, 1, 1], "default": [1, 0, 0]}), "loan_id", "default"
+    )
+    assert labels.tolist()[0] == 0 and pd.isna(labels.tolist()[1]) and labels.tolist()[2] == 1
+    with pytest.raises(monitor.MonitoringError, match="different labels"):
+        monitor.join_labels(window, pd.DataFrame({"loan_id": [1, 1], "default": [0, 1]}), "loan_id", "default")
+    with pytest.raises(monitor.MonitoringError, match="target"):
+        monitor.join_labels(window, pd.DataFrame({"loan_id": [1]}), "loan_id", "default")
+
+
+def _window(version: str, alarm: bool) -> monitor.Window:
+    return monitor.Window(at="t", window="w", model_version=version, drift=alarm, decay=None, rows=1000)
+
+
+def test_retraining_needs_alarms_in_n_of_the_last_m_windows_of_the_same_version(reference: pd.DataFrame) -> None:
+    report = _compare(reference, generate_loans(2_000, 42, Scenario(covariate_drift=1.0), batch_index=8).frame)
+    config = MonitoringConfig(windows=3, min_windows=2)
+    assert monitor.decide(report, [_window("1", True)], config).verdict == "watching"
+    assert monitor.decide(report, [_window("1", False), _window("1", True)], config).verdict == "watching"
+    assert (
+        monitor.decide(report, [_window("1", True), _window("1", False), _window("1", True)], config).verdict
+        == "retrain"
+    )
+    # Two alarms, but one of them was four windows ago: out of the last three.
+    history = [_window("1", True), _window("1", False), _window("1", False), _window("1", True)]
+    assert monitor.decide(report, history, config).verdict == "watching"
+    # Alarms against the previous champion do not count for the new one.
+    assert monitor.decide(report, [_window("1", True), _window("2", True)], config).verdict == "watching"
+
+
+def test_a_started_retraining_spends_the_alarms_before_it(tmp_path) -> None:
+    path = monitor.history_file(tmp_path, "loans")
+    for alarm in (True, True):
+        monitor.append_history(path, _window("1", alarm))
+    assert monitor.sustained(monitor.read_history(path), "1", CONFIG) == (2, 2)
+    monitor.note_retraining(path, "1", "w")  # the gate then held the candidate back: v1 stays champion
+    assert monitor.sustained(monitor.read_history(path), "1", CONFIG) == (0, 0)
+    monitor.append_history(path, _window("1", True))
+    assert monitor.sustained(monitor.read_history(path), "1", CONFIG) == (1, 1)
+
+
+def test_debounce_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="min_windows"):
+        MonitoringConfig(windows=2, min_windows=3)
+
+
+def test_history_round_trips(tmp_path) -> None:
+    path = tmp_path / "m" / "windows.jsonl"
+    monitor.append_history(path, _window("1", True))
+    monitor.append_history(path, _window("2", False))
+    assert monitor.read_history(path) == [_window("1", True), _window("2", False)]
+    assert monitor.sustained(monitor.read_history(path), "1", CONFIG) == (1, 1)
+
+
+def test_the_html_report_is_self_contained_and_names_what_drifted(reference: pd.DataFrame) -> None:
+    current = generate_loans(2_000, 42, Scenario(covariate_drift=1.0), batch_index=9).frame
+    scores = np.random.default_rng(1).beta(3, 6, len(current))
+    reference = reference.assign(**{monitor.SCORE_COLUMN: np.random.default_rng(2).beta(2, 8, len(reference))})
+    report = monitor.decide(_compare(reference, current, scores), [_window("1", True)], CONFIG)
+    page = monitor.render_html(report)
+    assert "<script" not in page and not re.search(r"(src|href)=\"https?:", page)
+    assert page.count("<svg") == len(report.features) + 1  # one chart per feature, one for the scores
+    for name in report.drifted_features:
+        assert name in page
+    assert "watching" in page and "Jensen-Shannon" in page
+    data = report.as_dict()
+    assert data["verdict"] == "watching" and data["score"]["drifted"]
+    assert all("histogram" not in f for f in data["features"])
+
+
+def test_the_ct_plan_and_its_goals() -> None:
+    plan = ctsim.plan_batches(9, drift_at=2, concept_at=6, corrupt_at=5)
+    assert [b.kind for b in plan] == [
+        "stable",
+        "stable",
+        "covariate drift",
+        "covariate drift",
+        "covariate drift",
+        "corrupted",
+        "concept drift",
+        "concept drift",
+        "concept drift",
+    ]
+    assert ctsim.onsets(plan) == [2, 6] and plan[5].scenario.unit_change and plan[5].scenario.covariate_drift == 1.0
+
+    def row(batch: int, drift: str = "stable", retrained: bool = False, promoted: str | None = None, gap: float = 0.0):
+        kind = plan[batch].kind
+        return ctsim.TimelineRow(
+            batch,
+            kind,
+            "rejected" if kind == "corrupted" else "passed",
+            drift,
+            retrained,
+            promoted,
+            "1",
+            0.8,
+            0.8 + gap,
+        )
+
+    good = [
+        row(0),
+        row(1),
+        row(2, "watching", gap=0.05),
+        row(3, "retrain", True, "2", gap=0.05),
+        row(4, gap=0.015),
+        row(5, "-"),
+        row(6, "watching", gap=0.06),
+        row(7, "retrain", True, "3", gap=0.06),
+        row(8, gap=0.01),
+    ]
+    goals = ctsim.check_goals(good, plan)
+    assert all(g.met for g in goals), goals
+    late = [*good[:2], row(2), row(3), row(4, "retrain", True, "2", gap=0.05), *good[5:]]
+    failed = [g.name for g in ctsim.check_goals(late, plan) if not g.met]
+    assert failed[0] == "shift at batch 2 detected within one batch" and "after the shift at batch 2" in failed[1]
+    assert failed[2] == "no retraining on stable batches" and len(failed) == 3
+    churn = [row(0, "retrain", True), *good[1:]]
+    assert not next(g for g in ctsim.check_goals(churn, plan) if g.name == "no retraining on stable batches").met
