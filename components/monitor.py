@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,6 +131,7 @@ class QualityIssue:
 class ScoreDrift:
     js_distance: float
     drifted: bool
+    p_value: float
     reference_mean: float
     current_mean: float
     histogram: Histogram
@@ -145,6 +146,7 @@ class Decay:
     decayed: bool
     rows: int
     accuracy: float | None = None
+    noise: float = 0.0  # the drop a chance difference would reach (one-sided 95%)
 
 
 def _edge_label(edges: np.ndarray, index: int) -> str:
@@ -239,10 +241,13 @@ def score_drift(reference: np.ndarray, current: np.ndarray, config: MonitoringCo
     r = np.histogram(np.clip(ref, 0, 1), edges)[0].astype("float64")
     c = np.histogram(np.clip(cur, 0, 1), edges)[0].astype("float64")
     distance = float(jensenshannon(r + EPSILON, c + EPSILON, base=2)) if r.sum() and c.sum() else 0.0
+    # Histograms of small samples differ by chance: the distance must also be significant (KS).
+    p_value = float(stats.ks_2samp(ref, cur).pvalue) if len(ref) and len(cur) else 1.0
     labels = [f"{edges[i]:.2f}-{edges[i + 1]:.2f}" for i in range(SCORE_BINS)]
     return ScoreDrift(
         js_distance=distance,
-        drifted=distance >= config.score_js_threshold,
+        drifted=distance >= config.score_js_threshold and p_value < config.p_value,
+        p_value=p_value,
         reference_mean=float(ref.mean()) if len(ref) else float("nan"),
         current_mean=float(cur.mean()) if len(cur) else float("nan"),
         histogram=Histogram(labels, _shares(r), _shares(c)),
@@ -374,9 +379,27 @@ def measure_decay(
     *,
     higher_is_better: bool = True,
     accuracy: float | None = None,
+    current_se: float = 0.0,
+    baseline_rows: int | None = None,
 ) -> Decay:
+    """The metric's drop since training; decayed when it passes the tolerance and sampling noise.
+
+    `current_se` is the window metric's standard error (bootstrap); the baseline, measured on
+    `baseline_rows` held-out rows, is taken to be as noisy per row, so a small test split does not
+    make every window look decayed.
+    """
     drop = (baseline - current) if higher_is_better else (current - baseline)
-    return Decay(metric, baseline, current, drop, drop > config.decay_tolerance, rows, accuracy)
+    baseline_se = current_se * float(np.sqrt(rows / baseline_rows)) if baseline_rows else 0.0
+    noise = 1.645 * float(np.hypot(current_se, baseline_se))
+    return Decay(metric, baseline, current, drop, drop > max(config.decay_tolerance, noise), rows, accuracy, noise)
+
+
+def bootstrap_se(score: Callable[[np.ndarray], float | None], rows: int, seed: int, samples: int = 200) -> float:
+    """Standard error of `score(indices)` over bootstrap resamples of `rows` rows."""
+    rng = np.random.default_rng(seed)
+    values = [score(rng.integers(0, rows, rows)) for _ in range(samples)]
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
 
 
 def join_labels(frame: pd.DataFrame, labels: pd.DataFrame, id_column: str, target: str) -> pd.Series:
@@ -570,8 +593,9 @@ def render_html(report: DriftReport) -> str:
         accuracy = f"; accuracy {d.accuracy:.4f}" if d.accuracy is not None else ""
         decay = (
             f"<h2>Performance</h2><p class='{cls}'>{e(d.metric)} on {d.rows} labelled rows: {d.current:.4f} "
-            f"vs {d.baseline:.4f} held out at training (drop {d.drop:+.4f}, tolerance "
-            f"{report.thresholds['decay_tolerance']}){accuracy}</p>"
+            f"vs {d.baseline:.4f} held out at training (drop {d.drop:+.4f}; decayed beyond "
+            f"{max(report.thresholds['decay_tolerance'], d.noise):.4f}: the tolerance or the sampling noise, "
+            f"whichever is larger){accuracy}</p>"
         )
     score = ""
     if report.score:

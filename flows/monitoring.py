@@ -168,6 +168,12 @@ def _decay(
     if current is None:
         return None
     accuracy = score_metric("accuracy", y, proba, len(classes), threshold)
+    sample = np.arange(len(y)) if len(y) <= 20_000 else np.random.default_rng(config.seed).choice(len(y), 20_000)
+    y_s, proba_s = y[sample], proba[sample]
+    current_se = monitor.bootstrap_se(
+        lambda rows: score_metric(metric, y_s[rows], proba_s[rows], len(classes), threshold), len(sample), config.seed
+    ) * np.sqrt(len(sample) / len(y))
+    test_rows = champion.baseline.get("test_rows")
     return monitor.measure_decay(
         metric,
         float(baseline),
@@ -176,6 +182,8 @@ def _decay(
         config.monitoring,
         higher_is_better=higher_is_better(metric),
         accuracy=accuracy,
+        current_se=float(current_se),
+        baseline_rows=int(test_rows) if test_rows else None,
     )
 
 

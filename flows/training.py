@@ -539,6 +539,7 @@ def evaluate_task(
         run_id,
         {
             **{f"test_{k}": v for k, v in metrics.items()},
+            "test_rows": float(len(split.y_test)),
             **{f"train_{k}": v for k, v in train_metrics.items()},
             **{f"dummy_{k}": v for k, v in dummy_metrics.items()},
             **{_metric_key(f"slice_{metric}/{k}"): v for k, v in slices.items()},
