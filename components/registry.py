@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -220,15 +223,62 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         raise
 
 
-def set_champion(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> str | None:
+class ChampionMoved(RegistryError):
+    """Another run moved `champion` after this candidate was compared with the one before."""
+
+
+_UNCHECKED = object()
+
+
+@contextlib.contextmanager
+def alias_lock(lock_dir: Path | None) -> Iterator[None]:
+    """Serialize alias changes among processes sharing a workspace (an advisory file lock)."""
+    if lock_dir is None:
+        yield
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / "registry-alias.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def set_champion(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    tags: dict[str, str],
+    *,
+    expected: str | object | None = _UNCHECKED,
+    lock_dir: Path | None = None,
+) -> str | None:
     """Tag the version with why it was promoted, keep the outgoing champion as `previous-champion`,
-    then move `champion` in one registry call. Returns the outgoing champion's version."""
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value)[:5000])
-    outgoing = _alias_version(client, name, CHAMPION)
-    if outgoing is not None and outgoing != version:
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
-    client.set_registered_model_alias(name, CHAMPION, version)
+    then move `champion` in one registry call. Returns the outgoing champion's version.
+
+    `expected` is the champion the candidate was compared with (None: there was none). If the alias
+    moved since, nothing changes and `ChampionMoved` is raised: two runs racing to promote never
+    replace a champion neither was compared with. Processes sharing `lock_dir` (the workspace) are
+    serialized; against a remote registry the check and a read-back after the move narrow the race
+    to the server's round trips, and the alias, like any MLflow alias, names one version only.
+    """
+    with alias_lock(lock_dir):
+        outgoing = _alias_version(client, name, CHAMPION)
+        if expected is not _UNCHECKED and outgoing != expected:
+            raise ChampionMoved(
+                f"{name}: champion is now v{outgoing}, not "
+                f"{'absent' if expected is None else f'v{expected}'} as when v{version} was evaluated; "
+                "not promoted (a new run will compare against the current champion)"
+            )
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, str(value)[:5000])
+        if outgoing is not None and outgoing != version:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        now = _alias_version(client, name, CHAMPION)
+        if now != version:
+            raise ChampionMoved(f"{name}: another run moved champion to v{now} while v{version} was being promoted")
     return outgoing
 
 

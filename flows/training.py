@@ -734,9 +734,26 @@ def promote_task(
         | _check_tags(decision),
     )
     if decision.promote:
-        outgoing = registry.set_champion(
-            client, model_name, version, {"promoted_at": pd.Timestamp.now(tz="UTC").isoformat()}
-        )
+        try:
+            outgoing = registry.set_champion(
+                client,
+                model_name,
+                version,
+                {"promoted_at": pd.Timestamp.now(tz="UTC").isoformat()},
+                expected=champion.version if champion else None,
+                lock_dir=Workspace.at(config.home).root,
+            )
+        except registry.ChampionMoved as exc:
+            decision = replace(decision, promote=False, reason=str(exc))
+            registry.tag_version(
+                client,
+                model_name,
+                version,
+                {"decision": "hold", "decision.reason": str(exc)[:5000], "promoted": "false"},
+            )
+            registry.set_tags(run_id, {"decision": "hold", "decision.reason": str(exc)[:5000]})
+            logger.warning("%s", exc)
+            return version, decision
         logger.info(
             "promoted %s v%s to champion%s: %s",
             model_name,

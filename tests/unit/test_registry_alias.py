@@ -1,0 +1,52 @@
+"""Promotions that race for the `champion` alias, on a real SQLite registry."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from components import registry
+from components.workspace import Workspace
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    client = registry.connect(Workspace.at(tmp_path / "ws").ensure())
+    client.create_registered_model("loans")
+    for _ in range(3):
+        client.create_model_version("loans", source=str(tmp_path / "model"))
+    return client
+
+
+def test_two_runs_racing_for_the_first_promotion_leave_one_champion(client, tmp_path: Path) -> None:
+    outcomes: dict[str, object] = {}
+
+    def promote(version: str) -> None:
+        try:
+            outcomes[version] = registry.set_champion(client, "loans", version, {}, expected=None, lock_dir=tmp_path)
+        except registry.ChampionMoved as exc:
+            outcomes[version] = exc
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in ("1", "2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [v for v, outcome in outcomes.items() if not isinstance(outcome, Exception)]
+    assert len(winners) == 1
+    loser = next(v for v in outcomes if v not in winners)
+    assert "not promoted" in str(outcomes[loser])
+    assert registry.get_champion(client, "loans").version == winners[0]
+    assert registry._alias_version(client, "loans", registry.PREVIOUS_CHAMPION) is None
+
+
+def test_a_candidate_compared_with_an_old_champion_is_not_promoted(client, tmp_path: Path) -> None:
+    registry.set_champion(client, "loans", "1", {}, expected=None, lock_dir=tmp_path)
+    registry.set_champion(client, "loans", "2", {}, expected="1", lock_dir=tmp_path)  # another run won
+    with pytest.raises(registry.ChampionMoved, match="champion is now v2, not v1"):
+        registry.set_champion(client, "loans", "3", {"promoted_at": "x"}, expected="1", lock_dir=tmp_path)
+    champion = registry.get_champion(client, "loans")
+    assert champion.version == "2" and "promoted_at" not in client.get_model_version("loans", "3").tags
+    assert registry._alias_version(client, "loans", registry.PREVIOUS_CHAMPION) == "1"
