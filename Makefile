@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-training bench-labels bench-serving bench-scoring serve build status stop clean
+.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,9 @@ bench-scoring: venv ## Batch scoring of 5M rows: rows/s vs whole-frame predict, 
 
 serve: venv ## Serve the champion over HTTP on 127.0.0.1:3000
 	$(MLOPS) serve
+
+deploy: venv ## Serve the Prefect deployments (schedules, drift and landing triggers) until Ctrl-C
+	$(MLOPS) deploy
 
 build: venv ## Pack the champion into a Bento that serves without the tracking server
 	$(MLOPS) build

@@ -981,33 +981,17 @@ def deploy(
         info = deployments.describe(plan, ids, ui_url)
         if as_json:
             print(json.dumps(info, sort_keys=True), flush=True)
-            return
-        table = Table(title=f"Prefect deployments of {plan.model_name}")
-        table.add_column("deployment", no_wrap=True)
-        table.add_column("schedule", no_wrap=True)
-        table.add_column("triggered by (event)")
-        table.add_column("UI", overflow="fold")
-        for row in info["deployments"]:
-            table.add_row(row["name"], row["schedule"] or "-", "\n".join(row["triggers"]) or "-", row["url"] or "-")
-        out.print(table)
-        if plan.landing:
-            landing = plan.landing
-            out.print(
-                f"landing watcher: {landing.folder} -> {landing.destination}, every {landing.poll_seconds:g} s "
-                f"(in this process; emits {deployments.LANDED_EVENT})",
-                highlight=False,
-                soft_wrap=True,
-            )
-        for note in plan.notes:
-            out.print(f"note: {note}", highlight=False, soft_wrap=True)
-        if ui_url:
-            out.print(f"UI: {ui_url}/deployments   API: {get_current_settings().api.url}", highlight=False)
+        else:
+            deployments.print_plan(out, info)
 
     try:
         if dry_run or no_serve:
             show(deployments.register(plan) if no_serve else None)
+            err.print("registered; runs wait until `mlops deploy` serves them" if no_serve else "dry run: nothing sent")
             return
         deployments.serve(plan, show, heartbeat_seconds=config.prefect.heartbeat_seconds)
+    except deployments.DeployError as exc:
+        _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
     err.print("stopped serving: the schedules are paused until the next `mlops deploy`")

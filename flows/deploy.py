@@ -1,0 +1,566 @@
+"""`mlops deploy`: Prefect deployments of the pipeline, served from one long-running process.
+
+- `training-job/<model>`: on `deploy.training.cron`; on `mlops.retrain.requested` for the model
+  (emitted by the monitor on sustained drift) when `deploy.drift_trigger`; on `mlops.data.landed`
+  (emitted by the landing watcher below) when `deploy.landing.folder` is set.
+- `monitoring-job/<model>`: on `deploy.monitoring.cron`, the monitoring flow on the service's
+  prediction log, asking for retraining by event.
+- `scoring-job/<model>`: on `deploy.scoring.cron`, when `deploy.scoring.input` and `.output` are set.
+
+Every deployment takes the config file's path as its parameter and loads it when a run starts,
+so an edit to mlops.yaml applies to the next run without redeploying; schedules and triggers are
+read when `mlops deploy` starts. Runs execute in child processes of the serving process, which
+inherit its environment (MLOPS_HOME, MLOPS__* overrides, PREFECT_API_URL, ...).
+
+Prefect has no file watcher: a thread of the serving process polls the landing folder
+(`components.landing` holds the logic and the state), moves complete files into the training
+source and announces them with one `mlops.data.landed` event per poll, whose id is derived from
+the files, so a repeated announcement after a crash is recognised by the server's triggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.logging import get_logger
+from prefect.runtime import flow_run
+from prefect.schedules import Cron, Schedule
+from prefect.tasks import exponential_backoff
+from prefect.types.entrypoint import EntrypointType
+from rich.console import Console
+from rich.table import Table
+
+from components.config import ConfigError, PipelineConfig, dataset_name, find_config_file, load_config, resolve_source
+from components.environment import workspace_environment
+from components.extract import is_database_url
+from components.landing import Landed, LandingError, LandingZone
+from components.monitor import RETRAIN_EVENT, model_event_resource
+from components.workspace import Workspace
+
+LANDED_EVENT = "mlops.data.landed"
+TRAINING, MONITORING, SCORING = "training-job", "monitoring-job", "scoring-job"
+MAX_BACKOFF_S = 600.0
+
+
+class DeployError(ValueError):
+    """The `deploy` section cannot be served as configured."""
+
+
+# ---------------------------------------------------------------- the deployments' flows
+
+
+def _retry_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry reading the config only when the file system failed, not when the file is wrong."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 - a bad config fails the same way again
+        return False
+    return False
+
+
+@task(
+    name="load_config",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=_retry_io,
+    cache_policy=NO_CACHE,
+)
+def load_job_config(config_file: str | None) -> PipelineConfig:
+    """The config as the file says now (MLOPS_* variables applied), with the workspace ready."""
+    config = load_config(Path(config_file) if config_file else find_config_file())
+    workspace_environment(Workspace.at(config.home).ensure())
+    return config
+
+
+@flow(name=TRAINING)
+def training_job_flow(
+    config_file: str | None = None, trigger: str = "manual", files: list[str] | None = None
+) -> dict[str, Any]:
+    """A deployment's training run: the training flow on the config file as it is when the run starts."""
+    from flows.training import training_flow
+
+    config = load_job_config(config_file)
+    landed = f" ({len(files)} landed file(s): {', '.join(files)})" if files else ""
+    get_run_logger().info("training %s, started by %s%s", dataset_name(config), trigger, landed)
+    return dict(json.loads(training_flow(config).as_json()))
+
+
+@flow(name=MONITORING)
+def monitoring_job_flow(config_file: str | None = None) -> None:
+    """A deployment's monitoring run: the service's prediction log against the champion; a sustained
+    alarm emits `mlops.retrain.requested`, which the training deployment's trigger turns into a run."""
+    from flows.monitoring import monitoring_flow
+
+    config = load_job_config(config_file)
+    monitoring_flow(config, data=None, labels=None, retrain="event")
+
+
+def expand_path(value: str, home: Path, base: Path, day: str | None = None) -> Path:
+    """A configured path: `{home}` is the workspace, `{date}` the run's date, relative to `base`."""
+    text = value.replace("{home}", str(home))
+    if day is not None:
+        text = text.replace("{date}", day)
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _base_dir(config_file: str | Path | None) -> Path:
+    """Relative paths in the config are relative to its file (as elsewhere), else to the current directory."""
+    return Path(config_file).resolve().parent if config_file else Path.cwd()
+
+
+@flow(name=SCORING)
+def scoring_job_flow(config_file: str | None = None) -> dict[str, Any]:
+    """A deployment's batch-scoring run: `deploy.scoring.input` scored into `.output`, whose `{date}`
+    is the run's scheduled date in `deploy.timezone`."""
+    from flows.scoring import scoring_flow
+
+    config = load_job_config(config_file)
+    scoring = config.deploy.scoring
+    if not scoring.input or not scoring.output:
+        raise DeployError("deploy.scoring.input and deploy.scoring.output must both be set to score on a schedule")
+    when = flow_run.scheduled_start_time or datetime.now(UTC)
+    day = when.astimezone(ZoneInfo(config.deploy.timezone)).strftime("%Y-%m-%d")
+    home, base = Workspace.at(config.home).root, _base_dir(config_file)
+    output = expand_path(scoring.output, home, base, day)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result = scoring_flow(config, expand_path(scoring.input, home, base, day), output)
+    return dict(json.loads(result.as_json()))
+
+
+# ---------------------------------------------------------------- what `mlops deploy` serves
+
+
+@dataclass(frozen=True)
+class Landing:
+    """The landing folder the deploy process watches, and where its files go."""
+
+    folder: Path
+    destination: Path
+    state_path: Path
+    poll_seconds: float
+
+    def zone(self) -> LandingZone:
+        return LandingZone(self.folder, self.destination, self.state_path, settle_seconds=self.poll_seconds)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One deployment with a readable account of what starts its runs."""
+
+    deployment: RunnerDeployment
+    schedule: str | None
+    triggers: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.deployment.flow_name}/{self.deployment.name}"
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    model_name: str
+    config_file: Path | None
+    deployments: list[Planned]
+    landing: Landing | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _cron(expression: str, timezone: str, what: str) -> Schedule:
+    try:
+        return Cron(expression, timezone=timezone, parameters={"trigger": "schedule"})
+    except ValueError as exc:
+        raise DeployError(f"deploy.{what}.cron: {exc}") from exc
+
+
+def _deployment(
+    job: Any,
+    model: str,
+    parameters: dict[str, Any],
+    description: str,
+    schedules: list[Schedule],
+    triggers: list[DeploymentEventTrigger] | None = None,
+    on_collision: ConcurrencyLimitStrategy = ConcurrencyLimitStrategy.ENQUEUE,
+) -> RunnerDeployment:
+    return job.to_deployment(
+        name=model,
+        schedules=schedules,
+        parameters=parameters,
+        triggers=triggers or [],
+        description=description,
+        tags=["mlops", model],
+        # One run of a job per model at a time: two trainings would race for the champion alias.
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=on_collision),
+        # Runs import the flow by module (the project is installed), whatever the working directory.
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+def folder_like(source: str) -> bool:
+    """A source that names a folder which does not exist yet: no database URL, glob or file suffix."""
+    path = Path(source).expanduser()
+    return not (is_database_url(source) or any(ch in source for ch in "*?[") or path.suffix or path.exists())
+
+
+def plan_landing(config: PipelineConfig, config_file: Path | None, workspace: Workspace, model: str) -> Landing | None:
+    """The landing watcher's folders, checked: the training source must be a folder to land files in."""
+    folder = config.deploy.landing.folder
+    if not folder:
+        return None
+    try:
+        source = resolve_source(config, workspace.root)
+    except ConfigError as exc:
+        raise DeployError(str(exc)) from exc
+    destination = Path(source).expanduser()
+    # A folder, or a path that will be one (created when serving starts): not a file, glob or database.
+    if not (destination.is_dir() or folder_like(source)):
+        raise DeployError(
+            f"deploy.landing.folder is set, but data.source ({source}) is not a folder, so landed files have "
+            "nowhere to go: point data.source at a folder (e.g. '{home}/data/<name>') or set "
+            "deploy.landing.folder: null"
+        )
+    landing = Landing(
+        folder=expand_path(folder, workspace.root, _base_dir(config_file)),
+        destination=destination,
+        state_path=workspace.root / "deploy" / f"landing-{model}.json",
+        poll_seconds=config.deploy.landing.poll_seconds,
+    )
+    try:
+        landing.zone().check()
+    except LandingError as exc:
+        raise DeployError(str(exc)) from exc
+    return landing
+
+
+def plan_deployments(config: PipelineConfig, config_file: Path | None, workspace: Workspace) -> DeployPlan:
+    """The deployments `mlops deploy` serves, from the `deploy` section; nothing is sent to the API."""
+    deploy = config.deploy
+    try:
+        model = dataset_name(config)
+    except ConfigError as exc:
+        raise DeployError(str(exc)) from exc
+    try:
+        ZoneInfo(deploy.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DeployError(f"deploy.timezone: unknown time zone {deploy.timezone!r}") from exc
+    config_file = config_file.resolve() if config_file else None
+    base = {"config_file": str(config_file) if config_file else None}
+    tz = deploy.timezone
+    notes: list[str] = []
+    landing = plan_landing(config, config_file, workspace, model)
+
+    resource: dict[str, str | list[str]] = {"prefect.resource.id": model_event_resource(model)}
+    triggers: list[DeploymentEventTrigger] = []
+    if deploy.drift_trigger:
+        triggers.append(
+            DeploymentEventTrigger(
+                name=f"{model}: retrain on drift",
+                description=f"The monitor found sustained drift or decay of {model}'s champion.",
+                expect={RETRAIN_EVENT},
+                match=resource,
+                parameters={"trigger": RETRAIN_EVENT},
+            )
+        )
+    if landing is not None:
+        triggers.append(
+            DeploymentEventTrigger(
+                name=f"{model}: train on landed data",
+                description=f"New files were moved from {landing.folder} into {landing.destination}.",
+                expect={LANDED_EVENT},
+                match=resource,
+                parameters={"trigger": LANDED_EVENT, "files": "{{ event.payload.files }}"},
+            )
+        )
+    training_schedules = [_cron(deploy.training.cron, tz, "training")] if deploy.training.cron else []
+    planned = [
+        Planned(
+            _deployment(
+                training_job_flow,
+                model,
+                base,
+                f"Train {model} and promote through the gate.",
+                training_schedules,
+                triggers,
+            ),
+            f"{deploy.training.cron} ({tz})" if deploy.training.cron else None,
+            tuple(event for t in triggers for event in sorted(t.expect)),
+        )
+    ]
+    if deploy.monitoring.cron:
+        planned.append(
+            Planned(
+                _deployment(
+                    monitoring_job_flow,
+                    model,
+                    base,
+                    f"Judge {model}'s prediction log against its champion; ask for retraining on sustained drift.",
+                    [_cron(deploy.monitoring.cron, tz, "monitoring")],
+                    # An overlapping check adds nothing: skip it rather than queue it.
+                    on_collision=ConcurrencyLimitStrategy.CANCEL_NEW,
+                ),
+                f"{deploy.monitoring.cron} ({tz})",
+                (),
+            )
+        )
+    else:
+        notes.append("monitoring: no schedule (deploy.monitoring.cron is null), not deployed")
+    scoring = deploy.scoring
+    if scoring.cron and scoring.input and scoring.output:
+        planned.append(
+            Planned(
+                _deployment(
+                    scoring_job_flow,
+                    model,
+                    base,
+                    f"Score {scoring.input} with {model}'s champion into {scoring.output}.",
+                    [_cron(scoring.cron, tz, "scoring")],
+                ),
+                f"{scoring.cron} ({tz})",
+                (),
+            )
+        )
+    elif scoring.cron:
+        raise DeployError("deploy.scoring.cron is set: deploy.scoring.input and deploy.scoring.output are needed too")
+    return DeployPlan(model, config_file, planned, landing, notes)
+
+
+def describe(plan: DeployPlan, ids: dict[str, uuid.UUID] | None = None, ui_url: str | None = None) -> dict[str, Any]:
+    """What is (or would be) served, as JSON-ready data."""
+    rows = []
+    for item in plan.deployments:
+        deployment_id = (ids or {}).get(item.name)
+        rows.append(
+            {
+                "name": item.name,
+                "id": str(deployment_id) if deployment_id else None,
+                "schedule": item.schedule,
+                "triggers": list(item.triggers),
+                "parameters": item.deployment.parameters,
+                "url": f"{ui_url}/deployments/deployment/{deployment_id}" if ui_url and deployment_id else None,
+            }
+        )
+    landing = plan.landing
+    return {
+        "model_name": plan.model_name,
+        "config_file": str(plan.config_file) if plan.config_file else None,
+        "deployments": rows,
+        "landing": {
+            "folder": str(landing.folder),
+            "destination": str(landing.destination),
+            "poll_seconds": landing.poll_seconds,
+            "state": str(landing.state_path),
+        }
+        if landing
+        else None,
+        "notes": plan.notes,
+        "ui_url": ui_url,
+    }
+
+
+def print_plan(console: Console, info: dict[str, Any]) -> None:
+    """`describe`'s data for people: a table of deployments, their links, the landing watcher."""
+    table = Table(title=f"Prefect deployments of {info['model_name']}")
+    for header in ("deployment", "schedule", "triggered by (event)"):
+        table.add_column(header, no_wrap=True)
+    for row in info["deployments"]:
+        table.add_row(row["name"], row["schedule"] or "-", "\n".join(row["triggers"]) or "-")
+    console.print(table)
+    lines = [f"  {row['name']}: {row['url']}" for row in info["deployments"] if row["url"]]
+    if landing := info["landing"]:
+        lines.append(
+            f"landing watcher (in this process): {landing['folder']} -> {landing['destination']}, "
+            f"every {landing['poll_seconds']:g} s; emits {LANDED_EVENT}"
+        )
+    lines += [f"note: {note}" for note in info["notes"]]
+    if info["ui_url"]:
+        lines.append(f"UI: {info['ui_url']}/deployments")
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def check_api() -> None:
+    """Fail with a clear message when the Prefect API does not answer (the client retries first)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()
+    if error is not None:
+        raise DeployError(
+            f"the Prefect API at {get_current_settings().api.url} does not answer ({type(error).__name__}: "
+            f"{error}); check PREFECT_API_URL, or unset it to use the workspace's local server"
+        )
+
+
+def register(plan: DeployPlan) -> dict[str, uuid.UUID]:
+    """Create or update the deployments and their triggers' automations on the API, without serving."""
+    check_api()
+    return {item.name: cast(uuid.UUID, item.deployment.apply()) for item in plan.deployments}
+
+
+def _stop_on_sigterm(runner: Any) -> Callable[..., None]:
+    """A SIGTERM handler that stops the runner as its own shutdown path does.
+
+    Prefect 3.8's handler calls the runner's synchronous `stop()` from inside the runner's event
+    loop, where it only makes a coroutine nobody awaits, then exits: runs in progress were left
+    `Running` on the server and a schedule stayed active. This one has the loop run `astop()`: runs
+    in progress are cancelled (their processes stopped, state `Cancelled`), the deployments paused.
+    """
+    pending: set[asyncio.Task[None]] = set()
+
+    def handle(signum: int, frame: Any) -> None:
+        loop = asyncio.get_running_loop()  # the handler runs in the main thread, inside the runner's loop
+
+        def stop() -> None:
+            if runner.started and not runner.stopping:
+                pending.add(loop.create_task(runner.astop()))
+
+        loop.call_soon_threadsafe(stop)
+
+    return handle
+
+
+def serve(
+    plan: DeployPlan,
+    on_ready: Callable[[dict[str, uuid.UUID]], None],
+    heartbeat_seconds: int | None = None,
+) -> None:
+    """Register the deployments, then run their flow runs and the landing watcher until Ctrl-C or
+    SIGTERM; schedules are paused on the way out (the next `mlops deploy` resumes them)."""
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    check_api()
+    runner = Runner(name=f"mlops-{plan.model_name}", pause_on_shutdown=True, heartbeat_seconds=heartbeat_seconds)
+    runner.handle_sigterm = _stop_on_sigterm(runner)  # type: ignore[method-assign]
+    # Called from synchronous code, Prefect's dual sync/async method returns the id itself.
+    ids = {item.name: cast(uuid.UUID, runner.add_deployment(item.deployment)) for item in plan.deployments}
+    watcher = None
+    if plan.landing is not None:
+        zone = plan.landing.zone()
+        zone.prepare()
+        watcher = LandingWatcher(zone, plan.model_name, plan.landing.poll_seconds)
+    on_ready(ids)
+    if watcher is not None:
+        watcher.start()
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+# ---------------------------------------------------------------- the landing watcher
+
+
+def announce_landed(model_name: str, files: Sequence[Landed], event_id: str) -> None:
+    """Emit `mlops.data.landed` for the model and wait until the server has it (a websocket
+    ping after the event); raises when it could not be delivered."""
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+
+    event = Event.model_validate(
+        {
+            "id": event_id,
+            "event": LANDED_EVENT,
+            "resource": {"prefect.resource.id": model_event_resource(model_name), "prefect.resource.name": model_name},
+            "payload": {
+                "files": [Path(f.target).name for f in files],
+                "paths": [f.target for f in files],
+                "bytes": sum(f.size for f in files),
+            },
+        }
+    )
+
+    async def send() -> None:
+        async with get_events_client(checkpoint_every=1) as client:  # checkpoint: a ping confirms delivery
+            await client.emit(event)
+
+    asyncio.run(send())
+
+
+class LandingWatcher:
+    """Polls a landing zone in a thread of the deploy process and announces what it moved.
+
+    A failed poll or announcement is logged and tried again with a doubling delay (up to 10 min);
+    moved files stay `moved` in the state until an announcement went through.
+    """
+
+    def __init__(self, zone: LandingZone, model_name: str, poll_seconds: float):
+        self.zone = zone
+        self.model_name = model_name
+        self.poll_seconds = poll_seconds
+        self.logger = get_logger("mlops.landing")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll_once(self) -> list[Landed]:
+        """One poll: move complete files, announce every file not yet announced; returns those announced."""
+        result = self.zone.poll()
+        for note in result.notes:
+            self.logger.warning("%s", note)
+        for landed in result.moved:
+            self.logger.info("landed %s -> %s (%d bytes)", landed.name, landed.target, landed.size)
+        if not result.pending:
+            return []
+        announce_landed(self.model_name, result.pending, result.announcement_id)
+        self.zone.mark_announced(result.pending)
+        self.logger.info(
+            "emitted %s for %s: %s",
+            LANDED_EVENT,
+            self.model_name,
+            ", ".join(Path(f.target).name for f in result.pending),
+        )
+        return result.pending
+
+    def _run(self) -> None:
+        failures = 0
+        delay = 0.0
+        while not self._stop.wait(delay):
+            try:
+                self.poll_once()
+            except Exception as exc:  # noqa: BLE001 - the watcher outlives a failed poll; it is logged and retried
+                failures += 1
+                delay = min(self.poll_seconds * 2**failures, MAX_BACKOFF_S)
+                self.logger.warning(
+                    "landing poll of %s failed (%s: %s); next try in %.0f s",
+                    self.zone.folder,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+            else:
+                failures, delay = 0, self.poll_seconds
+
+    def start(self) -> None:
+        self.logger.info(
+            "watching %s every %.0f s; complete files move to %s",
+            self.zone.folder,
+            self.poll_seconds,
+            self.zone.destination,
+        )
+        self._thread = threading.Thread(target=self._run, name="mlops-landing", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
