@@ -594,10 +594,11 @@ def monitor(
     from flows.monitoring import monitoring_flow
     from flows.prefect_server import flow_run_settings
 
+    handled: tuple[type[BaseException], ...] = (MonitoringError, *_user_errors())
     try:
         with flow_run_settings(config.prefect.heartbeat_seconds):
             result = monitoring_flow(config, data=data, labels=labels, retrain=retrain.value if retrain else None)
-    except (MonitoringError, *_user_errors()) as exc:
+    except handled as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
@@ -713,6 +714,7 @@ def simulate_ct(
 
     from flows.prefect_server import flow_run_settings
 
+    handled: tuple[type[BaseException], ...] = (ValueError, FileExistsError, *_user_errors())
     try:
         with flow_run_settings(config.prefect.heartbeat_seconds):
             timeline, goals = sim.simulate_ct(
@@ -728,7 +730,7 @@ def simulate_ct(
                 on_row=show,
                 log=lambda message: err.print(message, highlight=False),
             )
-    except (ValueError, FileExistsError, *_user_errors()) as exc:
+    except handled as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
