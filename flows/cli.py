@@ -258,7 +258,12 @@ def _champions(config: PipelineConfig, workspace: Workspace, name: str | None) -
                 "version": champion.version,
                 "promoted_at": champion.promoted_at,
                 "run_id": champion.run_id,
-                "metrics": {k[len("test_") :]: v for k, v in sorted(metrics.items()) if k.startswith("test_")},
+                "metrics": {
+                    k[len("test_") :]: v
+                    for k, v in sorted(metrics.items())
+                    if k.startswith("test_") and k != "test_rows"
+                },
+                "test_rows": int(metrics["test_rows"]) if "test_rows" in metrics else None,
             }
         )
     return rows
@@ -734,7 +739,7 @@ def simulate_ct(
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
-    out.print(table, width=max(out.width, 130))
+    (out if out.is_terminal else Console(width=140)).print(table)  # a log file gets the table unsquashed
     for goal in goals:
         mark = "[green]PASS[/]" if goal.met else "[bold red]FAIL[/]"
         out.print(f"  {mark}  {goal.name}: {goal.detail}", highlight=False, soft_wrap=True)
