@@ -314,6 +314,11 @@ class MonitoringConfig(_Section):
     new_category_tolerance: float = Field(
         default=0.01, ge=0, le=1, description="Flag a column when more than this share of rows hold unseen categories."
     )
+    labels: str | None = Field(
+        default=None,
+        description="Where labels arrive: a file, folder or glob of id + target rows ('{home}' expands), joined on "
+        "the id column to windows without labels of their own (e.g. prediction-log windows); null: none.",
+    )
     windows: int = Field(
         default=3, ge=1, description="Retrain when drift or decay held in `min_windows` of the last `windows` ..."
     )

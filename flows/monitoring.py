@@ -210,10 +210,20 @@ def judge_window_task(
     )
     target, id_column = config.data.target, config.data.id_column
     labels: pd.Series | None = None
+    label_batches = None
     if labels_path is not None:
+        label_batches = read_batches(labels_path)
+        if not label_batches:
+            raise MonitoringError(f"no label file in {labels_path}")
+    elif config.monitoring.labels and not (target and target in frame.columns):
+        source = config.monitoring.labels.replace("{home}", str(config.home))
+        try:
+            label_batches = read_batches(source)
+        except ExtractionError:  # labels that have not arrived yet are no error
+            get_run_logger().info("no labels at %s yet: decay is not measured", source)
+    if label_batches:
         if not id_column:
             raise MonitoringError("labels are joined on the id column: set data.id_column")
-        label_batches = read_batches(labels_path)
         labels = monitor.join_labels(frame, combine(label_batches), id_column, str(target))
     elif target and target in frame.columns:
         labels = frame[target]

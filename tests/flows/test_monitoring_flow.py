@@ -102,6 +102,30 @@ def test_the_prediction_log_is_judged_window_by_window(trained) -> None:
     assert second.verdict == "insufficient" and second.rows == 0
 
 
+def test_labels_arriving_in_the_configured_folder_measure_decay_on_logged_rows(trained, tmp_path: Path) -> None:
+    _, config, _ = trained
+    workspace = Workspace.at(config.home)
+    frame = generate_loans(400, 7, batch_index=44).frame
+    rows = frame.drop(columns=["default", "application_time"])
+    log = PredictionLog(workspace.predictions / "loans", flush_seconds=60)
+    log.append_batch(
+        rows.drop(columns=["loan_id"]), ["r"] * 400, "1", [0] * 400, np.full(400, 0.2), {"loan_id": rows["loan_id"]}
+    )
+    log.close()
+    folder = tmp_path / "labels"
+    with_labels = config.with_overrides(monitoring={"labels": str(folder)})
+    monitoring_flow(with_labels, retrain="off")  # drains earlier windows of the shared log: no labels yet
+    log = PredictionLog(workspace.predictions / "loans", flush_seconds=60)
+    log.append_batch(
+        rows.drop(columns=["loan_id"]), ["s"] * 400, "1", [0] * 400, np.full(400, 0.2), {"loan_id": rows["loan_id"]}
+    )
+    log.close()
+    folder.mkdir()
+    frame[["loan_id", "default"]].to_csv(folder / "week1.csv", index=False)
+    result = monitoring_flow(with_labels, retrain="off")
+    assert result.rows == 400 and result.decay is not None and result.decay["rows"] == 400
+
+
 def test_a_sustained_alarm_can_request_retraining_with_an_event(trained, tmp_path: Path) -> None:
     _, config, _ = trained
     path = _batch(tmp_path, "concept.parquet", Scenario(covariate_drift=1.0), index=43)
