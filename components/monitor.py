@@ -547,11 +547,12 @@ def _bars(histogram: Histogram, width: int = 340, height: int = 150) -> str:
     """Reference and current shares per bin as an inline SVG bar chart."""
     n = len(histogram.labels)
     top = max([*histogram.reference, *histogram.current, 1e-9])
-    slot = (width - 10) / max(n, 1)
+    left = 50  # room for the first rotated label
+    slot = (width - left - 5) / max(n, 1)
     bar = max(slot / 2 - 1, 1)
     parts = [f'<svg width="{width}" height="{height + 40}" role="img">']
     for i, label in enumerate(histogram.labels):
-        x = 5 + i * slot
+        x = left + i * slot
         for j, (share, colour) in enumerate(((histogram.reference[i], _REF), (histogram.current[i], _CUR))):
             h = share / top * height
             title = html.escape(f"{label}: {'reference' if j == 0 else 'current'} {share:.1%}")
@@ -605,6 +606,7 @@ def render_html(report: DriftReport) -> str:
             f"<h2>Model scores</h2><p class='{cls}'>Jensen-Shannon distance {s.js_distance:.3f} "
             f"(threshold {report.thresholds['score_js_threshold']}); mean score {s.reference_mean:.3f} → "
             f"{s.current_mean:.3f}</p>{_bars(s.histogram, 720, 160)}"
+            "<p><small>score from 0 (left) to 1 (right), 20 bins; hover a bar for its share</small></p>"
         )
     cards = "".join(
         f"<div class='card'><h3 class='{'bad' if f.drifted else ''}'>{e(f.name)}</h3>"
