@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.files import write_text_atomic
+
 if TYPE_CHECKING:
     import great_expectations as gx
 
@@ -316,11 +318,7 @@ def profile_from_config(frame: pd.DataFrame, name: str, config: PipelineConfig) 
 
 
 def save_suite(suite: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(suite, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(suite, indent=2, sort_keys=False) + "\n")
 
 
 def load_suite(path: Path) -> dict[str, Any]:

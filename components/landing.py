@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from components.extract import TABULAR_SUFFIXES
+from components.files import write_text_atomic
 
 # Names uploaders and download tools give to files still being written.
 PARTIAL_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload", ".download", ".filepart", ".uploading")
@@ -233,13 +234,7 @@ class LandingZone:
             "destination": str(self.destination),
             "files": [asdict(e) for e in kept],
         }
-        staged = self.state_path.with_name(f".{self.state_path.name}.tmp")
-        with open(staged, "w") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staged, self.state_path)
-        _fsync_dir(self.state_path.parent)
+        write_text_atomic(self.state_path, json.dumps(payload, indent=1), durable=True)
 
     # ------------------------------------------------------------------ moves
 

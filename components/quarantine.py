@@ -25,6 +25,7 @@ import pandas as pd
 
 from components.contract import Failure, ValidationReport, Validator
 from components.extract import Batch
+from components.files import write_text_atomic
 
 Validate = Callable[[pd.DataFrame], ValidationReport]
 
@@ -179,10 +180,7 @@ def trusted_batches(ledger: Path, batches: Sequence[Batch], suite: dict[str, Any
 def remember_accepted(ledger: Path, batches: Sequence[Batch], suite: dict[str, Any]) -> None:
     """Record accepted file batches so later runs validate only what is new or changed."""
     known = _read_ledger(ledger) | set(_batch_keys(batches, suite).values())
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ledger.with_suffix(".tmp")
-    tmp.write_text(json.dumps(sorted(known)))
-    tmp.replace(ledger)
+    write_text_atomic(ledger, json.dumps(sorted(known)))
 
 
 def _stamp() -> str:

@@ -25,6 +25,7 @@ from components import contract, monitor, registry
 from components.config import PipelineConfig, dataset_name
 from components.evaluate import higher_is_better, label_positions, score_metric
 from components.extract import ExtractionError, combine, read_batches
+from components.files import write_text_atomic
 from components.monitor import MonitoringError
 from components.predlog import LOGGED_AT, PROBABILITY, read_prediction_log
 from components.scoring import ModelSchema, coerce_rows, decision_threshold
@@ -237,10 +238,8 @@ def _write_report(report: monitor.DriftReport, workspace: Workspace) -> tuple[Pa
     folder = workspace.monitoring / report.model_name / "reports" / stamp
     folder.mkdir(parents=True, exist_ok=True)
     html_path, json_path = folder / "report.html", folder / "report.json"
-    for path, text in ((html_path, monitor.render_html(report)), (json_path, json.dumps(report.as_dict(), indent=2))):
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(text)
-        tmp.replace(path)
+    write_text_atomic(html_path, monitor.render_html(report))
+    write_text_atomic(json_path, json.dumps(report.as_dict(), indent=2))
     return html_path, json_path
 
 
