@@ -18,7 +18,7 @@ import pandas as pd
 from components.config import PipelineConfig
 from components.evaluate import compute_metrics
 from components.prepare import features_frame, infer_feature_spec
-from components.search import out_of_fold_proba, tune_threshold
+from components.search import tune_threshold_oof
 from components.simulate import ID_COLUMN, STABLE, TARGET, TIME_COLUMN, Scenario, generate_loans
 from components.train import build_model, train_model, with_class_weight
 
@@ -76,10 +76,8 @@ def best_model(scenario: Scenario, config: PipelineConfig, rows: int, seed: int,
     spec = infer_feature_spec(frame, TARGET, ID_COLUMN, TIME_COLUMN)
     X, y = features_frame(frame, spec), frame[TARGET]
     model_config = with_class_weight(config.model, y)
-    proba = out_of_fold_proba(build_model(spec, model_config, seed), X, y, folds=3, seed=seed)
-    classes = sorted(y.unique())
-    threshold = tune_threshold(y, proba[:, 1], pos_label=classes[1]).threshold
-    return train_model(X, y, spec, model_config, seed, threshold=threshold)
+    choice = tune_threshold_oof(build_model(spec, model_config, seed), X, y, folds=config.search.cv_folds, seed=seed)
+    return train_model(X, y, spec, model_config, seed, threshold=choice.threshold if choice else None)
 
 
 def accuracy(model: Any, frame: pd.DataFrame) -> float:

@@ -497,3 +497,11 @@ def tune_threshold(
         precision=float(precision[best]),
         recall=float(recall[best]),
     )
+
+
+def tune_threshold_oof(model: Any, X: pd.DataFrame, y: pd.Series, *, folds: int, seed: int) -> ThresholdChoice | None:
+    """The F1-best cut-off of `model` from out-of-fold probabilities on (X, y); None unless the target is binary."""
+    if y.nunique() != 2:
+        return None
+    proba = out_of_fold_proba(model, X, y, folds=folds, seed=seed)
+    return tune_threshold(y, proba[:, 1], pos_label=sorted(y.unique())[1])

@@ -78,12 +78,18 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+# Registry reads and logs are safe to repeat: three more tries, 2, 10 and 30 s apart.
+REGISTRY_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 10, 30],
+    "retry_condition_fn": _retry_transient,
+}
+
+
 @task(
     name="fetch_champion",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_retry_transient,
+    **REGISTRY_RETRIES,
 )
 def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
     workspace = Workspace.at(config.home)
@@ -151,8 +157,9 @@ def validate_window_task(
 
 
 def _decay(
-    champion: Champion, frame: pd.DataFrame, scores: np.ndarray, labels: pd.Series, config: PipelineConfig
+    champion: Champion, frame: pd.DataFrame, proba: np.ndarray | None, labels: pd.Series, config: PipelineConfig
 ) -> monitor.Decay | None:
+    """The metric on the labelled rows; `proba`: the champion's probabilities for every row, if computed."""
     metric = config.promotion.metric
     known = labels.notna().to_numpy()
     baseline = champion.baseline.get(f"test_{metric}")
@@ -163,7 +170,10 @@ def _decay(
     if all(isinstance(c, int) for c in classes) and pd.api.types.is_numeric_dtype(given):
         given = given.astype("int64")  # labels joined from a file with gaps arrive as floats
     y = label_positions(given, classes)
-    proba = champion.model.predict_proba(coerce_rows(frame.loc[known], ModelSchema.of(champion.model)))
+    if proba is None:  # a prediction-log window: the service logged scores, not every class's probability
+        proba = champion.model.predict_proba(coerce_rows(frame.loc[known], ModelSchema.of(champion.model)))
+    else:
+        proba = proba[known]
     threshold = decision_threshold(champion.model)
     current = score_metric(metric, y, proba, len(classes), threshold)
     if current is None:
@@ -194,10 +204,12 @@ def judge_window_task(
 ) -> monitor.DriftReport:
     model = champion.model
     schema = ModelSchema.of(model)
+    proba = None
     if PROBABILITY in frame.columns:  # the service logged its own scores
         scores = frame[PROBABILITY].to_numpy(dtype="float64")
     else:
-        scores = monitor.positive_scores(model.predict_proba(coerce_rows(frame, schema)))
+        proba = model.predict_proba(coerce_rows(frame, schema))
+        scores = monitor.positive_scores(proba)
     report = monitor.compare(
         champion.reference,
         frame,
@@ -229,7 +241,7 @@ def judge_window_task(
     elif target and target in frame.columns:
         labels = frame[target]
     if labels is not None:
-        report.decay = _decay(champion, frame, scores, labels, config)
+        report.decay = _decay(champion, frame, proba, labels, config)
     return report
 
 
@@ -246,9 +258,7 @@ def _write_report(report: monitor.DriftReport, workspace: Workspace) -> tuple[Pa
 @task(
     name="log_report",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_retry_transient,
+    **REGISTRY_RETRIES,
 )
 def log_report_task(report: monitor.DriftReport, html_path: Path, json_path: Path, config: PipelineConfig) -> str:
     """A run in the `<model>-monitoring` experiment: the verdict's figures, the HTML and JSON report."""

@@ -97,13 +97,16 @@ def simulate_ct(
         raise RuntimeError(f"the first champion was not promoted: {first.reason}")
     client = registry.connect(workspace)
     timeline: list[ctsim.TimelineRow] = []
+    served_models: dict[str, Any] = {}  # each champion version loaded once
     for planned in plan:
         champion = registry.get_champion(client, MODEL_NAME)
         assert champion is not None
         frame = generate_loans(rows, seed, planned.scenario, batch_index=100 + planned.index).frame
         path = incoming / f"batch_{100 + planned.index:04d}.parquet"
         frame.to_parquet(path)
-        served = registry.load_model(champion.uri)
+        if champion.version not in served_models:
+            served_models[champion.version] = registry.load_model(f"models:/{MODEL_NAME}/{champion.version}")
+        served = served_models[champion.version]
         best = ctsim.best_model(planned.scenario, config, 2 * rows, seed, batch_index=1000 + planned.index)
         served_accuracy = best_accuracy = None
         if planned.kind != "corrupted":

@@ -437,18 +437,15 @@ def select_model_task(
             best.score_std,
             result.best_params,
         )
-    threshold = None
-    if split.y_train.nunique() == 2:
-        proba = search.out_of_fold_proba(
-            build_model(spec, chosen, config.seed, prepared.clip),
-            split.X_train,
-            split.y_train,
-            folds=cfg.cv_folds,
-            seed=config.seed,
-        )
-        classes = sorted(split.y_train.unique())
-        choice = search.tune_threshold(split.y_train, proba[:, 1], pos_label=classes[1])
-        threshold = choice.threshold
+    choice = search.tune_threshold_oof(
+        build_model(spec, chosen, config.seed, prepared.clip),
+        split.X_train,
+        split.y_train,
+        folds=cfg.cv_folds,
+        seed=config.seed,
+    )
+    threshold = choice.threshold if choice is not None else None
+    if choice is not None:
         registry.log_metrics(
             run_id,
             {
