@@ -246,6 +246,13 @@ class ScoringPlan:
     csv_block_bytes: int
     model_version: str
     scored_at: datetime
+    half_width: float | None = None  # regression: the interval prediction ± half_width
+
+    @property
+    def dictionary_columns(self) -> list[str]:
+        """Output columns whose values repeat (a class, the version, the time): dictionary-encoded."""
+        numbers = pa.types.is_floating(self.output_schema.field("prediction").type)
+        return [c for c in OUTPUT_DICTIONARY_COLUMNS if not (numbers and c == "prediction")]
 
     @property
     def progress_unit(self) -> Literal["rows", "bytes"]:
@@ -354,8 +361,20 @@ def _csv_data_start(path: Path) -> int:
         return handle.tell()
 
 
-def _label_type(model: Any) -> pa.DataType:
-    return pa.array(np.asarray(model.classes_).tolist()).type
+def answer_fields(model: Any, half_width: float | None = None) -> list[pa.Field]:
+    """The output columns a model's answers fill: prediction and probability (binary); plus every
+    class's probability (multiclass); or the predicted number and its interval (regression)."""
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        interval = [pa.field("lower", pa.float64()), pa.field("upper", pa.float64())] if half_width is not None else []
+        return [pa.field("prediction", pa.float64()), *interval]
+    fields = [
+        pa.field("prediction", pa.array(np.asarray(classes).tolist()).type),
+        pa.field("probability", pa.float64()),
+    ]
+    if len(classes) > 2:
+        fields += [pa.field(f"probability_{c}", pa.float64()) for c in np.asarray(classes).tolist()]
+    return fields
 
 
 def _column_casts(
@@ -407,6 +426,7 @@ def plan_scoring(
     chunk_rows: int = 100_000,
     scored_at: datetime | None = None,
     schema: ModelSchema | None = None,
+    half_width: float | None = None,
 ) -> ScoringPlan:
     """Read the file's metadata (or a CSV's first block) and refuse what cannot be scored as a whole.
 
@@ -464,11 +484,14 @@ def plan_scoring(
         key = pa.field(id_column, id_type)
     else:
         key = pa.field(INPUT_ROW, pa.int64())
+    answers = answer_fields(model, half_width)
+    clash = [f.name for f in answers if f.name in (key.name, "model_version", "scored_at")]
+    if clash:
+        raise InvalidInput(f"the output would hold column {clash[0]!r} twice; rename the id column")
     output_schema = pa.schema(
         [
             key,
-            pa.field("prediction", _label_type(model)),
-            pa.field("probability", pa.float64()),
+            *answers,
             pa.field("model_version", pa.string()),
             pa.field("scored_at", pa.timestamp("us", tz="UTC")),
         ]
@@ -498,6 +521,7 @@ def plan_scoring(
         csv_block_bytes=block_bytes,
         model_version=str(model_version),
         scored_at=scored_at or datetime.now(UTC),
+        half_width=half_width,
     )
 
 
@@ -758,22 +782,25 @@ def _scored_table(
     else:
         positions = pa.array(np.arange(first_row, first_row + rows, dtype=np.int64))
         key = positions if keep is None else positions.filter(keep)
-    if n:
-        predictions = predict_frame(model, frame, plan.schema)
-        labels, probabilities = predictions.labels, predictions.probabilities
-    else:
-        labels, probabilities = [], []
     fields = plan.output_schema
-    return pa.Table.from_arrays(
-        [
-            key.cast(fields.field(0).type),
-            pa.array(labels, type=fields.field("prediction").type),
-            pa.array(probabilities, type=pa.float64()),
-            pa.repeat(pa.scalar(plan.model_version, pa.string()), n),
-            pa.repeat(pa.scalar(plan.scored_at, fields.field("scored_at").type), n),
-        ],
-        schema=fields,
-    )
+    empty = pa.array([], type=pa.float64())
+    columns: dict[str, pa.Array] = {
+        fields.field(0).name: key.cast(fields.field(0).type),
+        "model_version": pa.repeat(pa.scalar(plan.model_version, pa.string()), n),
+        "scored_at": pa.repeat(pa.scalar(plan.scored_at, fields.field("scored_at").type), n),
+    }
+    answer = predict_frame(model, frame, plan.schema, plan.half_width) if n else None
+    columns["prediction"] = pa.array(answer.labels if answer else [], type=fields.field("prediction").type)
+    if "probability" in fields.names:
+        columns["probability"] = pa.array(answer.probabilities, type=pa.float64()) if answer else empty
+    if answer is not None and answer.class_probabilities is not None:
+        matrix = np.asarray(answer.class_probabilities, dtype="float64")
+        for position, label in enumerate(answer.classes):
+            columns[f"probability_{label}"] = pa.array(matrix[:, position])
+    if "lower" in fields.names:
+        columns["lower"] = pa.array(answer.lower, type=pa.float64()) if answer and answer.lower else empty
+        columns["upper"] = pa.array(answer.upper, type=pa.float64()) if answer and answer.upper else empty
+    return pa.Table.from_arrays([columns.get(name, empty) for name in fields.names], schema=fields)
 
 
 def _rejected_table(plan: ScoringPlan, batch: pa.RecordBatch, checked: _Checked, first_row: int) -> pa.Table:
@@ -819,7 +846,7 @@ def score_partition(
     `fail`. The part files are removed when it raises. `first_row`, the input row number of the
     partition's first row, is only needed for error messages about a CSV partition past the first.
     """
-    writer = pq.ParquetWriter(output, plan.output_schema, use_dictionary=OUTPUT_DICTIONARY_COLUMNS)
+    writer = pq.ParquetWriter(output, plan.output_schema, use_dictionary=plan.dictionary_columns)
     reject_writer: pq.ParquetWriter | None = None
     rows = scored = rejected = 0
     done = False
@@ -935,7 +962,7 @@ def assemble(
         output,
         plan.output_schema,
         INPUT_ROW if plan.id_column is None else None,
-        OUTPUT_DICTIONARY_COLUMNS,
+        plan.dictionary_columns,
     )
     return ScoreSummary(
         rows=sum(r.rows for r in ordered),
@@ -976,6 +1003,7 @@ def score_file(
     chunk_rows: int = 100_000,
     partitions: int = 1,
     scored_at: datetime | None = None,
+    half_width: float | None = None,
 ) -> ScoreSummary:
     """Plan, score every partition in this process, and assemble: the scoring flow without Prefect."""
     if on_invalid == "reject" and rejects_path is None:
@@ -991,6 +1019,7 @@ def score_file(
         on_invalid=on_invalid,
         chunk_rows=chunk_rows,
         scored_at=scored_at,
+        half_width=half_width,
     )
     with scratch_dir(output_path) as folder:
         results: list[PartitionResult] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -47,7 +47,9 @@ class DataConfig(_Section):
     )
 
 
-EstimatorName = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+TaskName = Literal["binary", "multiclass", "regression"]
+# `linear` is the regularized linear family of the task: logistic regression for classes, ridge for numbers.
+EstimatorName = Literal["linear", "logistic_regression", "ridge", "random_forest", "hist_gradient_boosting"]
 
 
 class ValidationConfig(_Section):
@@ -126,30 +128,103 @@ class LabelReviewConfig(_Section):
 
 
 class SplitConfig(_Section):
-    test_size: float = Field(default=0.2, gt=0, lt=1)
+    test_size: float = Field(default=0.2, gt=0, lt=1, description="Share of the labeled rows held out for the gate.")
+    strategy: Literal["random", "time"] = Field(
+        default="random",
+        description="random: a seeded split (stratified for classes); time: the most recent rows (by "
+        "`data.time_column`) are held out and the search's folds move forward in time, so promotion is "
+        "judged on the newest data.",
+    )
 
 
 class ModelConfig(_Section):
-    estimator: EstimatorName = "logistic_regression"
+    estimator: EstimatorName | Literal["auto"] = Field(
+        default="auto",
+        description="auto: the search spans `families` and picks by cross-validation; or one family.",
+    )
+    families: tuple[EstimatorName, ...] = Field(
+        default=("linear", "hist_gradient_boosting"),
+        min_length=1,
+        description="The model families `estimator: auto` searches (linear: logistic regression or ridge).",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="Passed to the estimator's constructor; with a search, fixed values the search does not touch.",
+        description="Passed to the estimator's constructor; with a search, fixed values the search does not touch. "
+        "With `estimator: auto`, keyed by family, e.g. {hist_gradient_boosting: {max_iter: 200}}.",
     )
     max_categories: int = Field(
         default=50, ge=2, description="One-hot encode at most this many categories per column; rarer ones are grouped."
     )
     class_weight: Literal["auto", "balanced", "none"] = Field(
-        default="auto",
-        description="'auto' weights classes inversely to their frequency when the rarest class is under "
-        "`imbalance_threshold` of the rows; 'balanced' always; 'none' never.",
+        default="none",
+        description="Classification: 'auto' weights classes inversely to their frequency when the rarest class is "
+        "under `imbalance_threshold` of the rows; 'balanced' always; 'none' never. Weighted models are "
+        "recalibrated (`calibration`), so served probabilities stay probabilities.",
     )
     imbalance_threshold: float = Field(default=0.3, gt=0, le=0.5)
+    calibration: Literal["auto", "sigmoid", "isotonic", "none"] = Field(
+        default="auto",
+        description="Classification: recalibrate probabilities on out-of-fold predictions. auto: when class "
+        "weights were applied or the family is random_forest (isotonic with enough rows, else sigmoid).",
+    )
+    interval_coverage: float | None = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="Regression: prediction intervals (split-conformal on out-of-fold residuals) at this "
+        "coverage; null: none.",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _params_fit_estimator(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        if info.data.get("estimator") == "auto":
+            families = set(get_args(EstimatorName))
+            stray = [k for k, v in value.items() if k not in families or not isinstance(v, dict)]
+            if stray:
+                raise ValueError(
+                    f"with estimator 'auto', params are keyed by family ({sorted(families)}), "
+                    f"e.g. {{hist_gradient_boosting: {{max_iter: 200}}}}; got keys {stray}"
+                )
+        return value
+
+    def family_params(self, family: str) -> dict[str, Any]:
+        """The user's fixed params for one family."""
+        if self.estimator == "auto":
+            return dict(self.params.get(family, {}))
+        return dict(self.params)
 
 
+CLASSIFICATION_METRICS = (
+    "roc_auc",
+    "average_precision",
+    "f1",
+    "balanced_accuracy",
+    "accuracy",
+    "log_loss",
+    "brier",
+    "precision",
+    "recall",
+    "calibration_error",
+)
+REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
 MetricName = Literal[
-    "roc_auc", "average_precision", "f1", "balanced_accuracy", "accuracy", "log_loss", "brier", "precision", "recall"
+    "roc_auc",
+    "average_precision",
+    "f1",
+    "balanced_accuracy",
+    "accuracy",
+    "log_loss",
+    "brier",
+    "precision",
+    "recall",
+    "calibration_error",
+    "rmse",
+    "mae",
+    "r2",
+    "mape",
 ]
-LOWER_IS_BETTER_METRICS = frozenset({"log_loss", "brier"})
+LOWER_IS_BETTER_METRICS = frozenset({"log_loss", "brier", "calibration_error", "rmse", "mae", "mape"})
 
 
 class SearchConfig(_Section):
@@ -186,10 +261,14 @@ class EvaluationConfig(_Section):
 class PromotionConfig(_Section):
     """The gate: a candidate becomes champion only when every check passes."""
 
-    metric: MetricName = Field(
-        default="roc_auc", description="Metric the gate compares; higher is better except log_loss and brier."
+    metric: MetricName | None = Field(
+        default=None,
+        description="Metric the gate compares (default: the task's: roc_auc for binary, log_loss for multiclass, "
+        "rmse for regression); lower is better for log_loss, brier, calibration_error, rmse, mae and mape.",
     )
-    min_score: float = Field(default=0.6, description="Absolute floor on `metric`.")
+    min_score: float | None = Field(
+        default=None, description="Absolute floor on `metric` (default: 0.6 for roc_auc, none for other metrics)."
+    )
     floors: dict[MetricName, float] = Field(
         default_factory=dict, description="More absolute floors, e.g. {recall: 0.5, brier: 0.2}."
     )
@@ -206,14 +285,16 @@ class PromotionConfig(_Section):
     bootstrap_max_rows: int = Field(
         default=20_000, ge=100, description="Bootstrap on at most this many held-out rows (a wider, safer interval)."
     )
-    min_test_rows: int = Field(default=100, ge=1, description="Fewer held-out rows than this cannot promote.")
+    min_test_rows: int = Field(default=30, ge=1, description="Fewer held-out rows than this cannot promote.")
     slice_tolerance: float = Field(
         default=0.02, ge=0, description="No configured slice may lose more than this against the champion."
     )
     max_train_gap: float | None = Field(
         default=None, gt=0, description="Train minus cross-validated score above this holds the candidate back."
     )
-    require_beats_dummy: bool = Field(default=True, description="The candidate must beat a DummyClassifier.")
+    require_beats_dummy: bool = Field(
+        default=True, description="The candidate must beat the task's dummy baseline (class prior or mean)."
+    )
     latency_budget_ms: float = Field(
         default=250.0,
         gt=0,
@@ -349,7 +430,8 @@ class ScoringScheduleConfig(ScheduleConfig):
 
 class LandingConfig(_Section):
     folder: str | None = Field(
-        default="{home}/landing", description="New data files dropped here start a training run; null: off."
+        default="{home}/landing/{model}",
+        description="New data files dropped here start a training run ('{model}': the model's name); null: off.",
     )
     poll_seconds: float = Field(default=60.0, ge=1, description="How often the folder is checked.")
 
@@ -395,7 +477,13 @@ class PipelineConfig(_Section):
     """The whole pipeline's settings; flows take it as their only parameter."""
 
     home: Path = Field(default=Path(".mlops"), description="Workspace directory holding all state.")
+    models_dir: Path = Field(
+        default=Path("models"), description="Where each model's own settings live, one `<name>.yaml` per model."
+    )
     seed: int = 42
+    task: TaskName | None = Field(
+        default=None, description="binary, multiclass or regression; default: inferred from the target column."
+    )
     assumptions: tuple[str, ...] = Field(default=(), description="Documented assumptions about the data.")
     data: DataConfig = DataConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -459,6 +547,8 @@ def _resolve_relative(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     data = dict(data)
     if "home" in data and data["home"] is not None and not Path(data["home"]).expanduser().is_absolute():
         data["home"] = str(base_dir / data["home"])
+    if data.get("models_dir") and not Path(data["models_dir"]).expanduser().is_absolute():
+        data["models_dir"] = str(base_dir / data["models_dir"])
     validation = data.get("validation")
     if isinstance(validation, dict) and validation.get("suite_dir"):
         suite_dir = Path(validation["suite_dir"])

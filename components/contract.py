@@ -205,6 +205,23 @@ def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> l
     return result
 
 
+LABEL_NULL_SHARE = 0.5  # a batch may hold rows whose label has not arrived yet, but not mostly such rows
+
+
+def _label_null_expectation(column: str, null_rate: float) -> dict[str, Any]:
+    """Labels arrive late: some unlabeled rows are normal (training leaves them out); a batch that is
+    mostly unlabeled is a broken extract."""
+    mostly = round(1.0 - max(LABEL_NULL_SHARE, min(1.0, null_rate * 1.5)), 4)
+    return _expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly, meta_kind="labels")
+
+
+def _whole(value: Any) -> Any:
+    """1.0 as 1: a label column with gaps reads as floats."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    return value
+
+
 def _null_expectation(column: str, null_rate: float, factor: float, slack: float) -> dict[str, Any] | None:
     """A column that had no nulls must have none; otherwise its null rate may grow by `factor` plus `slack`."""
     if null_rate == 0:
@@ -228,8 +245,14 @@ def profile_suite(
     min_rows_fraction: float = 0.01,
     max_rows_factor: float = 100.0,
     max_categories: int = MAX_CATEGORIES,
+    task: str | None = None,
+    time_column: str | None = None,
 ) -> dict[str, Any]:
-    """Derive a suite (GX's JSON structure) from reference data; people review and commit it."""
+    """Derive a suite (GX's JSON structure) from reference data; people review and commit it.
+
+    The target's values are a set for classes, and ranges like any number for regression (`task`);
+    its null rate follows the labels: rows may arrive before their label, up to `LABEL_NULL_SHARE`.
+    """
     if frame.empty:
         raise ContractError("cannot build a suite from an empty table")
     for role, column in (("target", target), ("id", id_column)):
@@ -257,8 +280,10 @@ def profile_suite(
         expectations.append(
             _expectation("expect_column_values_to_be_in_type_list", column=column, type_list=_type_family(series))
         )
-        if column in (target, id_column):
+        if column == id_column:
             expectations.append(_expectation("expect_column_values_to_not_be_null", column=column))
+        elif column == target:
+            expectations.append(_label_null_expectation(column, float(series.isna().mean())))
         elif (
             null := _null_expectation(column, float(series.isna().mean()), null_rate_factor, null_rate_slack)
         ) is not None:
@@ -272,8 +297,8 @@ def profile_suite(
             values: list[Any] = sorted({bool(v) for v in present})
             expectations.append(_expectation("expect_column_values_to_be_in_set", column=column, value_set=values))
         elif pd.api.types.is_numeric_dtype(series.dtype):
-            if column == target:
-                values = sorted(_plain(v) for v in present.unique())
+            if column == target and task != "regression":
+                values = sorted(_plain(_whole(v)) for v in present.unique())
                 expectations.append(_expectation("expect_column_values_to_be_in_set", column=column, value_set=values))
             else:
                 expectations.extend(_numeric_expectations(column, present, numeric_tolerance))
@@ -293,15 +318,29 @@ def profile_suite(
             "reference_rows": rows,
             "target": target,
             "id_column": id_column,
+            "time_column": time_column,
+            "task": task,
             "note": "Reviewed contract: edit bounds and sets on purpose, commit the change.",
         },
         "notes": None,
     }
 
 
-def profile_from_config(frame: pd.DataFrame, name: str, config: PipelineConfig) -> dict[str, Any]:
-    """`profile_suite` with the tolerances and column roles of the pipeline config."""
+def profile_from_config(
+    frame: pd.DataFrame, name: str, config: PipelineConfig, task: str | None = None
+) -> dict[str, Any]:
+    """`profile_suite` with the tolerances and column roles of the pipeline config (the task, when
+    neither given nor configured, inferred from the target)."""
     v = config.validation
+    task = task or config.task
+    target = config.data.target
+    if task is None and target is not None and target in frame.columns:
+        from components.tasks import TargetError, infer_task
+
+        try:
+            task = infer_task(frame[target]).task
+        except TargetError:
+            task = None  # training refuses such a target with the reason
     return profile_suite(
         frame,
         name,
@@ -314,6 +353,8 @@ def profile_from_config(frame: pd.DataFrame, name: str, config: PipelineConfig) 
         min_rows_fraction=v.min_rows_fraction,
         max_rows_factor=v.max_rows_factor,
         max_categories=config.model.max_categories,
+        task=task,
+        time_column=config.data.time_column,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,53 @@ def _metrics(y: np.ndarray, proba: np.ndarray, n_classes: int, threshold: float 
         result["average_precision"] = skm.average_precision_score(
             label_binarize(y, classes=indices), proba, average="macro"
         )
+    result["calibration_error"] = calibration_error(y, proba)
     return {name: float(value) for name, value in result.items()}
+
+
+def calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the gap between predicted probability and observed frequency,
+    averaged over equal-width bins weighted by their rows (binary: the positive class; multiclass: the
+    predicted class's probability against how often that prediction is right)."""
+    if proba.shape[1] == 2:
+        score, outcome = proba[:, 1], (y == 1).astype("float64")
+    else:
+        predicted = proba.argmax(axis=1)
+        score, outcome = proba[np.arange(len(y)), predicted], (predicted == y).astype("float64")
+    which = np.minimum((score * bins).astype(np.int64), bins - 1)
+    predicted_sum = np.bincount(which, weights=score, minlength=bins)
+    observed_sum = np.bincount(which, weights=outcome, minlength=bins)
+    return float(np.abs(predicted_sum - observed_sum).sum() / max(len(y), 1))
+
+
+def regression_metric(metric: str, y: np.ndarray, predicted: np.ndarray) -> float | None:
+    """One regression metric with numpy alone (the bootstrap calls this thousands of times).
+
+    MAPE is only defined when no true value is zero; R² needs a target that varies.
+    """
+    residual = predicted - y
+    if metric == "rmse":
+        return float(np.sqrt(np.mean(residual**2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(residual)))
+    if metric == "r2":
+        total = float(np.sum((y - y.mean()) ** 2))
+        return None if total <= 0 else float(1.0 - np.sum(residual**2) / total)
+    if metric == "mape":
+        return None if (y == 0).any() else float(np.mean(np.abs(residual / y)))
+    return None
+
+
+def regression_metrics(y_true: pd.Series | np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Held-out regression metrics: RMSE, MAE, R² and MAPE (where defined)."""
+    y = np.asarray(y_true, dtype="float64")
+    predicted = np.asarray(predicted, dtype="float64")
+    result = {}
+    for name in ("rmse", "mae", "r2", "mape"):
+        value = regression_metric(name, y, predicted)
+        if value is not None:
+            result[name] = value
+    return result
 
 
 def _binary_metric(metric: str, y: np.ndarray, positive: np.ndarray, threshold: float | None) -> float | None:
@@ -100,9 +146,50 @@ def score_metric(
     metric: str, y: np.ndarray, proba: np.ndarray, n_classes: int, threshold: float | None = None
 ) -> float | None:
     """One metric for labels given as positions; the same definitions as `compute_metrics`."""
-    if n_classes == 2 and metric != "average_precision":
+    if n_classes == 2 and metric not in ("average_precision", "calibration_error"):
         return _binary_metric(metric, y, proba[:, 1], threshold)
+    if n_classes > 2 and metric not in ("average_precision", "calibration_error"):
+        return _multiclass_metric(metric, y, proba)
     return _metrics(y, proba, n_classes, threshold).get(metric)
+
+
+def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _multiclass_metric(metric: str, y: np.ndarray, proba: np.ndarray) -> float | None:
+    """One multiclass metric with numpy alone (macro averages, as `compute_metrics`)."""
+    n_classes = proba.shape[1]
+    if metric == "log_loss":
+        return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0))))
+    if metric == "brier":
+        return float(np.mean(np.sum((proba - np.eye(n_classes)[y]) ** 2, axis=1)))
+    if metric == "roc_auc":
+        scores = [_auc(y == k, proba[:, k]) for k in range(n_classes)]
+        return None if any(s is None for s in scores) else float(np.mean(scores))  # type: ignore[arg-type]
+    predicted = proba.argmax(axis=1)
+    if metric == "accuracy":
+        return float(np.mean(predicted == y))
+    true_counts = np.bincount(y, minlength=n_classes).astype("float64")
+    predicted_counts = np.bincount(predicted, minlength=n_classes).astype("float64")
+    hits = np.bincount(y[predicted == y], minlength=n_classes).astype("float64")
+    recall = np.divide(hits, true_counts, out=np.zeros(n_classes), where=true_counts > 0)
+    precision = np.divide(hits, predicted_counts, out=np.zeros(n_classes), where=predicted_counts > 0)
+    if metric == "balanced_accuracy":
+        return float(recall[true_counts > 0].mean())
+    if metric == "recall":
+        return float(recall.mean())
+    if metric == "precision":
+        return float(precision.mean())
+    if metric == "f1":
+        total = precision + recall
+        return float(np.divide(2 * precision * recall, total, out=np.zeros(n_classes), where=total > 0).mean())
+    return None
 
 
 def compute_metrics(
@@ -122,20 +209,17 @@ def evaluate_model(model: Any, X: pd.DataFrame, y: pd.Series, threshold: float |
     return compute_metrics(y, model.predict_proba(X), model.classes_, threshold)
 
 
+RowScorer = Callable[[np.ndarray], float | None]
+"""A metric of one model's answers on the rows an index array (or mask) selects (see `Task.scorer`)."""
+
+
 def slice_metrics(
-    y_true: pd.Series,
-    proba: np.ndarray,
-    classes: Sequence[Any],
-    frame: pd.DataFrame,
-    columns: Sequence[str],
-    metric: str,
-    *,
-    min_rows: int = 100,
-    threshold: float | None = None,
+    frame: pd.DataFrame, columns: Sequence[str], scorer: RowScorer, *, min_rows: int = 100
 ) -> dict[str, float]:
-    """`metric` on each value of each slice column (`column=value`), for slices with enough rows."""
-    classes = list(classes)
-    y = label_positions(y_true, classes)
+    """The metric on each value of each slice column (`column=value`), for slices with enough rows.
+
+    `frame` holds the scored rows in the scorer's order.
+    """
     result: dict[str, float] = {}
     for column in columns:
         if column not in frame.columns:
@@ -145,25 +229,22 @@ def slice_metrics(
             mask = values == value
             if mask.sum() < min_rows:
                 continue
-            score = score_metric(metric, y[mask], proba[mask], len(classes), threshold)
+            score = scorer(mask)
             if score is not None:
                 result[f"{column}={value}"] = score
     return result
 
 
 def paired_bootstrap(
-    y_true: pd.Series | np.ndarray,
-    candidate: np.ndarray,
-    champion: np.ndarray,
-    classes: Sequence[Any],
+    rows: int,
+    candidate: RowScorer,
+    champion: RowScorer,
     metric: str,
     *,
     samples: int = 1000,
     confidence: float = 0.95,
     max_rows: int | None = 20_000,
     seed: int = 0,
-    threshold: float | None = None,
-    champion_threshold: float | None = None,
 ) -> dict[str, float]:
     """Bootstrap interval of (candidate - champion) on the same resampled rows, positive = better.
 
@@ -171,28 +252,18 @@ def paired_bootstrap(
     tighter than comparing two separate intervals. Above `max_rows` rows a seeded subsample is
     used: a wider interval, never a falsely narrow one.
     """
-    classes = list(classes)
-    y = label_positions(y_true, classes)
-    if not (np.isfinite(candidate).all() and np.isfinite(champion).all()):
-        raise ValueError("non-finite probabilities: the models cannot be compared")
     rng = np.random.default_rng(seed)
-    if max_rows is not None and len(y) > max_rows:
-        keep = rng.choice(len(y), size=max_rows, replace=False)
-        y, candidate, champion = y[keep], candidate[keep], champion[keep]
+    pool = np.arange(rows)
+    if max_rows is not None and rows > max_rows:
+        pool = np.sort(rng.choice(rows, size=max_rows, replace=False))
     sign = 1.0 if higher_is_better(metric) else -1.0
-    n_classes = len(classes)
 
-    def score(rows: np.ndarray, proba: np.ndarray, cut: float | None) -> float:
-        value = score_metric(metric, y[rows], proba[rows], n_classes, cut)
-        return float("nan") if value is None else value
+    def gain(selected: np.ndarray) -> float:
+        a, b = candidate(selected), champion(selected)
+        return float("nan") if a is None or b is None else sign * (a - b)
 
-    everything = np.arange(len(y))
-    observed = sign * (score(everything, candidate, threshold) - score(everything, champion, champion_threshold))
-    diffs = []
-    for _ in range(samples):
-        rows = rng.integers(0, len(y), size=len(y))
-        diffs.append(sign * (score(rows, candidate, threshold) - score(rows, champion, champion_threshold)))
-    values = np.array(diffs)
+    observed = gain(pool)
+    values = np.array([gain(pool[rng.integers(0, len(pool), size=len(pool))]) for _ in range(samples)])
     values = values[np.isfinite(values)]
     if not len(values):
         raise ValueError(f"{metric} could not be computed on any bootstrap sample")
@@ -203,5 +274,5 @@ def paired_bootstrap(
         "high": float(np.quantile(values, 1 - tail)),
         "confidence": confidence,
         "samples": len(values),
-        "rows": len(y),
+        "rows": len(pool),
     }

@@ -1,9 +1,13 @@
 """Label review: a model's confident mistakes point at mislabeled rows (confident learning).
 
-Out-of-fold probabilities come from cross-validating the same pipeline on the training
-split; cleanlab's `find_label_issues` picks the rows whose given label the model finds
-implausible, ranked by self-confidence (the probability of the given label, lowest first):
-the most confident mistakes come first.
+Classification: out-of-fold probabilities come from cross-validating the same pipeline on the
+training split; cleanlab's `find_label_issues` picks the rows whose given label the model finds
+implausible, ranked by self-confidence (the probability of the given label, lowest first): the
+most confident mistakes come first.
+
+Regression: out-of-fold predictions of the same pipeline; a row is flagged when its residual is
+an outlier among all residuals (robust z-score over `RESIDUAL_Z`, median and MAD), ranked by
+cleanlab's regression label quality score (lowest first).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
 MIN_ROWS_PER_CLASS = 5
+MIN_REGRESSION_ROWS = 20
+RESIDUAL_Z = 3.5  # a residual this many robust standard deviations from the median is suspect
 
 
 class LabelReviewError(ValueError):
@@ -25,6 +31,7 @@ class LabelReviewError(ValueError):
 
 
 COLUMNS = ["row", "id", "given_label", "predicted_label", "confidence", "given_label_probability"]
+REGRESSION_COLUMNS = ["row", "id", "given_label", "predicted_label", "residual", "robust_z", "label_quality"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ def review_labels(
     folds: int = 5,
     seed: int = 0,
     max_rows: int | None = None,
+    regression: bool = False,
 ) -> LabelReview:
     """Find likely label errors in (X, y); at most `max_rows` rows (a seeded sample) are reviewed."""
     from cleanlab.filter import find_label_issues
@@ -90,6 +98,8 @@ def review_labels(
         keep = X.sample(n=max_rows, random_state=seed).index
         X, y = X.loc[keep], y.loc[keep]
         ids = ids.loc[keep] if ids is not None else None
+    if regression:
+        return _review_regression(model, X, y, ids, folds, seed, total)
     probabilities, classes, folds = out_of_fold_probabilities(model, X, y, folds, seed)
     labels = np.searchsorted(classes, y.to_numpy())
     # n_jobs=1: cleanlab otherwise forks a multiprocessing pool, and forking a process that runs
@@ -116,3 +126,41 @@ def review_labels(
         folds=folds,
         per_class=per_class,
     )
+
+
+def _review_regression(
+    model: Pipeline, X: pd.DataFrame, y: pd.Series, ids: pd.Series | None, folds: int, seed: int, total: int
+) -> LabelReview:
+    """Rows whose out-of-fold residual is an outlier, worst label quality first."""
+    from cleanlab.regression.rank import get_label_quality_scores
+    from sklearn.model_selection import KFold
+
+    if len(X) < MIN_REGRESSION_ROWS:
+        raise LabelReviewError(f"label review needs at least {MIN_REGRESSION_ROWS} training rows; got {len(X)}")
+    folds = min(folds, len(X) // 2)
+    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    given = y.to_numpy(dtype="float64")
+    predicted = np.asarray(cross_val_predict(clone(model), X, y, cv=cv, n_jobs=1), dtype="float64")
+    residual = given - predicted
+    spread = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    robust_z = np.abs(residual - np.median(residual)) / (spread if spread > 0 else float(np.std(residual)) or 1.0)
+    quality = np.asarray(get_label_quality_scores(given, predicted), dtype="float64")
+    flagged = np.flatnonzero(robust_z > RESIDUAL_Z)
+    ranked = flagged[np.argsort(quality[flagged], kind="stable")]
+    issues = pd.DataFrame(
+        {
+            "row": X.index[ranked],
+            "id": (ids.to_numpy()[ranked] if ids is not None else X.index[ranked]),
+            "given_label": given[ranked],
+            "predicted_label": predicted[ranked].round(6),
+            "residual": residual[ranked].round(6),
+            "robust_z": robust_z[ranked].round(3),
+            "label_quality": quality[ranked].round(6),
+        },
+        columns=REGRESSION_COLUMNS,
+    )
+    per_side = {
+        "above_prediction": int((issues["residual"] > 0).sum()),
+        "below_prediction": int((issues["residual"] < 0).sum()),
+    }
+    return LabelReview(issues=issues, reviewed_rows=len(X), total_rows=total, folds=folds, per_class=per_side)

@@ -66,14 +66,6 @@ def build_reference(X: pd.DataFrame, scores: np.ndarray, rows: int, seed: int) -
     return frame
 
 
-def positive_scores(proba: np.ndarray) -> np.ndarray:
-    """One score per row: the positive class's probability (binary) or the top probability."""
-    proba = np.asarray(proba, dtype="float64")
-    if proba.ndim == 1:
-        return proba
-    return proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
-
-
 # ----------------------------------------------------------------------------- the statistics
 
 
@@ -233,17 +225,29 @@ def _drifted(p_value: float, psi: float, config: MonitoringConfig) -> bool:
     return bool((p_value < config.p_value and psi >= config.psi_min) or psi >= config.psi_threshold)
 
 
-def score_drift(reference: np.ndarray, current: np.ndarray, config: MonitoringConfig) -> ScoreDrift:
+def score_drift(
+    reference: np.ndarray, current: np.ndarray, config: MonitoringConfig, probabilities: bool = True
+) -> ScoreDrift:
+    """The Jensen-Shannon distance of the model's scores: over [0, 1] for probabilities, over the
+    reference's quantiles for a regression model's predictions (values beyond them in the end bins)."""
     ref = np.asarray(reference, dtype="float64")
     cur = np.asarray(current, dtype="float64")
     ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
-    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
-    r = np.histogram(np.clip(ref, 0, 1), edges)[0].astype("float64")
-    c = np.histogram(np.clip(cur, 0, 1), edges)[0].astype("float64")
+    if probabilities or not len(ref):
+        edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+        low, high = 0.0, 1.0
+    else:
+        edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, SCORE_BINS + 1)))
+        if len(edges) < 2:
+            edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+        low, high = float(edges[0]), float(edges[-1])
+    r = np.histogram(np.clip(ref, low, high), edges)[0].astype("float64")
+    c = np.histogram(np.clip(cur, low, high), edges)[0].astype("float64")
     distance = float(jensenshannon(r + EPSILON, c + EPSILON, base=2)) if r.sum() and c.sum() else 0.0
     # Histograms of small samples differ by chance: the distance must also be significant (KS).
     p_value = float(stats.ks_2samp(ref, cur).pvalue) if len(ref) and len(cur) else 1.0
-    labels = [f"{edges[i]:.2f}-{edges[i + 1]:.2f}" for i in range(SCORE_BINS)]
+    style = ".2f" if probabilities else ".4g"
+    labels = [f"{edges[i]:{style}}-{edges[i + 1]:{style}}" for i in range(len(edges) - 1)]
     return ScoreDrift(
         js_distance=distance,
         drifted=distance >= config.score_js_threshold and p_value < config.p_value,
@@ -335,6 +339,7 @@ def compare(
     model_name: str,
     model_version: str,
     window: str,
+    probabilities: bool = True,
 ) -> DriftReport:
     """Compare `current` with `reference` on the model's features (and scores, when both have them)."""
     missing = [c for c in (*numeric, *categorical) if c not in current.columns]
@@ -349,7 +354,7 @@ def compare(
     features += [categorical_drift(c, reference[c], current[c], config) for c in categorical]
     score = None
     if current_scores is not None and SCORE_COLUMN in reference.columns:
-        score = score_drift(reference[SCORE_COLUMN].to_numpy(), current_scores, config)
+        score = score_drift(reference[SCORE_COLUMN].to_numpy(), current_scores, config, probabilities)
     drifted = [f.name for f in features if f.drifted]
     share = len(drifted) / len(features) if features else 0.0
     drift = share >= config.drift_share or bool(score and score.drifted)

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 from sklearn.inspection import permutation_importance
-from sklearn.model_selection import StratifiedKFold, learning_curve
+from sklearn.model_selection import KFold, StratifiedKFold, learning_curve
 from sklearn.utils import resample
 
 from components.evaluate import label_positions
@@ -199,13 +199,15 @@ class LearningCurve:
 
 
 def _stratified_sample(
-    X: pd.DataFrame, y: pd.Series, max_rows: int | None, seed: int
+    X: pd.DataFrame, y: pd.Series, max_rows: int | None, seed: int, stratify: bool = True
 ) -> tuple[pd.DataFrame, pd.Series]:
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
     if max_rows is None or len(X) <= max_rows:
         return X, y
-    X_sample, y_sample = resample(X, y, replace=False, n_samples=max_rows, stratify=y, random_state=seed)
+    X_sample, y_sample = resample(
+        X, y, replace=False, n_samples=max_rows, stratify=y if stratify else None, random_state=seed
+    )
     return X_sample, y_sample
 
 
@@ -223,15 +225,17 @@ def compute_learning_curve(
     seed: int,
     train_sizes: Sequence[float] = DEFAULT_TRAIN_SIZES,
     max_rows: int | None = 50_000,
+    regression: bool = False,
 ) -> LearningCurve:
-    """Scores of `estimator` refitted on growing shares of a stratified sample: more data or less capacity?
+    """Scores of `estimator` refitted on growing shares of a (stratified) sample: more data or less capacity?
 
     The folds are capped by the smallest class, so each fold can hold out every class.
     """
-    X, y = _stratified_sample(X, y, max_rows, seed)
-    folds = min(cv_folds, int(y.value_counts().min()))
+    X, y = _stratified_sample(X, y, max_rows, seed, stratify=not regression)
+    folds = min(cv_folds, len(y) // 2 if regression else int(y.value_counts().min()))
     if folds < 2:
         raise ValueError(f"a learning curve needs at least 2 rows per class; got {y.value_counts().to_dict()}")
+    splitter = (KFold if regression else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=seed)
     # shuffle: learning_curve trains on the first rows of each fold, which are in data order
     # (by time, or by class) unless shuffled: the small sizes would see a biased slice.
     sizes, train_scores, validation_scores = learning_curve(
@@ -239,7 +243,7 @@ def compute_learning_curve(
         X,
         y,
         train_sizes=np.asarray(train_sizes, dtype=np.float64),
-        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
+        cv=splitter,
         scoring=scoring,
         n_jobs=1,
         error_score="raise",
@@ -286,13 +290,14 @@ def compute_permutation_importance(
     n_repeats: int = 5,
     seed: int = 0,
     max_rows: int | None = 20_000,
+    regression: bool = False,
 ) -> pd.DataFrame:
     """Drop in score when each raw input column is shuffled, most important first.
 
     Shuffling raw columns (before the Pipeline's encoder) scores a categorical as one feature,
     not one per one-hot column.
     """
-    X, y = _stratified_sample(X, y, max_rows, seed)
+    X, y = _stratified_sample(X, y, max_rows, seed, stratify=not regression)
     result = permutation_importance(model, X, y, scoring=scoring, n_repeats=n_repeats, n_jobs=1, random_state=seed)
     importance = pd.DataFrame(
         {
@@ -337,20 +342,71 @@ def save_figures(figures: Mapping[str, Figure], folder: Path, dpi: int = 100) ->
     return paths
 
 
-def sklearn_scoring(metric: str, n_classes: int) -> str:
-    """The scikit-learn scorer closest to the gate's metric, for learning curves and importance."""
-    binary = {"log_loss": "neg_log_loss", "brier": "neg_brier_score"}
-    # scikit-learn has no multiclass Brier or average-precision scorer: log loss is the nearest proper score.
-    multiclass = {
-        "roc_auc": "roc_auc_ovr",
-        "f1": "f1_macro",
-        "precision": "precision_macro",
-        "recall": "recall_macro",
-        "log_loss": "neg_log_loss",
-        "brier": "neg_log_loss",
-        "average_precision": "neg_log_loss",
-    }
-    return (binary if n_classes == 2 else multiclass).get(metric, metric)
+PLOT_POINTS = 5000  # scatter plots draw a seeded sample of at most this many rows
+
+
+def _plot_sample(y: np.ndarray, predicted: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    if len(y) <= PLOT_POINTS:
+        return y, predicted
+    keep = np.random.default_rng(seed).choice(len(y), PLOT_POINTS, replace=False)
+    return y[keep], predicted[keep]
+
+
+def _regression_checked(y_true: pd.Series | np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if y.shape != predicted.shape or y.ndim != 1:
+        raise ValueError(f"y_true has shape {y.shape} but predictions have {predicted.shape}; expected one per row")
+    if not len(y):
+        raise ValueError("no rows to plot")
+    return y, predicted
+
+
+def predicted_vs_actual_figure(
+    y_true: pd.Series | np.ndarray, predicted: np.ndarray, half_width: float | None = None
+) -> Figure:
+    """Predictions against true values with the identity line (and the interval band): bias and spread at a glance."""
+    y, predicted = _regression_checked(y_true, predicted)
+    shown_y, shown_p = _plot_sample(y, predicted)
+    figure = _figure()
+    ax = figure.add_subplot()
+    low, high = float(min(y.min(), predicted.min())), float(max(y.max(), predicted.max()))
+    ax.scatter(shown_y, shown_p, s=8, alpha=0.4, label=f"rows ({len(shown_y)} of {len(y)})")
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="perfect prediction")
+    if half_width is not None:
+        ax.fill_between(
+            [low, high],
+            [low - half_width, high - half_width],
+            [low + half_width, high + half_width],
+            color="grey",
+            alpha=0.12,
+            label=f"interval ± {half_width:.4g}",
+        )
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1 - float(np.sum((predicted - y) ** 2)) / total if total > 0 else float("nan")
+    ax.set(xlabel="actual", ylabel="predicted", title=f"Predicted vs actual (R² = {r2:.3f})")
+    ax.legend(loc="upper left", fontsize="small")
+    return figure
+
+
+def residuals_figure(y_true: pd.Series | np.ndarray, predicted: np.ndarray) -> Figure:
+    """Residuals against predictions (patterns mean missed structure) and their distribution."""
+    y, predicted = _regression_checked(y_true, predicted)
+    residuals = y - predicted
+    shown_y, shown_p = _plot_sample(y, predicted)
+    figure = _figure(9.0, 4.5)
+    scatter, histogram = figure.subplots(1, 2, width_ratios=(3, 2))
+    scatter.scatter(shown_p, shown_y - shown_p, s=8, alpha=0.4)
+    scatter.axhline(0, color="grey", linestyle="--", linewidth=1)
+    scatter.set(xlabel="predicted", ylabel="actual - predicted", title="Residuals")
+    histogram.hist(residuals, bins=40)
+    histogram.axvline(0, color="grey", linestyle="--", linewidth=1)
+    histogram.set(
+        xlabel="actual - predicted",
+        ylabel="rows",
+        title=f"mean {residuals.mean():.3g}, sd {residuals.std():.3g}",
+    )
+    return figure
 
 
 @dataclass(frozen=True)
@@ -364,7 +420,7 @@ def evaluation_plots(
     model: Any,
     unfitted: Any,
     split: Any,
-    proba: np.ndarray,
+    output: np.ndarray,
     classes: Sequence[Any],
     *,
     threshold: float | None,
@@ -373,12 +429,14 @@ def evaluation_plots(
     seed: int,
     learning_curve_max_rows: int | None = 50_000,
     importance_max_rows: int | None = 20_000,
+    half_width: float | None = None,
 ) -> EvaluationPlots:
-    """Every evaluation plot of a run: held-out curves of `model`, and the learning curve of
-    `unfitted` (the same configuration) on the training split of `split` (a `prepare.Split`)."""
+    """Every evaluation plot of a run: held-out views of `model` (`output`: its class probabilities,
+    or its predictions when `classes` is empty) and the learning curve of `unfitted` (the same
+    configuration) on the training split of `split` (a `prepare.Split`)."""
     from components.evaluate import predicted_positions
 
-    predicted = np.asarray(list(classes), dtype=object)[predicted_positions(proba, threshold)]
+    regression = not len(classes)
     curve = compute_learning_curve(
         unfitted,
         split.X_train,
@@ -387,16 +445,30 @@ def evaluation_plots(
         cv_folds=cv_folds,
         seed=seed,
         max_rows=learning_curve_max_rows,
+        regression=regression,
     )
     importance = compute_permutation_importance(
-        model, split.X_test, split.y_test, scoring=scoring, seed=seed, max_rows=importance_max_rows
+        model,
+        split.X_test,
+        split.y_test,
+        scoring=scoring,
+        seed=seed,
+        max_rows=importance_max_rows,
+        regression=regression,
     )
-    figures = {
-        "roc": roc_figure(split.y_test, proba, classes),
-        "precision_recall": pr_figure(split.y_test, proba, classes),
-        "confusion_matrix": confusion_figure(split.y_test, predicted, classes, threshold),
-        "calibration": calibration_figure(split.y_test, proba, classes),
-        "learning_curve": learning_curve_figure(curve),
-        "permutation_importance": importance_figure(importance),
-    }
+    if regression:
+        figures = {
+            "predicted_vs_actual": predicted_vs_actual_figure(split.y_test, output, half_width),
+            "residuals": residuals_figure(split.y_test, output),
+        }
+    else:
+        predicted = np.asarray(list(classes), dtype=object)[predicted_positions(output, threshold)]
+        figures = {
+            "roc": roc_figure(split.y_test, output, classes),
+            "precision_recall": pr_figure(split.y_test, output, classes),
+            "confusion_matrix": confusion_figure(split.y_test, predicted, classes, threshold),
+            "calibration": calibration_figure(split.y_test, output, classes),
+        }
+    figures["learning_curve"] = learning_curve_figure(curve)
+    figures["permutation_importance"] = importance_figure(importance)
     return EvaluationPlots(figures, curve, importance)

@@ -3,7 +3,8 @@
 Layout: ``<workspace>/predictions/<model>/date=YYYY-MM-DD/<time>-<pid>-<seq>.parquet``, one file
 per flush, so writers in several server processes never share a file and a reader never sees a
 half-written one (files are written under a dot-name, then renamed). Each row is one scored input
-row: its feature columns under their own names, plus the columns in `LOG_COLUMNS`.
+row: its feature columns under their own names, plus the columns in `LOG_COLUMNS`: `_prediction` is
+the class as text (with its `_probability`), or a regression model's number (`_probability` null).
 
 Writing happens on a background thread: `PredictionLog.append` only queues a frame, so a
 request never waits for the disk. When the disk falls behind by more than `max_pending_rows`,
@@ -60,8 +61,7 @@ def log_frame(
     logged_at = pd.Timestamp(at or datetime.now(UTC)).tz_convert("UTC").tz_localize(None)
     columns[LOGGED_AT] = np.full(rows, np.datetime64(logged_at, "us"))
     columns[MODEL_VERSION] = np.full(rows, str(model_version), dtype=object)
-    columns[PREDICTION] = np.asarray([str(label) for label in labels], dtype=object)
-    columns[PROBABILITY] = np.asarray(probabilities, dtype="float64")
+    columns[PREDICTION], columns[PROBABILITY] = _answers(labels, probabilities, rows)
     # One construction, object columns kept as objects (pandas 3 would infer Arrow strings):
     # this runs on the prediction thread for every batch.
     frame = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) for k, v in columns.items()})
@@ -239,8 +239,9 @@ def _batches_table(batches: list[tuple[Any, ...]]) -> pa.Table:
         logged_at = pd.Timestamp(at).tz_convert("UTC").tz_localize(None)
         parts[LOGGED_AT].append(np.full(rows, np.datetime64(logged_at, "us")))
         parts[MODEL_VERSION].append(np.full(rows, str(model_version), dtype=object))
-        parts[PREDICTION].append(np.asarray([str(label) for label in labels], dtype=object))
-        parts[PROBABILITY].append(np.asarray(probabilities, dtype="float64"))
+        predicted, probability = _answers(labels, probabilities, rows)
+        parts[PREDICTION].append(predicted)
+        parts[PROBABILITY].append(probability)
     arrays = {}
     for name, chunks in parts.items():
         values = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
@@ -248,6 +249,13 @@ def _batches_table(batches: list[tuple[Any, ...]]) -> pa.Table:
         # from_pandas: NaN and None are nulls, as pa.Table.from_pandas wrote them.
         arrays[name] = pa.array(values, type=kind, from_pandas=True)
     return pa.table(arrays)
+
+
+def _answers(labels: Sequence[Any], probabilities: Sequence[float], rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes as text with their probability; a regression model's numbers as numbers (no probability)."""
+    if not len(probabilities):
+        return np.asarray(labels, dtype="float64"), np.full(rows, np.nan)
+    return np.asarray([str(label) for label in labels], dtype=object), np.asarray(probabilities, dtype="float64")
 
 
 def log_files(directory: Path, since: datetime | None = None) -> list[Path]:

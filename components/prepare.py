@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-MIN_ROWS_PER_CLASS = 2
+from components.tasks import MIN_ROWS_PER_CLASS, TASKS, Task, labeled_target
+
 MISSING_CATEGORY = "__missing__"
 
 
@@ -31,6 +32,7 @@ class FeatureSpec:
     categorical: tuple[str, ...]
     id_column: str | None = None
     excluded: tuple[str, ...] = ()
+    notes: dict[str, str] = field(default_factory=dict, compare=False)  # why a column was left out on its own
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -39,16 +41,39 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class Split:
-    """Seeded, stratified train/test split of features and labels."""
+    """Seeded train/test split of features and labels (stratified for classes, or by time)."""
 
     X_train: pd.DataFrame
     X_test: pd.DataFrame
     y_train: pd.Series
     y_test: pd.Series
+    unlabeled_rows: int = 0  # rows without a target value: left out, counted
+    rare_classes: dict[str, int] = field(default_factory=dict)  # classes too rare to learn, left out
+    by_time: bool = False  # test rows are the newest; training rows are in time order
 
     def without_training_rows(self, index: pd.Index) -> Split:
         """The same split minus some training rows (curation's drops); test rows are never touched."""
         return replace(self, X_train=self.X_train.drop(index=index), y_train=self.y_train.drop(index=index))
+
+
+IDENTIFIER_SHARE = 0.9  # text with at least this share of distinct values (and many of them) names rows
+IDENTIFIER_MIN_DISTINCT = 50
+DATE_SAMPLE = 200
+
+
+def looks_like_dates(values: pd.Series) -> bool:
+    """Text that reads as dates or times (ISO-like, with separators), judged on a sample."""
+    sample = values.dropna().astype(str).head(DATE_SAMPLE)
+    if sample.empty or not sample.str.contains(r"\d{1,4}[-/.:]\d{1,2}", regex=True).all():
+        return False
+    return bool(pd.to_datetime(sample, errors="coerce", format="mixed").notna().mean() >= 0.95)
+
+
+def looks_like_identifiers(values: pd.Series) -> bool:
+    """Text where almost every row has its own value: a name or key, not a category."""
+    present = values.dropna()
+    distinct = present.nunique()
+    return distinct >= IDENTIFIER_MIN_DISTINCT and distinct >= IDENTIFIER_SHARE * len(present)
 
 
 def infer_feature_spec(
@@ -58,28 +83,41 @@ def infer_feature_spec(
     time_column: str | None = None,
     drop_columns: Sequence[str] = (),
 ) -> FeatureSpec:
-    """Split columns into numeric and categorical features; ids, times and datetimes are excluded."""
+    """Split columns into numeric and categorical features.
+
+    Ids, times, datetimes (typed or as text), identifier-like text and columns without information
+    (empty, or one value) are left out; `notes` says why for the ones found here.
+    """
     missing = [c for c in (target, id_column, time_column, *drop_columns) if c and c not in frame.columns]
     if missing:
         raise PreparationError(f"column(s) {missing} not in the data; columns are {list(frame.columns)}")
     excluded = [c for c in (id_column, time_column, *drop_columns) if c]
+    notes: dict[str, str] = {}
     numeric: list[str] = []
     categorical: list[str] = []
     for column in frame.columns:
         if column == target or column in excluded:
             continue
-        dtype = frame[column].dtype
+        values = frame[column]
+        dtype = values.dtype
         if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(dtype, pd.PeriodDtype):
-            excluded.append(column)
+            notes[column] = "date/time"
+        elif values.nunique(dropna=False) < 2:
+            notes[column] = "empty" if values.isna().all() else "a single value"
         elif pd.api.types.is_bool_dtype(dtype):
             categorical.append(column)
         elif pd.api.types.is_numeric_dtype(dtype):
             numeric.append(column)
+        elif looks_like_dates(values):
+            notes[column] = "dates or times as text"
+        elif looks_like_identifiers(values):
+            notes[column] = f"identifier-like text ({values.nunique()} distinct values in {values.notna().sum()} rows)"
         else:
             categorical.append(column)
+    excluded += list(notes)
     if not numeric and not categorical:
         raise PreparationError(f"no feature columns left besides target {target!r} and excluded {excluded}")
-    return FeatureSpec(target, tuple(numeric), tuple(categorical), id_column, tuple(excluded))
+    return FeatureSpec(target, tuple(numeric), tuple(categorical), id_column, tuple(excluded), notes)
 
 
 def features_frame(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
@@ -94,29 +132,86 @@ def features_frame(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     return X
 
 
-def split_data(frame: pd.DataFrame, spec: FeatureSpec, test_size: float, seed: int) -> Split:
-    """Stratified, seeded split; unlabeled rows cannot be learned from and are left out."""
-    labeled = frame[frame[spec.target].notna()]
-    counts = labeled[spec.target].value_counts()
-    if len(counts) < 2:
+def event_times(values: pd.Series, column: str) -> pd.Series:
+    """A time column as timestamps (text is parsed); PreparationError when it cannot be read as times."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return values  # epoch numbers or periods order as they are
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    if parsed.notna().sum() < values.notna().sum():
+        bad = values[parsed.isna() & values.notna()].iloc[0]
+        raise PreparationError(f"time column {column!r} holds {bad!r}, which is not a date or time")
+    return parsed
+
+
+def split_data(
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    test_size: float,
+    seed: int,
+    *,
+    task: Task | None = None,
+    strategy: str = "random",
+    time_column: str | None = None,
+) -> Split:
+    """Hold out `test_size` of the labeled rows: seeded (stratified for classes), or the newest by time.
+
+    Unlabeled rows cannot be learned from and are left out (counted); so are classes with fewer
+    than `MIN_ROWS_PER_CLASS` rows, which can be neither split nor cross-validated (counted by class).
+    """
+    task = task or TASKS["binary"]
+    target = labeled_target(frame[spec.target])
+    unlabeled = len(frame) - len(target)
+    labeled = frame.loc[target.index]
+    rare: dict[str, int] = {}
+    if task.classification:
+        counts = target.value_counts()
+        if len(counts) < 2:
+            raise PreparationError(
+                f"target {spec.target!r} has {len(counts)} class(es) {counts.index.tolist()}; need at least 2"
+            )
+        too_rare = counts[counts < MIN_ROWS_PER_CLASS]
+        rare = {str(k): int(v) for k, v in too_rare.items()}
+        if rare:
+            keep = ~target.isin(too_rare.index)
+            target, labeled = target[keep], labeled[keep]
+            if target.nunique() < 2:
+                raise PreparationError(
+                    f"class(es) {list(rare)} of {spec.target!r} have fewer than {MIN_ROWS_PER_CLASS} rows each; "
+                    "without them fewer than 2 classes are left to learn"
+                )
+    classes = target.nunique() if task.classification else 1
+    n_test = int(np.ceil(len(target) * test_size))
+    if n_test < max(classes, 2) or len(target) - n_test < max(classes, 2) * 2:
         raise PreparationError(
-            f"target {spec.target!r} has {len(counts)} class(es) {counts.index.tolist()}; need at least 2"
-        )
-    rare = counts[counts < MIN_ROWS_PER_CLASS]
-    if not rare.empty:
-        raise PreparationError(
-            f"class(es) {rare.index.tolist()} of {spec.target!r} have fewer than {MIN_ROWS_PER_CLASS} rows; "
-            "a stratified split needs more examples of each class"
-        )
-    n_test = int(np.ceil(len(labeled) * test_size))
-    if n_test < len(counts) or len(labeled) - n_test < len(counts):
-        raise PreparationError(
-            f"{len(labeled)} labeled rows are too few for a test split of {test_size:.0%} over {len(counts)} classes"
+            f"{len(target)} labeled rows are too few for a test split of {test_size:.0%}"
+            + (f" over {classes} classes" if task.classification else "")
         )
     X = features_frame(labeled, spec)
-    y = labeled[spec.target]
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
-    return Split(X_train, X_test, y_train, y_test)
+    if strategy == "time":
+        if not time_column:
+            raise PreparationError("split.strategy 'time' needs data.time_column")
+        if time_column not in labeled.columns:
+            raise PreparationError(f"time column {time_column!r} is not in the data")
+        times = event_times(labeled[time_column], time_column)
+        if times.isna().any():
+            raise PreparationError(f"time column {time_column!r} has missing values; a time split needs every time")
+        order = np.argsort(times.to_numpy(), kind="stable")
+        train_rows, test_rows = order[: len(order) - n_test], order[len(order) - n_test :]
+        y_test = target.iloc[test_rows]
+        if task.classification and y_test.nunique() < 2:
+            raise PreparationError(
+                f"the newest {n_test} rows hold a single class of {spec.target!r}: a time split cannot score them; "
+                "use split.strategy: random or more data"
+            )
+        return Split(
+            X.iloc[train_rows], X.iloc[test_rows], target.iloc[train_rows], y_test, unlabeled, rare, by_time=True
+        )
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, target, test_size=n_test, random_state=seed, stratify=target if task.classification else None
+    )
+    return Split(X_train, X_test, y_train, y_test, unlabeled, rare)
 
 
 def build_preprocessor(

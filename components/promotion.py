@@ -14,7 +14,7 @@ class PromotionPolicy:
     """Thresholds of the gate (see `PromotionConfig` for what each one means)."""
 
     metric: str
-    min_score: float
+    min_score: float | None
     floors: Mapping[str, float] = field(default_factory=dict)
     min_improvement: float = 0.0
     min_relative_improvement: float = 0.0
@@ -26,9 +26,10 @@ class PromotionPolicy:
     latency_budget_ms: float | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> PromotionPolicy:
-        """From a `PromotionConfig`, which holds every field of the policy (and bootstrap settings)."""
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+    def from_config(cls, config: Any, **resolved: Any) -> PromotionPolicy:
+        """From a `PromotionConfig`, which holds every field of the policy (and bootstrap settings);
+        `resolved` replaces fields the task decides (the metric and its floor when not configured)."""
+        return cls(**{f.name: resolved.get(f.name, getattr(config, f.name)) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ def _checks(evidence: Evidence, policy: PromotionPolicy) -> list[Check]:
             evidence.rows >= policy.min_test_rows,
             f"{evidence.rows} held-out rows (minimum {policy.min_test_rows})",
         ),
-        _floor(metric, score, policy.min_score),
+        _floor(metric, score, policy.min_score)
+        if policy.min_score is not None
+        else Check(f"floor:{metric}", None, f"no floor on {metric} configured (promotion.min_score)"),
     ]
     checks += [_floor(name, evidence.candidate.get(name), floor) for name, floor in sorted(policy.floors.items())]
 

@@ -158,25 +158,32 @@ def signature_sample(X: pd.DataFrame, rows: int = SIGNATURE_SAMPLE_ROWS) -> pd.D
     return signature_frame(sample)
 
 
-def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame) -> str:
-    """Log the fitted pipeline with signature and input example; returns the model URI."""
+def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame, info: dict[str, Any] | None = None) -> str:
+    """Log the fitted pipeline with signature and input example; returns the model URI.
+
+    `info` (the task, a prediction interval, ...) is kept in the MLmodel file's metadata under
+    `mlops`, where every loader of the model reads it (`scoring.read_model_info`).
+    """
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
+
+    from components.scoring import MODEL_METADATA_KEY
 
     example = signature_frame(X_example.head(5))
     sample = signature_sample(X_example)
     signature = infer_signature(sample, model.predict(sample))
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.sklearn.log_model(
+        logged = mlflow.sklearn.log_model(
             model,
             name=MODEL_ARTIFACT,
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
             skops_trusted_types=trusted_types(model),
+            metadata={MODEL_METADATA_KEY: info} if info else None,
         )
-    return str(info.model_uri)
+    return str(logged.model_uri)
 
 
 def register_model(model_uri: str, name: str, tags: dict[str, str] | None = None) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,8 +41,20 @@ class ModelSchema:
 
 
 def pipeline_of(model: Any) -> Any:
-    """The preprocessing + estimator Pipeline, inside a decision-threshold wrapper or not."""
-    return getattr(model, "estimator_", model)
+    """The preprocessing + estimator Pipeline inside any wrappers (decision threshold, frozen,
+    recalibrated)."""
+    from sklearn.pipeline import Pipeline
+
+    while not isinstance(model, Pipeline):
+        if hasattr(model, "calibrated_classifiers_"):
+            model = model.calibrated_classifiers_[0].estimator
+        elif hasattr(model, "estimator_"):
+            model = model.estimator_
+        elif hasattr(model, "estimator"):  # FrozenEstimator
+            model = model.estimator
+        else:
+            raise InputError(f"{type(model).__name__} holds no preprocessing + estimator Pipeline")
+    return model
 
 
 def decision_threshold(model: Any) -> float | None:
@@ -89,58 +102,116 @@ def coerce_rows(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
     return pd.DataFrame(data, index=frame.index, columns=list(schema.columns))
 
 
+MODEL_METADATA_KEY = "mlops"  # in the MLmodel file's `metadata`: task, interval, calibration
+
+
 @dataclass(frozen=True)
 class Predictions:
+    """One answer per row: a label and its probability (classes) or a number and its interval."""
+
     labels: list[Any]
-    probabilities: list[float]
+    probabilities: list[float]  # binary: the positive class's; multiclass: the predicted class's; regression: []
     classes: list[Any]
+    class_probabilities: list[list[float]] | None = None  # multiclass: every class's, in `classes` order
+    lower: list[float] | None = None  # regression with an interval
+    upper: list[float] | None = None
+
+    @property
+    def finite(self) -> bool:
+        """Whether every number in the answer is finite (an input can overflow a model)."""
+        values = self.probabilities if self.classes else self.labels
+        return bool(np.isfinite(np.asarray(values, dtype="float64")).all())
 
 
 def _plain_labels(values: np.ndarray) -> list[Any]:
     return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
-def predict_frame(model: Any, frame: pd.DataFrame, schema: ModelSchema | None = None) -> Predictions:
-    """Predicted labels and probabilities.
+def predict_frame(
+    model: Any, frame: pd.DataFrame, schema: ModelSchema | None = None, half_width: float | None = None
+) -> Predictions:
+    """Predicted labels and probabilities, or numbers and their intervals.
 
     The probability is that of the positive class (the second of two classes) for binary
-    targets, and that of the predicted class for multiclass targets. A binary label is the
-    positive class when its probability reaches the model's tuned decision threshold.
+    targets, and that of the predicted class for multiclass targets (every class's is in
+    `class_probabilities`). A binary label is the positive class when its probability reaches
+    the model's tuned decision threshold. A regression model answers numbers, with
+    prediction ± `half_width` as the interval when one is given.
     """
-    return predict_coerced(model, coerce_rows(frame, schema or ModelSchema.of(model)))
+    return predict_coerced(model, coerce_rows(frame, schema or ModelSchema.of(model)), half_width)
 
 
-def predict_coerced(model: Any, X: pd.DataFrame) -> Predictions:
+def predict_coerced(model: Any, X: pd.DataFrame, half_width: float | None = None) -> Predictions:
     """`predict_frame` on rows `coerce_rows` already checked (the service logs them too)."""
+    classes_ = getattr(model, "classes_", None)
+    if classes_ is None:
+        predicted = np.asarray(model.predict(X), dtype="float64")
+        if half_width is None:
+            return Predictions(predicted.tolist(), [], [])
+        return Predictions(
+            predicted.tolist(), [], [], None, (predicted - half_width).tolist(), (predicted + half_width).tolist()
+        )
     proba = model.predict_proba(X)
-    classes = np.asarray(model.classes_)
+    classes = np.asarray(classes_)
     threshold = decision_threshold(model)
     if len(classes) == 2:
         labels = classes[(proba[:, 1] >= (0.5 if threshold is None else threshold)).astype(int)]
-        scores = proba[:, 1]
-    else:
-        winner = proba.argmax(axis=1)
-        labels = classes[winner]
-        scores = proba[np.arange(len(proba)), winner]
-    return Predictions(labels.tolist(), scores.tolist(), _plain_labels(classes))
+        return Predictions(labels.tolist(), proba[:, 1].tolist(), _plain_labels(classes))
+    winner = proba.argmax(axis=1)
+    labels = classes[winner]
+    scores = proba[np.arange(len(proba)), winner]
+    return Predictions(labels.tolist(), scores.tolist(), _plain_labels(classes), proba.tolist())
 
 
-def predict_records(model: Any, rows: Sequence[Mapping[str, Any]], schema: ModelSchema | None = None) -> Predictions:
+def predict_records(
+    model: Any, rows: Sequence[Mapping[str, Any]], schema: ModelSchema | None = None, half_width: float | None = None
+) -> Predictions:
     """Score JSON-like rows (a list of column -> value mappings)."""
     if not rows:
         raise InputError("no rows to score")
-    return predict_frame(model, pd.DataFrame.from_records(list(rows)), schema)
+    return predict_frame(model, pd.DataFrame.from_records(list(rows)), schema, half_width)
 
 
 @dataclass(frozen=True)
 class ServingModel:
-    """A registered model as the service holds it: the fitted model and its input schema."""
+    """A registered model as the service holds it: the fitted model, its input schema and what its
+    answers carry (`info`: the MLmodel metadata the training flow wrote)."""
 
     model: Any
     schema: ModelSchema
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        if "task" in self.info:
+            return str(self.info["task"])
+        classes = getattr(self.model, "classes_", None)
+        return "regression" if classes is None else "binary" if len(classes) == 2 else "multiclass"
+
+    @property
+    def half_width(self) -> float | None:
+        interval = self.info.get("interval") or {}
+        return float(interval["half_width"]) if "half_width" in interval else None
+
+    @property
+    def coverage(self) -> float | None:
+        interval = self.info.get("interval") or {}
+        return float(interval["coverage"]) if "coverage" in interval else None
 
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> Predictions:
-        return predict_records(self.model, rows, self.schema)
+        return predict_records(self.model, rows, self.schema, self.half_width)
+
+    def predict_frame(self, frame: pd.DataFrame) -> Predictions:
+        return predict_frame(self.model, frame, self.schema, self.half_width)
+
+
+def read_model_info(model_uri: str) -> dict[str, Any]:
+    """The training flow's notes in a logged model's MLmodel file (task, interval, calibration)."""
+    from mlflow.models import Model
+
+    path = Path(model_uri)
+    meta = Model.load(str(path if path.is_dir() else model_uri)).metadata or {}
+    return dict(meta.get(MODEL_METADATA_KEY) or {})
 
 
 def load_serving_model(model_uri: str) -> ServingModel:
@@ -148,7 +219,7 @@ def load_serving_model(model_uri: str) -> ServingModel:
     from components.registry import load_model
 
     model = load_model(model_uri)
-    return ServingModel(model, ModelSchema.of(model))
+    return ServingModel(model, ModelSchema.of(model), read_model_info(model_uri))
 
 
 def measure_serving(model_uri: str, rows: Sequence[Mapping[str, Any]], calls: int = 5) -> ServingCheck:
@@ -171,6 +242,6 @@ def measure_serving(model_uri: str, rows: Sequence[Mapping[str, Any]], calls: in
                 timings.append((time.perf_counter() - started) * 1000)
     except Exception as exc:  # noqa: BLE001 - any failure here means the service could not serve it
         return ServingCheck(False, None, f"{type(exc).__name__}: {exc}")
-    if len(answer.labels) != len(rows) or not all(np.isfinite(answer.probabilities)):
+    if len(answer.labels) != len(rows) or not answer.finite:
         return ServingCheck(False, None, "answered with missing or non-finite predictions")
     return ServingCheck(True, float(np.median(timings)), f"{len(rows)} row(s)")

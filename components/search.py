@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple, cast, get_args
 
@@ -21,11 +21,12 @@ import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from sklearn import metrics as skm
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit, cross_val_predict, train_test_split
 
 from components.config import EstimatorName, MetricName, ModelConfig, SearchConfig
-from components.evaluate import compute_metrics, higher_is_better
-from components.train import build_estimator, default_params
+from components.evaluate import higher_is_better
+from components.tasks import TASKS, Task
+from components.train import ThresholdChoice, build_estimator, default_params
 
 _PENALTIES = ("l1", "l2", "elasticnet")
 # scikit-learn 1.8 deprecated `penalty` (removed in 1.10): l1_ratio alone picks the penalty,
@@ -41,6 +42,7 @@ _SPACES: dict[str, dict[str, BaseDistribution]] = {
         "C": FloatDistribution(1e-3, 1e2, log=True),
         "l1_ratio": FloatDistribution(0.0, 1.0),
     },
+    "ridge": {"alpha": FloatDistribution(1e-3, 1e3, log=True)},
     "hist_gradient_boosting": {
         "learning_rate": FloatDistribution(0.01, 0.3, log=True),
         "max_leaf_nodes": IntDistribution(8, 64),
@@ -54,10 +56,15 @@ _SPACES: dict[str, dict[str, BaseDistribution]] = {
         "max_features": CategoricalDistribution(("sqrt", 0.5)),
     },
 }
+# A regression forest's default looks at every feature per split; the classifier's at their square root.
+_REGRESSION_SPACES: dict[str, dict[str, BaseDistribution]] = {
+    "random_forest": {**_SPACES["random_forest"], "max_features": CategoricalDistribution((1.0, 0.5, "sqrt"))},
+}
 # Settings every trial of a family shares; the user's fixed params still override them.
 _SPACE_CONSTANTS: dict[str, dict[str, Any]] = {
     # saga on standardized features converges within a few hundred epochs; the ceiling is for small C.
     "logistic_regression": {"max_iter": 5000},
+    "ridge": {},
     "hist_gradient_boosting": {
         "max_iter": 500,
         "early_stopping": True,
@@ -136,16 +143,6 @@ class Sample(NamedTuple):
 
 
 @dataclass(frozen=True)
-class ThresholdChoice:
-    """A binary decision threshold (positive when its probability >= threshold) and its scores."""
-
-    threshold: float
-    f1: float
-    precision: float
-    recall: float
-
-
-@dataclass(frozen=True)
 class _Resolved:
     """A family's active dimensions once the user's fixed params are taken out."""
 
@@ -167,9 +164,12 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def _check_estimator(estimator: str) -> None:
+def _space(estimator: str, task: Task | None = None) -> dict[str, BaseDistribution]:
     if estimator not in _SPACES:
         raise ValueError(f"no search space for estimator {estimator!r}; choose one of {sorted(_SPACES)}")
+    if task is not None and not task.classification:
+        return _REGRESSION_SPACES.get(estimator, _SPACES[estimator])
+    return _SPACES[estimator]
 
 
 def _check_metric(metric: str) -> None:
@@ -178,7 +178,11 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}; choose one of {list(known)}")
 
 
-def _check_folds(y: pd.Series, folds: int) -> None:
+def _check_folds(y: pd.Series, folds: int, task: Task) -> None:
+    if not task.classification:
+        if len(y) < 2 * folds:
+            raise ValueError(f"{folds}-fold cross-validation needs at least {2 * folds} rows; got {len(y)}")
+        return
     counts = y.value_counts()
     if len(counts) < 2:
         raise ValueError(f"cross-validation needs at least 2 classes; got {counts.to_dict()}")
@@ -199,8 +203,8 @@ def _penalty_for_ratio(l1_ratio: float) -> str:
     return "l1" if l1_ratio == 1 else "elasticnet"
 
 
-def _resolve(estimator: str, fixed: Mapping[str, Any]) -> _Resolved:
-    dimensions = {name: dist for name, dist in _SPACES[estimator].items() if name not in fixed}
+def _resolve(estimator: str, fixed: Mapping[str, Any], task: Task | None = None) -> _Resolved:
+    dimensions = {name: dist for name, dist in _space(estimator, task).items() if name not in fixed}
     if estimator != "logistic_regression":
         return _Resolved(dimensions)
     penalty: str | None = None
@@ -231,16 +235,19 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, distribution: BaseDistrib
 
 
 def search_space(
-    estimator: str, fixed_params: Mapping[str, Any] | None = None
+    estimator: str,
+    fixed_params: Mapping[str, Any] | None = None,
+    task: Task | None = None,
+    prefix: str = "",
 ) -> Callable[[optuna.trial.BaseTrial], dict[str, Any]]:
     """A function from an Optuna trial to the estimator's constructor params.
 
     Params the user fixed are never suggested and win over everything else; the result holds
     the project's defaults, the family's shared settings, the suggestions and the fixed params.
+    `prefix` names the dimensions in Optuna (one study may span families that share names).
     """
-    _check_estimator(estimator)
     fixed = dict(fixed_params or {})
-    resolved = _resolve(estimator, fixed)
+    resolved = _resolve(estimator, fixed, task)
     base = {**default_params(estimator), **_SPACE_CONSTANTS[estimator]}
 
     def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
@@ -249,26 +256,28 @@ def search_space(
             dimensions = resolved.dimensions
             penalty = resolved.penalty
             if penalty is None:
-                penalty = _suggest(trial, "penalty", dimensions["penalty"])
+                penalty = _suggest(trial, f"{prefix}penalty", dimensions["penalty"])
             params.update(_PENALTY_SETTINGS.get(str(penalty), {}))
             if "C" in dimensions:
-                params["C"] = _suggest(trial, "C", dimensions["C"])
+                params["C"] = _suggest(trial, f"{prefix}C", dimensions["C"])
             if penalty == "elasticnet" and "l1_ratio" in dimensions:
-                params["l1_ratio"] = _suggest(trial, "l1_ratio", dimensions["l1_ratio"])
+                params["l1_ratio"] = _suggest(trial, f"{prefix}l1_ratio", dimensions["l1_ratio"])
         else:
             for name, distribution in resolved.dimensions.items():
-                params[name] = _suggest(trial, name, distribution)
+                params[name] = _suggest(trial, f"{prefix}{name}", distribution)
         params.update(fixed)
         return params
 
     return suggest
 
 
-def _default_point(estimator: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
+def _default_point(
+    estimator: str, fixed: Mapping[str, Any], task: Task | None = None, prefix: str = ""
+) -> dict[str, Any]:
     """The project's defaults as a point of the search space (clipped into range), to enqueue."""
     config = ModelConfig(estimator=cast(EstimatorName, estimator), params=dict(fixed))
-    effective = build_estimator(config, seed=0).get_params()
-    resolved = _resolve(estimator, fixed)
+    effective = build_estimator(config, seed=0, task=task).get_params()
+    resolved = _resolve(estimator, fixed, task)
     if estimator == "logistic_regression":
         ratio = effective.get("l1_ratio")
         effective["penalty"] = _penalty_for_ratio(float(ratio)) if ratio is not None else "l2"
@@ -277,32 +286,34 @@ def _default_point(estimator: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
         value = effective.get(name)
         if isinstance(distribution, CategoricalDistribution):
             if value in distribution.choices:
-                point[name] = value
+                point[f"{prefix}{name}"] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             assert isinstance(distribution, (FloatDistribution, IntDistribution))
             clipped = min(max(value, distribution.low), distribution.high)
-            point[name] = round(clipped) if isinstance(distribution, IntDistribution) else float(clipped)
+            point[f"{prefix}{name}"] = round(clipped) if isinstance(distribution, IntDistribution) else float(clipped)
     return point
 
 
-def sample_rows(X: pd.DataFrame, y: pd.Series, *, max_rows: int | None, seed: int) -> Sample:
-    """At most `max_rows` rows, stratified and seeded, in their original order.
+def sample_rows(X: pd.DataFrame, y: pd.Series, *, max_rows: int | None, seed: int, stratify: bool = True) -> Sample:
+    """At most `max_rows` rows, seeded (stratified for classes), in their original order.
 
     A custom `evaluate_batch` must score on these rows: call this first with the same
     arguments; on rows already within `max_rows` it changes nothing.
     """
     if max_rows is None or len(X) <= max_rows:
         return Sample(X, y)
-    positions, _ = train_test_split(np.arange(len(X)), train_size=max_rows, stratify=y, random_state=seed)
+    positions, _ = train_test_split(
+        np.arange(len(X)), train_size=max_rows, stratify=y if stratify else None, random_state=seed
+    )
     positions = np.sort(positions)
     return Sample(X.iloc[positions], y.iloc[positions])
 
 
-def _score(metric: str, y: pd.Series, proba: np.ndarray, classes: Any) -> float:
-    scores = compute_metrics(y, proba, list(classes))
-    if metric not in scores:
-        raise ValueError(f"metric {metric!r} is undefined on a fold with classes {sorted(pd.unique(y))}")
-    return scores[metric]
+def cv_splitter(task: Task, y: pd.Series, folds: int, seed: int, *, by_time: bool = False) -> Any:
+    """The search's folds: forward in time (rows in time order) or the task's shuffled folds."""
+    if by_time:
+        return TimeSeriesSplit(n_splits=folds)
+    return task.folds(y, folds, seed)
 
 
 def cross_validate_params(
@@ -315,17 +326,23 @@ def cross_validate_params(
     folds: int,
     seed: int,
     number: int = 0,
+    task: Task | None = None,
+    by_time: bool = False,
 ) -> TrialResult:
-    """Score `params` by seeded stratified k-fold; a fit that fails gives the worst score, not an error.
+    """Score `params` by seeded k-fold (stratified for classes, forward in time with `by_time`);
+    a fit that fails gives the worst score, not an error.
 
     `score` is the mean over held-out folds, `train_score` the mean on the folds each model was
     fitted on (their gap shows over- or underfitting). A ValueError from building, fitting or
-    predicting, or non-finite probabilities, mark the trial failed so the search goes on.
+    predicting, or non-finite answers, mark the trial failed so the search goes on. A fold where
+    the metric is undefined (one class held out, in a time split) is skipped.
     """
+    task = task or TASKS["binary" if y.nunique() <= 2 else "multiclass"]
     _check_metric(metric)
-    _check_folds(y, folds)
+    task.check_metric(metric, "search.metric")
+    _check_folds(y, folds, task)
     params = dict(params)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    cv = cv_splitter(task, y, folds, seed, by_time=by_time)
     held_scores: list[float] = []
     fit_scores: list[float] = []
     started = time.perf_counter()
@@ -340,14 +357,23 @@ def cross_validate_params(
         try:
             model = model_factory(dict(params))
             model.fit(X_fit, y_fit)
-            held_proba = np.asarray(model.predict_proba(X_held), dtype="float64")
-            fit_proba = np.asarray(model.predict_proba(X_fit), dtype="float64")
+            held = task.output(model, X_held)
+            fit = task.output(model, X_fit)
         except ValueError as exc:
             return failed(f"{type(exc).__name__}: {exc}")
-        if not (np.isfinite(held_proba).all() and np.isfinite(fit_proba).all()):
-            return failed("the model produced non-finite probabilities")
-        held_scores.append(_score(metric, y_held, held_proba, model.classes_))
-        fit_scores.append(_score(metric, y_fit, fit_proba, model.classes_))
+        if not (np.isfinite(held).all() and np.isfinite(fit).all()):
+            return failed("the model produced non-finite answers")
+        classes = list(getattr(model, "classes_", ()))
+        held_score = _score(task, metric, y_held, held, classes)
+        fit_score = _score(task, metric, y_fit, fit, classes)
+        if held_score is None or fit_score is None:
+            if by_time:
+                continue
+            raise ValueError(f"metric {metric!r} is undefined on a fold with classes {sorted(pd.unique(y_held))}")
+        held_scores.append(held_score)
+        fit_scores.append(fit_score)
+    if not held_scores:
+        return failed(f"{metric} is undefined on every fold")
     return TrialResult(
         number=number,
         params=params,
@@ -359,6 +385,12 @@ def cross_validate_params(
     )
 
 
+def _score(task: Task, metric: str, y: pd.Series, output: np.ndarray, classes: list[Any]) -> float | None:
+    if task.classification and not set(pd.unique(y)) <= set(classes):
+        return None  # a class the fold's model never saw (time-ordered folds)
+    return task.compute_metrics(y, output, classes).get(metric)
+
+
 def _best(trials: list[TrialResult], metric: str) -> TrialResult:
     usable = [trial for trial in trials if trial.ok]
     if not usable:
@@ -368,9 +400,31 @@ def _best(trials: list[TrialResult], metric: str) -> TrialResult:
     return max(usable, key=lambda trial: sign * trial.score)
 
 
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    space: Callable[[optuna.trial.BaseTrial], dict[str, Any]]
+    defaults: dict[str, Any]
+    start: dict[str, Any]
+
+
+def _families(estimators: Sequence[str], fixed: Mapping[str, Mapping[str, Any]], task: Task | None) -> list[_Family]:
+    many = len(estimators) > 1
+    found = []
+    for name in estimators:
+        _space(name, task)
+        own = dict(fixed.get(name, {}))
+        prefix = f"{name}." if many else ""
+        start = _default_point(name, own, task, prefix)
+        if many:
+            start["estimator"] = name
+        found.append(_Family(name, search_space(name, own, task, prefix), {**default_params(name), **own}, start))
+    return found
+
+
 def run_search(
     model_factory: ModelFactory,
-    estimator: str,
+    estimator: str | Sequence[str],
     X: pd.DataFrame,
     y: pd.Series,
     config: SearchConfig,
@@ -380,30 +434,48 @@ def run_search(
     fixed_params: Mapping[str, Any] | None = None,
     evaluate_batch: BatchEvaluator | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
+    task: Task | None = None,
+    by_time: bool = False,
 ) -> SearchResult:
-    """Search `estimator`'s space by cross-validation on (a stratified sample of) the training rows.
+    """Search one estimator family's space, or several families at once, by cross-validation on
+    (a sample of) the training rows.
 
-    Trials are asked `config.workers` at a time and evaluated by `evaluate_batch` (default: one
-    after another in this process), which receives (trial number, params) pairs and returns one
-    TrialResult per pair; it must score on `sample_rows(X, y, max_rows=config.max_rows, seed=seed)`.
-    Trial 0 is the project's defaults merged with `fixed_params`, exactly as training without a
-    search would build them. No new batch is asked after `config.timeout_minutes`.
+    With several families (`estimator` a sequence), every trial's params hold the family under
+    `estimator` and `fixed_params` maps each family to its fixed params. Trials are asked
+    `config.workers` at a time and evaluated by `evaluate_batch` (default: one after another in
+    this process), which receives (trial number, params) pairs and returns one TrialResult per
+    pair; it must score on `sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=...)`.
+    The first trials are the project's defaults of each family merged with the fixed params,
+    exactly as training without a search would build them. No new batch is asked after
+    `config.timeout_minutes`.
     """
     if config.method == "none":
         raise ValueError("search.method is 'none': train with model.params instead of calling run_search")
     _check_metric(metric)
-    fixed = dict(fixed_params or {})
-    space = search_space(estimator, fixed)
-    defaults = {**default_params(estimator), **fixed}
-    start_point = _default_point(estimator, fixed)
-    sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed)
-    _check_folds(sample.y, config.cv_folds)
+    task = task or TASKS["binary" if y.nunique() <= 2 else "multiclass"]
+    task.check_metric(metric, "search.metric")
+    names = [estimator] if isinstance(estimator, str) else list(estimator)
+    many = len(names) > 1
+    fixed = (fixed_params or {}) if many else {names[0]: dict(fixed_params or {})}
+    families = _families(names, fixed, task)
+    by_name = {f.name: f for f in families}
+    sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=task.classification and not by_time)
+    _check_folds(sample.y, config.cv_folds, task)
     if evaluate_batch is None:
 
         def evaluate_batch(batch: list[tuple[int, dict[str, Any]]]) -> list[TrialResult]:
             return [
                 cross_validate_params(
-                    model_factory, params, sample.X, sample.y, metric=metric, folds=config.cv_folds, seed=seed, number=n
+                    model_factory,
+                    params,
+                    sample.X,
+                    sample.y,
+                    metric=metric,
+                    folds=config.cv_folds,
+                    seed=seed,
+                    number=n,
+                    task=task,
+                    by_time=by_time,
                 )
                 for n, params in batch
             ]
@@ -419,17 +491,24 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(direction="maximize" if higher_is_better(metric) else "minimize", sampler=sampler)
-        # The sampler learns from the defaults' score at their place in the space; the trial
-        # itself evaluates the exact defaults.
-        study.enqueue_trial(start_point)
+        # The sampler learns from the defaults' scores at their place in the space; the trials
+        # themselves evaluate the exact defaults.
+        pending = list(families)
+        for family in families:
+            study.enqueue_trial(family.start)
         results: list[TrialResult] = []
         while len(results) < config.trials:
             if results and deadline is not None and time.monotonic() >= deadline:
                 break
             asked = [study.ask() for _ in range(min(config.workers, config.trials - len(results)))]
-            batch = [(trial.number, space(trial)) for trial in asked]
-            if not results:
-                batch[0] = (batch[0][0], dict(defaults))
+            batch = []
+            for trial in asked:
+                choice = trial.suggest_categorical("estimator", names) if many else names[0]
+                family = by_name[choice]
+                params = family.space(trial)  # an enqueued trial records the defaults' point ...
+                if pending:
+                    params = dict(pending.pop(0).defaults)  # ... and evaluates the exact defaults
+                batch.append((trial.number, {"estimator": family.name, **params} if many else params))
             returned = {result.number: result for result in evaluate_batch(batch)}
             expected = [number for number, _ in batch]
             if sorted(returned) != sorted(expected):
@@ -455,7 +534,7 @@ def run_search(
 
 def out_of_fold_proba(model: Any, X: pd.DataFrame, y: pd.Series, *, folds: int, seed: int) -> np.ndarray:
     """Class probabilities (columns in sorted class order), each row from a copy of `model` that never saw it."""
-    _check_folds(y, folds)
+    _check_folds(y, folds, TASKS["binary"])
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return np.asarray(cross_val_predict(clone(model), X, y, cv=cv, method="predict_proba", n_jobs=1))
 

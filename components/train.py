@@ -1,22 +1,38 @@
-"""Training: the whole preprocessing + estimator as one scikit-learn Pipeline."""
+"""Training: the whole preprocessing + estimator as one scikit-learn Pipeline, for any task.
+
+`fit_final_model` fits the chosen configuration on the whole training split and adds what the
+task's answers need, each from out-of-fold predictions of that same configuration: a recalibration
+of class probabilities (when class weights or the family distort them), the binary decision
+threshold, and for regression the half-width of a split-conformal prediction interval.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sklearn.base import ClassifierMixin
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import FixedThresholdClassifier
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import FixedThresholdClassifier, cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from components.config import ModelConfig
 from components.prepare import FeatureSpec, build_preprocessor
+from components.tasks import TASKS, Task
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"max_iter": 2000, "C": 1.0},
+    "ridge": {"alpha": 1.0},
     # n_jobs=1: parallel tree prediction adds tens of ms per single-row request in serving.
     "random_forest": {"n_estimators": 200, "min_samples_leaf": 2, "n_jobs": 1},
     # Early stopping on an inner validation fraction: max_iter is a ceiling, not a guess.
@@ -28,15 +44,39 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "n_iter_no_change": 20,
     },
 }
-_CLASSES: dict[str, type[ClassifierMixin]] = {
+_CLASSIFIERS: dict[str, type] = {
     "logistic_regression": LogisticRegression,
     "random_forest": RandomForestClassifier,
     "hist_gradient_boosting": HistGradientBoostingClassifier,
 }
+_REGRESSORS: dict[str, type] = {
+    "ridge": Ridge,
+    "random_forest": RandomForestRegressor,
+    "hist_gradient_boosting": HistGradientBoostingRegressor,
+}
+ISOTONIC_MIN_ROWS = 1000  # isotonic calibration overfits on fewer rows; sigmoid (Platt) is used below
 
 
 class TrainingError(ValueError):
     """The estimator could not be built or fitted with the given settings."""
+
+
+def family_for(estimator: str, task: Task | None = None) -> str:
+    """The concrete family of a configured name: `linear` is logistic regression or ridge."""
+    task = task or TASKS["binary"]
+    if estimator == "linear":
+        return "logistic_regression" if task.classification else "ridge"
+    known = _CLASSIFIERS if task.classification else _REGRESSORS
+    if estimator not in known:
+        kind = "classification" if task.classification else "regression"
+        raise TrainingError(f"{estimator!r} is not a {kind} model family; choose one of {['linear', *known]}")
+    return estimator
+
+
+def families_of(config: ModelConfig, task: Task | None = None) -> tuple[str, ...]:
+    """The concrete families a config asks for: every one of `families` under `auto`, else the one."""
+    names = config.families if config.estimator == "auto" else (config.estimator,)
+    return tuple(dict.fromkeys(family_for(name, task) for name in names))
 
 
 def default_params(estimator: str) -> dict[str, Any]:
@@ -54,44 +94,82 @@ def class_weight_for(config: ModelConfig, y: pd.Series) -> str | None:
     return "balanced" if len(shares) > 1 and float(shares.min()) < config.imbalance_threshold else None
 
 
-def with_class_weight(config: ModelConfig, y: pd.Series) -> ModelConfig:
+def with_class_weight(config: ModelConfig, y: pd.Series, task: Task | None = None) -> ModelConfig:
     """The config with `class_weight` set when `class_weight_for` asks for it (a pinned value wins)."""
+    if task is not None and not task.classification:
+        return config
     weight = class_weight_for(config, y)
-    if weight is None or "class_weight" in config.params:
+    if weight is None:
+        return config
+    if config.estimator == "auto":
+        params = {f: {"class_weight": weight, **config.params.get(f, {})} for f in config.families}
+        return config.model_copy(update={"params": {**config.params, **params}})
+    if "class_weight" in config.params:
         return config
     return config.model_copy(update={"params": {**config.params, "class_weight": weight}})
 
 
-def build_estimator(config: ModelConfig, seed: int) -> ClassifierMixin:
-    """The configured estimator with the project's defaults under the user's params."""
-    cls = _CLASSES[config.estimator]
-    params = {**_DEFAULTS[config.estimator], **config.params, "random_state": seed}
+def build_estimator(config: ModelConfig, seed: int, task: Task | None = None) -> Any:
+    """The configured estimator (the first of `families` under `auto`) with the project's defaults
+    under the user's params."""
+    task = task or TASKS["binary"]
+    configured = config.families[0] if config.estimator == "auto" else config.estimator
+    family = family_for(configured, task)
+    cls = (_CLASSIFIERS if task.classification else _REGRESSORS)[family]
+    params = {**_DEFAULTS[family], **config.family_params(configured), "random_state": seed}
+    if family == "ridge" and params.get("solver", "auto") not in ("sag", "saga"):
+        params.pop("random_state")  # only the stochastic solvers draw numbers
     try:
         return cls(**params)
     except TypeError as exc:
-        raise TrainingError(f"invalid params for {config.estimator}: {exc}") from exc
+        raise TrainingError(f"invalid params for {family}: {exc}") from exc
 
 
 def build_model(
-    spec: FeatureSpec, config: ModelConfig, seed: int, clip: dict[str, tuple[float, float]] | None = None
+    spec: FeatureSpec,
+    config: ModelConfig,
+    seed: int,
+    clip: dict[str, tuple[float, float]] | None = None,
+    task: Task | None = None,
 ) -> Pipeline:
     return Pipeline(
         [
             ("preprocess", build_preprocessor(spec, config.max_categories, clip)),
-            ("model", build_estimator(config, seed)),
+            ("model", build_estimator(config, seed, task)),
         ]
     )
 
 
 def model_factory(
-    spec: FeatureSpec, config: ModelConfig, seed: int, clip: dict[str, tuple[float, float]] | None = None
+    spec: FeatureSpec,
+    config: ModelConfig,
+    seed: int,
+    clip: dict[str, tuple[float, float]] | None = None,
+    task: Task | None = None,
 ) -> Callable[[dict[str, Any]], Pipeline]:
-    """Unfitted pipelines of `config` with some params replaced: what a hyperparameter search tries."""
+    """Unfitted pipelines with some params replaced: what a hyperparameter search tries.
+
+    A trial's `estimator` entry names its family (a search across families); the rest are that
+    family's params.
+    """
 
     def factory(params: dict[str, Any]) -> Pipeline:
-        return build_model(spec, config.model_copy(update={"params": {**config.params, **params}}), seed, clip)
+        params = dict(params)
+        family = params.pop("estimator", None)
+        base = config if family is None else config_for_family(config, family)
+        return build_model(spec, base.model_copy(update={"params": {**base.params, **params}}), seed, clip, task)
 
     return factory
+
+
+def config_for_family(config: ModelConfig, family: str) -> ModelConfig:
+    """One family of an `auto` config, with that family's fixed params."""
+    if config.estimator == "auto":
+        own = config.params.get(family) or config.params.get(
+            "linear" if family in ("logistic_regression", "ridge") else ""
+        )
+        return config.model_copy(update={"estimator": family, "params": dict(own or {})})
+    return config.model_copy(update={"estimator": family})
 
 
 def train_model(
@@ -102,13 +180,14 @@ def train_model(
     seed: int,
     clip: dict[str, tuple[float, float]] | None = None,
     threshold: float | None = None,
+    task: Task | None = None,
 ) -> Any:
     """Fit preprocessing and estimator together on the training split only.
 
     With a `threshold` (binary targets), the Pipeline is wrapped in a FixedThresholdClassifier,
     so the tuned cut-off travels inside the model artifact and every consumer predicts with it.
     """
-    model: Any = build_model(spec, config, seed, clip)
+    model: Any = build_model(spec, config, seed, clip, task)
     if threshold is not None and y_train.nunique() == 2:
         model = FixedThresholdClassifier(model, threshold=threshold, response_method="predict_proba")
     try:
@@ -118,8 +197,123 @@ def train_model(
     return model
 
 
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A binary decision threshold (positive when its probability >= threshold) and its scores."""
+
+    threshold: float
+    f1: float
+    precision: float
+    recall: float
+
+
+@dataclass(frozen=True)
+class PredictionInterval:
+    """A split-conformal interval: prediction ± half_width covers `coverage` of new rows."""
+
+    coverage: float
+    half_width: float
+    calibration_rows: int
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The fitted model and what its answers carry."""
+
+    model: Any
+    threshold: ThresholdChoice | None = None
+    calibration: str | None = None  # sigmoid | isotonic when probabilities were recalibrated
+    interval: PredictionInterval | None = None
+
+
+def calibration_method(setting: str, config: ModelConfig, y: pd.Series, task: Task) -> str | None:
+    """Which recalibration the classifier's probabilities get, if any."""
+    if not task.classification or setting == "none":
+        return None
+    if setting in ("sigmoid", "isotonic"):
+        return setting
+    weighted = "class_weight" in config.params and config.params["class_weight"] not in (None, "none")
+    if not weighted and family_for(config.estimator, task) != "random_forest":
+        return None
+    return "isotonic" if len(y) >= ISOTONIC_MIN_ROWS * y.nunique() else "sigmoid"
+
+
+def _decision_values(model: Any, X: pd.DataFrame, y: pd.Series, cv: Any) -> np.ndarray:
+    """Out-of-fold scores as CalibratedClassifierCV computes them (decision function first)."""
+    method = "decision_function" if hasattr(model, "decision_function") else "predict_proba"
+    values = np.asarray(cross_val_predict(model, X, y, cv=cv, method=method, n_jobs=1))
+    return values[:, 1] if method == "predict_proba" and values.ndim == 2 else values
+
+
+def conformal_half_width(y: np.ndarray, predicted: np.ndarray, coverage: float) -> float:
+    """The split-conformal quantile of absolute residuals: the ceil((n+1)·coverage)-th smallest."""
+    residuals = np.sort(np.abs(np.asarray(y, dtype="float64") - np.asarray(predicted, dtype="float64")))
+    rank = int(np.ceil((len(residuals) + 1) * coverage))
+    return float(residuals[min(rank, len(residuals)) - 1])
+
+
+def fit_final_model(
+    X: pd.DataFrame,
+    y: pd.Series,
+    spec: FeatureSpec,
+    config: ModelConfig,
+    seed: int,
+    *,
+    task: Task,
+    folds: int,
+    clip: dict[str, tuple[float, float]] | None = None,
+    tune_threshold: Callable[[pd.Series, np.ndarray], ThresholdChoice] | None = None,
+) -> FinalModel:
+    """Fit `config` (one family) on all training rows, with calibration, threshold and interval.
+
+    All three come from out-of-fold predictions of the same configuration on the training rows:
+    the recalibration map (CalibratedClassifierCV with ensemble=False), the F1-best threshold on
+    recalibrated probabilities, and the conformal quantile of absolute residuals.
+    """
+    pipeline = build_model(spec, config, seed, clip, task)
+    cv = task.folds(y, folds, seed)
+    try:
+        if not task.classification:
+            interval = None
+            if config.interval_coverage is not None:
+                oof = np.asarray(cross_val_predict(pipeline, X, y, cv=cv, n_jobs=1), dtype="float64")
+                half = conformal_half_width(y.to_numpy(dtype="float64"), oof, config.interval_coverage)
+                interval = PredictionInterval(config.interval_coverage, half, len(y))
+            return FinalModel(pipeline.fit(X, y), interval=interval)
+        method = calibration_method(config.calibration, config, y, task)
+        binary = y.nunique() == 2 and tune_threshold is not None
+        if method is None:
+            if not binary:
+                return FinalModel(pipeline.fit(X, y))
+            assert tune_threshold is not None
+            proba = np.asarray(cross_val_predict(pipeline, X, y, cv=cv, method="predict_proba", n_jobs=1))
+            choice = tune_threshold(y, proba[:, 1])
+            wrapped = FixedThresholdClassifier(pipeline, threshold=choice.threshold, response_method="predict_proba")
+            return FinalModel(wrapped.fit(X, y), choice)
+        fitted: Any = CalibratedClassifierCV(pipeline, method=method, cv=cv, ensemble=False).fit(X, y)
+        if not binary:
+            return FinalModel(fitted, None, method)
+        assert tune_threshold is not None
+        # The threshold is tuned on recalibrated out-of-fold probabilities: the fitted calibrator
+        # applied to the same out-of-fold scores it was fitted on.
+        calibrator = fitted.calibrated_classifiers_[0].calibrators[0]
+        calibrated = np.clip(calibrator.predict(_decision_values(pipeline, X, y, cv)), 0.0, 1.0)
+        threshold = tune_threshold(y, calibrated)
+        fitted = FixedThresholdClassifier(
+            FrozenEstimator(fitted), threshold=threshold.threshold, response_method="predict_proba"
+        ).fit(X, y)
+        return FinalModel(fitted, threshold, method)
+    except ValueError as exc:
+        raise TrainingError(f"training {config.estimator} failed: {exc}") from exc
+
+
 def model_params(model: Any) -> dict[str, Any]:
     """The estimator's effective hyperparameters, flat and loggable."""
-    estimator = getattr(model, "estimator_", model).named_steps["model"]
+    from components.scoring import pipeline_of
+
+    estimator = pipeline_of(model).named_steps["model"]
     plain = (int, float, str, bool, type(None))
-    return {f"estimator.{k}": v for k, v in estimator.get_params().items() if isinstance(v, plain)}
+    return {
+        "estimator": type(estimator).__name__,
+        **{f"estimator.{k}": v for k, v in estimator.get_params().items() if isinstance(v, plain)},
+    }

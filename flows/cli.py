@@ -22,15 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from components.config import (
-    ConfigError,
-    DataConfig,
-    PipelineConfig,
-    find_config_file,
-    load_config,
-    resolve_source,
-)
+from components.config import ConfigError, PipelineConfig, resolve_source
 from components.environment import workspace_environment
+from components.project import Project, load_project
 from components.workspace import Workspace
 
 EXIT_OK = 0
@@ -40,7 +34,8 @@ EXIT_RETRAIN = 4
 
 app = typer.Typer(
     name="mlops",
-    help="Continuous training for tabular classification: train, validate, promote, serve, score.",
+    help="Continuous training for tabular models (binary, multiclass, regression): init, train, validate, "
+    "promote, serve, score, monitor.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -58,7 +53,24 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Pipeline config YAML (default: MLOPS_CONFIG or the nearest mlops.yaml)."),
+    typer.Option(
+        "--config", "-c", help="Project config YAML (default: MLOPS_CONFIG or the nearest mlops.yaml upwards)."
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--name", "-n", help="The model (default: the only one configured in models/)."),
+]
+
+
+class TaskChoice(StrEnum):
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+TaskOption = Annotated[
+    TaskChoice | None, typer.Option("--task", help="The task (default: inferred from the target column).")
 ]
 
 
@@ -67,9 +79,27 @@ def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _load(config_path: Path | None) -> PipelineConfig:
+def _project(config_path: Path | None) -> Project:
     try:
-        return load_config(config_path or find_config_file())
+        return load_project(config_path)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _load(config_path: Path | None) -> PipelineConfig:
+    """The project's own settings (workspace, servers), for commands that act on no one model."""
+    try:
+        return _project(config_path).base()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _model(config_path: Path | None, name: str | None, what: str) -> tuple[str, PipelineConfig]:
+    """(name, settings) of the model a command acts on: named, or the only one configured."""
+    project = _project(config_path)
+    try:
+        model_name = project.resolve_name(name, what)
+        return model_name, project.config_for(model_name)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -96,9 +126,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from components.prepare import PreparationError
     from components.registry import RegistryError
     from components.scoring import InputError
+    from components.tasks import TargetError
     from components.train import TrainingError
 
-    return (ConfigError, ContractError, ExtractionError, PreparationError, RegistryError, InputError, TrainingError)
+    return (
+        ConfigError,
+        ContractError,
+        ExtractionError,
+        PreparationError,
+        RegistryError,
+        InputError,
+        TrainingError,
+        TargetError,
+    )
 
 
 def _report_unexpected(exc: BaseException) -> NoReturn:
@@ -109,16 +149,156 @@ def _report_unexpected(exc: BaseException) -> NoReturn:
     _fail(f"{type(exc).__name__}: {exc}")
 
 
+def _read_frame(source: str, query: str | None) -> Any:
+    """The readable batches of a source as one frame (unreadable files are left to validation)."""
+    from components.extract import Batch, ExtractionError, combine, read_batches
+
+    try:
+        batches: list[Batch] = read_batches(source, query)
+        readable = [b for b in batches if b.frame is not None]
+        if not readable:
+            _fail(f"no readable data in {source}: {batches[0].error if batches else 'no files'}")
+        return combine(readable)
+    except ExtractionError as exc:
+        _fail(str(exc))
+
+
+def _run_settings(
+    project: Project,
+    data: str | None,
+    target: str | None,
+    id_column: str | None,
+    time_column: str | None,
+    query: str | None,
+    name: str | None,
+    task: str | None,
+) -> tuple[PipelineConfig, Any]:
+    """The settings `mlops run` trains with, and, when it creates a new model, what it inferred.
+
+    Without --data: a configured model as configured. With --data: the model named (or the one the
+    file's name gives) on that data, validated against its own contract; a new model when none has
+    that name, on project defaults, unless the file's columns are an existing model's.
+    """
+    from components.extract import dataset_name_for
+    from components.modelfile import propose_model
+    from components.project import check_name, models_with_columns
+
+    if data is None:
+        model_name = project.resolve_name(name, "`mlops run` without --data")
+        if not project.has_model(model_name):
+            raise ConfigError(
+                f"model {model_name!r} has no {project.model_file(model_name)}: pass --data (its rows are "
+                f"validated against its contract), or create its settings with `mlops init`"
+            )
+        config = project.model_config(model_name)
+        _same_roles(model_name, config, target, id_column, time_column, task)
+        return config.with_overrides(data={"query": query}), None
+    model_name = check_name(name or dataset_name_for(data))
+    known = project.has_model(model_name) or model_name in project.contracted_models()
+    if known:
+        config = project.config_for(model_name)
+        _same_roles(model_name, config, target, id_column, time_column, task)
+        return config.with_overrides(data={"source": data, "query": query}), None
+    if not target:
+        raise ConfigError(
+            f"{data} would be a new model {model_name!r}: name its label column with --target "
+            "(or pass --name to train an existing model on it)"
+        )
+    frame = _read_frame(data, query)
+    if name is None:
+        twins = models_with_columns(project, list(frame.columns), target)
+        if twins:
+            raise ConfigError(
+                f"{data} has the columns of model {twins[0]!r} (its contract "
+                f"{project.base().validation.suite_dir / (twins[0] + '.json')}): to train {twins[0]!r} on it, pass "
+                f"--name {twins[0]}; to make a new model of it anyway, pass --name with a new name"
+            )
+    proposal = propose_model(frame, model_name, data, target, task=task, id_column=id_column, time_column=time_column)
+    config = project.adhoc_config(
+        {
+            "source": data,
+            "query": query,
+            "target": target,
+            "id_column": proposal.id_column.column,
+            "time_column": proposal.time_column.column,
+            "name": model_name,
+        },
+        task=proposal.task.task,
+    )
+    return config, proposal
+
+
+def _same_roles(
+    model_name: str,
+    config: PipelineConfig,
+    target: str | None,
+    id_column: str | None,
+    time_column: str | None,
+    task: str | None,
+) -> None:
+    """A model's columns are its own: options that contradict its settings are an error, not an override."""
+    given = {"--target": (target, config.data.target), "--id-column": (id_column, config.data.id_column)}
+    given |= {"--time-column": (time_column, config.data.time_column), "--task": (task, config.task)}
+    clashes = [
+        f"{flag} {value!r} (it has {have!r})" for flag, (value, have) in given.items() if value not in (None, have)
+    ]
+    if clashes:
+        raise ConfigError(
+            f"model {model_name!r} is set up differently: {'; '.join(clashes)}; edit its settings, "
+            "or pass --name with a new name for a new model"
+        )
+
+
+def _announce_new_model(proposal: Any, suite: Path) -> None:
+    from rich.panel import Panel
+
+    left_out = ", ".join(f"{k} ({v})" for k, v in proposal.left_out.items())
+    lines = [
+        f"task: [bold]{proposal.task.task}[/] ({proposal.task.reason}); target {proposal.target!r}: "
+        f"{proposal.task.summary}",
+        f"id column: {proposal.id_column.column or '-'} ({proposal.id_column.reason}); "
+        f"time column: {proposal.time_column.column or '-'} ({proposal.time_column.reason})",
+        f"features: {len(proposal.numeric)} numeric, {len(proposal.categorical)} categorical"
+        + (f"; left out: {left_out}" if left_out else ""),
+        "",
+        f"It trains on the project's defaults. Its data contract will be profiled from this data into {suite} "
+        "(review it). To keep its settings for later runs, write them with",
+        f"  mlops init --data {proposal.source} --target {proposal.target} --name {proposal.name}",
+    ]
+    err.print(
+        Panel(
+            "\n".join(lines),
+            title=f"[bold yellow]new model {proposal.name!r}[/]",
+            border_style="yellow",
+        ),
+        highlight=False,
+    )
+
+
 @app.command()
 def run(
     config_path: ConfigOption = None,
     data: Annotated[
-        str | None, typer.Option("--data", help="CSV/Parquet file, folder or glob, or a SQLAlchemy URL.")
+        str | None,
+        typer.Option(
+            "--data",
+            help="CSV/Parquet file, folder or glob, or a SQLAlchemy URL: a configured model's new data, or a new "
+            "model's.",
+        ),
     ] = None,
-    target: Annotated[str | None, typer.Option("--target", help="Label column.")] = None,
-    id_column: Annotated[str | None, typer.Option("--id-column", help="Row id column, never a feature.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Label column (a new model's).")] = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id-column", help="Row id column, never a feature (default: detected).")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option("--time-column", help="Event-time column, never a feature (default: detected).")
+    ] = None,
     query: Annotated[str | None, typer.Option("--query", help="SQL query when --data is a database URL.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: from the source).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="The model (default: the only one configured; with --data: the file's name)"),
+    ] = None,
+    task: TaskOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one line of JSON with the outcome at the end.")
     ] = False,
@@ -128,22 +308,28 @@ def run(
 ) -> None:
     """Run the training flow: extract, validate, curate, select a model, train, evaluate, gated promotion.
 
-    Exit status: 0 when the flow completed (promoted or held back), 3 when the data was
+    Without --data, trains the configured model (--name when several are). With --data, trains the
+    model --name names (or the one the file's name gives) on that data, checked against its contract; a
+    name no model has yet makes a new model from the file on the project's defaults (--target needed),
+    and says so. Exit status: 0 when the flow completed (promoted or held back), 3 when the data was
     rejected by validation, 1 on any other error.
     """
-    config = _load(config_path)
-    if data is not None:
-        # A new source is a new dataset: the configured one's columns do not apply to it.
-        config = config.model_copy(
-            update={"data": DataConfig(source=data, target=target, id_column=id_column, query=query, name=name)}
+    project = _project(config_path)
+    try:
+        config, new_model = _run_settings(
+            project, data, target, id_column, time_column, query, name, task.value if task else None
         )
-    else:
-        config = config.with_overrides(data={"target": target, "id_column": id_column, "query": query, "name": name})
+    except _user_errors() as exc:
+        _fail(str(exc))
     workspace = _workspace(config)
     try:
         resolve_source(config, workspace.root)  # a bad source or a missing target fails before Prefect starts
     except ConfigError as exc:
         _fail(str(exc))
+    if new_model is not None:
+        from components.contract import suite_path
+
+        _announce_new_model(new_model, suite_path(config.validation.suite_dir, new_model.name))
     _prefect_api(config, workspace)
     environ = dict(os.environ)  # before the flow: MLflow exports its tracking URI into os.environ
     if _as_script and config.runner.enabled:
@@ -168,6 +354,8 @@ def run(
                 json.dumps(
                     {
                         "rejected": True,
+                        "model_name": config.data.name,
+                        "new_model": new_model is not None,
                         "report": str(exc.report_path) if exc.report_path else None,
                         "quarantined": [str(p) for p in exc.quarantined],
                     }
@@ -193,11 +381,122 @@ def run(
     else:
         verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]held back[/]"
         err.print(
-            f"{result.model_name} v{result.model_version}: {verdict}: {result.reason}\nMLflow run {result.run_id}",
+            f"{result.model_name} v{result.model_version} ({result.task}): {verdict}: {result.reason}\n"
+            f"MLflow run {result.run_id}",
             highlight=False,
         )
     if as_json:
-        print(result.as_json())
+        print(json.dumps({**json.loads(result.as_json()), "new_model": new_model is not None}, sort_keys=True))
+
+
+@app.command()
+def init(
+    data: Annotated[str, typer.Option("--data", help="CSV/Parquet file, folder or glob of the model's data.")],
+    target: Annotated[str, typer.Option("--target", help="The column to predict.")],
+    config_path: ConfigOption = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="The model's name (default: from the file's name).")
+    ] = None,
+    task: TaskOption = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Row id column (default: detected).")] = None,
+    time_column: Annotated[
+        str | None, typer.Option("--time-column", help="Event-time column (default: detected).")
+    ] = None,
+    query: Annotated[str | None, typer.Option("--query", help="SQL query when --data is a database URL.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the model's settings and contract.")] = False,
+) -> None:
+    """Create a model from a data file: infer its task and columns, profile its contract, write its settings.
+
+    Writes models/<name>.yaml and expectations/<name>.json and prints what it inferred, for review in
+    git. Then `mlops run --name <name>` trains it.
+    """
+    from components import contract
+    from components.extract import dataset_name_for, is_database_url
+    from components.modelfile import propose_model, render_model_file
+    from components.project import check_name
+    from components.tasks import task_named
+
+    project = _project(config_path)
+    try:
+        model_name = check_name(name or dataset_name_for(data))
+    except ConfigError as exc:
+        _fail(str(exc))
+    model_file = project.model_file(model_name)
+    base = _load(config_path)
+    suite = contract.suite_path(base.validation.suite_dir, model_name)
+    existing = [str(p) for p in (model_file, suite) if p.exists()]
+    if existing and not force:
+        _fail(f"model {model_name!r} exists ({', '.join(existing)}); pass --force to replace it, or another --name")
+    frame = _read_frame(data, query)
+    try:
+        proposal = propose_model(
+            frame,
+            model_name,
+            _relative_source(data, project.root),
+            target,
+            task=task.value if task else None,
+            id_column=id_column,
+            time_column=time_column,
+        )
+        settings = project.adhoc_config(
+            {
+                "source": data,
+                "query": query,
+                "target": target,
+                "id_column": proposal.id_column.column,
+                "time_column": proposal.time_column.column,
+                "name": model_name,
+            },
+            task=proposal.task.task,
+        )
+        profiled = contract.profile_from_config(frame, model_name, settings, task=proposal.task.task)
+    except (*_user_errors(), ValueError) as exc:  # type: ignore[misc]
+        _fail(str(exc))
+    metric = task_named(proposal.task.task).default_metric
+    text = render_model_file(proposal, metric, _shown(suite, project.root))
+    if is_database_url(data) and query:
+        text = text.replace("data:\n", f"data:\n  query: {json.dumps(query)}\n", 1)
+    from components.files import write_text_atomic
+
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(model_file, text)
+    contract.save_suite(profiled, suite)
+    table = Table(title=f"new model {model_name!r} ({proposal.rows:,} rows)", show_header=False)
+    table.add_row("task", f"{proposal.task.task} ({proposal.task.reason})")
+    table.add_row("target", f"{target}: {proposal.task.summary}")
+    if proposal.task.unlabeled_rows:
+        table.add_row("unlabeled rows", f"{proposal.task.unlabeled_rows} (left out of training)")
+    table.add_row("id column", f"{proposal.id_column.column or '-'} ({proposal.id_column.reason})")
+    table.add_row("time column", f"{proposal.time_column.column or '-'} ({proposal.time_column.reason})")
+    table.add_row("features", f"{len(proposal.numeric)} numeric, {len(proposal.categorical)} categorical")
+    if proposal.left_out:
+        table.add_row("left out", ", ".join(f"{k} ({v})" for k, v in proposal.left_out.items()))
+    table.add_row("slices", ", ".join(proposal.slices) or "-")
+    table.add_row("gate metric", metric)
+    table.add_row("settings", _shown(model_file, project.root))
+    table.add_row("contract", f"{_shown(suite, project.root)} ({len(profiled['expectations'])} expectations)")
+    err.print(table)
+    err.print(f"review both files and commit them; then: mlops run --name {model_name}", highlight=False)
+
+
+def _relative_source(data: str, root: Path) -> str:
+    """A file source as written in a model file: relative to the project root when inside it."""
+    from components.extract import is_database_url
+
+    if is_database_url(data):
+        return data
+    path = Path(data).expanduser().resolve()
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 @app.command()
@@ -240,22 +539,25 @@ def simulate(
     err.print(f"wrote {len(paths)} batches x {rows} rows to {out_dir}", highlight=False)
 
 
-def _champions(config: PipelineConfig, workspace: Workspace, name: str | None) -> list[dict[str, Any]]:
+def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
     from components import registry
 
     client = registry.connect(workspace)
-    names = [name] if name else registry.list_models(client)
+    registered = set(registry.list_models(client))
     rows: list[dict[str, Any]] = []
     for model_name in names:
-        champion = registry.get_champion(client, model_name)
+        champion = registry.get_champion(client, model_name) if model_name in registered else None
         if champion is None:
-            rows.append({"name": model_name, "version": None})
+            rows.append({"name": model_name, "version": None, "registered": model_name in registered})
             continue
-        metrics = client.get_run(champion.run_id).data.metrics if champion.run_id else {}
+        run = client.get_run(champion.run_id) if champion.run_id else None
+        metrics = run.data.metrics if run else {}
         rows.append(
             {
                 "name": model_name,
+                "registered": True,
                 "version": champion.version,
+                "task": champion.tags.get("task") or (run.data.tags.get("task") if run else None),
                 "promoted_at": champion.promoted_at,
                 "run_id": champion.run_id,
                 "metrics": {
@@ -272,19 +574,25 @@ def _champions(config: PipelineConfig, workspace: Workspace, name: str | None) -
 @app.command()
 def status(
     config_path: ConfigOption = None,
-    name: Annotated[str | None, typer.Option("--name", help="One registered model (default: all).")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="One model (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show the workspace and each registered model's current champion."""
-    config = _load(config_path)
-    workspace = _workspace(config)
+    """Show the workspace, the configured models and each registered model's current champion."""
     from components import registry
 
-    champions = _champions(config, workspace, name)
+    project = _project(config_path)
+    config = _load(config_path)
+    workspace = _workspace(config)
+    configured = project.model_names()
+    names = [name] if name else sorted(set(configured) | set(registry.list_models(registry.connect(workspace))))
+    champions = _champions(workspace, names)
+    for row in champions:
+        row["configured"] = row["name"] in configured
     info = {
         "workspace": str(workspace.root),
         "tracking_uri": registry.tracking_uri(workspace),
         "prefect_api_url": os.environ.get("PREFECT_API_URL"),
+        "models_dir": str(project.models_dir),
         "models": champions,
     }
     if as_json:
@@ -292,12 +600,20 @@ def status(
         return
     out.print(f"workspace:    {info['workspace']}\ntracking URI: {info['tracking_uri']}", highlight=False)
     if not champions:
-        out.print("no registered models yet: run `mlops run`")
+        out.print("no models yet: create one with `mlops init --data FILE --target COLUMN`, then `mlops run`")
         return
-    table = Table("model", "champion", "promoted at", "metrics")
+    table = Table("model", "settings", "task", "champion", "promoted at", "metrics")
+    table.columns[-1].overflow = "fold"
     for row in champions:
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in (row.get("metrics") or {}).items())
-        table.add_row(row["name"], row["version"] or "-", row.get("promoted_at") or "-", metrics)
+        table.add_row(
+            row["name"],
+            "models/" if row["configured"] else "ad hoc",
+            row.get("task") or "-",
+            row["version"] or "-",
+            row.get("promoted_at") or "-",
+            metrics,
+        )
     out.print(table)
 
 
@@ -305,9 +621,7 @@ def status(
 def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Why: kept on both versions and the model.")],
     config_path: ConfigOption = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Registered model (default: the configured dataset).")
-    ] = None,
+    name: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Point `champion` back at `previous-champion` in one registry call, recording why.
@@ -316,11 +630,9 @@ def rollback(
     undoes the first rollback.
     """
     from components import registry
-    from components.config import dataset_name
 
-    config = _load(config_path)
+    model_name, config = _model(config_path, name, "`mlops rollback`")
     workspace = _workspace(config)
-    model_name = name or dataset_name(config)
     if not reason.strip():
         _fail("--reason must say why (it is recorded on the model versions)")
     client = registry.connect(workspace)
@@ -343,19 +655,19 @@ def serve(
     config_path: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config: 3000).")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Registered model to serve.")] = None,
+    name: ModelOption = None,
 ) -> None:
-    """Serve the champion over HTTP with BentoML: POST /predict, GET /metadata, /healthz, /readyz.
+    """Serve a model's champion over HTTP with BentoML: POST /predict, GET /metadata, /healthz, /readyz.
 
     The service follows the `champion` alias (serving.reload_seconds) and logs every prediction
-    under the workspace. Set MLOPS_API_KEY to require `Authorization: Bearer <key>`.
+    under the workspace. Set MLOPS_API_KEY to require `Authorization: Bearer <key>`. Several models
+    are served side by side by one `mlops serve --name N --port P` each.
     """
-    from components.config import dataset_name
+    from components.config import find_config_file
 
-    config = _load(config_path)
+    model_name, config = _model(config_path, name, "`mlops serve`")
     workspace = _workspace(config)
-    model_name = name or dataset_name(config)
-    champions = _champions(config, workspace, model_name)
+    champions = _champions(workspace, [model_name])
     if not champions or champions[0]["version"] is None:
         _fail(f"registered model {model_name!r} has no champion yet; run `mlops run` first")
     from serving.service import PROJECT_ROOT, service_target
@@ -391,7 +703,7 @@ def serve(
 @app.command()
 def build(
     config_path: ConfigOption = None,
-    name: Annotated[str | None, typer.Option("--name", help="Registered model to pack.")] = None,
+    name: ModelOption = None,
     bentofile: Annotated[
         Path | None, typer.Option("--bentofile", help="Build options (default: bentofile.yaml of the project).")
     ] = None,
@@ -402,11 +714,9 @@ def build(
     (Docker) turns the printed Bento tag into an image.
     """
     from components import registry
-    from components.config import dataset_name
 
-    config = _load(config_path)
+    model_name, config = _model(config_path, name, "`mlops build`")
     workspace = _workspace(config)
-    model_name = name or dataset_name(config)
     from serving.build import BuildError, build_bento, bundle_champion
     from serving.schema import SchemaError
     from serving.service import PROJECT_ROOT
@@ -416,7 +726,7 @@ def build(
         champion = registry.get_champion(client, model_name)
         if champion is None:
             _fail(f"registered model {model_name!r} has no champion yet; run `mlops run` first")
-        model_tag = bundle_champion(client, model_name, champion.version)
+        model_tag = bundle_champion(client, model_name, champion.version, config.data.id_column)
         bento_tag = build_bento(
             PROJECT_ROOT,
             bentofile or PROJECT_ROOT / "bentofile.yaml",
@@ -449,11 +759,9 @@ def score(
         Path, typer.Option("--output", "-o", help="Parquet file to write (temporary name until complete).")
     ],
     config_path: ConfigOption = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Registered model (default: the configured dataset).")
-    ] = None,
+    name: ModelOption = None,
     id_column: Annotated[
-        str | None, typer.Option("--id-column", help="Id column carried into the output (default: the dataset's).")
+        str | None, typer.Option("--id-column", help="Id column carried into the output (default: the model's).")
     ] = None,
     on_invalid: Annotated[
         OnInvalid | None,
@@ -491,19 +799,14 @@ def score(
     with --on-invalid fail), 1 on any other error. A file at the output path is always a complete one.
     """
     from components import batch
-    from components.config import dataset_name
 
-    config = _load(config_path)
+    model_name, config = _model(config_path, name, "`mlops score`")
     if rejects_path is not None and on_invalid is OnInvalid.fail:
         _fail("--rejects sets invalid rows aside: it cannot be combined with --on-invalid fail")
     mode = on_invalid.value if on_invalid else "reject" if rejects_path else None
     config = config.with_overrides(
         scoring={"on_invalid": mode, "workers": workers, "dask_address": dask_address, "chunk_rows": chunk_rows}
     )
-    try:
-        model_name = name or dataset_name(config)
-    except ConfigError:
-        _fail("which model? pass --name, or set data.name in the config")
     workspace = _workspace(config)
     rejects = (
         (rejects_path or batch.default_rejects_path(output_path)) if config.scoring.on_invalid == "reject" else None
@@ -556,6 +859,7 @@ class Retrain(StrEnum):
 @app.command()
 def monitor(
     config_path: ConfigOption = None,
+    name: ModelOption = None,
     data: Annotated[
         str | None,
         typer.Option("--data", help="New rows: CSV/Parquet file, folder or glob (default: the prediction log)."),
@@ -585,14 +889,9 @@ def monitor(
     or decay sustained: retraining triggered (or due, with --retrain off), 3 the data breaks the
     contract, 1 any other error.
     """
-    from components.config import dataset_name
     from components.monitor import MonitoringError
 
-    config = _load(config_path)
-    try:
-        dataset_name(config)
-    except ConfigError as exc:
-        _fail(str(exc))
+    _, config = _model(config_path, name, "`mlops monitor`")
     workspace = _workspace(config)
     _prefect_api(config, workspace)
 
@@ -755,26 +1054,38 @@ def simulate_ct(
 
 
 DataOption = Annotated[
-    str | None, typer.Option("--data", help="CSV/Parquet file, folder or glob (default: the configured source).")
-]
-NameOption = Annotated[
-    str | None, typer.Option("--name", help="Dataset (suite) name; default: data.name or the file's name.")
+    str | None, typer.Option("--data", help="CSV/Parquet file, folder or glob (default: the model's source).")
 ]
 
 
-def _contract_target(config_path: Path | None, data: str | None, name: str | None) -> tuple[PipelineConfig, str, str]:
-    """(config, source, dataset name) for the expectations commands."""
-    from components.config import dataset_name
+def _contract_target(
+    config_path: Path | None,
+    data: str | None,
+    name: str | None,
+    target: str | None = None,
+    id_column: str | None = None,
+) -> tuple[PipelineConfig, str, str]:
+    """(settings, source, model name) for the expectations commands: a model's own data by default,
+    or another file of it; a file of no known model is a new one (its columns from the options)."""
     from components.extract import dataset_name_for
 
-    config = _load(config_path)
-    workspace = Workspace.at(config.home)
-    if data is None:
-        try:
-            return config, resolve_source(config, workspace.root), name or dataset_name(config)
-        except ConfigError as exc:
-            _fail(str(exc))
-    return config, data, name or dataset_name_for(data)
+    project = _project(config_path)
+    try:
+        if data is None or name is not None or project.has_model(dataset_name_for(data)):
+            model_name = project.resolve_name(name or (dataset_name_for(data) if data else None), "this command")
+            if project.has_model(model_name) or model_name in project.contracted_models():
+                config = project.config_for(model_name)
+                if target and target != config.data.target:
+                    _fail(f"model {model_name!r} predicts {config.data.target!r}, not {target!r}")
+                return config, data or resolve_source(config, Workspace.at(config.home).root), model_name
+            if data is None:
+                _fail(f"no model {model_name!r}: create it with `mlops init`, or pass --data with its file")
+        else:
+            model_name = dataset_name_for(data)
+        config = project.adhoc_config({"source": data, "target": target, "id_column": id_column, "name": model_name})
+        return config, str(data), model_name
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 def _read(source: str, query: str | None) -> list[Any]:
@@ -790,24 +1101,16 @@ def _read(source: str, query: str | None) -> list[Any]:
 def expectations_init(
     config_path: ConfigOption = None,
     data: DataOption = None,
-    name: NameOption = None,
-    target: Annotated[str | None, typer.Option("--target", help="Label column (default: data.target).")] = None,
-    id_column: Annotated[
-        str | None, typer.Option("--id-column", help="Row id column (default: data.id_column).")
-    ] = None,
+    name: ModelOption = None,
+    target: Annotated[str | None, typer.Option("--target", help="Label column (a new model's).")] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Row id column (a new model's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing suite.")] = False,
 ) -> None:
-    """Profile reference data into a suite in the suite folder, for people to review and commit."""
+    """Profile a model's reference data into its suite in the suite folder, for people to review and commit."""
     from components import contract
     from components.extract import ExtractionError, combine
 
-    config, source, dataset = _contract_target(config_path, data, name)
-    if data is not None:  # a new source is a new dataset: the configured one's columns do not apply
-        config = config.model_copy(
-            update={"data": DataConfig(source=data, target=target, id_column=id_column, name=dataset)}
-        )
-    else:
-        config = config.with_overrides(data={"target": target, "id_column": id_column})
+    config, source, dataset = _contract_target(config_path, data, name, target, id_column)
     path = contract.suite_path(config.validation.suite_dir, dataset)
     if path.exists() and not force:
         _fail(f"{path} exists; review changes with `mlops expectations diff`, or pass --force to overwrite it")
@@ -833,7 +1136,7 @@ def expectations_init(
 def expectations_validate(
     config_path: ConfigOption = None,
     data: DataOption = None,
-    name: NameOption = None,
+    name: ModelOption = None,
     move_to_quarantine: Annotated[
         bool, typer.Option("--quarantine", help="Move (data.validation.quarantine) rejected files to quarantine.")
     ] = False,
@@ -899,7 +1202,7 @@ def expectations_validate(
 def expectations_diff(
     config_path: ConfigOption = None,
     data: DataOption = None,
-    name: NameOption = None,
+    name: ModelOption = None,
     accept: Annotated[
         bool, typer.Option("--accept", help="Replace the suite with the fresh profile (review the git diff).")
     ] = False,
@@ -942,6 +1245,9 @@ def expectations_diff(
 @app.command()
 def deploy(
     config_path: ConfigOption = None,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", "-n", help="Deploy only this model (repeatable; default: all).")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be deployed; contact no server.")
     ] = False,
@@ -955,14 +1261,23 @@ def deploy(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the deployments as one line of JSON.")] = False,
 ) -> None:
-    """Serve the pipeline as Prefect deployments until Ctrl-C.
+    """Serve every configured model's pipeline as Prefect deployments until Ctrl-C.
 
-    Training and monitoring on cron schedules (deploy.training.cron, deploy.monitoring.cron), batch
-    scoring when deploy.scoring is set, training when the monitor emits mlops.retrain.requested and
-    when files land in deploy.landing.folder. Runs load the config file when they start; schedules
-    and triggers are read here (restart to change them). Without PREFECT_API_URL the deployments go to
-    the workspace's local Prefect server (started if needed), whose UI shows them.
+    For each model in models/: training and monitoring on its cron schedules (deploy.training.cron,
+    deploy.monitoring.cron), batch scoring when its deploy.scoring is set, training when the monitor
+    emits mlops.retrain.requested for it and when files land in its deploy.landing.folder. Runs load the
+    model's settings when they start; schedules and triggers are read here (restart to change them).
+    Without PREFECT_API_URL the deployments go to the workspace's local Prefect server (started if
+    needed), whose UI shows them.
     """
+    project = _project(config_path)
+    names = list(name or project.model_names())
+    if not names:
+        _fail(f"no model is configured in {project.models_dir}: create one with `mlops init`")
+    try:
+        configs = {model: project.model_config(model) for model in names}
+    except ConfigError as exc:
+        _fail(str(exc))
     config = _load(config_path)
     workspace = _workspace(config)
     if not dry_run:
@@ -979,24 +1294,28 @@ def deploy(
     from flows import deploy as deployments
 
     try:
-        plan = deployments.plan_deployments(config, config_path or find_config_file(), workspace)
+        plans = [
+            deployments.plan_deployments(settings, project.config_file, workspace, configured=True)
+            for settings in configs.values()
+        ]
     except deployments.DeployError as exc:
         _fail(str(exc))
     ui_url = None if dry_run else get_current_settings().ui_url
 
     def show(ids: dict[str, Any] | None) -> None:
-        info = deployments.describe(plan, ids, ui_url)
+        infos = [deployments.describe(plan, ids, ui_url) for plan in plans]
         if as_json:
-            print(json.dumps(info, sort_keys=True), flush=True)
+            print(json.dumps({"models": infos}, sort_keys=True), flush=True)
         else:
-            deployments.print_plan(out, info)
+            for info in infos:
+                deployments.print_plan(out, info)
 
     try:
         if dry_run or no_serve:
-            show(deployments.register(plan) if no_serve else None)
+            show(deployments.register(plans) if no_serve else None)
             err.print("registered; runs wait until `mlops deploy` serves them" if no_serve else "dry run: nothing sent")
             return
-        deployments.serve(plan, show, heartbeat_seconds=config.prefect.heartbeat_seconds)
+        deployments.serve(plans, show, heartbeat_seconds=config.prefect.heartbeat_seconds)
     except deployments.DeployError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1

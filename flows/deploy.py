@@ -7,9 +7,11 @@
   prediction log, asking for retraining by event.
 - `scoring-job/<model>`: on `deploy.scoring.cron`, when `deploy.scoring.input` and `.output` are set.
 
-Every deployment takes the config file's path as its parameter and loads it when a run starts,
-so an edit to mlops.yaml applies to the next run without redeploying; schedules and triggers are
-read when `mlops deploy` starts. Runs execute in child processes of the serving process, which
+Every configured model (`models/<name>.yaml`) gets its own three, named after it, with its own
+schedules and triggers (the events' resource is `mlops.model.<name>`). Every deployment takes the
+project file's path and the model's name as parameters and loads the model's settings when a run
+starts, so an edit to its file applies to the next run without redeploying; schedules and triggers
+are read when `mlops deploy` starts. Runs execute in child processes of the serving process, which
 inherit its environment (MLOPS_HOME, MLOPS__* overrides, PREFECT_API_URL, ...).
 
 Prefect has no file watcher: a thread of the serving process polls the landing folder
@@ -49,6 +51,7 @@ from components.environment import workspace_environment
 from components.extract import is_database_url
 from components.landing import Landed, LandingError, LandingZone
 from components.monitor import RETRAIN_EVENT, model_event_resource
+from components.project import load_project
 from components.workspace import Workspace
 
 LANDED_EVENT = "mlops.data.landed"
@@ -81,33 +84,38 @@ def _retry_io(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_io,
     cache_policy=NO_CACHE,
 )
-def load_job_config(config_file: str | None) -> PipelineConfig:
-    """The config as the file says now (MLOPS_* variables applied), with the workspace ready."""
-    config = load_config(Path(config_file) if config_file else find_config_file())
+def load_job_config(config_file: str | None, model: str | None = None) -> PipelineConfig:
+    """A model's settings as its files say now (MLOPS_* variables applied), with the workspace ready;
+    without a model, the config file alone."""
+    path = Path(config_file) if config_file else find_config_file()
+    config = load_project(path).model_config(model) if model else load_config(path)
     workspace_environment(Workspace.at(config.home).ensure())
     return config
 
 
 @flow(name=TRAINING)
 def training_job_flow(
-    config_file: str | None = None, trigger: str = "manual", files: list[str] | None = None
+    config_file: str | None = None,
+    model: str | None = None,
+    trigger: str = "manual",
+    files: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A deployment's training run: the training flow on the config file as it is when the run starts."""
+    """A deployment's training run: the training flow on the model's settings as they are when the run starts."""
     from flows.training import training_flow
 
-    config = load_job_config(config_file)
+    config = load_job_config(config_file, model)
     landed = f" ({len(files)} landed file(s): {', '.join(files)})" if files else ""
     get_run_logger().info("training %s, started by %s%s", dataset_name(config), trigger, landed)
     return dict(json.loads(training_flow(config).as_json()))
 
 
 @flow(name=MONITORING)
-def monitoring_job_flow(config_file: str | None = None) -> None:
+def monitoring_job_flow(config_file: str | None = None, model: str | None = None) -> None:
     """A deployment's monitoring run: the service's prediction log against the champion; a sustained
     alarm emits `mlops.retrain.requested`, which the training deployment's trigger turns into a run."""
     from flows.monitoring import monitoring_flow
 
-    config = load_job_config(config_file)
+    config = load_job_config(config_file, model)
     monitoring_flow(config, data=None, labels=None, retrain="event")
 
 
@@ -126,12 +134,12 @@ def _base_dir(config_file: str | Path | None) -> Path:
 
 
 @flow(name=SCORING)
-def scoring_job_flow(config_file: str | None = None) -> dict[str, Any]:
+def scoring_job_flow(config_file: str | None = None, model: str | None = None) -> dict[str, Any]:
     """A deployment's batch-scoring run: `deploy.scoring.input` scored into `.output`, whose `{date}`
     is the run's scheduled date in `deploy.timezone`."""
     from flows.scoring import scoring_flow
 
-    config = load_job_config(config_file)
+    config = load_job_config(config_file, model)
     scoring = config.deploy.scoring
     if not scoring.input or not scoring.output:
         raise DeployError("deploy.scoring.input and deploy.scoring.output must both be set to score on a schedule")
@@ -140,7 +148,7 @@ def scoring_job_flow(config_file: str | None = None) -> dict[str, Any]:
     home, base = Workspace.at(config.home).root, _base_dir(config_file)
     output = expand_path(scoring.output, home, base, day)
     output.parent.mkdir(parents=True, exist_ok=True)
-    result = scoring_flow(config, expand_path(scoring.input, home, base, day), output)
+    result = scoring_flow(config, expand_path(scoring.input, home, base, day), output, model_name=dataset_name(config))
     return dict(json.loads(result.as_json()))
 
 
@@ -236,7 +244,7 @@ def plan_landing(config: PipelineConfig, config_file: Path | None, workspace: Wo
             "deploy.landing.folder: null"
         )
     landing = Landing(
-        folder=expand_path(folder, workspace.root, _base_dir(config_file)),
+        folder=expand_path(folder.replace("{model}", model), workspace.root, _base_dir(config_file)),
         destination=destination,
         state_path=workspace.root / "deploy" / f"landing-{model}.json",
         poll_seconds=config.deploy.landing.poll_seconds,
@@ -248,8 +256,12 @@ def plan_landing(config: PipelineConfig, config_file: Path | None, workspace: Wo
     return landing
 
 
-def plan_deployments(config: PipelineConfig, config_file: Path | None, workspace: Workspace) -> DeployPlan:
-    """The deployments `mlops deploy` serves, from the `deploy` section; nothing is sent to the API."""
+def plan_deployments(
+    config: PipelineConfig, config_file: Path | None, workspace: Workspace, configured: bool = False
+) -> DeployPlan:
+    """One model's deployments, from its `deploy` section; nothing is sent to the API.
+
+    `configured`: the model has its own file, which its runs load (with the project file) by name."""
     deploy = config.deploy
     try:
         model = dataset_name(config)
@@ -260,7 +272,7 @@ def plan_deployments(config: PipelineConfig, config_file: Path | None, workspace
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise DeployError(f"deploy.timezone: unknown time zone {deploy.timezone!r}") from exc
     config_file = config_file.resolve() if config_file else None
-    base = {"config_file": str(config_file) if config_file else None}
+    base = {"config_file": str(config_file) if config_file else None, "model": model if configured else None}
     tz = deploy.timezone
     notes: list[str] = []
     landing = plan_landing(config, config_file, workspace, model)
@@ -408,10 +420,10 @@ def check_api() -> None:
         )
 
 
-def register(plan: DeployPlan) -> dict[str, uuid.UUID]:
+def register(plans: Sequence[DeployPlan]) -> dict[str, uuid.UUID]:
     """Create or update the deployments and their triggers' automations on the API, without serving."""
     check_api()
-    return {item.name: cast(uuid.UUID, item.deployment.apply()) for item in plan.deployments}
+    return {item.name: cast(uuid.UUID, item.deployment.apply()) for plan in plans for item in plan.deployments}
 
 
 def _stop_on_sigterm(runner: Any) -> Callable[..., None]:
@@ -437,34 +449,40 @@ def _stop_on_sigterm(runner: Any) -> Callable[..., None]:
 
 
 def serve(
-    plan: DeployPlan,
+    plans: Sequence[DeployPlan],
     on_ready: Callable[[dict[str, uuid.UUID]], None],
     heartbeat_seconds: int | None = None,
 ) -> None:
-    """Register the deployments, then run their flow runs and the landing watcher until Ctrl-C or
-    SIGTERM; schedules are paused on the way out (the next `mlops deploy` resumes them)."""
+    """Register every model's deployments, then run their flow runs and the landing watchers until
+    Ctrl-C or SIGTERM; schedules are paused on the way out (the next `mlops deploy` resumes them)."""
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
     check_api()
-    runner = Runner(name=f"mlops-{plan.model_name}", pause_on_shutdown=True, heartbeat_seconds=heartbeat_seconds)
+    names = "-".join(plan.model_name for plan in plans)
+    runner = Runner(name=f"mlops-{names}"[:100], pause_on_shutdown=True, heartbeat_seconds=heartbeat_seconds)
     runner.handle_sigterm = _stop_on_sigterm(runner)  # type: ignore[method-assign]
     # Called from synchronous code, Prefect's dual sync/async method returns the id itself.
-    ids = {item.name: cast(uuid.UUID, runner.add_deployment(item.deployment)) for item in plan.deployments}
-    watcher = None
-    if plan.landing is not None:
-        zone = plan.landing.zone()
-        zone.prepare()
-        watcher = LandingWatcher(zone, plan.model_name, plan.landing.poll_seconds)
+    ids = {
+        item.name: cast(uuid.UUID, runner.add_deployment(item.deployment))
+        for plan in plans
+        for item in plan.deployments
+    }
+    watchers = []
+    for plan in plans:
+        if plan.landing is not None:
+            zone = plan.landing.zone()
+            zone.prepare()
+            watchers.append(LandingWatcher(zone, plan.model_name, plan.landing.poll_seconds))
     on_ready(ids)
-    if watcher is not None:
+    for watcher in watchers:
         watcher.start()
     try:
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):
         pass
     finally:
-        if watcher is not None:
+        for watcher in watchers:
             watcher.stop()
 
 

@@ -23,12 +23,13 @@ from prefect.cache_policies import NO_CACHE
 
 from components import contract, monitor, registry
 from components.config import PipelineConfig, dataset_name
-from components.evaluate import higher_is_better, label_positions, score_metric
+from components.evaluate import higher_is_better
 from components.extract import ExtractionError, combine, read_batches
 from components.files import write_text_atomic
 from components.monitor import MonitoringError
-from components.predlog import LOGGED_AT, PROBABILITY, read_prediction_log
-from components.scoring import ModelSchema, coerce_rows, decision_threshold
+from components.predlog import LOGGED_AT, PREDICTION, PROBABILITY, read_prediction_log
+from components.scoring import ModelSchema, coerce_rows, decision_threshold, read_model_info
+from components.tasks import Task, labeled_target, task_named, task_of_model
 from components.workspace import Workspace
 
 PREDICTION_LOG = "prediction-log"
@@ -66,6 +67,12 @@ class Champion:
     model: Any
     reference: pd.DataFrame
     baseline: dict[str, float]
+    task: Task
+    metric: str  # the metric the model was gated on (its held-out score is the decay baseline)
+
+    @property
+    def classes(self) -> list[Any]:
+        return [c.item() if isinstance(c, np.generic) else c for c in getattr(self.model, "classes_", [])]
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -107,11 +114,16 @@ def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
             f"{model_name} v{info.version} was trained before references were stored with models; "
             "retrain it (`mlops run`) to monitor it"
         )
+    model = registry.load_model(str(path))
+    notes = read_model_info(str(path))
+    task = task_named(notes["task"]) if "task" in notes else task_of_model(model)
     return Champion(
         info=info,
-        model=registry.load_model(str(path)),
+        model=model,
         reference=pd.read_parquet(reference_path),
         baseline=registry.run_metrics(client, info.run_id),
+        task=task,
+        metric=str(notes.get("metric") or task.metric_for(config.promotion.metric)),
     )
 
 
@@ -157,33 +169,34 @@ def validate_window_task(
 
 
 def _decay(
-    champion: Champion, frame: pd.DataFrame, proba: np.ndarray | None, labels: pd.Series, config: PipelineConfig
+    champion: Champion, frame: pd.DataFrame, output: np.ndarray | None, labels: pd.Series, config: PipelineConfig
 ) -> monitor.Decay | None:
-    """The metric on the labelled rows; `proba`: the champion's probabilities for every row, if computed."""
-    metric = config.promotion.metric
+    """The metric on the labelled rows; `output`: the champion's answers for every row, if computed."""
+    task, metric = champion.task, champion.metric
     known = labels.notna().to_numpy()
     baseline = champion.baseline.get(f"test_{metric}")
     if known.sum() < config.monitoring.min_rows or baseline is None:
         return None
-    classes = [c.item() if isinstance(c, np.generic) else c for c in champion.model.classes_]
-    given = labels[known]
-    if all(isinstance(c, int) for c in classes) and pd.api.types.is_numeric_dtype(given):
-        given = given.astype("int64")  # labels joined from a file with gaps arrive as floats
-    y = label_positions(given, classes)
-    if proba is None:  # a prediction-log window: the service logged scores, not every class's probability
-        proba = champion.model.predict_proba(coerce_rows(frame.loc[known], ModelSchema.of(champion.model)))
+    given = labeled_target(labels[known])
+    if output is None:  # a prediction-log window: the service logged one score per row, not every answer
+        output = task.output(champion.model, coerce_rows(frame.loc[known], ModelSchema.of(champion.model)))
     else:
-        proba = proba[known]
-    threshold = decision_threshold(champion.model)
-    current = score_metric(metric, y, proba, len(classes), threshold)
+        output = output[known]
+    classes, threshold = champion.classes, decision_threshold(champion.model)
+    if not task.classification:
+        given = pd.to_numeric(given, errors="coerce")
+        if given.isna().any():
+            raise MonitoringError(f"labels of {config.data.target!r} are not all numbers; the model predicts numbers")
+    scorer = task.scorer(metric, given, output, classes, threshold)
+    everything = np.arange(len(given))
+    current = scorer(everything)
     if current is None:
         return None
-    accuracy = score_metric("accuracy", y, proba, len(classes), threshold)
-    sample = np.arange(len(y)) if len(y) <= 20_000 else np.random.default_rng(config.seed).choice(len(y), 20_000)
-    y_s, proba_s = y[sample], proba[sample]
-    current_se = monitor.bootstrap_se(
-        lambda rows: score_metric(metric, y_s[rows], proba_s[rows], len(classes), threshold), len(sample), config.seed
-    ) * np.sqrt(len(sample) / len(y))
+    accuracy = task.scorer("accuracy", given, output, classes, threshold)(everything) if task.classification else None
+    sample = everything if len(given) <= 20_000 else np.random.default_rng(config.seed).choice(len(given), 20_000)
+    current_se = monitor.bootstrap_se(lambda rows: scorer(sample[rows]), len(sample), config.seed) * np.sqrt(
+        len(sample) / len(given)
+    )
     test_rows = champion.baseline.get("test_rows")
     return monitor.measure_decay(
         metric,
@@ -202,14 +215,16 @@ def _decay(
 def judge_window_task(
     champion: Champion, window: str, frame: pd.DataFrame, labels_path: str | None, config: PipelineConfig
 ) -> monitor.DriftReport:
-    model = champion.model
+    model, task = champion.model, champion.task
     schema = ModelSchema.of(model)
-    proba = None
-    if PROBABILITY in frame.columns:  # the service logged its own scores
+    output = None
+    if PROBABILITY in frame.columns and frame[PROBABILITY].notna().any():  # the service logged its own scores
         scores = frame[PROBABILITY].to_numpy(dtype="float64")
+    elif PREDICTION in frame.columns and not task.classification:  # ... or a regression model's numbers
+        scores = pd.to_numeric(frame[PREDICTION], errors="coerce").to_numpy(dtype="float64")
     else:
-        proba = model.predict_proba(coerce_rows(frame, schema))
-        scores = monitor.positive_scores(proba)
+        output = task.output(model, coerce_rows(frame, schema))
+        scores = task.scores(output)
     report = monitor.compare(
         champion.reference,
         frame,
@@ -220,6 +235,7 @@ def judge_window_task(
         model_name=champion.info.name,
         model_version=champion.info.version,
         window=window,
+        probabilities=task.classification,
     )
     target, id_column = config.data.target, config.data.id_column
     labels: pd.Series | None = None
@@ -241,7 +257,7 @@ def judge_window_task(
     elif target and target in frame.columns:
         labels = frame[target]
     if labels is not None:
-        report.decay = _decay(champion, frame, proba, labels, config)
+        report.decay = _decay(champion, frame, output, labels, config)
     return report
 
 

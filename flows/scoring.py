@@ -27,7 +27,7 @@ from prefect.futures import PrefectFuture, wait
 
 from components import batch, contract, registry
 from components.config import PipelineConfig, dataset_name
-from components.scoring import InputError
+from components.scoring import InputError, read_model_info
 from components.workspace import Workspace
 
 # One partition per worker thread: with two per worker (finer balancing) 5M rows on 2 workers took
@@ -118,6 +118,7 @@ def plan_task(
         id_column = config.data.id_column if same_dataset else meta.get("id_column")
     target = meta.get("target") or (config.data.target if same_dataset else None)
     model, schema = batch.load_model_dir(ref.path)
+    interval = read_model_info(str(ref.path)).get("interval") or {}
     plan = batch.plan_scoring(
         input_path,
         model,
@@ -129,6 +130,7 @@ def plan_task(
         on_invalid=config.scoring.on_invalid,
         chunk_rows=config.scoring.chunk_rows,
         scored_at=scored_at,
+        half_width=interval.get("half_width"),
     )
     rules = plan.contract.rules
     logger.info(

@@ -21,15 +21,25 @@ from components.config import ModelConfig, PipelineConfig, SearchConfig, dataset
 from components.contract import DataRejected
 from components.curate import deduplicate, iqr_fences, outlier_report
 from components.datacard import data_card
-from components.evaluate import compute_metrics, evaluate_model, higher_is_better, paired_bootstrap, slice_metrics
+from components.evaluate import higher_is_better, paired_bootstrap, slice_metrics
 from components.extract import Batch, ExtractionError, combine, read_batches
 from components.label_review import LabelReviewError, review_labels
-from components.plots import sklearn_scoring
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
 from components.quarantine import quarantine, remember_accepted, screen_with, trusted_batches
-from components.scoring import decision_threshold, measure_serving
-from components.train import build_model, model_factory, model_params, train_model, with_class_weight
+from components.scoring import decision_threshold, measure_serving, read_model_info
+from components.tasks import Task, TaskInference, infer_task, task_named
+from components.train import (
+    FinalModel,
+    ThresholdChoice,
+    build_model,
+    config_for_family,
+    families_of,
+    fit_final_model,
+    model_factory,
+    model_params,
+    with_class_weight,
+)
 from components.workspace import Workspace
 
 
@@ -46,6 +56,8 @@ class TrainingResult:
     dry_run: bool = False
     would_promote: bool = False
     failed_checks: list[str] = field(default_factory=list)
+    task: str | None = None
+    metric: str | None = None
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -55,6 +67,7 @@ class TrainingResult:
 class Prepared:
     spec: FeatureSpec
     split: Split
+    task: Task
     clip: dict[str, tuple[float, float]] | None = None
 
 
@@ -122,7 +135,28 @@ def extract_task(source: str, query: str | None) -> list[Batch]:
     return batches
 
 
-def _suite_for(batches: list[Batch], config: PipelineConfig, dataset: str) -> dict[str, Any]:
+@task(name="infer_task", cache_policy=NO_CACHE)
+def infer_task_task(batches: list[Batch], config: PipelineConfig, run_id: str) -> TaskInference:
+    """The task the target describes (or the declared one, checked); a target that fits none stops the run."""
+    target = str(config.data.target)
+    values = [b.frame[target] for b in batches if b.frame is not None and target in b.frame.columns]
+    if not values:
+        columns = next((list(b.frame.columns) for b in batches if b.frame is not None), [])
+        raise contract.ContractError(f"target column {target!r} is not in the data; its columns are {columns}")
+    inference = infer_task(pd.concat(values, ignore_index=True).rename(target), config.task)
+    registry.set_tags(run_id, {"task": inference.task, "task.reason": inference.reason})
+    get_run_logger().info(
+        "task: %s (%s); target %r: %s%s",
+        inference.task,
+        inference.reason,
+        target,
+        inference.summary,
+        f"; {inference.unlabeled_rows} unlabeled row(s) are left out" if inference.unlabeled_rows else "",
+    )
+    return inference
+
+
+def _suite_for(batches: list[Batch], config: PipelineConfig, dataset: str, task: str) -> dict[str, Any]:
     logger = get_run_logger()
     path = contract.suite_path(config.validation.suite_dir, dataset)
     if not path.exists():
@@ -133,7 +167,7 @@ def _suite_for(batches: list[Batch], config: PipelineConfig, dataset: str) -> di
         readable = [b for b in batches if b.frame is not None]
         if not readable:
             raise contract.ContractError(f"no suite for {dataset!r} and no readable batch to profile one from")
-        suite = contract.profile_from_config(combine(readable), dataset, config)
+        suite = contract.profile_from_config(combine(readable), dataset, config, task=task)
         contract.save_suite(suite, path)
         logger.warning("no suite for %r yet: profiled this data into %s; review it and commit it", dataset, path)
     return contract.load_suite(path)
@@ -141,11 +175,17 @@ def _suite_for(batches: list[Batch], config: PipelineConfig, dataset: str) -> di
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(
-    batches: list[Batch], config: PipelineConfig, dataset: str, workspace: Workspace, run_id: str, source: str
+    batches: list[Batch],
+    config: PipelineConfig,
+    dataset: str,
+    workspace: Workspace,
+    run_id: str,
+    source: str,
+    task: str,
 ) -> pd.DataFrame:
     """Screen the batches against the suite; rejected ones go to quarantine and stop the run."""
     logger = get_run_logger()
-    suite = _suite_for(batches, config, dataset)
+    suite = _suite_for(batches, config, dataset, task)
     ledger = workspace.accepted_batches(dataset)
     screening = screen_with(
         contract.Validator(workspace.gx_dir),
@@ -185,7 +225,7 @@ def validate_task(
 
 
 @task(name="curate", cache_policy=NO_CACHE)
-def curate_task(frame: pd.DataFrame, config: PipelineConfig, source: str, run_id: str) -> Curated:
+def curate_task(frame: pd.DataFrame, config: PipelineConfig, source: str, task: Task, run_id: str) -> Curated:
     """Duplicates out (counted), outliers reported, the data card logged."""
     logger = get_run_logger()
     data = config.data
@@ -203,9 +243,11 @@ def curate_task(frame: pd.DataFrame, config: PipelineConfig, source: str, run_id
     assert data.target is not None
     spec = infer_feature_spec(frame, data.target, data.id_column, data.time_column, data.drop_columns)
     cur = config.curation
+    # A regression target's outliers are reported too: a price of 1e9 is as suspect as an input.
+    checked = (*spec.numeric, spec.target) if not task.classification else spec.numeric
     outliers, mask = outlier_report(
         frame,
-        spec.numeric,
+        checked,
         iqr_factor=cur.iqr_factor,
         contamination=cur.isolation_contamination,
         seed=config.seed,
@@ -247,9 +289,37 @@ def curate_task(frame: pd.DataFrame, config: PipelineConfig, source: str, run_id
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
-def prepare_task(curated: Curated, config: PipelineConfig, run_id: str) -> Prepared:
+def prepare_task(curated: Curated, config: PipelineConfig, task: Task, run_id: str) -> Prepared:
+    """The held-out split (seeded, or the newest rows by time) and the outlier policy's clip or drop."""
+    logger = get_run_logger()
     spec = curated.spec
-    split = split_data(curated.frame, spec, config.split.test_size, config.seed)
+    split = split_data(
+        curated.frame,
+        spec,
+        config.split.test_size,
+        config.seed,
+        task=task,
+        strategy=config.split.strategy,
+        time_column=config.data.time_column,
+    )
+    if split.unlabeled_rows:
+        logger.info("%d row(s) without a value of %r are unlabeled: left out", split.unlabeled_rows, spec.target)
+    if split.rare_classes:
+        logger.warning(
+            "class(es) with too few rows to learn from were left out: %s",
+            ", ".join(f"{k!r} ({v} rows)" for k, v in split.rare_classes.items()),
+        )
+        registry.set_tags(run_id, {"rare_classes_left_out": json.dumps(split.rare_classes)[:5000]})
+    registry.log_metrics(
+        run_id,
+        {
+            "unlabeled_rows": split.unlabeled_rows,
+            "rare_class_rows_left_out": sum(split.rare_classes.values()),
+        },
+    )
+    if spec.notes:
+        logger.info("not used as features: %s", "; ".join(f"{k} ({v})" for k, v in spec.notes.items()))
+        registry.log_dict(run_id, spec.notes, "features/left_out.json")
     cur = config.curation
     clip = None
     if cur.outlier_policy == "cap":
@@ -259,35 +329,44 @@ def prepare_task(curated: Curated, config: PipelineConfig, run_id: str) -> Prepa
         drop = split.X_train.index[flagged.reindex(split.X_train.index, fill_value=False).to_numpy()]
         split = split.without_training_rows(drop)
         registry.log_metrics(run_id, {"outlier_rows_dropped_from_training": len(drop)})
-        get_run_logger().info("dropped %d outlier rows from the training split (test rows are kept)", len(drop))
-    get_run_logger().info(
-        "features: %d numeric, %d categorical; split %d train / %d test rows",
+        logger.info("dropped %d outlier rows from the training split (test rows are kept)", len(drop))
+    logger.info(
+        "features: %d numeric, %d categorical; split %d train / %d test rows (%s)",
         len(spec.numeric),
         len(spec.categorical),
         len(split.X_train),
         len(split.X_test),
+        "the newest rows held out" if split.by_time else "seeded",
     )
-    return Prepared(spec, split, clip)
+    return Prepared(spec, split, task, clip)
+
+
+def _reviewer(config: PipelineConfig, task: Task) -> ModelConfig:
+    """The model family that reviews the labels: label_review.estimator, else the first searched family."""
+    review_cfg = config.label_review
+    family = review_cfg.estimator or families_of(config.model, task)[0]
+    reviewer = config_for_family(config.model, family)
+    if review_cfg.estimator and config.model.estimator not in ("auto", review_cfg.estimator):
+        reviewer = reviewer.model_copy(update={"params": {}})  # the served model's params need not fit this family
+    return reviewer
 
 
 @task(name="review_labels", cache_policy=NO_CACHE)
 def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineConfig, run_id: str) -> Prepared:
-    """Out-of-fold confident learning on the training split; optionally exclude flagged rows."""
+    """Out-of-fold label review on the training split; optionally exclude flagged rows."""
     logger = get_run_logger()
-    split, spec, review_cfg = prepared.split, prepared.spec, config.label_review
+    split, spec, review_cfg, task = prepared.split, prepared.spec, config.label_review, prepared.task
     ids = curated.frame[spec.id_column].loc[split.X_train.index] if spec.id_column else None
-    reviewer = config.model.model_copy(update={"estimator": review_cfg.estimator or config.model.estimator})
-    if review_cfg.estimator and review_cfg.estimator != config.model.estimator:
-        reviewer = reviewer.model_copy(update={"params": {}})  # the served model's params need not fit this family
     try:
         review = review_labels(
-            build_model(spec, reviewer, config.seed, prepared.clip),
+            build_model(spec, _reviewer(config, task), config.seed, prepared.clip, task),
             split.X_train,
             split.y_train,
             ids=ids,
             folds=review_cfg.folds,
             seed=config.seed,
             max_rows=review_cfg.max_rows,
+            regression=not task.classification,
         )
     except LabelReviewError as exc:  # advisory step: say so on the run, train anyway
         logger.warning("label review skipped: %s", exc)
@@ -297,12 +376,12 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
     registry.log_text(run_id, review.issues.drop(columns="row").to_csv(index=False), "label_issues.csv")
     registry.log_dict(run_id, summary, "label_issues_summary.json")
     metrics = {"label_issues": len(review.issues), "label_issues_share": summary["flagged_share"]}
-    metrics.update({f"label_issues_class_{k}": v for k, v in review.per_class.items()})
+    metrics.update({_metric_key(f"label_issues_class_{k}"): v for k, v in review.per_class.items()})
     logger.info(
         "label review: %d of %d training rows look mislabeled (%s); see label_issues.csv",
         len(review.issues),
         review.reviewed_rows,
-        ", ".join(f"given {k}: {v}" for k, v in review.per_class.items()) or "none",
+        ", ".join(f"{k}: {v}" for k, v in review.per_class.items()) or "none",
     )
     if review_cfg.action == "exclude" and len(review.issues):
         drop = review.flagged_index
@@ -315,12 +394,12 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
 
 @dataclass(frozen=True)
 class Selected:
-    """The model configuration training will fit, and how it was chosen."""
+    """The model configuration training will fit (one family), and how it was chosen."""
 
     model: ModelConfig
-    threshold: float | None
     validation_score: float | None  # cross-validated, on the training split
-    train_score: float | None  # on the training folds, for the over/underfitting gap
+    train_score: float | None  # on the training folds
+    train_gap: float | None  # how much better the training folds score than the held-out ones (overfitting)
 
 
 @task(name="trial", cache_policy=NO_CACHE)
@@ -333,8 +412,12 @@ def trial_task(
     folds: int,
     seed: int,
     number: int,
+    task: Task,
+    by_time: bool,
 ) -> search.TrialResult:
-    return search.cross_validate_params(factory, params, X, y, metric=metric, folds=folds, seed=seed, number=number)
+    return search.cross_validate_params(
+        factory, params, X, y, metric=metric, folds=folds, seed=seed, number=number, task=task, by_time=by_time
+    )
 
 
 def _dask_runner(config: SearchConfig) -> Any:
@@ -358,14 +441,20 @@ def _dask_runner(config: SearchConfig) -> Any:
 def select_model_task(
     prepared: Prepared, config: PipelineConfig, metric: str, run_id: str, experiment_id: str
 ) -> Selected:
-    """Hyperparameter search with cross-validation on the training split; then the decision
-    threshold, tuned on out-of-fold probabilities of the chosen configuration."""
+    """Hyperparameter search across the configured model families, by cross-validation on the
+    training split (folds forward in time under a time split)."""
     logger = get_run_logger()
-    split, spec, cfg = prepared.split, prepared.spec, config.search
-    model = with_class_weight(config.model, split.y_train)
+    split, spec, cfg, task = prepared.split, prepared.spec, config.search, prepared.task
+    model = with_class_weight(config.model, split.y_train, task)
     if model is not config.model:
-        logger.info("class weights: %s", model.params["class_weight"])
-    factory = model_factory(spec, model, config.seed, prepared.clip)
+        logger.info("class weights: balanced (the rarest class is under %s of the rows)", model.imbalance_threshold)
+    families = families_of(model, task)
+    by_time = split.by_time
+    folds = task.usable_folds(split.y_train, cfg.cv_folds) if not by_time else cfg.cv_folds
+    if folds < cfg.cv_folds:
+        logger.info("%d-fold cross-validation: the rarest class has too few rows for %d", folds, cfg.cv_folds)
+    cfg = cfg.model_copy(update={"cv_folds": folds})
+    factory = model_factory(spec, model, config.seed, prepared.clip, task)
     client = registry.connect(Workspace.at(config.home))
 
     def log_trial(result: search.TrialResult) -> None:
@@ -384,76 +473,118 @@ def select_model_task(
             failed=result.error is not None,
         )
 
+    many = len(families) > 1
+    fixed: dict[str, Any] = (
+        {family: config_for_family(model, family).params for family in families}
+        if many
+        else dict(config_for_family(model, families[0]).params)
+    )
+    # every family's defaults are tried, whatever the budget
+    search_cfg = cfg.model_copy(update={"trials": max(cfg.trials, len(families))})
     if cfg.method == "none":
-        best = search.cross_validate_params(
-            factory, {}, split.X_train, split.y_train, metric=metric, folds=cfg.cv_folds, seed=config.seed
+        # No search: the families' defaults (with the fixed params), compared by cross-validation.
+        search_cfg = cfg.model_copy(update={"method": "random", "trials": len(families), "workers": 1})
+
+    def run(evaluate_batch: Callable[..., list[search.TrialResult]] | None) -> search.SearchResult:
+        return search.run_search(
+            factory,
+            families if many else families[0],
+            split.X_train,
+            split.y_train,
+            search_cfg,
+            metric=metric,
+            seed=config.seed,
+            fixed_params=fixed,
+            evaluate_batch=evaluate_batch,
+            on_trial=log_trial,
+            task=task,
+            by_time=by_time,
         )
-        chosen = model
+
+    if cfg.method != "none" and (cfg.workers > 1 or cfg.dask_address):
+        # the rows run_search scores in-process: its seeded (stratified) sample
+        X, y = search.sample_rows(
+            split.X_train,
+            split.y_train,
+            max_rows=cfg.max_rows,
+            seed=config.seed,
+            stratify=task.classification and not by_time,
+        )
+
+        @flow(name="search_trials", task_runner=_dask_runner(cfg))
+        def search_trials_flow() -> search.SearchResult:
+            def on_dask(batch: list[tuple[int, dict[str, Any]]]) -> list[search.TrialResult]:
+                futures = [
+                    trial_task.submit(factory, params, X, y, metric, cfg.cv_folds, config.seed, number, task, by_time)
+                    for number, params in batch
+                ]
+                return [future.result() for future in futures]
+
+            return run(on_dask)
+
+        result = search_trials_flow()
     else:
-        fixed = dict(model.params)
+        result = run(None)
+    best = result.best
+    params = dict(result.best_params)
+    family = str(params.pop("estimator", families[0]))
+    chosen = config_for_family(model, family).model_copy(update={"params": params})
+    registry.log_dict(run_id, result.as_dict(), "search/trials.json")
+    registry.set_tags(run_id, {"model.family": family})
+    logger.info(
+        "%s: %d trial(s) over %s on %d rows, best cv %s %.4f (± %.4f): %s with %s",
+        "search" if cfg.method != "none" else "no search, defaults compared",
+        len(result.trials),
+        ", ".join(families),
+        result.rows_used,
+        metric,
+        best.score,
+        best.score_std,
+        family,
+        params,
+    )
+    registry.log_metrics(
+        run_id,
+        {
+            f"validation_{metric}": best.score,
+            f"train_cv_{metric}": best.train_score,
+            "train_gap": (best.train_score - best.score) * (1 if higher_is_better(metric) else -1),
+        },
+    )
+    gap = best.train_score - best.score
+    return Selected(chosen, best.score, best.train_score, gap if higher_is_better(metric) else -gap)
 
-        def run(evaluate_batch: Callable[..., list[search.TrialResult]] | None) -> search.SearchResult:
-            return search.run_search(
-                factory,
-                model.estimator,
-                split.X_train,
-                split.y_train,
-                cfg,
-                metric=metric,
-                seed=config.seed,
-                fixed_params=fixed,
-                evaluate_batch=evaluate_batch,
-                on_trial=log_trial,
-            )
 
-        if cfg.workers > 1 or cfg.dask_address:
-            # the rows run_search scores in-process: its seeded stratified sample
-            X, y = search.sample_rows(split.X_train, split.y_train, max_rows=cfg.max_rows, seed=config.seed)
+def _tune_threshold(y: pd.Series, positive: np.ndarray) -> ThresholdChoice:
+    return search.tune_threshold(y, positive, pos_label=sorted(y.unique())[1])
 
-            @flow(name="search_trials", task_runner=_dask_runner(cfg))
-            def search_trials_flow() -> search.SearchResult:
-                def on_dask(batch: list[tuple[int, dict[str, Any]]]) -> list[search.TrialResult]:
-                    futures = [
-                        trial_task.submit(factory, params, X, y, metric, cfg.cv_folds, config.seed, number)
-                        for number, params in batch
-                    ]
-                    return [future.result() for future in futures]
 
-                return run(on_dask)
-
-            result = search_trials_flow()
-        else:
-            result = run(None)
-        best = result.best
-        chosen = model.model_copy(update={"params": {**model.params, **result.best_params}})
-        registry.log_dict(run_id, result.as_dict(), "search/trials.json")
-        logger.info(
-            "%s search: %d trials on %d rows, best cv %s %.4f (± %.4f) with %s",
-            cfg.method,
-            len(result.trials),
-            result.rows_used,
-            metric,
-            best.score,
-            best.score_std,
-            result.best_params,
-        )
-    choice = search.tune_threshold_oof(
-        build_model(spec, chosen, config.seed, prepared.clip),
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(prepared: Prepared, selected: Selected, config: PipelineConfig, run_id: str) -> FinalModel:
+    """The chosen configuration on the whole training split, with its threshold, calibration or interval."""
+    logger = get_run_logger()
+    split, task = prepared.split, prepared.task
+    final = fit_final_model(
         split.X_train,
         split.y_train,
-        folds=cfg.cv_folds,
-        seed=config.seed,
+        prepared.spec,
+        selected.model,
+        config.seed,
+        task=task,
+        folds=config.search.cv_folds,
+        clip=prepared.clip,
+        tune_threshold=_tune_threshold,
     )
-    threshold = choice.threshold if choice is not None else None
-    if choice is not None:
-        registry.log_metrics(
-            run_id,
+    metrics: dict[str, float] = {}
+    if final.threshold is not None:
+        choice = final.threshold
+        metrics.update(
             {
                 "decision_threshold": choice.threshold,
                 "validation_f1_at_threshold": choice.f1,
                 "validation_precision_at_threshold": choice.precision,
                 "validation_recall_at_threshold": choice.recall,
-            },
+            }
         )
         logger.info(
             "decision threshold %.3f (out-of-fold F1 %.4f, precision %.4f, recall %.4f)",
@@ -462,30 +593,20 @@ def select_model_task(
             choice.precision,
             choice.recall,
         )
-    registry.log_metrics(
-        run_id,
-        {
-            f"validation_{metric}": best.score,
-            f"train_cv_{metric}": best.train_score,
-            "train_gap": best.train_score - best.score,
-        }
-        if best.error is None
-        else {},
-    )
-    return Selected(
-        model=chosen,
-        threshold=threshold,
-        validation_score=None if best.error else best.score,
-        train_score=None if best.error else best.train_score,
-    )
-
-
-@task(name="train", cache_policy=NO_CACHE)
-def train_task(prepared: Prepared, selected: Selected, config: PipelineConfig) -> Any:
-    split = prepared.split
-    return train_model(
-        split.X_train, split.y_train, prepared.spec, selected.model, config.seed, prepared.clip, selected.threshold
-    )
+    if final.calibration:
+        registry.set_tags(run_id, {"calibration": final.calibration})
+        logger.info("probabilities recalibrated (%s) on out-of-fold predictions", final.calibration)
+    if final.interval is not None:
+        metrics["interval_half_width"] = final.interval.half_width
+        logger.info(
+            "prediction interval: ± %.6g for %.0f%% coverage (split-conformal on %d out-of-fold residuals)",
+            final.interval.half_width,
+            100 * final.interval.coverage,
+            final.interval.calibration_rows,
+        )
+    registry.log_metrics(run_id, metrics)
+    registry.log_params(run_id, model_params(final.model))
+    return final
 
 
 @dataclass(frozen=True)
@@ -494,7 +615,7 @@ class Evaluation:
     dummy: dict[str, float]
     slices: dict[str, float]
     train_gap: float | None
-    proba: np.ndarray = field(repr=False)  # on the held-out rows, reused by the gate
+    output: np.ndarray = field(repr=False)  # the answers on the held-out rows, reused by the gate
 
 
 def _metric_key(name: str) -> str:
@@ -502,36 +623,42 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
+def _classes(model: Any) -> list[Any]:
+    return [c.item() if isinstance(c, np.generic) else c for c in getattr(model, "classes_", [])]
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
-    model: Any, prepared: Prepared, selected: Selected, curated: Curated, config: PipelineConfig, run_id: str
+    final: FinalModel,
+    prepared: Prepared,
+    selected: Selected,
+    curated: Curated,
+    config: PipelineConfig,
+    metric: str,
+    run_id: str,
 ) -> Evaluation:
-    """Held-out metrics beside a DummyClassifier, slices, the over/underfitting gap and the plots."""
-    from sklearn.dummy import DummyClassifier
-
+    """Held-out metrics beside the task's dummy baseline, slices, interval coverage, the
+    over/underfitting gap and the plots."""
     logger = get_run_logger()
-    split, metric, evaluation = prepared.split, config.promotion.metric, config.evaluation
+    split, evaluation, task, model = prepared.split, config.evaluation, prepared.task, final.model
     threshold = decision_threshold(model)
-    proba = model.predict_proba(split.X_test)
-    classes = list(model.classes_)
-    metrics = compute_metrics(split.y_test, proba, classes, threshold)
-    train_metrics = evaluate_model(model, split.X_train, split.y_train, threshold)
-    dummy = DummyClassifier(strategy="prior").fit(split.X_train, split.y_train)
-    dummy_metrics = evaluate_model(dummy, split.X_test, split.y_test)
+    classes = _classes(model)
+    output = task.output(model, split.X_test)
+    metrics = task.compute_metrics(split.y_test, output, classes, threshold)
+    if final.interval is not None:
+        inside = np.abs(split.y_test.to_numpy(dtype="float64") - output) <= final.interval.half_width
+        metrics["interval_coverage"] = float(inside.mean())
+        metrics["interval_width"] = 2 * final.interval.half_width
+    train_metrics = task.compute_metrics(split.y_train, task.output(model, split.X_train), classes, threshold)
+    dummy = task.dummy().fit(split.X_train, split.y_train)
+    dummy_metrics = task.compute_metrics(split.y_test, task.output(dummy, split.X_test), _classes(dummy))
     slices = slice_metrics(
-        split.y_test,
-        proba,
-        classes,
         curated.frame.loc[split.X_test.index],
         evaluation.slices,
-        metric,
+        task.scorer(metric, split.y_test, output, classes, threshold),
         min_rows=evaluation.slice_min_rows,
-        threshold=threshold,
     )
-    gap = None
-    if selected.train_score is not None and selected.validation_score is not None:
-        gap = selected.train_score - selected.validation_score
-        gap = gap if higher_is_better(metric) else -gap
+    gap = selected.train_gap
     registry.log_metrics(
         run_id,
         {
@@ -545,7 +672,7 @@ def evaluate_task(
     if slices:
         registry.log_dict(run_id, slices, "evaluation/slices.json")
     if evaluation.plots:
-        _log_plots(model, proba, classes, prepared, selected, config, run_id, metric, threshold)
+        _log_plots(final, output, classes, prepared, selected, config, run_id, metric, threshold)
     logger.info(
         "held-out metrics: %s; dummy %s %.4f; train - validation gap %s",
         ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
@@ -553,12 +680,12 @@ def evaluate_task(
         dummy_metrics.get(metric, float("nan")),
         "n/a" if gap is None else f"{gap:+.4f}",
     )
-    return Evaluation(metrics, dummy_metrics, slices, gap, proba)
+    return Evaluation(metrics, dummy_metrics, slices, gap, output)
 
 
 def _log_plots(
-    model: Any,
-    proba: np.ndarray,
+    final: FinalModel,
+    output: np.ndarray,
     classes: list[Any],
     prepared: Prepared,
     selected: Selected,
@@ -569,19 +696,20 @@ def _log_plots(
 ) -> None:
     from components import plots
 
-    split = prepared.split
+    split, task = prepared.split, prepared.task
     report = plots.evaluation_plots(
-        model,
-        build_model(prepared.spec, selected.model, config.seed, prepared.clip),
+        final.model,
+        build_model(prepared.spec, selected.model, config.seed, prepared.clip, task),
         split,
-        proba,
+        output,
         classes,
         threshold=threshold,
-        scoring=sklearn_scoring(metric, len(classes)),
+        scoring=task.sklearn_scoring(metric),
         cv_folds=config.search.cv_folds,
         seed=config.seed,
         learning_curve_max_rows=config.evaluation.learning_curve_max_rows,
         importance_max_rows=config.evaluation.importance_max_rows,
+        half_width=final.interval.half_width if final.interval else None,
     )
     for name, figure in report.figures.items():
         registry.log_figure(run_id, figure, f"plots/{name}.png")
@@ -594,12 +722,17 @@ def _example_rows(X: pd.DataFrame, rows: int = 5) -> list[dict[str, Any]]:
     return head.where(head.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
 
 
+def _task_of(model: Any) -> str:
+    classes = getattr(model, "classes_", None)
+    return "regression" if classes is None else "binary" if len(classes) == 2 else "multiclass"
+
+
 def _check_tags(decision: Decision) -> dict[str, str]:
     verdict = {True: "passed", False: "failed", None: "n/a"}
     return {f"check.{c.name}": f"{verdict[c.passed]}: {c.detail}" for c in decision.checks}
 
 
-def _log_reference(run_id: str, model: Any, X_train: pd.DataFrame, config: PipelineConfig) -> None:
+def _log_reference(run_id: str, model: Any, X_train: pd.DataFrame, config: PipelineConfig, task: Task) -> None:
     """A sample of the training rows with the model's scores: what monitoring compares new data with."""
     import tempfile
     from pathlib import Path
@@ -610,7 +743,7 @@ def _log_reference(run_id: str, model: Any, X_train: pd.DataFrame, config: Pipel
         else X_train.sample(n=config.monitoring.reference_rows, random_state=config.seed)
     )
     reference = monitor.build_reference(
-        sample, monitor.positive_scores(model.predict_proba(sample)), config.monitoring.reference_rows, config.seed
+        sample, task.scores(task.output(model, sample)), config.monitoring.reference_rows, config.seed
     )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / Path(monitor.REFERENCE_ARTIFACT).name
@@ -621,12 +754,13 @@ def _log_reference(run_id: str, model: Any, X_train: pd.DataFrame, config: Pipel
 # No retries: logging and registering are not idempotent, a retry would add a second version.
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(
-    model: Any,
+    final: FinalModel,
     prepared: Prepared,
     curated: Curated,
     evaluation: Evaluation,
     config: PipelineConfig,
     model_name: str,
+    metric: str,
     run_id: str,
     dry_run: bool = False,
 ) -> tuple[str | None, Decision]:
@@ -634,14 +768,18 @@ def promote_task(
     check it loads and answers through the serving path, decide, and apply the decision."""
     logger = get_run_logger()
     client = registry.connect(Workspace.at(config.home))
-    split, promotion = prepared.split, config.promotion
-    metric = promotion.metric
-    model_uri = registry.log_model(run_id, model, split.X_train)
-    _log_reference(run_id, model, split.X_train, config)
+    split, promotion, task, model = prepared.split, config.promotion, prepared.task, final.model
+    info: dict[str, Any] = {"task": task.name, "metric": metric}
+    if final.interval is not None:
+        info["interval"] = asdict(final.interval)
+    if final.calibration:
+        info["calibration"] = final.calibration
+    model_uri = registry.log_model(run_id, model, split.X_train, info)
+    _log_reference(run_id, model, split.X_train, config, task)
     version = None
     if not dry_run:
         version = registry.register_model(
-            model_uri, model_name, tags={"data_fingerprint": curated.fingerprint, "run_id": run_id}
+            model_uri, model_name, tags={"data_fingerprint": curated.fingerprint, "run_id": run_id, "task": task.name}
         )
     champion = registry.get_champion(client, model_name)
     champion_metrics: dict[str, float] | None = None
@@ -651,35 +789,34 @@ def promote_task(
     if champion is not None:
         try:
             incumbent = registry.load_model(champion.uri)
-            champion_proba = incumbent.predict_proba(split.X_test)
+            champion_task = read_model_info(champion.uri).get("task") or _task_of(incumbent)
+            if champion_task != task.name:
+                raise ValueError(f"it is a {champion_task} model, the candidate a {task.name} one")
+            classes = _classes(model)
+            if _classes(incumbent) != classes:
+                raise ValueError(f"its classes {_classes(incumbent)} differ from the candidate's {classes}")
+            champion_output = task.output(incumbent, split.X_test)
+            if not np.isfinite(champion_output).all():
+                raise ValueError("it answered non-finite values")
             champion_threshold = decision_threshold(incumbent)
-            classes = list(model.classes_)
-            if list(incumbent.classes_) != classes:
-                raise ValueError(f"its classes {list(incumbent.classes_)} differ from the candidate's {classes}")
-            champion_metrics = compute_metrics(split.y_test, champion_proba, classes, champion_threshold)
-            proba = evaluation.proba
+            champion_metrics = task.compute_metrics(split.y_test, champion_output, classes, champion_threshold)
+            champion_scorer = task.scorer(metric, split.y_test, champion_output, classes, champion_threshold)
+            candidate_scorer = task.scorer(metric, split.y_test, evaluation.output, classes, decision_threshold(model))
             champion_slices = slice_metrics(
-                split.y_test,
-                champion_proba,
-                classes,
                 curated.frame.loc[split.X_test.index],
                 config.evaluation.slices,
-                metric,
+                champion_scorer,
                 min_rows=config.evaluation.slice_min_rows,
-                threshold=champion_threshold,
             )
             gain = paired_bootstrap(
-                split.y_test,
-                proba,
-                champion_proba,
-                classes,
+                len(split.y_test),
+                candidate_scorer,
+                champion_scorer,
                 metric,
                 samples=promotion.bootstrap_samples,
                 confidence=promotion.confidence,
                 max_rows=promotion.bootstrap_max_rows,
                 seed=config.seed,
-                threshold=decision_threshold(model),
-                champion_threshold=champion_threshold,
             )
             interval = Interval(**gain)  # type: ignore[arg-type]
         except (ValueError, KeyError) as exc:
@@ -698,7 +835,10 @@ def promote_task(
         champion_slices=champion_slices,
         serving=serving,
     )
-    decision = decide_promotion(evidence, PromotionPolicy.from_config(promotion))
+    policy = PromotionPolicy.from_config(
+        promotion, metric=metric, min_score=task.floor_for(metric, promotion.min_score)
+    )
+    decision = decide_promotion(evidence, policy)
     if note:
         decision = replace(decision, reason=note + decision.reason)
     if champion_metrics and metric in champion_metrics:
@@ -713,7 +853,7 @@ def promote_task(
     record = {
         "decision": decision.as_dict(),
         "evidence": asdict(evidence),
-        "policy": promotion.model_dump(mode="json"),
+        "policy": {**promotion.model_dump(mode="json"), "metric": metric, "min_score": policy.min_score},
         "candidate": {"run_id": run_id, "version": version, "model_uri": model_uri, "dry_run": dry_run},
         "champion": {"version": champion.version, "run_id": champion.run_id} if champion else None,
     }
@@ -786,19 +926,22 @@ def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResu
         },
         params={"data.source": source, **registry.flatten_config(config)},
     )
-    metric = config.search.metric or config.promotion.metric
     try:
         batches = extract_task(source, config.data.query)
-        frame = validate_task(batches, config, dataset, workspace, run_id, source)
-        curated = curate_task(frame, config, source, run_id)
-        prepared = prepare_task(curated, config, run_id)
+        inference = infer_task_task(batches, config, run_id)
+        task = task_named(inference.task)
+        metric = task.metric_for(config.promotion.metric)
+        search_metric = config.search.metric or metric
+        task.check_metric(search_metric, "search.metric")
+        frame = validate_task(batches, config, dataset, workspace, run_id, source, task.name)
+        curated = curate_task(frame, config, source, task, run_id)
+        prepared = prepare_task(curated, config, task, run_id)
         if config.label_review.enabled:
             prepared = review_labels_task(prepared, curated, config, run_id)
-        selected = select_model_task(prepared, config, metric, run_id, experiment_id)
-        model = train_task(prepared, selected, config)
-        registry.log_params(run_id, model_params(model))
-        evaluation = evaluate_task(model, prepared, selected, curated, config, run_id)
-        version, decision = promote_task(model, prepared, curated, evaluation, config, dataset, run_id, dry_run)
+        selected = select_model_task(prepared, config, search_metric, run_id, experiment_id)
+        final = train_task(prepared, selected, config, run_id)
+        evaluation = evaluate_task(final, prepared, selected, curated, config, metric, run_id)
+        version, decision = promote_task(final, prepared, curated, evaluation, config, dataset, metric, run_id, dry_run)
     except DataRejected:
         registry.end_run(client, run_id, "FAILED", {"outcome": "rejected"})
         raise
@@ -817,4 +960,6 @@ def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResu
         dry_run=dry_run,
         would_promote=decision.promote,
         failed_checks=[c.name for c in decision.failed],
+        task=task.name,
+        metric=metric,
     )

@@ -66,8 +66,10 @@ def bento_name(model_name: str) -> str:
     return name or "model"
 
 
-def bundle_champion(client: Any, name: str, version: str) -> str:
-    """Copy one registered version into the BentoML model store; returns the BentoML model tag."""
+def bundle_champion(client: Any, name: str, version: str, id_column: str | None = None) -> str:
+    """Copy one registered version into the BentoML model store; returns the BentoML model tag.
+
+    `id_column`: the model's row id, accepted (and logged) by the bundled service besides the features."""
     import bentoml
     import bentoml.exceptions
 
@@ -88,6 +90,7 @@ def bundle_champion(client: Any, name: str, version: str) -> str:
         "version": str(version),
         "run_id": details.run_id or tags.get("run_id"),
         "data_fingerprint": tags.get("data_fingerprint"),
+        "id_column": id_column,
         "bundled_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with bentoml.models.create(

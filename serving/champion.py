@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from components.scoring import ServingModel, decision_threshold, load_serving_model
+from components.scoring import MODEL_METADATA_KEY, ServingModel, decision_threshold, load_serving_model
 from serving.schema import Column, same_columns, signature_columns
 
 logger = logging.getLogger("mlops.serving")
@@ -49,9 +49,12 @@ class LoadedModel:
     output_type: str | None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
+    @property
+    def classes(self) -> list[Any]:
+        return [c.item() if isinstance(c, np.generic) else c for c in getattr(self.served.model, "classes_", [])]
+
     def describe(self) -> dict[str, Any]:
         model = self.served.model
-        classes = [c.item() if isinstance(c, np.generic) else c for c in getattr(model, "classes_", [])]
         return {
             "model_name": self.name,
             "model_version": self.version,
@@ -59,8 +62,11 @@ class LoadedModel:
             "training_data_fingerprint": self.fingerprint,
             "origin": self.origin,
             "loaded_at": self.loaded_at,
-            "classes": classes,
+            "task": self.served.task,
+            "classes": self.classes,
             "decision_threshold": decision_threshold(model),
+            "calibration": self.served.info.get("calibration"),
+            "interval": self.served.info.get("interval"),
             "signature": {
                 "inputs": [{"name": c.name, "type": c.type, "required": c.required} for c in self.columns],
                 "output": self.output_type,
@@ -113,8 +119,15 @@ def load_registry_version(client: Any, name: str, version: str) -> LoadedModel:
     return loaded
 
 
-def registry_signature(client: Any, name: str) -> tuple[str, tuple[Column, ...], str | None]:
-    """The champion's version and input columns, without loading the model (for the schema)."""
+def task_of(info: dict[str, Any] | None, output_type: str | None) -> str:
+    """The task a logged model serves, from its MLmodel metadata (models logged before it was
+    recorded are classifiers: binary unless known otherwise)."""
+    task = ((info or {}).get(MODEL_METADATA_KEY) or {}).get("task")
+    return str(task) if task else "binary"
+
+
+def registry_signature(client: Any, name: str) -> tuple[str, tuple[Column, ...], str | None, str]:
+    """The champion's version, input columns, output type and task, without loading the model."""
     import mlflow.models
 
     from components import registry
@@ -122,17 +135,21 @@ def registry_signature(client: Any, name: str) -> tuple[str, tuple[Column, ...],
     champion = registry.get_champion(client, name)
     if champion is None:
         raise LookupError(f"registered model {name!r} has no champion; run `mlops run` first")
-    signature = mlflow.models.get_model_info(f"models:/{name}/{champion.version}").signature
-    return champion.version, signature_columns(signature), _output_type(signature)
+    info = mlflow.models.get_model_info(f"models:/{name}/{champion.version}")
+    output = _output_type(info.signature)
+    return champion.version, signature_columns(info.signature), output, task_of(info.metadata, output)
 
 
 class RegistrySource:
     """The registry's champion, loaded in the background and swapped when the alias moves."""
 
-    def __init__(self, client: Any, name: str, columns: tuple[Column, ...], interval: float) -> None:
+    def __init__(
+        self, client: Any, name: str, columns: tuple[Column, ...], interval: float, task: str | None = None
+    ) -> None:
         self.client = client
         self.name = name
         self.columns = columns
+        self.task = task
         self.interval = interval
         self.current: LoadedModel | None = None
         self.last_check: str | None = None
@@ -167,6 +184,12 @@ class RegistrySource:
             raise ValueError(
                 f"{self.name} v{champion.version} expects different input columns than this service validates; "
                 "restart the service to serve it"
+            )
+        if self.task is not None and loaded.served.task != self.task:
+            self.refused_version = champion.version
+            raise ValueError(
+                f"{self.name} v{champion.version} is a {loaded.served.task} model and this service answers "
+                f"{self.task} requests; restart the service to serve it"
             )
         previous = self.current
         self.current = loaded
@@ -211,12 +234,14 @@ class RegistrySource:
         }
 
 
-def bundle_columns(path: Path) -> tuple[tuple[Column, ...], str | None, dict[str, Any]]:
+def bundle_columns(path: Path) -> tuple[tuple[Column, ...], str | None, dict[str, Any], str]:
+    """A bundled model's input columns, output type, bundle metadata and task."""
     from mlflow.models import Model
 
     meta = json.loads((path / BUNDLE_METADATA).read_text())
-    signature = Model.load(str(path / BUNDLE_MODEL_DIR)).signature
-    return signature_columns(signature), _output_type(signature), meta
+    logged = Model.load(str(path / BUNDLE_MODEL_DIR))
+    output = _output_type(logged.signature)
+    return signature_columns(logged.signature), output, meta, task_of(logged.metadata, output)
 
 
 class BundleSource:
@@ -237,7 +262,7 @@ class BundleSource:
 
     def _load(self) -> None:
         try:
-            columns, output_type, meta = bundle_columns(self.path)
+            columns, output_type, meta, _ = bundle_columns(self.path)
             served = load_serving_model(str(self.path / BUNDLE_MODEL_DIR))
             warm_up(served)
             self.current = LoadedModel(

@@ -97,22 +97,42 @@ def _label_type(classes: list[Any]) -> Any:
     return str if kinds <= {str} else int | float | str | bool
 
 
-def response_model(model_name: str, classes: list[Any]) -> type[BaseModel]:
-    label = _label_type(classes)
-    return create_model(
-        f"{_camel(model_name)}Prediction",
-        request_id=(str, Field(description="Echoes the X-Request-ID header, or a new id.")),
-        model_name=(str, ...),
-        model_version=(str, Field(description="The registry version that answered.")),
-        predictions=(
-            list[label],  # type: ignore[valid-type]
-            Field(description="One predicted class per row, in order."),
+def response_model(model_name: str, classes: list[Any], task: str = "binary") -> type[BaseModel]:
+    """The documented answer of a task: labels with probabilities, or numbers with intervals."""
+    label: Any = float if task == "regression" else _label_type(classes)
+    fields: dict[str, Any] = {
+        "request_id": (str, Field(description="Echoes the X-Request-ID header, or a new id.")),
+        "model_name": (str, ...),
+        "model_version": (str, Field(description="The registry version that answered.")),
+        "predictions": (
+            list[label],
+            Field(
+                description="One predicted value per row, in order."
+                if task == "regression"
+                else "One predicted class per row, in order."
+            ),
         ),
-        probabilities=(
+    }
+    if task == "binary":
+        fields["probabilities"] = (
             list[float],
-            Field(description="Binary: the positive class's probability; multiclass: the predicted class's."),
-        ),
-    )
+            Field(description="The positive class's probability per row; the label applies the tuned threshold."),
+        )
+    elif task == "multiclass":
+        fields["probabilities"] = (
+            list[dict[str, float]],
+            Field(description="Every class's probability per row (the class as text -> probability)."),
+        )
+    else:
+        fields["intervals"] = (
+            list[list[float]] | None,
+            Field(default=None, description="[lower, upper] per row: a split-conformal prediction interval."),
+        )
+        fields["interval_coverage"] = (
+            float | None,
+            Field(default=None, description="The share of new rows the intervals are built to cover."),
+        )
+    return create_model(f"{_camel(model_name)}Prediction", **fields)
 
 
 def same_columns(a: tuple[Column, ...], b: tuple[Column, ...]) -> bool:

@@ -31,9 +31,9 @@ from fastapi import FastAPI
 from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
-from components.config import PipelineConfig, ServingConfig, dataset_name, find_config_file, load_config
+from components.config import PipelineConfig, ServingConfig
 from components.predlog import PredictionLog
-from components.scoring import InputError, coerce_rows, predict_coerced
+from components.scoring import InputError, Predictions, coerce_rows, predict_coerced
 from serving.batching import Job, MicroBatcher, Overloaded
 from serving.champion import BundleSource, LoadedModel, RegistrySource, bundle_columns, registry_signature
 from serving.guard import GuardMiddleware
@@ -54,6 +54,7 @@ class ServiceSettings:
     model_name: str
     columns: tuple[Column, ...]
     output_type: str | None
+    task: str
     serving: ServingConfig
     predictions_dir: Path | None
     api_key: str | None = None
@@ -80,30 +81,48 @@ def bundled_model_tag() -> str | None:
 
 
 def settings_from_environment() -> ServiceSettings:
-    """Read the config, find the model and read its signature (not the model itself)."""
-    config_file = find_config_file()
-    config = load_config(config_file) if config_file else PipelineConfig()
-    name = os.environ.get("MLOPS_MODEL_NAME") or dataset_name(config)
+    """Read the model's settings, find the model and read its signature (not the model itself).
+
+    MLOPS_MODEL_NAME names the model (default: the project's only configured one); its settings are
+    the project's mlops.yaml layered with its models/<name>.yaml, or, for a model registered by an
+    ad-hoc run, what its contract records.
+    """
+    from components.project import load_project
+
+    project = load_project()
     api_key = os.environ.get("MLOPS_API_KEY") or None
     from components.workspace import Workspace
 
-    workspace = Workspace.at(config.home)
-    logging_on = config.serving.prediction_log.enabled
     if tag := bundled_model_tag():
-        columns, output_type, meta = bundle_columns(Path(bentoml.models.get(tag).path))
-        predictions = workspace.predictions / meta["name"] if logging_on else None
+        columns, output_type, meta, task = bundle_columns(Path(bentoml.models.get(tag).path))
+        config = project.config_for(meta["name"]) if project.has_model(meta["name"]) else project.base()
+        workspace = Workspace.at(config.home)
+        predictions = workspace.predictions / meta["name"] if config.serving.prediction_log.enabled else None
         return ServiceSettings(
-            meta["name"], columns, output_type, config.serving, predictions, api_key, config, tag, config.data.id_column
+            meta["name"],
+            columns,
+            output_type,
+            task,
+            config.serving,
+            predictions,
+            api_key,
+            config,
+            tag,
+            meta.get("id_column") or config.data.id_column,
         )
     from components import registry
     from components.environment import workspace_environment
 
+    name = os.environ.get("MLOPS_MODEL_NAME") or project.resolve_name(None, "the service")
+    config = project.config_for(name)
+    workspace = Workspace.at(config.home)
     workspace_environment(workspace)
-    predictions = workspace.predictions / name if logging_on else None
+    predictions = workspace.predictions / name if config.serving.prediction_log.enabled else None
     client = registry.connect(workspace)
-    _, columns, output_type = registry_signature(client, name)
-    id_column = config.data.id_column if name == dataset_name(config) else None
-    return ServiceSettings(name, columns, output_type, config.serving, predictions, api_key, config, None, id_column)
+    _, columns, output_type, task = registry_signature(client, name)
+    return ServiceSettings(
+        name, columns, output_type, task, config.serving, predictions, api_key, config, None, config.data.id_column
+    )
 
 
 def _one_thread() -> None:
@@ -131,9 +150,31 @@ def _rows_frame(rows: list[Any], columns: tuple[Column, ...]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Answer:
+    """One request's share of a batch's predictions."""
+
     model: LoadedModel
-    labels: list[Any]
-    probabilities: list[float]
+    predictions: Predictions
+    start: int
+    end: int
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        """The JSON answer: labels and probabilities (every class's, for multiclass), or numbers and intervals."""
+        p, rows = self.predictions, slice(self.start, self.end)
+        body: dict[str, Any] = {
+            "request_id": request_id,
+            "model_name": self.model.name,
+            "model_version": self.model.version,
+            "predictions": p.labels[rows],
+        }
+        if p.class_probabilities is not None:
+            names = [str(c) for c in p.classes]
+            body["probabilities"] = [dict(zip(names, row, strict=True)) for row in p.class_probabilities[rows]]
+        elif p.classes:
+            body["probabilities"] = p.probabilities[rows]
+        elif p.lower is not None and p.upper is not None:
+            body["intervals"] = [[low, high] for low, high in zip(p.lower[rows], p.upper[rows], strict=True)]
+            body["interval_coverage"] = self.model.served.coverage
+        return body
 
 
 def _error(ctx: Any, status: int, message: str, request_id: str, **headers: str) -> JSONResponse:
@@ -165,7 +206,7 @@ def create_service(settings: ServiceSettings) -> Any:
     if not any(isinstance(f, _QuietValidationErrors) for f in http_log.filters):
         http_log.addFilter(_QuietValidationErrors())
     Row = row_model(settings.model_name, settings.columns, settings.id_column)
-    Prediction = response_model(settings.model_name, _classes_hint(settings.output_type))
+    Prediction = response_model(settings.model_name, _classes_hint(settings.output_type), settings.task)
     serving = settings.serving
     max_rows = serving.max_rows_per_request
     names = [c.name for c in settings.columns]
@@ -196,7 +237,9 @@ def create_service(settings: ServiceSettings) -> Any:
 
                 assert settings.config is not None
                 client = registry.connect(Workspace.at(settings.config.home))
-                self.source = RegistrySource(client, settings.model_name, settings.columns, serving.reload_seconds)
+                self.source = RegistrySource(
+                    client, settings.model_name, settings.columns, serving.reload_seconds, settings.task
+                )
                 self.source.start()
             self.batcher = MicroBatcher(
                 self._predict_batch,
@@ -242,11 +285,11 @@ def create_service(settings: ServiceSettings) -> Any:
             rows = [row for job in jobs for row in job.rows]
             X = coerce_rows(_rows_frame(rows, settings.columns), model.served.schema)
             try:
-                answer = predict_coerced(model.served.model, X)
+                answer = predict_coerced(model.served.model, X, model.served.half_width)
             except ValueError as exc:  # scikit-learn's input checks, e.g. a value that overflows to infinity
                 raise InputError(f"the model cannot score these values: {exc}") from exc
-            if not np.isfinite(answer.probabilities).all():
-                raise InputError("the model cannot score these values: the probabilities are not finite")
+            if not answer.finite:
+                raise InputError("the model cannot score these values: the answers are not finite")
             if self.log is not None:
                 ids = [job.request_id for job in jobs for _ in job.rows]
                 extra = {id_column: [getattr(row, id_column) for row in rows]} if id_column is not None else None
@@ -255,7 +298,7 @@ def create_service(settings: ServiceSettings) -> Any:
             start = 0
             for job in jobs:
                 end = start + len(job.rows)
-                out.append(Answer(model, answer.labels[start:end], answer.probabilities[start:end]))
+                out.append(Answer(model, answer, start, end))
                 start = end
             return out
 
@@ -285,14 +328,7 @@ def create_service(settings: ServiceSettings) -> Any:
                 return _error(ctx, 503, str(exc), request_id, **{"Retry-After": "1"})
             # The documented `Prediction`, serialized directly: BentoML's generic path (validate the
             # model, then stream it) costs a noticeable share of a small request's CPU.
-            body = {
-                "request_id": request_id,
-                "model_name": answer.model.name,
-                "model_version": answer.model.version,
-                "predictions": answer.labels,
-                "probabilities": answer.probabilities,
-            }
-            return Response(orjson.dumps(body), media_type="application/json")
+            return Response(orjson.dumps(answer.body(request_id)), media_type="application/json")
 
         @metadata_app.get("/metadata")
         def metadata(self) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from components.config import PipelineConfig
 from components.environment import disable_telemetry
+from components.project import load_project
 
 disable_telemetry()
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -33,22 +35,14 @@ def loans() -> pd.DataFrame:
     return pd.concat([b.frame for b in generate_batches(2, 600, seed=7)], ignore_index=True)
 
 
-def write_config(path: Path, home: Path, source: Path, suite_dir: Path, **extra: str) -> Path:
-    """A pipeline config for the generated loan data, with everything under tmp dirs."""
-    lines = [
+def write_config(path: Path, home: Path, source: Path, suite_dir: Path, name: str = "loans", **extra: str) -> Path:
+    """A project for the generated loan data, everything under tmp dirs: `path` (mlops.yaml) holds
+    the project's settings, `models/<name>.yaml` beside it the model's (with `extra` sections)."""
+    project = [
         f"home: {home}",
         "seed: 7",
-        "data:",
-        f"  source: {source}",
-        "  target: default",
-        "  id_column: loan_id",
-        "  time_column: application_time",
-        "  name: loans",
         "validation:",
         f"  suite_dir: {suite_dir}",
-        "promotion:",
-        "  metric: roc_auc",
-        "  min_score: 0.6",
         "search:",
         "  trials: 4",
         "evaluation:",
@@ -56,9 +50,27 @@ def write_config(path: Path, home: Path, source: Path, suite_dir: Path, **extra:
         "prefect:",
         "  server: ephemeral",
     ]
-    lines += [f"{k}: {v}" for k, v in extra.items()]
-    path.write_text("\n".join(lines) + "\n")
+    model = [
+        "data:",
+        f"  source: {source}",
+        "  target: default",
+        "  id_column: loan_id",
+        "  time_column: application_time",
+        "promotion:",
+        "  metric: roc_auc",
+        "  min_score: 0.6",
+    ]
+    model += [f"{k}: {v}" for k, v in extra.items()]
+    path.write_text("\n".join(project) + "\n")
+    models = path.parent / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / f"{name}.yaml").write_text("\n".join(model) + "\n")
     return path
+
+
+def load_model(path: Path, name: str = "loans", environ: dict[str, str] | None = None) -> PipelineConfig:
+    """One model's settings from a project written by `write_config` (no environment unless given)."""
+    return load_project(path, environ={} if environ is None else environ).model_config(name)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +85,6 @@ def prefect_api():
 @pytest.fixture(scope="session")
 def trained(prefect_api, tmp_path_factory: pytest.TempPathFactory):
     """A workspace whose registry holds a champion for the generated `loans` dataset."""
-    from components.config import load_config
     from components.simulate import write_batches
     from flows.training import training_flow
 
@@ -81,7 +92,7 @@ def trained(prefect_api, tmp_path_factory: pytest.TempPathFactory):
     data = root / "data"
     write_batches(data, 2, 600, seed=7)
     config_path = write_config(root / "mlops.yaml", root / "ws", data, root / "expectations")
-    config = load_config(config_path, environ={}).with_overrides(
+    config = load_model(config_path).with_overrides(
         evaluation={"plots": True, "slices": ("home_ownership", "region"), "slice_min_rows": 20}
     )
     result = training_flow(config)

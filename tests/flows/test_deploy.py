@@ -23,13 +23,12 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from typer.testing import CliRunner
 
-from components.config import load_config
 from components.landing import announcement_id
 from components.simulate import write_batches
 from components.workspace import Workspace
 from flows import deploy
 from flows.cli import app
-from tests.conftest import write_config
+from tests.conftest import load_model, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -45,14 +44,13 @@ def _workspace(tmp_path: Path, name: str, deploy_section: str = DEPLOY) -> tuple
     data = tmp_path / "data"
     write_batches(data, 2, 600, seed=7)
     path = write_config(
-        tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "expectations", deploy=deploy_section
+        tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "expectations", name=name, deploy=deploy_section
     )
-    path.write_text(path.read_text().replace("name: loans", f"name: {name}"))
-    return path, load_config(path, environ={})
+    return path, load_model(path, name)
 
 
 def _plan(path: Path, config: Any) -> deploy.DeployPlan:
-    return deploy.plan_deployments(config, path, Workspace.at(config.home).ensure())
+    return deploy.plan_deployments(config, path, Workspace.at(config.home).ensure(), configured=True)
 
 
 def _runs(deployment_id: UUID) -> list[FlowRun]:
@@ -75,7 +73,7 @@ def _wait_for_runs(deployment_id: UUID, count: int, timeout: float = 60.0) -> li
 
 def test_deployments_carry_the_configured_schedules_and_triggers(tmp_path: Path) -> None:
     path, config = _workspace(tmp_path, "deployed")
-    ids = deploy.register(_plan(path, config))
+    ids = deploy.register([_plan(path, config)])
     assert sorted(ids) == ["monitoring-job/deployed", "scoring-job/deployed", "training-job/deployed"]
     with get_client(sync_client=True) as client:
         deployments = {name: client.read_deployment(deployment_id) for name, deployment_id in ids.items()}
@@ -93,7 +91,7 @@ def test_deployments_carry_the_configured_schedules_and_triggers(tmp_path: Path)
     }
     training = deployments["training-job/deployed"]
     # A JSON parameter, loaded at run time; the flow is imported by module, from any directory.
-    assert training.parameters == {"config_file": str(path.resolve())}
+    assert training.parameters == {"config_file": str(path.resolve()), "model": "deployed"}
     assert training.entrypoint == "flows.deploy.training_job_flow"
     assert training.global_concurrency_limit is not None and training.global_concurrency_limit.limit == 1
     assert "mlops" in training.tags
@@ -110,7 +108,7 @@ def test_deployments_carry_the_configured_schedules_and_triggers(tmp_path: Path)
     assert by_event["mlops.data.landed"].actions[0].parameters["files"] == "{{ event.payload.files }}"
 
     # Registering again (a restart of `mlops deploy`) replaces the automations instead of adding more.
-    assert deploy.register(_plan(path, config)) == ids
+    assert deploy.register([_plan(path, config)]) == ids
     with get_client(sync_client=True) as client:
         again = client.read_resource_related_automations(f"prefect.deployment.{ids['training-job/deployed']}")
     assert len(again) == 2
@@ -123,7 +121,7 @@ def test_switches_in_the_config_remove_schedules_and_triggers(tmp_path: Path) ->
     assert [p.name for p in plan.deployments] == ["training-job/bare"]
     assert (plan.deployments[0].schedule, plan.deployments[0].triggers, plan.landing) == (None, (), None)
     assert any("monitoring" in note for note in plan.notes)
-    ids = deploy.register(plan)
+    ids = deploy.register([plan])
     with get_client(sync_client=True) as client:
         assert client.read_deployment(ids["training-job/bare"]).schedules == []
         assert client.read_resource_related_automations(f"prefect.deployment.{ids['training-job/bare']}") == []
@@ -147,7 +145,7 @@ def test_cli_dry_run_prints_the_plan_without_a_server(tmp_path: Path, monkeypatc
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     result = CliRunner().invoke(app, ["deploy", "--config", str(path), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    (info,) = json.loads(result.stdout.strip().splitlines()[-1])["models"]
     assert [d["name"] for d in info["deployments"]] == [
         "training-job/printed",
         "monitoring-job/printed",
@@ -167,7 +165,7 @@ def test_cli_registers_on_the_api_it_is_given(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # as a user pointing at a server
     result = CliRunner().invoke(app, ["deploy", "--config", str(path), "--no-serve", "--json"])
     assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    (info,) = json.loads(result.stdout.strip().splitlines()[-1])["models"]
     training = info["deployments"][0]
     assert training["id"] and training["url"].endswith(f"/deployments/deployment/{training['id']}")
     with get_client(sync_client=True) as client:
@@ -177,14 +175,18 @@ def test_cli_registers_on_the_api_it_is_given(tmp_path: Path, monkeypatch) -> No
 def test_drift_and_landed_events_start_training_runs(tmp_path: Path) -> None:
     path, config = _workspace(tmp_path, "evented")
     plan = _plan(path, config)
-    training_id = deploy.register(plan)["training-job/evented"]
+    training_id = deploy.register([plan])["training-job/evented"]
     assert _runs(training_id) == []
 
     # The monitor's event, sent as flows/monitoring.py sends it.
     emit_event(event="mlops.retrain.requested", resource={"prefect.resource.id": "mlops.model.evented"})
     emit_event(event="mlops.retrain.requested", resource={"prefect.resource.id": "mlops.model.someone_else"})
     (drift_run,) = _wait_for_runs(training_id, 1)
-    assert drift_run.parameters == {"config_file": str(path.resolve()), "trigger": "mlops.retrain.requested"}
+    assert drift_run.parameters == {
+        "config_file": str(path.resolve()),
+        "model": "evented",
+        "trigger": "mlops.retrain.requested",
+    }
 
     # A file dropped into the landing folder: moved on the second poll, announced, and a run follows.
     assert plan.landing is not None
@@ -237,10 +239,13 @@ def test_the_scoring_job_scores_the_configured_file_into_a_dated_output(trained,
     config_path, config, _ = trained
     incoming = tmp_path / "today.parquet"
     pd.read_parquet(write_batches(tmp_path / "new", 1, 200, seed=5)[0]).drop(columns=["default"]).to_parquet(incoming)
-    job_config = tmp_path / "mlops.yaml"  # the trained workspace's config with a scoring schedule
+    job_config = tmp_path / "mlops.yaml"  # the trained workspace's project, its model with a scoring schedule
+    job_config.write_text(config_path.read_text())
+    (tmp_path / "models").mkdir()
     schedule = f"{{cron: '0 6 * * *', input: '{incoming}', output: '{{home}}/scores/{{date}}.parquet'}}"
-    job_config.write_text(config_path.read_text() + f"deploy: {{scoring: {schedule}}}\n")
-    result = deploy.scoring_job_flow(str(job_config))
+    model_file = config_path.parent / "models" / "loans.yaml"
+    (tmp_path / "models" / "loans.yaml").write_text(model_file.read_text() + f"deploy: {{scoring: {schedule}}}\n")
+    result = deploy.scoring_job_flow(str(job_config), "loans")
     day = datetime.now(UTC).strftime("%Y-%m-%d")  # the run's date (a direct call starts now)
     assert result["output"] == str(Workspace.at(config.home).root / "scores" / f"{day}.parquet")
     assert (result["rows"], result["scored"]) == (200, 200)
@@ -268,7 +273,7 @@ def test_mlops_deploy_serves_the_landing_folder_and_stops_cleanly_on_sigterm(tmp
     )
     try:
         assert process.stdout is not None
-        info = json.loads(process.stdout.readline())  # printed once the deployments are registered
+        (info,) = json.loads(process.stdout.readline())["models"]  # printed once the deployments are registered
         training_id = UUID(info["deployments"][0]["id"])
         drop = Path(info["landing"]["folder"])
         (drop / "batch_0002.parquet").write_bytes((tmp_path / "data" / "batch_0001.parquet").read_bytes())

@@ -12,13 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from components import registry
-from components.config import load_config
 from components.scoring import load_serving_model
 from components.simulate import write_batches
 from components.workspace import Workspace
 from flows.cli import app
 from flows.training import training_flow
-from tests.conftest import write_config
+from tests.conftest import load_model, write_config
 
 
 def test_dry_run_decides_without_registering(trained) -> None:
@@ -43,7 +42,7 @@ def test_a_candidate_without_signal_is_held_back_with_reasons(prefect_api, tmp_p
         frame = pd.read_parquet(path)
         frame["default"] = np.random.default_rng(3).permutation(frame["default"].to_numpy())
         frame.to_parquet(path, index=False)
-    config = load_config(write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "x"), environ={})
+    config = load_model(write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "x"))
     result = training_flow(config)
     assert not result.promoted
     assert "floor:roc_auc" in result.failed_checks, result.reason
@@ -63,7 +62,7 @@ def test_much_more_data_is_promoted_and_rollback_restores_the_previous_champion(
     first, *rest = sorted(pool.glob("*.parquet"))
     shutil.copy(first, data / first.name)
     config_path = write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "suites")
-    config = load_config(config_path, environ={}).with_overrides(promotion={"min_test_rows": 50})
+    config = load_model(config_path).with_overrides(promotion={"min_test_rows": 50})
     small = training_flow(config)
     assert small.promoted, small.reason
 
@@ -100,7 +99,7 @@ def test_search_trials_run_on_a_local_dask_cluster(prefect_api, tmp_path: Path) 
     data = tmp_path / "data"
     write_batches(data, 2, 500, seed=13)
     config_path = write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "suites")
-    base = load_config(config_path, environ={})
+    base = load_model(config_path)
     sequential = training_flow(base.with_overrides(search={"trials": 4}, label_review={"enabled": False}))
     parallel_config = base.with_overrides(search={"trials": 4, "workers": 2}, label_review={"enabled": False})
     parallel = training_flow(parallel_config, dry_run=True)

@@ -157,14 +157,13 @@ def test_monitor_reads_what_training_stored(trained) -> None:
 
 @pytest.mark.slow
 def test_inline_retraining_trains_and_promotes_on_the_drifted_data(tmp_path: Path) -> None:
-    from components.config import load_config
     from flows.training import training_flow
-    from tests.conftest import write_config
+    from tests.conftest import load_model, write_config
 
     data = tmp_path / "data"
     for index in range(2):
         _batch(data, f"batch_{index}.parquet", rows=1500, index=index)
-    config = load_config(write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "exp"), environ={})
+    config = load_model(write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "exp"))
     assert training_flow(config).promoted
     # The drift arrives in the training data too (the landing folder's job in production).
     drifted = [

@@ -19,7 +19,7 @@ from components.simulate import write_batches
 from components.workspace import Workspace
 from flows.cli import EXIT_REJECTED, app
 from flows.training import training_flow
-from tests.conftest import write_config
+from tests.conftest import load_model, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -40,7 +40,9 @@ def test_first_run_promotes_and_records_everything(trained) -> None:
     assert run.data.tags["prefect.flow_run_id"]
     assert len(run.data.tags["data.fingerprint"]) == 16
     assert run.data.tags.get("mlflow.source.git.commit") or registry.git_commit() is None
-    assert run.data.params["model.estimator"] == "logistic_regression"
+    assert run.data.params["model.estimator"] == "auto"  # the search spans the families ...
+    assert run.data.tags["model.family"] in {"logistic_regression", "hist_gradient_boosting"}  # ... and picked one
+    assert run.data.tags["task"] == "binary"
     assert run.data.params["split.test_size"] == "0.2"
     for name in ("roc_auc", "average_precision", "f1", "log_loss", "balanced_accuracy"):
         assert np.isfinite(run.data.metrics[f"test_{name}"])
@@ -178,8 +180,12 @@ def test_cli_run_json_contract(trained) -> None:
         "dry_run",
         "would_promote",
         "failed_checks",
+        "task",
+        "metric",
+        "new_model",
     }
     assert outcome["model_name"] == "loans" and outcome["promoted"] is False
+    assert (outcome["task"], outcome["metric"], outcome["new_model"]) == ("binary", "roc_auc", False)
 
 
 def test_status_reports_the_champion(trained) -> None:
@@ -272,7 +278,7 @@ def test_missing_data_is_an_error_not_a_rejection(prefect_api, tmp_path: Path) -
     result = CliRunner().invoke(app, ["run", "--config", str(config_path)])
     assert result.exit_code == 1
     assert "data source not found" in result.output
-    assert load_config(config_path, environ={}).home == tmp_path / "ws"
+    assert load_model(config_path).home == tmp_path / "ws"
 
 
 def test_drop_outliers_and_exclude_flagged_labels_shrink_only_the_training_split(trained) -> None:

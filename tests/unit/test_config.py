@@ -8,7 +8,8 @@ from components.config import ConfigError, PipelineConfig, dataset_name, load_co
 def test_defaults_without_a_file() -> None:
     config = load_config(None, environ={})
     assert config.home == Path(".mlops")
-    assert config.model.estimator == "logistic_regression"
+    assert config.model.estimator == "auto"
+    assert config.model.families == ("linear", "hist_gradient_boosting")
 
 
 def test_yaml_paths_resolve_against_the_file(tmp_path: Path) -> None:

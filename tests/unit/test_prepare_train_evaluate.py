@@ -91,7 +91,7 @@ def test_unseen_category_and_missing_values_at_predict_time(tiny: pd.DataFrame) 
 
 def test_bad_params_are_a_training_error() -> None:
     with pytest.raises(TrainingError, match="logistic_regression"):
-        build_estimator(ModelConfig(params={"not_a_param": 1}), seed=0)
+        build_estimator(ModelConfig(estimator="logistic_regression", params={"not_a_param": 1}), seed=0)
 
 
 def test_metrics_binary_perfect_and_label_types() -> None:

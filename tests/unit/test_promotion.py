@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from components.evaluate import compute_metrics, paired_bootstrap, score_metric, slice_metrics
 from components.promotion import Evidence, Interval, PromotionPolicy, ServingCheck, decide_promotion
+from components.tasks import TASKS
 
 AUC = PromotionPolicy(metric="roc_auc", min_score=0.7, min_test_rows=100, latency_budget_ms=100)
 FAST = ServingCheck(True, 3.0)
@@ -120,19 +123,39 @@ def _scores(n: int, signal: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return y, np.c_[1 - p, p]
 
 
+def _bootstrap(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray, metric: str, **options: Any) -> Any:
+    task = TASKS["binary"]
+    return paired_bootstrap(
+        len(y),
+        task.scorer(metric, y, candidate, [0, 1]),
+        task.scorer(metric, y, champion, [0, 1]),
+        metric,
+        **options,
+    )
+
+
 def test_paired_bootstrap_separates_a_real_gain_from_a_tie() -> None:
     y, strong = _scores(3000, 0.3, 1)
     rng = np.random.default_rng(2)
     noisy = np.clip(strong[:, 1] + rng.normal(0, 0.25, len(y)), 0, 1)
     weak = np.c_[1 - noisy, noisy]
-    gain = paired_bootstrap(y, strong, weak, [0, 1], "roc_auc", samples=300, seed=0)
+    gain = _bootstrap(y, strong, weak, "roc_auc", samples=300, seed=0)
     assert gain["low"] > 0 and gain["low"] <= gain["mean"] <= gain["high"]
-    tie = paired_bootstrap(y, strong, strong, [0, 1], "roc_auc", samples=300, seed=0)
+    tie = _bootstrap(y, strong, strong, "roc_auc", samples=300, seed=0)
     assert tie["low"] == tie["mean"] == tie["high"] == 0.0
-    loss = paired_bootstrap(y, strong, weak, [0, 1], "log_loss", samples=300, seed=0)
+    loss = _bootstrap(y, strong, weak, "log_loss", samples=300, seed=0)
     assert loss["mean"] > 0  # oriented: positive means the candidate is better
-    with pytest.raises(ValueError, match="non-finite"):
-        paired_bootstrap(y, strong, np.full_like(strong, np.nan), [0, 1], "roc_auc", samples=10)
+
+
+def test_paired_bootstrap_on_a_lower_is_better_regression_metric() -> None:
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=2000)
+    good, bad = y + rng.normal(0, 0.5, 2000), y + rng.normal(0, 0.9, 2000)
+    task = TASKS["regression"]
+    gain = paired_bootstrap(2000, task.scorer("rmse", y, good), task.scorer("rmse", y, bad), "rmse", samples=300)
+    assert gain["low"] > 0  # the lower RMSE is the better one, positive
+    worse = paired_bootstrap(2000, task.scorer("rmse", y, bad), task.scorer("rmse", y, good), "rmse", samples=300)
+    assert worse["high"] < 0
 
 
 def test_single_metrics_match_compute_metrics() -> None:
@@ -153,7 +176,8 @@ def test_slice_metrics_skip_small_slices() -> None:
 
     y, proba = _scores(400, 0.3, 6)
     frame = pd.DataFrame({"region": ["a"] * 300 + ["b"] * 90 + [None] * 10})
-    result = slice_metrics(pd.Series(y), proba, [0, 1], frame, ["region"], "roc_auc", min_rows=50)
+    scorer = TASKS["binary"].scorer("roc_auc", y, proba, [0, 1])
+    result = slice_metrics(frame, ["region"], scorer, min_rows=50)
     assert set(result) == {"region=a", "region=b"}
     with pytest.raises(ValueError, match="not in the data"):
-        slice_metrics(pd.Series(y), proba, [0, 1], frame, ["nope"], "roc_auc")
+        slice_metrics(frame, ["nope"], scorer)

@@ -123,7 +123,7 @@ def test_logistic_penalties_become_l1_ratio_and_a_solver(penalty: str, solver: s
 
     assert "penalty" not in params  # deprecated since scikit-learn 1.8: l1_ratio picks the penalty
     assert (params["solver"], params["l1_ratio"], params["C"]) == (solver, l1_ratio, 0.1)
-    build_estimator(ModelConfig(params=params), SEED)
+    build_estimator(ModelConfig(estimator="logistic_regression", params=params), SEED)
 
 
 def test_fixed_params_are_never_suggested_and_always_win(data: Data) -> None:
