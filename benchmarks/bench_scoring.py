@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from project import loan_model, write_project  # noqa: E402 - the sibling module
+
 BIN = Path(sys.executable).parent
 GIB = 1024**3
 GOAL_THROUGHPUT = 0.8
@@ -46,32 +49,16 @@ TILE_ROWS = 200_000
 ROW_GROUP = 1 << 20
 
 
-def _config(path: Path, home: Path, source: Path, suites: Path) -> Path:
-    path.write_text(
-        "\n".join(
-            [
-                f"home: {home}",
-                "data:",
-                f"  source: {source}",
-                "  target: default",
-                "  id_column: loan_id",
-                "  time_column: application_time",
-                "  name: bench_loans",
-                "validation:",
-                f"  suite_dir: {suites}",
-                "search:",
-                "  trials: 3",
-                "label_review:",
-                "  enabled: false",
-                "evaluation:",
-                "  plots: false",
-                "runner:",
-                "  enabled: false",
-            ]
-        )
-        + "\n"
-    )
-    return path
+def _config(folder: Path, home: Path, source: Path, suites: Path) -> Path:
+    project = {
+        "home": str(home),
+        "validation": {"suite_dir": str(suites)},
+        "search": {"trials": 3},
+        "label_review": {"enabled": False},
+        "evaluation": {"plots": False},
+        "runner": {"enabled": False},
+    }
+    return write_project(folder, project, "bench_loans", loan_model(source))
 
 
 def _write_scoring_file(path: Path, rows: int, seed: int = 11) -> None:
@@ -173,7 +160,7 @@ def main() -> None:
         home, logs = work / "ws", work / "logs"
         logs.mkdir(exist_ok=True)
         env["MLOPS_HOME"] = str(home)
-        config = _config(work / "mlops.yaml", home, work / "train", work / "suites")
+        config = _config(work, home, work / "train", work / "suites")
         mlops = [str(BIN / "mlops")]
         try:
             print(f"setup: training a champion on {TRAINING_ROWS[0] * TRAINING_ROWS[1]:,} rows ...", flush=True)

@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from project import loan_model, write_project  # noqa: E402 - the sibling module
+
 BIN = Path(sys.executable).parent
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 ESTIMATORS = ("logistic_regression", "hist_gradient_boosting", "random_forest")
@@ -84,33 +87,21 @@ def _tail(path: Path, chars: int = 4000) -> str:
 # --------------------------------------------------------------------------------------------- setup
 
 
-def _write_config(path: Path, work: Path, estimator: str | None) -> Path:
-    lines = [
-        f"home: {work / 'ws'}",
-        "seed: 7",
-        "data:",
-        f"  source: {work / 'data'}",
-        "  target: default",
-        "  id_column: loan_id",
-        "  time_column: application_time",
-        "  name: bench_serving",
-        "validation:",
-        f"  suite_dir: {work / 'expectations'}",
-        "promotion:",
-        "  min_score: 0.6",
-        "search:",
-        "  trials: 3",
-        "evaluation:",
-        "  plots: false",
-        "prefect:",
-        "  server: ephemeral",  # nothing left running after the setup
-        "runner:",
-        "  enabled: false",
-    ]
-    if estimator:
-        lines += ["model:", f"  estimator: {estimator}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+MODEL = "bench_serving"
+
+
+def _write_config(folder: Path, work: Path, estimator: str | None) -> Path:
+    project = {
+        "home": str(work / "ws"),
+        "seed": 7,
+        "validation": {"suite_dir": str(work / "expectations")},
+        "search": {"trials": 3},
+        "evaluation": {"plots": False},
+        "prefect": {"server": "ephemeral"},  # nothing left running after the setup
+        "runner": {"enabled": False},
+    }
+    model = loan_model(work / "data", **({"model": {"estimator": estimator}} if estimator else {}))
+    return write_project(folder, project, MODEL, model)
 
 
 def _run_step(cmd: list[str], env: dict[str, str], log: Path) -> None:
@@ -122,12 +113,12 @@ def _run_step(cmd: list[str], env: dict[str, str], log: Path) -> None:
 
 
 def _setup(work: Path, estimator: str | None, env: dict[str, str]) -> Path:
-    config = _write_config(work / "mlops.yaml", work, estimator)
+    config = _write_config(work, work, estimator)
     log = work / "setup.log"
     mlops = str(BIN / "mlops")
     _run_step([mlops, "simulate", "--out", str(work / "data"), "--config", str(config)], env, log)
     started = time.perf_counter()
-    _run_step([mlops, "run", "--config", str(config)], env, log)
+    _run_step([mlops, "run", "--config", str(config), "--name", MODEL], env, log)
     _log(f"trained and registered in {time.perf_counter() - started:.0f} s (log: {log})")
     return config
 
@@ -625,13 +616,14 @@ def main(argv: list[str] | None = None) -> int:
                 config_path = args.config.resolve()
 
             from components import registry
-            from components.config import dataset_name, load_config
+            from components.project import load_project
             from components.workspace import Workspace
 
-            config = load_config(config_path)
+            project = load_project(config_path)
+            name = os.environ.get("MLOPS_MODEL_NAME") or project.resolve_name(None, "the benchmark")
+            config = project.config_for(name)
             workspace = Workspace.at(config.home)
             client = registry.connect(workspace)
-            name = os.environ.get("MLOPS_MODEL_NAME") or dataset_name(config)
             champion = registry.get_champion(client, name)
             if champion is None:
                 raise BenchError(f"registered model {name!r} has no champion in {registry.tracking_uri(workspace)}")

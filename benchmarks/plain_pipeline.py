@@ -1,8 +1,8 @@
 """Baseline for the training benchmark: the same component functions, one process,
 no Prefect, no MLflow. Run as a script so process start-up counts on both sides.
 
-It does what a run does up to the decision (screening, curation, label review, search,
-threshold, training, evaluation with dummy baseline, slices and plots). Only the registry work
+It does what a run does up to the decision (screening, curation, label review, the search across
+families, threshold or interval, training, evaluation with dummy baseline, slices and plots). Only the registry work
 stays on the mlops side: logging and registering, scoring the champion on the same rows with
 its bootstrap interval, and the serving check."""
 
@@ -13,37 +13,47 @@ import tempfile
 import time
 from pathlib import Path
 
-from sklearn.dummy import DummyClassifier
-
 from components import plots, search
-from components.config import dataset_name, load_config, resolve_source
+from components.config import dataset_name, resolve_source
 from components.contract import Validator, load_suite, profile_from_config, save_suite, suite_path
 from components.curate import deduplicate, outlier_report
 from components.datacard import data_card
 from components.environment import disable_telemetry
-from components.evaluate import compute_metrics, evaluate_model, slice_metrics
+from components.evaluate import slice_metrics
 from components.extract import combine, read_batches
 from components.label_review import review_labels
 from components.prepare import infer_feature_spec, split_data
+from components.project import load_project
 from components.quarantine import remember_accepted, screen_with, trusted_batches
-from components.train import build_model, model_factory, train_model, with_class_weight
+from components.tasks import infer_task, task_named
+from components.train import (
+    build_model,
+    config_for_family,
+    families_of,
+    fit_final_model,
+    model_factory,
+    with_class_weight,
+)
 from components.workspace import Workspace
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True, help="the project file")
+    parser.add_argument("--name", required=True, help="the model")
     args = parser.parse_args()
     disable_telemetry()
     started = time.perf_counter()
-    config = load_config(args.config)
+    config = load_project(args.config).model_config(args.name)
     workspace = Workspace.at(config.home).ensure()
     data = config.data
     batches = read_batches(resolve_source(config, workspace.root), data.query)
     dataset = dataset_name(config)
+    assert data.target is not None
+    task = task_named(infer_task(combine(batches)[data.target], config.task).task)
     path = suite_path(config.validation.suite_dir, dataset)
     if not path.exists():
-        save_suite(profile_from_config(combine(batches), dataset, config), path)
+        save_suite(profile_from_config(combine(batches), dataset, config, task=task.name), path)
     suite = load_suite(path)
     ledger = workspace.accepted_batches(dataset)
     screening = screen_with(
@@ -52,9 +62,8 @@ def main() -> None:
     assert screening.success and screening.frame is not None, screening.report.summary()
     remember_accepted(ledger, screening.accepted, suite)
     frame = screening.frame
-    assert data.target is not None
     rows_before = len(frame)
-    frame, dedup = deduplicate(frame, data.id_column)
+    frame, dedup = deduplicate(frame, data.id_column, max_share=config.validation.duplicate_tolerance)
     spec = infer_feature_spec(frame, data.target, data.id_column, data.time_column, data.drop_columns)
     cur = config.curation
     outlier_report(
@@ -73,73 +82,90 @@ def main() -> None:
         assumptions=config.assumptions,
         curation=dedup.as_dict(),
     )
-    split = split_data(frame, spec, config.split.test_size, config.seed)
+    seed = config.seed
+    split = split_data(
+        frame,
+        spec,
+        config.split.test_size,
+        seed,
+        task=task,
+        strategy=config.split.strategy,
+        time_column=data.time_column,
+    )
+    families = families_of(config.model, task)
     review = config.label_review
     review_labels(
-        build_model(spec, config.model, config.seed),
+        build_model(spec, config_for_family(config.model, families[0]), seed, task=task),
         split.X_train,
         split.y_train,
         folds=review.folds,
-        seed=config.seed,
+        seed=seed,
         max_rows=review.max_rows,
+        regression=not task.classification,
     )
-    model_config = with_class_weight(config.model, split.y_train)
-    metric = config.search.metric or config.promotion.metric
-    seed = config.seed
-    factory = model_factory(spec, model_config, seed)
-
-    if config.search.method != "none":
-        result = search.run_search(
-            factory,
-            model_config.estimator,
-            split.X_train,
-            split.y_train,
-            config.search,
-            metric=metric,
-            seed=seed,
-            fixed_params=dict(model_config.params),
-        )
-        model_config = model_config.model_copy(update={"params": {**model_config.params, **result.best_params}})
-    threshold = None
-    if split.y_train.nunique() == 2:
-        oof = search.out_of_fold_proba(
-            build_model(spec, model_config, seed), split.X_train, split.y_train, folds=config.search.cv_folds, seed=seed
-        )
-        positive = sorted(split.y_train.unique())[1]
-        threshold = search.tune_threshold(split.y_train, oof[:, 1], pos_label=positive).threshold
-    model = train_model(split.X_train, split.y_train, spec, model_config, seed, threshold=threshold)
-    proba = model.predict_proba(split.X_test)
-    classes = list(model.classes_)
-    metrics = compute_metrics(split.y_test, proba, classes, threshold)
-    evaluate_model(model, split.X_train, split.y_train, threshold)
-    evaluate_model(DummyClassifier(strategy="prior").fit(split.X_train, split.y_train), split.X_test, split.y_test)
+    model_config = with_class_weight(config.model, split.y_train, task)
+    metric = task.metric_for(config.promotion.metric)
+    factory = model_factory(spec, model_config, seed, task=task)
+    many = len(families) > 1
+    result = search.run_search(
+        factory,
+        families if many else families[0],
+        split.X_train,
+        split.y_train,
+        config.search if config.search.method != "none" else config.search.model_copy(update={"method": "random"}),
+        metric=config.search.metric or metric,
+        seed=seed,
+        fixed_params={f: config_for_family(model_config, f).params for f in families}
+        if many
+        else config_for_family(model_config, families[0]).params,
+        task=task,
+        by_time=split.by_time,
+    )
+    best = dict(result.best_params)
+    chosen = config_for_family(model_config, str(best.pop("estimator", families[0])))
+    chosen = chosen.model_copy(update={"params": best})
+    final = fit_final_model(
+        split.X_train,
+        split.y_train,
+        spec,
+        chosen,
+        seed,
+        task=task,
+        folds=config.search.cv_folds,
+        tune_threshold=lambda y, p: search.tune_threshold(y, p, pos_label=sorted(y.unique())[1]),
+    )
+    model = final.model
+    classes = list(getattr(model, "classes_", []))
+    threshold = final.threshold.threshold if final.threshold else None
+    output = task.output(model, split.X_test)
+    metrics = task.compute_metrics(split.y_test, output, classes, threshold)
+    task.compute_metrics(split.y_train, task.output(model, split.X_train), classes, threshold)
+    dummy = task.dummy().fit(split.X_train, split.y_train)
+    task.compute_metrics(split.y_test, task.output(dummy, split.X_test), classes)
     slice_metrics(
-        split.y_test,
-        proba,
-        classes,
         frame.loc[split.X_test.index],
         config.evaluation.slices,
-        metric,
+        task.scorer(metric, split.y_test, output, classes, threshold),
         min_rows=config.evaluation.slice_min_rows,
-        threshold=threshold,
     )
     if config.evaluation.plots:
         report = plots.evaluation_plots(
             model,
-            build_model(spec, model_config, seed),
+            build_model(spec, chosen, seed, task=task),
             split,
-            proba,
+            output,
             classes,
             threshold=threshold,
-            scoring=plots.sklearn_scoring(metric, len(classes)),
+            scoring=task.sklearn_scoring(metric),
             cv_folds=config.search.cv_folds,
             seed=seed,
             learning_curve_max_rows=config.evaluation.learning_curve_max_rows,
             importance_max_rows=config.evaluation.importance_max_rows,
+            half_width=final.interval.half_width if final.interval else None,
         )
         with tempfile.TemporaryDirectory() as folder:
             plots.save_figures(report.figures, Path(folder))
-    print(f"plain pipeline: roc_auc={metrics['roc_auc']:.4f} in {time.perf_counter() - started:.1f}s after imports")
+    print(f"plain pipeline: {metric}={metrics[metric]:.4f} in {time.perf_counter() - started:.1f}s after imports")
 
 
 if __name__ == "__main__":

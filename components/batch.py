@@ -49,6 +49,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from components import contract
+from components.prepare import MISSING_TOKENS, numbers_from_text
 from components.scoring import InputError, ModelSchema, predict_frame
 
 OnInvalid = Literal["fail", "reject"]
@@ -637,7 +638,10 @@ def _fallback_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.
         mapped = words.map({"true": True, "false": False, "1": True, "0": False})
         bad = present & mapped.isna().to_numpy()
         return pa.array(mapped.where(~bad & present, None).tolist(), type=target), bad
-    numbers = pd.to_numeric(raw.astype(str).str.strip().where(present, None), errors="coerce")
+    # Text that stands for a missing number ('?', 'n/a') is missing, as in training; '1,234' is a number.
+    present = present & ~raw.astype(str).str.strip().str.lower().isin(MISSING_TOKENS).to_numpy()
+    numbers = numbers_from_text(raw.where(present, None), force=True)
+    assert numbers is not None
     floats = numbers.to_numpy(dtype="float64", na_value=np.nan)
     bad = present & np.isnan(floats)
     if pa.types.is_integer(target):

@@ -386,8 +386,8 @@ class MonitoringConfig(_Section):
     decay_tolerance: float = Field(
         default=0.03,
         ge=0,
-        description="With labels: performance decays when the champion's evaluation metric falls more than this "
-        "below its held-out score at training.",
+        description="With labels: performance decays when the champion's gate metric falls more than this below "
+        "its held-out score at training (for rmse and mae, a share of that score: they carry the target's units).",
     )
     null_rate_tolerance: float = Field(
         default=0.05, ge=0, le=1, description="Flag a column whose null rate grows by more."

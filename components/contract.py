@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from components.files import write_text_atomic
+from components.prepare import reads_as_numbers
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -133,6 +134,9 @@ def _type_family(series: pd.Series) -> list[str]:
         return NUMERIC_TYPES
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return DATETIME_TYPES
+    if reads_as_numbers(series):
+        # Numbers stored as text ('?' for missing ones): a later file without a '?' reads as numbers.
+        return TEXT_TYPES + NUMERIC_TYPES
     return TEXT_TYPES
 
 
@@ -205,6 +209,13 @@ def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> l
     return result
 
 
+def _unique_share(repeated: pd.Series, tolerance: float) -> float | None:
+    """`mostly` of a uniqueness expectation: the reference's own share of unrepeated rows, less the
+    tolerance (at most 1 - tolerance); None when that leaves nothing to check."""
+    share = min(1.0 - tolerance, float(1.0 - repeated.mean()) - tolerance)
+    return round(share, 4) if share > 0 else None
+
+
 LABEL_NULL_SHARE = 0.5  # a batch may hold rows whose label has not arrived yet, but not mostly such rows
 
 
@@ -260,7 +271,6 @@ def profile_suite(
             raise ContractError(f"{role} column {column!r} is not in the data; columns: {list(frame.columns)}")
     columns = [str(c) for c in frame.columns]
     rows = len(frame)
-    unique_share = round(1.0 - duplicate_tolerance, 4)
     expectations = [
         _expectation("expect_table_columns_to_match_ordered_list", column_list=columns),
         _expectation(
@@ -270,10 +280,18 @@ def profile_suite(
         ),
     ]
     if id_column is None:
-        # Without an id, repeated whole rows are the duplicates; a batch of copies is rejected.
-        expectations.append(
-            _expectation("expect_compound_columns_to_be_unique", column_list=columns, mostly=unique_share)
-        )
+        # Without an id, repeated whole rows are the duplicates; a batch of copies is rejected. A table of
+        # few, coarse columns repeats rows by nature: the bound starts from the reference's own share.
+        unique_rows = _unique_share(frame.duplicated(keep=False), duplicate_tolerance)
+        if unique_rows is not None:
+            expectations.append(
+                _expectation(
+                    "expect_compound_columns_to_be_unique",
+                    column_list=columns,
+                    mostly=unique_rows,
+                    observed=round(float(1 - frame.duplicated(keep=False).mean()), 6),
+                )
+            )
     for column in columns:
         series = frame[column]
         expectations.append(_expectation("expect_column_to_exist", column=column))
@@ -290,7 +308,9 @@ def profile_suite(
             expectations.append(null)
         if column == id_column:
             # Curation drops repeated ids; more than the tolerance means a broken or replayed extract.
-            expectations.append(_expectation("expect_column_values_to_be_unique", column=column, mostly=unique_share))
+            unique_ids = _unique_share(series.duplicated(keep=False) & series.notna(), duplicate_tolerance)
+            if unique_ids is not None:
+                expectations.append(_expectation("expect_column_values_to_be_unique", column=column, mostly=unique_ids))
             continue
         present = series.dropna()
         if pd.api.types.is_bool_dtype(series.dtype):
@@ -302,7 +322,9 @@ def profile_suite(
                 expectations.append(_expectation("expect_column_values_to_be_in_set", column=column, value_set=values))
             else:
                 expectations.extend(_numeric_expectations(column, present, numeric_tolerance))
-        elif not pd.api.types.is_datetime64_any_dtype(series.dtype):
+        elif not pd.api.types.is_datetime64_any_dtype(series.dtype) and not (
+            column != target and reads_as_numbers(series)
+        ):
             distinct = present.astype(str).unique()
             if column == target or len(distinct) <= max_categories:
                 expectations.append(

@@ -22,15 +22,27 @@ class DedupSummary:
     exact_duplicates: int
     duplicate_ids: int
     rows_out: int
+    kept_repeats: int = 0  # exact duplicates kept: too common to be copies (see `deduplicate`)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
-def deduplicate(frame: pd.DataFrame, id_column: str | None = None) -> tuple[pd.DataFrame, DedupSummary]:
-    """Drop exact duplicate rows, then rows repeating an id (the first occurrence is kept)."""
+def deduplicate(
+    frame: pd.DataFrame, id_column: str | None = None, max_share: float = 1.0
+) -> tuple[pd.DataFrame, DedupSummary]:
+    """Drop exact duplicate rows, then rows repeating an id (the first occurrence is kept).
+
+    Without an id column, exact duplicates are copies only while they are rare: when more than
+    `max_share` of the rows take part in one, the table repeats rows by nature (few, coarse columns:
+    two passengers of the same class, sex and age) and they are kept.
+    """
     rows_in = len(frame)
     exact = frame.duplicated(keep="first")
+    kept_repeats = 0
+    if id_column is None and float(frame.duplicated(keep=False).mean()) > max_share:
+        kept_repeats = int(exact.sum())
+        exact = pd.Series(False, index=frame.index)
     kept = frame.loc[~exact]
     repeated_ids = 0
     if id_column is not None and id_column in kept.columns:
@@ -38,7 +50,7 @@ def deduplicate(frame: pd.DataFrame, id_column: str | None = None) -> tuple[pd.D
         repeated_ids = int(repeated.sum())
         kept = kept.loc[~repeated]
     kept = kept.reset_index(drop=True)
-    return kept, DedupSummary(rows_in, int(exact.sum()), repeated_ids, len(kept))
+    return kept, DedupSummary(rows_in, int(exact.sum()), repeated_ids, len(kept), kept_repeats)
 
 
 def iqr_fences(frame: pd.DataFrame, columns: Sequence[str], factor: float) -> dict[str, tuple[float, float]]:

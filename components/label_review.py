@@ -6,8 +6,9 @@ implausible, ranked by self-confidence (the probability of the given label, lowe
 most confident mistakes come first.
 
 Regression: out-of-fold predictions of the same pipeline; a row is flagged when its residual is
-an outlier among all residuals (robust z-score over `RESIDUAL_Z`, median and MAD), ranked by
-cleanlab's regression label quality score (lowest first).
+an outlier among the residuals of rows predicted alike (robust z-score over `RESIDUAL_Z`: median
+and MAD within quantile bins of the prediction, since errors usually grow with the value), ranked
+by cleanlab's regression label quality score (lowest first).
 """
 
 from __future__ import annotations
@@ -142,8 +143,7 @@ def _review_regression(
     given = y.to_numpy(dtype="float64")
     predicted = np.asarray(cross_val_predict(clone(model), X, y, cv=cv, n_jobs=1), dtype="float64")
     residual = given - predicted
-    spread = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    robust_z = np.abs(residual - np.median(residual)) / (spread if spread > 0 else float(np.std(residual)) or 1.0)
+    robust_z = np.abs(residual - np.median(residual)) / _local_spread(residual, predicted)
     quality = np.asarray(get_label_quality_scores(given, predicted), dtype="float64")
     flagged = np.flatnonzero(robust_z > RESIDUAL_Z)
     ranked = flagged[np.argsort(quality[flagged], kind="stable")]
@@ -164,3 +164,22 @@ def _review_regression(
         "below_prediction": int((issues["residual"] < 0).sum()),
     }
     return LabelReview(issues=issues, reviewed_rows=len(X), total_rows=total, folds=folds, per_class=per_side)
+
+
+def _local_spread(residual: np.ndarray, predicted: np.ndarray, bins: int = 10, min_rows: int = 30) -> np.ndarray:
+    """1.4826 x the MAD of the residuals within quantile bins of the prediction, per row (a robust
+    standard deviation that follows how errors grow with the predicted value)."""
+
+    def mad(values: np.ndarray) -> float:
+        return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+    overall = mad(residual) or float(np.std(residual)) or 1.0
+    count = max(1, min(bins, len(residual) // min_rows))
+    edges = np.unique(np.quantile(predicted, np.linspace(0, 1, count + 1)[1:-1]))
+    which = np.searchsorted(edges, predicted, side="right")
+    spread = np.full(len(residual), overall)
+    for group in np.unique(which):
+        members = which == group
+        local = mad(residual[members])
+        spread[members] = local if local > 0 else overall
+    return spread

@@ -45,6 +45,7 @@ NULL_BIN = "<null>"
 SCORE_BINS = 20
 EPSILON = 1e-4
 
+UNIT_METRICS = frozenset({"rmse", "mae"})  # in the target's units: tolerances are shares of the baseline
 Verdict = Literal["stable", "watching", "retrain", "insufficient"]
 
 
@@ -391,12 +392,14 @@ def measure_decay(
 
     `current_se` is the window metric's standard error (bootstrap); the baseline, measured on
     `baseline_rows` held-out rows, is taken to be as noisy per row, so a small test split does not
-    make every window look decayed.
+    make every window look decayed. Errors in the target's units (RMSE, MAE) take the tolerance as a
+    share of the baseline, so it means the same whatever the target measures.
     """
     drop = (baseline - current) if higher_is_better else (current - baseline)
     baseline_se = current_se * float(np.sqrt(rows / baseline_rows)) if baseline_rows else 0.0
     noise = 1.645 * float(np.hypot(current_se, baseline_se))
-    return Decay(metric, baseline, current, drop, drop > max(config.decay_tolerance, noise), rows, accuracy, noise)
+    tolerance = config.decay_tolerance * abs(baseline) if metric in UNIT_METRICS else config.decay_tolerance
+    return Decay(metric, baseline, current, drop, drop > max(tolerance, noise), rows, accuracy, noise)
 
 
 def bootstrap_se(score: Callable[[np.ndarray], float | None], rows: int, seed: int, samples: int = 200) -> float:

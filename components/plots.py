@@ -246,10 +246,16 @@ def compute_learning_curve(
         cv=splitter,
         scoring=scoring,
         n_jobs=1,
-        error_score="raise",
+        # A small share of a small table can be too few rows for the model (an early-stopping split
+        # of fewer rows than classes): that size is left out rather than the whole curve.
+        error_score=np.nan,
         shuffle=True,
         random_state=seed,
     )
+    fitted = ~(np.isnan(train_scores).any(axis=1) | np.isnan(validation_scores).any(axis=1))
+    if not fitted.any():
+        raise ValueError(f"the model could not be fitted at any of the learning curve's sizes {list(sizes)}")
+    sizes, train_scores, validation_scores = sizes[fitted], train_scores[fitted], validation_scores[fitted]
     return LearningCurve(
         train_sizes=tuple(int(size) for size in sizes),
         train_mean=_floats(train_scores.mean(axis=1)),

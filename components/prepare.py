@@ -33,6 +33,7 @@ class FeatureSpec:
     id_column: str | None = None
     excluded: tuple[str, ...] = ()
     notes: dict[str, str] = field(default_factory=dict, compare=False)  # why a column was left out on its own
+    numeric_text: tuple[str, ...] = ()  # numeric features stored as text: read as numbers
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -56,9 +57,35 @@ class Split:
         return replace(self, X_train=self.X_train.drop(index=index), y_train=self.y_train.drop(index=index))
 
 
+# Text that stands for a missing number in exported tables ('?' in UCI files, '-' or 'n/a' in spreadsheets).
+MISSING_TOKENS = frozenset({"", "?", "-", "--", ".", "na", "n/a", "nan", "none", "null", "missing", "unknown", "#n/a"})
+THOUSANDS = r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$"
 IDENTIFIER_SHARE = 0.9  # text with at least this share of distinct values (and many of them) names rows
 IDENTIFIER_MIN_DISTINCT = 50
 DATE_SAMPLE = 200
+
+
+def numbers_from_text(values: pd.Series, *, force: bool = False) -> pd.Series | None:
+    """Numbers stored as text ('12.5', '1,234', '?' for missing) as float64, or None when some value is
+    real text. With `force`, what does not read as a number becomes missing."""
+    text = values.astype(object).where(values.notna(), None).astype(str).str.strip()
+    missing = values.isna() | text.str.lower().isin(MISSING_TOKENS)
+    grouped = text.str.fullmatch(THOUSANDS, na=False)
+    cleaned = text.where(~grouped, text.str.replace(",", "", regex=False))
+    numbers = pd.to_numeric(cleaned.where(~missing, None), errors="coerce")
+    if force:
+        return numbers.astype("float64")
+    unreadable = numbers.isna() & ~missing
+    coded = text.str.match(r"^0\d", na=False)  # '02139', '007': codes, not numbers
+    if unreadable.any() or coded.any() or numbers.notna().sum() == 0:
+        return None
+    return numbers.astype("float64")
+
+
+def reads_as_numbers(values: pd.Series, sample: int = 1000) -> bool:
+    """Whether a text column holds numbers (see `numbers_from_text`): a sample first, then every value."""
+    present = values.dropna()
+    return numbers_from_text(present.head(sample)) is not None and numbers_from_text(present) is not None
 
 
 def looks_like_dates(values: pd.Series) -> bool:
@@ -86,7 +113,8 @@ def infer_feature_spec(
     """Split columns into numeric and categorical features.
 
     Ids, times, datetimes (typed or as text), identifier-like text and columns without information
-    (empty, or one value) are left out; `notes` says why for the ones found here.
+    (empty, or one value) are left out; `notes` says why for the ones found here. Numbers stored as
+    text (with '?' or 'n/a' for missing ones) are numeric features (`numeric_text`).
     """
     missing = [c for c in (target, id_column, time_column, *drop_columns) if c and c not in frame.columns]
     if missing:
@@ -94,6 +122,7 @@ def infer_feature_spec(
     excluded = [c for c in (id_column, time_column, *drop_columns) if c]
     notes: dict[str, str] = {}
     numeric: list[str] = []
+    numeric_text: list[str] = []
     categorical: list[str] = []
     for column in frame.columns:
         if column == target or column in excluded:
@@ -110,6 +139,9 @@ def infer_feature_spec(
             numeric.append(column)
         elif looks_like_dates(values):
             notes[column] = "dates or times as text"
+        elif reads_as_numbers(values):
+            numeric.append(column)
+            numeric_text.append(column)
         elif looks_like_identifiers(values):
             notes[column] = f"identifier-like text ({values.nunique()} distinct values in {values.notna().sum()} rows)"
         else:
@@ -117,7 +149,9 @@ def infer_feature_spec(
     excluded += list(notes)
     if not numeric and not categorical:
         raise PreparationError(f"no feature columns left besides target {target!r} and excluded {excluded}")
-    return FeatureSpec(target, tuple(numeric), tuple(categorical), id_column, tuple(excluded), notes)
+    return FeatureSpec(
+        target, tuple(numeric), tuple(categorical), id_column, tuple(excluded), notes, tuple(numeric_text)
+    )
 
 
 def features_frame(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
@@ -127,6 +161,9 @@ def features_frame(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     which vary between files and pandas versions, all reach the encoder the same way.
     """
     X = frame.loc[:, list(spec.features)].copy()
+    for column in spec.numeric_text:
+        if not pd.api.types.is_numeric_dtype(X[column].dtype):
+            X[column] = numbers_from_text(X[column], force=True)
     for column in spec.categorical:
         X[column] = X[column].astype(object).where(X[column].notna(), None)
     return X

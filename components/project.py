@@ -240,7 +240,8 @@ def models_with_columns(project: Project, columns: list[str], target: str, overl
         except ContractError:
             continue
         expected = set(expected_columns(suite))
-        if not expected or target not in expected:
+        own_target = (suite.get("meta") or {}).get("target")
+        if not expected or target not in expected or own_target not in (None, target):
             continue
         shared = len(expected & given)
         if shared >= overlap * len(expected) and shared >= overlap * len(given):

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.prepare import MISSING_TOKENS, numbers_from_text
+
 if TYPE_CHECKING:
     from components.promotion import ServingCheck
 
@@ -78,8 +80,9 @@ def coerce_rows(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
     for column in schema.numeric:
         values = frame[column]
         if pd.api.types.is_bool_dtype(values.dtype) or not pd.api.types.is_numeric_dtype(values.dtype):
-            converted = pd.to_numeric(values.where(values.notna(), np.nan), errors="coerce")
-            bad = converted.isna() & values.notna()
+            converted = numbers_from_text(values, force=True)
+            assert converted is not None
+            bad = converted.isna() & values.notna() & ~values.astype(str).str.strip().str.lower().isin(MISSING_TOKENS)
             if pd.api.types.is_bool_dtype(values.dtype) or bad.any():
                 example = values[bad].iloc[0] if bad.any() else values.iloc[0]
                 problems.append(f"{column} must be a number, got {example!r}")

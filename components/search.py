@@ -39,7 +39,9 @@ _PENALTY_SETTINGS: dict[str, dict[str, Any]] = {
 _SPACES: dict[str, dict[str, BaseDistribution]] = {
     "logistic_regression": {
         "penalty": CategoricalDistribution(_PENALTIES),
-        "C": FloatDistribution(1e-3, 1e2, log=True),
+        # saga (L1, elastic net) converges slowly when barely regularized: 94 s for one 3-fold trial at C=92 on
+        # 14k rows x 100 one-hot columns, against 2-15 s below 10, where lbfgs at C=10 is all but unregularized.
+        "C": FloatDistribution(1e-3, 1e1, log=True),
         "l1_ratio": FloatDistribution(0.0, 1.0),
     },
     "ridge": {"alpha": FloatDistribution(1e-3, 1e3, log=True)},

@@ -1,13 +1,16 @@
-"""Seeded generator of a loan-default stream: the project's default data and its test bed.
+"""Seeded generators of two data streams, the project's example data and its test beds:
 
-The label follows a known logistic mechanism, so scenarios can change the inputs
-(covariate drift), the mechanism (concept drift), the schema, one feature's unit,
-the labels (noise) or the rows (duplicates) in controlled, reproducible ways.
+- loan applications with a `default` label (binary classification): the label follows a known
+  logistic mechanism;
+- taxi trips with their `duration_min` (regression): the duration follows a known pace per km.
+
+Scenarios change the inputs (covariate drift), the mechanism (concept drift), the schema, one
+feature's unit, the labels (noise) or the rows (duplicates) in controlled, reproducible ways.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,10 +190,12 @@ def generate_batches(
     scenario: Scenario = STABLE,
     *,
     scenario_from: int = 0,
+    generator: Callable[..., SimulatedBatch] | None = None,
 ) -> Iterator[SimulatedBatch]:
-    """Consecutive weekly batches; `scenario` applies from batch index `scenario_from` on."""
+    """Consecutive weekly batches (loans by default); `scenario` applies from batch index `scenario_from` on."""
+    generate = generator or generate_loans
     for index in range(n_batches):
-        yield generate_loans(n_rows, seed, scenario if index >= scenario_from else STABLE, batch_index=index)
+        yield generate(n_rows, seed, scenario if index >= scenario_from else STABLE, batch_index=index)
 
 
 def write_batches(
@@ -201,15 +206,21 @@ def write_batches(
     scenario: Scenario = STABLE,
     *,
     scenario_from: int = 0,
+    stream: str = "loans",
 ) -> list[Path]:
-    """Write batches as `batch_0000.parquet`, ...; flipped label ids go to `_flipped_labels.csv`.
+    """Write batches of a stream (`loans` or `trips`) as `batch_0000.parquet`, ...; flipped label ids
+    go to `_flipped_labels.csv`.
 
     The leading underscore keeps the answer key out of the data: folder sources skip such files.
     """
+    if stream not in STREAMS:
+        raise ValueError(f"unknown stream {stream!r}; choose one of {sorted(STREAMS)}")
+    generator, id_column = STREAMS[stream]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     flipped: list[int] = []
-    for index, batch in enumerate(generate_batches(n_batches, n_rows, seed, scenario, scenario_from=scenario_from)):
+    batches = generate_batches(n_batches, n_rows, seed, scenario, scenario_from=scenario_from, generator=generator)
+    for index, batch in enumerate(batches):
         path = out_dir / f"batch_{index:04d}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
         batch.frame.to_parquet(tmp, index=False)
@@ -217,5 +228,123 @@ def write_batches(
         paths.append(path)
         flipped.extend(batch.flipped_ids)
     if flipped:
-        pd.DataFrame({ID_COLUMN: flipped}).to_csv(out_dir / FLIPPED_LABELS_FILE, index=False)
+        pd.DataFrame({id_column: flipped}).to_csv(out_dir / FLIPPED_LABELS_FILE, index=False)
     return paths
+
+
+# ----------------------------------------------------------------------------- taxi trips (regression)
+
+TRIP_TARGET = "duration_min"
+TRIP_ID = "trip_id"
+TRIP_TIME = "pickup_time"
+VEHICLES = ("standard", "xl", "green")
+WEATHER = ("clear", "rain", "snow")
+ZONES = ("center", "north", "south", "east", "west")
+
+
+def _trip_features(rng: np.random.Generator, n: int, drift: float) -> pd.DataFrame:
+    hour = rng.choice(24, n, p=_hour_weights(drift)).astype("int64")
+    rush = np.isin(hour, (7, 8, 9, 16, 17, 18))
+    traffic = np.clip(rng.beta(2 + 3 * rush, 5 - 2 * rush, n) + 0.15 * drift, 0, 1).round(3)
+    weather_p = np.array([0.75 - 0.35 * drift, 0.2 + 0.3 * drift, 0.05 + 0.05 * drift])
+    zone_p = np.array([0.35 - 0.15 * drift, 0.2, 0.15, 0.15 + 0.1 * drift, 0.15 + 0.05 * drift])
+    return pd.DataFrame(
+        {
+            "distance_km": rng.lognormal(np.log(4.5 * (1 + 0.6 * drift)), 0.65, n).clip(0.3, 90).round(2),
+            "hour": hour,
+            "weekend": rng.random(n) < 0.28,
+            "passengers": (1 + rng.poisson(0.5 + 0.4 * drift, n)).clip(1, 6).astype("int64"),
+            "traffic_index": traffic,
+            "vehicle": rng.choice(VEHICLES, n, p=[0.7, 0.2, 0.1]),
+            "weather": rng.choice(WEATHER, n, p=weather_p / weather_p.sum()),
+            "pickup_zone": rng.choice(ZONES, n, p=zone_p / zone_p.sum()),
+        }
+    )
+
+
+def _hour_weights(drift: float) -> np.ndarray:
+    hours = np.arange(24)
+    day = np.exp(-0.5 * ((hours - 13) / 5.0) ** 2) + 0.6 * np.exp(-0.5 * ((hours - 8) / 1.5) ** 2)
+    night = np.exp(-0.5 * ((hours - 23) / 2.5) ** 2) + np.exp(-0.5 * ((hours + 1) / 2.5) ** 2)
+    weights = day + (0.3 + 1.2 * drift) * night + 0.02
+    return weights / weights.sum()
+
+
+def expected_duration(features: pd.DataFrame, concept_drift: float = 0.0) -> np.ndarray:
+    """The true mean trip duration in minutes; concept drift (road works downtown, slower traffic)
+    rewrites the pace, not the inputs."""
+    c = concept_drift
+    traffic = features["traffic_index"].fillna(0.35).to_numpy()
+    center = (features["pickup_zone"] == "center").to_numpy()
+    rain = (features["weather"] == "rain").to_numpy()
+    snow = (features["weather"] == "snow").to_numpy()
+    night = np.isin(features["hour"].to_numpy(), (22, 23, 0, 1, 2, 3, 4, 5))
+    green = (features["vehicle"] == "green").to_numpy()
+    pace = (
+        1.6
+        + (1.8 + 1.8 * c) * traffic
+        + 0.5 * rain
+        + 1.3 * snow
+        + (0.6 + 2.2 * c) * center
+        - 0.45 * night
+        + 0.15 * green
+        + 0.4 * c
+    )
+    distance = features["distance_km"].to_numpy()
+    return 2.5 + 0.9 * features["passengers"].to_numpy() ** 0.5 + distance * pace
+
+
+def generate_trips(
+    n_rows: int,
+    seed: int,
+    scenario: Scenario = STABLE,
+    *,
+    batch_index: int = 0,
+) -> SimulatedBatch:
+    """One batch of taxi trips with their `duration_min`; ids are unique across batch indexes.
+
+    The unit change reports distances in metres instead of kilometres; label noise replaces a
+    duration with a wrong one (a meter left running, or stopped early)."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be at least 1, got {n_rows}")
+    rng = np.random.default_rng([seed, batch_index, 2])
+    features = _trip_features(rng, n_rows, scenario.covariate_drift)
+    mean = expected_duration(features, scenario.concept_drift)
+    duration = np.maximum(1.0, mean + rng.normal(0, 1.5 + 0.1 * mean)).round(2)
+    for column, rate in (("traffic_index", 0.03), ("weather", 0.01)):
+        mask = rng.random(n_rows) < rate
+        features[column] = features[column].where(~mask, None if column == "weather" else np.nan)
+    ids = np.arange(n_rows, dtype="int64") + batch_index * 10_000_000 + 1
+    start = START_TIME + pd.Timedelta(days=7 * batch_index)
+    offsets = np.sort(rng.integers(0, 7 * 24 * 3600, n_rows))
+    frame = pd.concat(
+        [
+            pd.DataFrame({TRIP_ID: ids, TRIP_TIME: start + pd.to_timedelta(offsets, unit="s")}),
+            features,
+            pd.DataFrame({TRIP_TARGET: duration}),
+        ],
+        axis=1,
+    )
+    flipped: tuple[int, ...] = ()
+    if scenario.label_noise > 0:
+        wrong = rng.random(n_rows) < scenario.label_noise
+        factor = np.where(rng.random(int(wrong.sum())) < 0.5, 3.0, 0.3)
+        frame.loc[wrong, TRIP_TARGET] = (frame.loc[wrong, TRIP_TARGET] * factor).round(2)
+        flipped = tuple(int(i) for i in frame.loc[wrong, TRIP_ID])
+    if scenario.unit_change:
+        frame["distance_km"] = (frame["distance_km"] * 1000).round()  # metres in a kilometre column
+    if scenario.schema_change:
+        frame = frame.rename(columns={"traffic_index": "congestion"})
+        frame["payment"] = rng.choice(["card", "cash"], n_rows)
+    if scenario.duplicate_rate > 0:
+        repeats = frame.iloc[rng.choice(n_rows, round(n_rows * scenario.duplicate_rate), replace=True)]
+        frame = pd.concat([frame, repeats], ignore_index=True).sort_values(TRIP_TIME, kind="stable")
+        frame = frame.reset_index(drop=True)
+    return SimulatedBatch(frame=frame, flipped_ids=flipped)
+
+
+# The streams `write_batches` writes: their generator and id column.
+STREAMS: dict[str, tuple[Callable[..., SimulatedBatch], str]] = {
+    "loans": (generate_loans, ID_COLUMN),
+    "trips": (generate_trips, TRIP_ID),
+}

@@ -499,31 +499,46 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
+class StreamChoice(StrEnum):
+    loans = "loans"
+    trips = "trips"
+
+
 @app.command()
 def simulate(
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default: <workspace>/data/loan_default).")
+        Path | None,
+        typer.Option("--out", help="Output folder (default: <workspace>/data/loan_default or .../taxi_trips)."),
     ] = None,
+    stream: Annotated[
+        StreamChoice,
+        typer.Option(help="loans: loan defaults (binary classification); trips: taxi trip minutes (regression)."),
+    ] = StreamChoice.loans,
     batches: Annotated[int, typer.Option(min=1, help="Number of weekly batches.")] = 4,
     rows: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     scenario_from: Annotated[int, typer.Option(min=0, help="First batch the scenario applies to.")] = 0,
     covariate_drift: Annotated[float, typer.Option(min=0, max=1, help="Shift of the inputs (0-1).")] = 0.0,
-    concept_drift: Annotated[float, typer.Option(min=0, max=1, help="Change of P(default|x) (0-1).")] = 0.0,
+    concept_drift: Annotated[
+        float, typer.Option(min=0, max=1, help="Change of the mechanism: P(default|x), or the pace per km (0-1).")
+    ] = 0.0,
     schema_change: Annotated[bool, typer.Option(help="Rename a column and add a new one.")] = False,
-    unit_change: Annotated[bool, typer.Option(help="Report annual_income in thousands.")] = False,
-    label_noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of labels flipped.")] = 0.0,
+    unit_change: Annotated[
+        bool, typer.Option(help="A unit bug: annual_income in thousands, or distance_km in metres.")
+    ] = False,
+    label_noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of labels made wrong.")] = 0.0,
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Fraction of rows duplicated.")] = 0.0,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Do nothing when the folder already holds batches.")
     ] = False,
     config_path: ConfigOption = None,
 ) -> None:
-    """Write seeded loan-default batches as Parquet, optionally with a scenario."""
+    """Write seeded batches of a generated stream as Parquet, optionally with a scenario."""
     from components.simulate import Scenario, write_batches
 
     if out_dir is None:
-        out_dir = Workspace.at(_load(config_path).home).data / "loan_default"
+        folder = "loan_default" if stream is StreamChoice.loans else "taxi_trips"
+        out_dir = Workspace.at(_load(config_path).home).data / folder
     if skip_existing and any(out_dir.glob("batch_*.parquet")):
         err.print(f"{out_dir} already holds batches; left as they are", highlight=False)
         return
@@ -535,7 +550,7 @@ def simulate(
         label_noise=label_noise,
         duplicate_rate=duplicates,
     )
-    paths = write_batches(out_dir, batches, rows, seed, scenario, scenario_from=scenario_from)
+    paths = write_batches(out_dir, batches, rows, seed, scenario, scenario_from=scenario_from, stream=stream.value)
     err.print(f"wrote {len(paths)} batches x {rows} rows to {out_dir}", highlight=False)
 
 
@@ -950,6 +965,13 @@ def simulate_ct(
     ] = None,
     window: Annotated[int, typer.Option("--window", min=1, help="Training window: the last N accepted batches.")] = 2,
     trials: Annotated[int, typer.Option("--trials", min=1, help="Search trials per training run.")] = 5,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="classification: the loan stream, judged on accuracy; regression: the taxi-trip stream, on R².",
+        ),
+    ] = "classification",
     home: Annotated[
         Path | None,
         typer.Option("--home", help="The simulation's own workspace (default: <workspace>/simulate-ct/<time>)."),
@@ -961,10 +983,15 @@ def simulate_ct(
     Scenarios: covariate drift from --drift-at, concept drift from --concept-at, a corrupted batch at
     --corrupt-at. Runs in a workspace of its own (a separate registry), never touching your champion.
     Goals: the corrupted batch is rejected; each shift is detected within one batch; after it, served
-    accuracy is within 2 points of a model trained on the batch's own distribution; no retraining on
-    stable batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
+    accuracy (R² for regression) is within 2 points of a model trained on the batch's own distribution;
+    no retraining on stable batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
     """
+    from components.ctsim import STREAMS
     from flows import simulate_ct as sim
+
+    if task not in STREAMS:
+        _fail(f"--task must be one of {', '.join(STREAMS)}, not {task!r}")
+    stream = STREAMS[task]
 
     def default(value: int | None, fallback: int) -> int | None:
         return fallback if value is None else (None if value < 0 else value)
@@ -976,7 +1003,9 @@ def simulate_ct(
     _prefect_api(config, workspace)
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(variable, None)  # the simulation's registry is its own workspace's, never a shared server
-    table = Table(title=f"continuous training, {batches} batches of {rows:,} rows ({sim_home})")
+    table = Table(
+        title=f"continuous training of {stream.name} ({task}), {batches} batches of {rows:,} rows ({sim_home})"
+    )
     for column in (
         "batch",
         "scenario",
@@ -985,12 +1014,13 @@ def simulate_ct(
         "retrained",
         "promoted",
         "served",
-        "served acc",
-        "best acc",
+        f"served {stream.figure}",
+        f"best {stream.figure}",
         "gap (pts)",
     ):
         table.add_column(
-            column, justify="right" if column in ("batch", "served acc", "best acc", "gap (pts)") else "left"
+            column,
+            justify="right" if column in ("batch", "gap (pts)") or "served " in column or "best " in column else "left",
         )
 
     def show(row: Any) -> None:
@@ -999,7 +1029,7 @@ def simulate_ct(
         err.print(
             f"batch {row.batch:>2} {row.kind:<15} {row.validation:<8} {row.drift:<9} "
             f"{'retrained' if row.retrained else '':<9} {('v' + row.promoted) if row.promoted else '':<4} "
-            f"served v{row.served_version} acc {acc(row.served_accuracy)} best {acc(row.best_accuracy)} {gap}",
+            f"served v{row.served_version} {stream.figure} {acc(row.served_score)} best {acc(row.best_score)} {gap}",
             highlight=False,
             soft_wrap=True,
         )
@@ -1011,8 +1041,8 @@ def simulate_ct(
             "yes" if row.retrained else "",
             f"v{row.promoted}" if row.promoted else "",
             f"v{row.served_version}",
-            acc(row.served_accuracy),
-            acc(row.best_accuracy),
+            acc(row.served_score),
+            acc(row.best_score),
             gap,
         )
 
@@ -1031,6 +1061,7 @@ def simulate_ct(
                 corrupt_at=default(corrupt_at, batches // 2),
                 window=window,
                 trials=trials,
+                stream=stream,
                 on_row=show,
                 log=lambda message: err.print(message, highlight=False),
             )

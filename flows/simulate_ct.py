@@ -11,8 +11,9 @@ registry, contract and data, so the user's champion is never touched:
    move to an archive folder), a rejected one goes to quarantine;
 4. on a retraining verdict the training flow runs on the window and its gate decides.
 
-The champion's accuracy on each batch is measured as it arrives (before any retraining on it),
-beside the accuracy of the pipeline's recipe trained on fresh rows of that batch's own distribution.
+The champion's figure on each batch (accuracy for the loan stream, R² for the trip stream) is
+measured as it arrives (before any retraining on it), beside that of the pipeline's recipe trained
+on fresh rows of that batch's own distribution.
 """
 
 from __future__ import annotations
@@ -24,32 +25,27 @@ from typing import Any
 
 from components import ctsim, monitor, registry
 from components.config import PipelineConfig
-from components.simulate import TARGET, generate_loans
 from components.workspace import Workspace
 
-MODEL_NAME = "ct_loans"
 
-
-def simulation_config(base: PipelineConfig, home: Path, trials: int) -> PipelineConfig:
-    """The user's settings, pointed at the simulation's workspace and kept quick."""
+def simulation_config(base: PipelineConfig, home: Path, trials: int, stream: ctsim.Stream) -> PipelineConfig:
+    """The user's settings, pointed at the simulation's workspace and stream, and kept quick."""
     data = base.model_dump()
     data["home"] = str(home)
+    data["task"] = stream.task.name
     data["data"] = {
         "source": str(home / "data" / "window"),
-        "target": TARGET,
-        "id_column": "loan_id",
-        "time_column": "application_time",
-        "name": MODEL_NAME,
+        "target": stream.target,
+        "id_column": stream.id_column,
+        "time_column": stream.time_column,
+        "name": stream.name,
     }
     data["validation"] = {**data["validation"], "suite_dir": str(home / "expectations"), "create_missing_suite": True}
-    data["search"] = {**data["search"], "trials": trials, "workers": 1, "dask_address": None}
-    data["evaluation"] = {**data["evaluation"], "plots": False}
+    data["search"] = {**data["search"], "trials": trials, "workers": 1, "dask_address": None, "metric": None}
+    data["evaluation"] = {**data["evaluation"], "plots": False, "slices": ()}
     data["label_review"] = {**data["label_review"], "enabled": False}
     data["runner"] = {**data["runner"], "enabled": False}
-    # The timeline is judged on accuracy, so the gate and the decay check use it too: gated on ROC AUC,
-    # a candidate retrained after covariate drift ranks no better than the champion (the mechanism did
-    # not change) and is held back, while its decision threshold, tuned on the old mix, costs accuracy.
-    data["promotion"] = {**data["promotion"], "metric": "accuracy"}
+    data["promotion"] = {**data["promotion"], "metric": stream.gate_metric, "min_score": None, "floors": {}}
     return PipelineConfig.model_validate(data)
 
 
@@ -73,6 +69,7 @@ def simulate_ct(
     corrupt_at: int | None,
     window: int = 2,
     trials: int = 5,
+    stream: ctsim.Stream = ctsim.STREAMS["classification"],
     on_row: Callable[[ctsim.TimelineRow], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[list[ctsim.TimelineRow], list[ctsim.Goal]]:
@@ -82,7 +79,8 @@ def simulate_ct(
     plan = ctsim.plan_batches(batches, drift_at=drift_at, concept_at=concept_at, corrupt_at=corrupt_at)
     if home.exists() and any(home.iterdir()):
         raise FileExistsError(f"{home} is not empty: the simulation needs a workspace of its own")
-    config = simulation_config(base, home, trials)
+    config = simulation_config(base, home, trials, stream)
+    name = stream.name
     workspace = Workspace.at(home).ensure()
     window_dir, incoming, archive = home / "data" / "window", home / "data" / "incoming", home / "data" / "archive"
     for folder in (window_dir, incoming):
@@ -90,8 +88,8 @@ def simulate_ct(
     seed = config.seed
     # Batch indexes: 0-1 the initial window, 100+ the replayed batches, 1000+ fresh rows for the best model.
     for index in range(2):
-        generate_loans(rows, seed, batch_index=index).frame.to_parquet(window_dir / f"batch_{index:04d}.parquet")
-    log(f"training the first champion on 2 stable batches of {rows:,} rows ...")
+        stream.batch(rows, seed, batch_index=index).to_parquet(window_dir / f"batch_{index:04d}.parquet")
+    log(f"training the first {stream.name} champion ({stream.task.name}) on 2 stable batches of {rows:,} rows ...")
     first = training_flow(config)
     if not first.promoted:
         raise RuntimeError(f"the first champion was not promoted: {first.reason}")
@@ -99,18 +97,18 @@ def simulate_ct(
     timeline: list[ctsim.TimelineRow] = []
     served_models: dict[str, Any] = {}  # each champion version loaded once
     for planned in plan:
-        champion = registry.get_champion(client, MODEL_NAME)
+        champion = registry.get_champion(client, name)
         assert champion is not None
-        frame = generate_loans(rows, seed, planned.scenario, batch_index=100 + planned.index).frame
+        frame = stream.batch(rows, seed, planned.scenario, 100 + planned.index)
         path = incoming / f"batch_{100 + planned.index:04d}.parquet"
         frame.to_parquet(path)
         if champion.version not in served_models:
-            served_models[champion.version] = registry.load_model(f"models:/{MODEL_NAME}/{champion.version}")
+            served_models[champion.version] = registry.load_model(f"models:/{name}/{champion.version}")
         served = served_models[champion.version]
-        best = ctsim.best_model(planned.scenario, config, 2 * rows, seed, batch_index=1000 + planned.index)
-        served_accuracy = best_accuracy = None
+        served_score = best_score = None
         if planned.kind != "corrupted":
-            served_accuracy, best_accuracy = ctsim.accuracy(served, frame), ctsim.accuracy(best, frame)
+            best = ctsim.best_model(stream, planned.scenario, config, 2 * rows, seed, batch_index=1000 + planned.index)
+            served_score, best_score = ctsim.score(stream, served, frame), ctsim.score(stream, best, frame)
         result = monitoring_flow(config, data=str(path), retrain="off")
         row = ctsim.TimelineRow(
             batch=planned.index,
@@ -120,8 +118,8 @@ def simulate_ct(
             retrained=False,
             promoted=None,
             served_version=champion.version,
-            served_accuracy=served_accuracy,
-            best_accuracy=best_accuracy,
+            served_score=served_score,
+            best_score=best_score,
             detail=result.reason.splitlines()[0],
         )
         if result.verdict == "rejected":
@@ -131,9 +129,7 @@ def simulate_ct(
         else:
             _add_to_window(path, window_dir, archive, window)
         if result.verdict == "retrain":
-            monitor.note_retraining(
-                monitor.history_file(workspace.monitoring, MODEL_NAME), champion.version, result.window
-            )
+            monitor.note_retraining(monitor.history_file(workspace.monitoring, name), champion.version, result.window)
             trained = training_flow(config)
             row.retrained = True
             row.promoted = trained.model_version if trained.promoted else None
@@ -141,7 +137,7 @@ def simulate_ct(
         timeline.append(row)
         if on_row is not None:
             on_row(row)
-    return timeline, ctsim.check_goals(timeline, plan)
+    return timeline, ctsim.check_goals(timeline, plan, stream.figure)
 
 
 def clean_up(home: Path) -> None:

@@ -232,13 +232,17 @@ def curate_task(frame: pd.DataFrame, config: PipelineConfig, source: str, task: 
     rows_before = len(frame)
     dedup = None
     if config.curation.deduplicate:
-        frame, dedup = deduplicate(frame, data.id_column)
+        frame, dedup = deduplicate(frame, data.id_column, max_share=config.validation.duplicate_tolerance)
         logger.info(
-            "curation: %d exact duplicate rows and %d repeated ids removed (%d -> %d rows)",
+            "curation: %d exact duplicate rows and %d repeated ids removed (%d -> %d rows)%s",
             dedup.exact_duplicates,
             dedup.duplicate_ids,
             dedup.rows_in,
             dedup.rows_out,
+            f"; {dedup.kept_repeats} rows repeat another whole row and were kept: more than "
+            f"{config.validation.duplicate_tolerance:.0%} of the rows do, so the columns repeat by nature"
+            if dedup.kept_repeats
+            else "",
         )
     assert data.target is not None
     spec = infer_feature_spec(frame, data.target, data.id_column, data.time_column, data.drop_columns)
@@ -672,7 +676,11 @@ def evaluate_task(
     if slices:
         registry.log_dict(run_id, slices, "evaluation/slices.json")
     if evaluation.plots:
-        _log_plots(final, output, classes, prepared, selected, config, run_id, metric, threshold)
+        try:
+            _log_plots(final, output, classes, prepared, selected, config, run_id, metric, threshold)
+        except ValueError as exc:  # the plots explain the model; they never decide about it
+            logger.warning("evaluation plots skipped: %s", exc)
+            registry.set_tags(run_id, {"plots": f"skipped: {exc}"[:5000]})
     logger.info(
         "held-out metrics: %s; dummy %s %.4f; train - validation gap %s",
         ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),

@@ -160,3 +160,33 @@ def test_unknown_expectation_type_is_refused(suite: dict, validator: Validator, 
     broken = {**suite, "expectations": [*suite["expectations"], {"type": "expect_magic", "kwargs": {}}]}
     with pytest.raises(ContractError, match="not valid GX expectations"):
         validator.validate(loans, broken)
+
+
+def test_a_profile_accepts_the_data_it_was_profiled_from_whatever_its_shape(validator: Validator) -> None:
+    """Real tables of few coarse columns repeat whole rows by nature (two passengers of one class, sex and
+    age); a regression target gets ranges, not a value set; unlabeled rows are allowed."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    coarse = pd.DataFrame(
+        {
+            "cls": rng.choice(["1st", "2nd", "3rd"], n),
+            "sex": rng.choice(["f", "m"], n),
+            "age": rng.choice([np.nan, 20.0, 30.0, 40.0], n),
+            "price": (rng.gamma(2, 20, n) // 10 * 10).round(),  # prices in tens: whole rows repeat
+        }
+    )
+    coarse.loc[:50, "price"] = np.nan  # rows whose label has not arrived
+    suite = profile_suite(coarse, "coarse", target="price", task="regression")
+    assert validator.validate(coarse, suite, data_docs=False).success
+    kinds = {(e["type"], e["kwargs"].get("column")) for e in suite["expectations"]}
+    assert ("expect_column_values_to_be_between", "price") in kinds
+    assert ("expect_column_values_to_be_in_set", "price") not in kinds
+    repeated = coarse.duplicated(keep=False).mean()
+    assert repeated > 0.9  # ... so a whole-row uniqueness check has nothing left to check
+    assert ("expect_compound_columns_to_be_unique", None) not in kinds
+    fewer = coarse.drop_duplicates().head(300)
+    bounded = profile_suite(fewer, "fewer", target="price", task="regression")
+    unique = next(e for e in bounded["expectations"] if e["type"] == "expect_compound_columns_to_be_unique")
+    assert unique["kwargs"]["mostly"] == 0.9
+    copies = pd.concat([fewer, fewer, fewer], ignore_index=True)  # a batch of copies still stands out
+    assert not validator.validate(copies, bounded, data_docs=False).success

@@ -12,7 +12,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from components import registry
-from components.config import load_config
 from components.contract import DataRejected
 from components.scoring import decision_threshold, pipeline_of
 from components.simulate import write_batches

@@ -231,3 +231,56 @@ def test_row_rules_come_from_the_suite_and_batch_statistics_are_left_out(fitted,
     skipped = "\n".join(rules.skipped)
     for why in ("'mostly'", "median", "target", "row_count", "not in the file"):
         assert why in skipped
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_regression_scores_carry_the_prediction_and_its_interval(tmp_path: Path, suffix: str) -> None:
+    from components.simulate import TRIP_ID, TRIP_TARGET, generate_trips
+    from components.tasks import TASKS
+
+    trips = generate_trips(800, seed=1).frame
+    task = TASKS["regression"]
+    spec = infer_feature_spec(trips, TRIP_TARGET, TRIP_ID, "pickup_time")
+    split = split_data(trips, spec, 0.2, seed=1, task=task)
+    model = train_model(split.X_train, split.y_train, spec, ModelConfig(estimator="linear"), 1, task=task)
+    suite = contract.profile_suite(trips, "trips", target=TRIP_TARGET, id_column=TRIP_ID, task="regression")
+    source = _write(trips.drop(columns=[TRIP_TARGET]), tmp_path / f"in{suffix}")
+    out = tmp_path / "scores.parquet"
+    batch.score_file(
+        model,
+        source,
+        out,
+        model_version="2",
+        suite=suite,
+        id_column=TRIP_ID,
+        target=TRIP_TARGET,
+        half_width=4.0,
+        chunk_rows=300,
+        partitions=2,
+    )
+    scored = pd.read_parquet(out)
+    assert list(scored.columns) == [TRIP_ID, "prediction", "lower", "upper", "model_version", "scored_at"]
+    expected = predict_frame(model, trips, half_width=4.0)
+    np.testing.assert_allclose(scored["prediction"], expected.labels)
+    np.testing.assert_allclose(scored["upper"] - scored["lower"], 8.0)
+    assert scored[TRIP_ID].tolist() == trips[TRIP_ID].tolist()
+
+
+def test_multiclass_scores_carry_every_class_probability(tmp_path: Path) -> None:
+    from components.tasks import TASKS
+
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    frame["kind"] = np.select([frame["a"] > 0.5, frame["b"] > 0], ["high", "mid"], "low")
+    task = TASKS["multiclass"]
+    spec = infer_feature_spec(frame, "kind")
+    model = train_model(frame[["a", "b"]], frame["kind"], spec, ModelConfig(estimator="linear"), 0, task=task)
+    out = tmp_path / "scores.parquet"
+    batch.score_file(model, _write(frame.drop(columns="kind"), tmp_path / "in.parquet"), out, model_version="1")
+    scored = pd.read_parquet(out)
+    columns = ["probability_high", "probability_low", "probability_mid"]
+    assert list(scored.columns) == ["input_row", "prediction", "probability", *columns, "model_version", "scored_at"]
+    np.testing.assert_allclose(scored[columns].sum(axis=1), 1.0)
+    np.testing.assert_allclose(scored["probability"], scored[columns].max(axis=1))
+    assert (scored[columns].idxmax(axis=1).str.removeprefix("probability_") == scored["prediction"]).all()

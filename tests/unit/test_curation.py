@@ -131,3 +131,41 @@ def test_label_review_never_forks(loans: pd.DataFrame, monkeypatch: pytest.Monke
     split = split_data(loans, spec, 0.2, 0)
     review = review_labels(build_model(spec, ModelConfig(), 0), split.X_train, split.y_train, folds=3, seed=0)
     assert review.reviewed_rows == len(split.X_train)
+
+
+def test_rows_that_repeat_by_nature_are_kept_and_counted() -> None:
+    coarse = pd.DataFrame({"cls": ["1st", "3rd"] * 50, "survived": [0, 1] * 50})  # every row repeats
+    kept, summary = deduplicate(coarse, max_share=0.1)
+    assert len(kept) == 100 and summary.exact_duplicates == 0 and summary.kept_repeats == 98
+    rare = pd.concat([pd.DataFrame({"a": range(100)}), pd.DataFrame({"a": [1, 2]})], ignore_index=True)
+    kept, summary = deduplicate(rare, max_share=0.1)  # a few copies are copies
+    assert len(kept) == 100 and summary.exact_duplicates == 2
+
+
+def test_regression_label_review_ranks_injected_errors_first() -> None:
+    from components.label_review import REGRESSION_COLUMNS
+    from components.simulate import TRIP_ID, TRIP_TARGET, Scenario, generate_trips
+    from components.tasks import TASKS
+
+    simulated = generate_trips(3000, seed=4, scenario=Scenario(label_noise=0.03))
+    frame = simulated.frame
+    spec = infer_feature_spec(frame, TRIP_TARGET, TRIP_ID, "pickup_time")
+    task = TASKS["regression"]
+    split = split_data(frame, spec, 0.2, seed=0, task=task)
+    config = ModelConfig(estimator="hist_gradient_boosting")
+    review = review_labels(
+        build_model(spec, config, 0, task=task),
+        split.X_train,
+        split.y_train,
+        ids=frame[TRIP_ID].loc[split.X_train.index],
+        folds=3,
+        seed=0,
+        regression=True,
+    )
+    assert list(review.issues.columns) == REGRESSION_COLUMNS
+    flagged = set(review.issues["id"])
+    wrong = set(simulated.flipped_ids) & set(frame[TRIP_ID].loc[split.X_train.index])
+    precision, recall = len(flagged & wrong) / max(len(flagged), 1), len(flagged & wrong) / len(wrong)
+    assert precision > 0.6 and recall > 0.5, (precision, recall)
+    assert review.issues["label_quality"].is_monotonic_increasing  # the worst first
+    assert set(review.per_class) == {"above_prediction", "below_prediction"}

@@ -208,3 +208,18 @@ def test_the_ct_plan_and_its_goals() -> None:
     assert failed[2] == "no retraining on stable batches" and len(failed) == 3
     churn = [row(0, "retrain", True), *good[1:]]
     assert not next(g for g in ctsim.check_goals(churn, plan) if g.name == "no retraining on stable batches").met
+
+
+def test_prediction_drift_of_a_regression_model_uses_the_reference_quantiles() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.gamma(2, 10, 5000)  # minutes, far outside [0, 1]
+    same = monitor.score_drift(reference, rng.gamma(2, 10, 2000), CONFIG, probabilities=False)
+    longer = monitor.score_drift(reference, rng.gamma(2, 14, 2000), CONFIG, probabilities=False)
+    assert not same.drifted and longer.drifted and longer.js_distance > same.js_distance
+    assert len(longer.histogram.labels) == 20 and "-" in longer.histogram.labels[0]
+
+
+def test_decay_of_an_error_in_the_targets_units_is_judged_as_a_share() -> None:
+    small = monitor.measure_decay("rmse", 10.0, 10.2, 1000, CONFIG, higher_is_better=False)
+    large = monitor.measure_decay("rmse", 10.0, 10.5, 1000, CONFIG, higher_is_better=False)
+    assert not small.decayed and large.decayed  # 3% of 10 minutes is the tolerance, not 0.03 minutes

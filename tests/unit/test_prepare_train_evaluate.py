@@ -110,3 +110,154 @@ def test_metrics_multiclass_macro() -> None:
 def test_metrics_refuse_labels_the_model_never_saw() -> None:
     with pytest.raises(ValueError, match="not among"):
         compute_metrics(pd.Series(["a", "z"]), np.array([[0.5, 0.5], [0.5, 0.5]]), ["a", "b"])
+
+
+def test_feature_spec_leaves_out_identifier_like_text_dates_as_text_and_empty_columns() -> None:
+    n = 200
+    frame = pd.DataFrame(
+        {
+            "name": [f"passenger {i}" for i in range(n)],  # a different value per row: a name, not a category
+            "booked": pd.date_range("2026-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+            "constant": ["x"] * n,
+            "empty": [None] * n,
+            "garage": ["yes", None] * (n // 2),  # one value and missing: missingness is information
+            "size": np.arange(n) % 7,
+            "y": [0, 1] * (n // 2),
+        }
+    )
+    spec = infer_feature_spec(frame, "y")
+    assert spec.numeric == ("size",) and spec.categorical == ("garage",)
+    assert set(spec.notes) == {"name", "booked", "constant", "empty"}
+    assert "identifier-like" in spec.notes["name"] and "dates" in spec.notes["booked"]
+
+
+def test_a_time_split_holds_out_the_newest_rows() -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "when": rng.permutation(pd.date_range("2026-01-01", periods=n, freq="h")).astype(str),
+            "x": rng.normal(size=n),
+            "y": rng.choice(["a", "b"], n),
+        }
+    )
+    spec = infer_feature_spec(frame, "y", time_column="when")
+    split = split_data(frame, spec, 0.2, seed=0, strategy="time", time_column="when")
+    times = pd.to_datetime(frame["when"])
+    assert split.by_time and len(split.X_test) == 60
+    assert times.loc[split.X_test.index].min() > times.loc[split.X_train.index].max()
+    assert times.loc[split.X_train.index].is_monotonic_increasing  # forward-moving folds need time order
+    with pytest.raises(PreparationError, match=r"needs data\.time_column"):
+        split_data(frame, spec, 0.2, seed=0, strategy="time")
+
+
+def test_regression_splits_unstratified_and_rare_classes_are_left_out_and_counted() -> None:
+    from components.tasks import TASKS
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.normal(size=100), "price": rng.gamma(2, 10, 100)})
+    frame.loc[:4, "price"] = np.nan
+    split = split_data(frame, infer_feature_spec(frame, "price"), 0.2, seed=0, task=TASKS["regression"])
+    assert (len(split.X_train), len(split.X_test), split.unlabeled_rows) == (76, 19, 5)
+    classes = pd.DataFrame({"x": range(60), "y": ["a"] * 29 + ["b"] * 29 + ["c"] * 2})
+    split = split_data(classes, infer_feature_spec(classes, "y"), 0.2, seed=0, task=TASKS["multiclass"])
+    assert split.rare_classes == {"c": 2} and set(split.y_train) == {"a", "b"}
+
+
+@pytest.mark.parametrize("estimator", ["linear", "hist_gradient_boosting", "random_forest"])
+def test_every_family_learns_a_regression_target(estimator: str) -> None:
+    from components.tasks import TASKS
+
+    rng = np.random.default_rng(2)
+    n = 600
+    frame = pd.DataFrame({"a": rng.normal(size=n), "kind": rng.choice(["p", "q"], n)})
+    frame["y"] = 3 * frame["a"] + np.where(frame["kind"] == "p", 2.0, -1.0) + rng.normal(0, 0.5, n)
+    task = TASKS["regression"]
+    spec = infer_feature_spec(frame, "y")
+    split = split_data(frame, spec, 0.25, seed=1, task=task)
+    params = {"n_estimators": 50} if estimator == "random_forest" else {}
+    model = train_model(
+        split.X_train, split.y_train, spec, ModelConfig(estimator=estimator, params=params), 1, task=task
+    )
+    assert task.compute_metrics(split.y_test, task.output(model, split.X_test))["r2"] > 0.8
+    with pytest.raises(TrainingError, match="not a regression model family"):
+        build_estimator(ModelConfig(estimator="logistic_regression"), 0, task)
+
+
+def test_split_conformal_intervals_cover_about_their_nominal_share_of_new_rows() -> None:
+    from components.tasks import TASKS
+    from components.train import fit_final_model
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    frame["y"] = 2 * frame["a"] - frame["b"] + rng.standard_t(4, n)
+    task = TASKS["regression"]
+    spec = infer_feature_spec(frame, "y")
+    split = split_data(frame, spec, 0.5, seed=0, task=task)
+    config = ModelConfig(estimator="linear", interval_coverage=0.8)
+    final = fit_final_model(split.X_train, split.y_train, spec, config, 0, task=task, folds=5)
+    assert final.interval is not None and final.interval.coverage == 0.8
+    inside = np.abs(split.y_test - final.model.predict(split.X_test)) <= final.interval.half_width
+    assert abs(inside.mean() - 0.8) < 0.03
+
+
+def test_class_weights_are_recalibrated_and_the_threshold_applies_to_the_served_probabilities() -> None:
+    from components.evaluate import calibration_error, label_positions
+    from components.scoring import decision_threshold, pipeline_of, predict_frame
+    from components.search import tune_threshold
+    from components.simulate import generate_loans
+    from components.tasks import TASKS
+    from components.train import fit_final_model
+
+    frame = generate_loans(6000, seed=3).frame
+    task = TASKS["binary"]
+    spec = infer_feature_spec(frame, "default", "loan_id", "application_time")
+    split = split_data(frame, spec, 0.3, seed=0, task=task)
+    weighted = ModelConfig(estimator="logistic_regression", params={"class_weight": "balanced"})
+
+    def tune(y: pd.Series, positive: np.ndarray) -> object:
+        return tune_threshold(y, positive, pos_label=1)
+
+    raw = train_model(split.X_train, split.y_train, spec, weighted, 0, task=task)
+    final = fit_final_model(split.X_train, split.y_train, spec, weighted, 0, task=task, folds=3, tune_threshold=tune)
+    assert final.calibration == "isotonic" and final.threshold is not None
+    y = label_positions(split.y_test, [0, 1])
+    raw_error = calibration_error(y, raw.predict_proba(split.X_test))
+    assert calibration_error(y, final.model.predict_proba(split.X_test)) < raw_error / 2
+    assert decision_threshold(final.model) == final.threshold.threshold
+    answer = predict_frame(final.model, split.X_test)
+    expected = (np.asarray(answer.probabilities) >= final.threshold.threshold).astype(int)
+    assert answer.labels == expected.tolist()
+    assert type(pipeline_of(final.model).named_steps["model"]).__name__ == "LogisticRegression"
+
+
+def test_numbers_stored_as_text_are_numeric_features_and_codes_stay_text() -> None:
+    from components.contract import NUMERIC_TYPES, TEXT_TYPES, profile_suite
+    from components.prepare import features_frame
+    from components.scoring import predict_frame
+
+    rng = np.random.default_rng(4)
+    n = 300
+    horsepower = rng.integers(50, 250, n).astype(str).astype(object)
+    horsepower[:6] = "?"  # the UCI way of writing a missing number
+    frame = pd.DataFrame(
+        {
+            "horsepower": horsepower,
+            "price": [f"{v:,}" for v in rng.integers(1_000, 90_000, n)],  # thousands separators
+            "zip": rng.choice(["02139", "10001", "94103"], n),  # codes with leading zeros stay text
+            "y": rng.choice(["a", "b"], n),
+        }
+    )
+    spec = infer_feature_spec(frame, "y")
+    assert spec.numeric == ("horsepower", "price") == spec.numeric_text and spec.categorical == ("zip",)
+    X = features_frame(frame, spec)
+    assert X["horsepower"].dtype == "float64" and X["horsepower"].isna().sum() == 6
+    assert X["price"].iloc[0] == float(frame["price"].iloc[0].replace(",", ""))
+    model = train_model(X, frame["y"], spec, ModelConfig(estimator="linear"), 0)
+    assert len(predict_frame(model, frame.head(10)).labels) == 10  # the raw text is read the same way
+    suite = profile_suite(frame, "cars", target="y")
+    types = {
+        e["kwargs"]["column"]: e["kwargs"]["type_list"] for e in suite["expectations"] if "type_list" in e["kwargs"]
+    }
+    assert types["horsepower"] == TEXT_TYPES + NUMERIC_TYPES and types["zip"] == TEXT_TYPES

@@ -331,3 +331,57 @@ def test_threshold_ties_go_to_the_higher_threshold() -> None:
 def test_threshold_tuning_needs_a_binary_target(labels: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tune_threshold(np.array(labels), np.array([0.1, 0.4, 0.6, 0.9]), pos_label=1)
+
+
+def test_a_search_across_families_tries_each_familys_defaults_first_and_names_the_family(data: Data) -> None:
+    from components.train import model_factory
+
+    spec, X, y = data
+    config = ModelConfig(estimator="auto", params={"hist_gradient_boosting": {"max_iter": 60}})
+    factory = model_factory(spec, config, SEED)
+    fixed = {"logistic_regression": {}, "hist_gradient_boosting": {"max_iter": 60}}
+    result = run_search(
+        factory,
+        ["logistic_regression", "hist_gradient_boosting"],
+        X,
+        y,
+        SearchConfig(trials=6),
+        metric="roc_auc",
+        seed=SEED,
+        fixed_params=fixed,
+    )
+    first, second = result.trials[0].params, result.trials[1].params
+    assert first == {"estimator": "logistic_regression", **default_params("logistic_regression")}
+    assert second == {"estimator": "hist_gradient_boosting", **default_params("hist_gradient_boosting"), "max_iter": 60}
+    assert all(t.params["estimator"] in {"logistic_regression", "hist_gradient_boosting"} for t in result.trials)
+    assert all(t.params["max_iter"] == 60 for t in result.trials if t.params["estimator"] == "hist_gradient_boosting")
+    assert result.best.score == max(t.score for t in result.trials)
+
+
+def test_a_regression_search_scores_by_error_and_can_move_forward_in_time() -> None:
+    from components.tasks import TASKS
+    from components.train import model_factory
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.choice(["u", "v"], n)})
+    frame["y"] = 2 * frame["a"] + (frame["b"] == "u") * 3 + rng.normal(0, 0.3, n)
+    spec = infer_feature_spec(frame, "y")
+    task = TASKS["regression"]
+    factory = model_factory(spec, ModelConfig(), SEED, task=task)
+    X, y = features_frame(frame, spec), frame["y"]
+    for by_time in (False, True):
+        result = run_search(
+            factory,
+            ["ridge", "hist_gradient_boosting"],
+            X,
+            y,
+            SearchConfig(trials=4),
+            metric="rmse",
+            seed=SEED,
+            task=task,
+            by_time=by_time,
+        )
+        assert result.best.score < 0.6 and all(t.ok for t in result.trials)
+    with pytest.raises(ValueError, match="not a regression metric"):
+        run_search(factory, "ridge", X, y, SearchConfig(trials=2), metric="roc_auc", seed=SEED, task=task)

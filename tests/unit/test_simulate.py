@@ -72,3 +72,19 @@ def test_write_batches(tmp_path) -> None:
     assert (flipped > 20_000_000).all()  # only the last batch had noise
     assert not list(tmp_path.glob("*.tmp"))
     assert np.isfinite(pd.read_parquet(paths[0])["loan_amount"]).all()
+
+
+def test_the_trip_stream_shifts_as_its_scenarios_say() -> None:
+    from components.simulate import TRIP_ID, TRIP_TARGET, expected_duration, generate_trips
+
+    stable = generate_trips(4000, seed=1).frame
+    assert stable[TRIP_ID].is_unique and (stable[TRIP_TARGET] >= 1).all()
+    assert stable["traffic_index"].isna().mean() > 0 and stable["weather"].isna().mean() > 0
+    drifted = generate_trips(4000, seed=1, scenario=Scenario(covariate_drift=1.0)).frame
+    assert drifted["distance_km"].median() > 1.3 * stable["distance_km"].median()
+    concept = generate_trips(4000, seed=1, scenario=Scenario(concept_drift=1.0)).frame
+    pd.testing.assert_frame_equal(concept.drop(columns=TRIP_TARGET), stable.drop(columns=TRIP_TARGET))
+    assert (expected_duration(stable, 1.0) > expected_duration(stable, 0.0)).mean() > 0.99
+    metres = generate_trips(100, seed=1, scenario=Scenario(unit_change=True)).frame
+    assert metres["distance_km"].median() > 500
+    assert generate_trips(50, seed=1, batch_index=3).frame[TRIP_ID].min() > 30_000_000
