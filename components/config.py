@@ -235,6 +235,19 @@ class SearchConfig(_Section):
     )
     trials: int = Field(default=20, ge=1, description="Trial budget.")
     cv_folds: int = Field(default=3, ge=2, le=20)
+    cv_repeats: int | None = Field(
+        default=None,
+        ge=1,
+        le=10,
+        description="Repeat the cross-validation with reshuffled folds (default: 3 times below `small_rows` rows, "
+        "where one split's luck decides otherwise; once above).",
+    )
+    small_rows: int = Field(default=3000, ge=0, description="Tables with fewer training rows count as small.")
+    selection: Literal["one_se", "best"] = Field(
+        default="one_se",
+        description="one_se: the earliest trial (the families' defaults come first) whose cross-validated score "
+        "is within one standard error of the best, against the luck of many trials on few rows; best: the top score.",
+    )
     metric: MetricName | None = Field(default=None, description="Default: the promotion metric.")
     timeout_minutes: float | None = Field(default=None, gt=0, description="Stop asking for trials after this.")
     max_rows: int | None = Field(
@@ -263,7 +276,8 @@ class PromotionConfig(_Section):
 
     metric: MetricName | None = Field(
         default=None,
-        description="Metric the gate compares (default: the task's: roc_auc for binary, log_loss for multiclass, "
+        description="Metric the gate compares (default: the task's: roc_auc for binary, balanced_accuracy for "
+        "multiclass, "
         "rmse for regression); lower is better for log_loss, brier, calibration_error, rmse, mae and mape.",
     )
     min_score: float | None = Field(

@@ -147,29 +147,34 @@ def render_model_file(proposal: Proposal, metric: str, suite_path: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     slices = ", ".join(_scalar(s) for s in proposal.slices)
     by_time = proposal.time_column.column is not None
+    settings: list[tuple[str, str]] = [
+        (f"task: {task.task}", f"inferred: {task.reason}"),
+        ("data:", ""),
+        (f"  source: {_scalar(proposal.source)}", ""),
+        (f"  target: {_scalar(proposal.target)}", task.summary),
+        (f"  id_column: {_scalar(proposal.id_column.column)}", proposal.id_column.reason),
+        (f"  time_column: {_scalar(proposal.time_column.column)}", proposal.time_column.reason),
+        ("assumptions: []", "what one row is, when its label is known, what a missing value means"),
+        ("split:", ""),
+        (
+            f"  strategy: {'time' if by_time else 'random'}",
+            "the newest rows are held out for the gate" if by_time else "",
+        ),
+        ("evaluation:", ""),
+        (f"  slices: [{slices}]", "each value scored on its own and gated" if slices else "columns scored per value"),
+        ("promotion:", ""),
+        (f"  metric: {metric}", f"the {task.task} default; min_score and floors set absolute limits"),
+        ("# monitoring:", ""),
+        (f'#   labels: "{{home}}/labels/{proposal.name}"', "where labels of served rows arrive (id + target)"),
+        ("# deploy:", ""),
+        ('#   training: {cron: "0 3 * * 1"}', "this model's own schedules and triggers"),
+    ]
+    width = max(len(line) for line, _ in settings) + 2
     lines = [
         f"# Model {proposal.name!r}: written by `mlops init` from {proposal.source} "
         f"({proposal.rows:,} rows) on {stamp}.",
         "# Review it and commit it. These settings are layered over the project's mlops.yaml (any of its",
         "# sections can be set here for this model alone); its data contract is " + suite_path + ".",
-        f"task: {task.task}                 # inferred: {task.reason}",
-        "data:",
-        f"  source: {_scalar(proposal.source)}",
-        f"  target: {_scalar(proposal.target)}              # {task.summary}",
-        f"  id_column: {_scalar(proposal.id_column.column)}           # {proposal.id_column.reason}",
-        f"  time_column: {_scalar(proposal.time_column.column)}         # {proposal.time_column.reason}",
-        "assumptions: []                 # what one row is, when its label is known, what a missing value means",
-        "split:",
-        f"  strategy: {'time' if by_time else 'random'}"
-        + ("              # the newest rows are held out for the gate" if by_time else ""),
-        "evaluation:",
-        f"  slices: [{slices}]"
-        + ("          # each value scored on its own and gated" if slices else "          # columns scored per value"),
-        "promotion:",
-        f"  metric: {metric}                # the {task.task} default; min_score and floors set absolute limits",
-        "# monitoring:",
-        f'#   labels: "{{home}}/labels/{proposal.name}"   # where labels of served rows arrive (id + target)',
-        "# deploy:",
-        '#   training: {cron: "0 3 * * 1"}   # this model\'s own schedules and triggers',
+        *(f"{line:<{width}}# {comment}" if comment else line for line, comment in settings),
     ]
     return "\n".join(lines) + "\n"

@@ -191,11 +191,13 @@ def split_data(
     task: Task | None = None,
     strategy: str = "random",
     time_column: str | None = None,
+    min_test_rows: int = 0,
 ) -> Split:
     """Hold out `test_size` of the labeled rows: seeded (stratified for classes), or the newest by time.
 
     Unlabeled rows cannot be learned from and are left out (counted); so are classes with fewer
     than `MIN_ROWS_PER_CLASS` rows, which can be neither split nor cross-validated (counted by class).
+    At least `min_test_rows` are held out when that leaves two thirds of the rows to train on.
     """
     task = task or TASKS["binary"]
     target = labeled_target(frame[spec.target])
@@ -219,7 +221,9 @@ def split_data(
                     "without them fewer than 2 classes are left to learn"
                 )
     classes = target.nunique() if task.classification else 1
-    n_test = int(np.ceil(len(target) * test_size))
+    # A small table holds out more than `test_size` so that the gate gets `min_test_rows` to judge,
+    # as long as two thirds of the rows are left to train on.
+    n_test = max(int(np.ceil(len(target) * test_size)), min(min_test_rows, len(target) // 3))
     if n_test < max(classes, 2) or len(target) - n_test < max(classes, 2) * 2:
         raise PreparationError(
             f"{len(target)} labeled rows are too few for a test split of {test_size:.0%}"

@@ -101,6 +101,12 @@ class Project:
     defaults: dict[str, Any]
     environ: dict[str, str] = field(default_factory=dict, repr=False)
 
+    def _anchored(self) -> dict[str, Any]:
+        """The project's defaults, with the code's relative defaults (workspace, contracts) anchored
+        at the project's folder rather than the current directory."""
+        code = {"home": str(self.root / ".mlops"), "validation": {"suite_dir": str(self.root / "expectations")}}
+        return _deep_merge(code, self.defaults)
+
     @property
     def models_dir(self) -> Path:
         return Path(self.defaults.get("models_dir") or self.root / "models")
@@ -128,7 +134,7 @@ class Project:
 
     def base(self) -> PipelineConfig:
         """The project defaults alone (workspace, servers): for commands that act on no one model."""
-        data = _deep_merge(self.defaults, _env_overrides(self.environ))
+        data = _deep_merge(self._anchored(), _env_overrides(self.environ))
         return _validated(data, f" in {self.config_file}" if self.config_file else "")
 
     def model_config(self, name: str) -> PipelineConfig:
@@ -147,7 +153,7 @@ class Project:
         if given is not None and given != name:
             raise ConfigError(f"{path}: data.name is {given!r}, but a model file's name is its model's ({name!r})")
         own = _resolve_relative({**own, "data": {**data_section, "name": name}}, self.root)
-        merged = _deep_merge(_deep_merge(self.defaults, own), _env_overrides(self.environ))
+        merged = _deep_merge(_deep_merge(self._anchored(), own), _env_overrides(self.environ))
         return _validated(merged, f" in {path}")
 
     def adhoc_config(self, data: dict[str, Any], task: str | None = None, **sections: Any) -> PipelineConfig:
@@ -156,7 +162,7 @@ class Project:
         if task:
             own["task"] = task
         own.update({k: v for k, v in sections.items() if v is not None})
-        merged = _deep_merge(_deep_merge(self.defaults, own), _env_overrides(self.environ))
+        merged = _deep_merge(_deep_merge(self._anchored(), own), _env_overrides(self.environ))
         return _validated(merged, "")
 
     def registered_config(self, name: str) -> PipelineConfig:

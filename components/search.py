@@ -9,6 +9,7 @@ can hang on a lock copied mid-use.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,7 @@ _SPACES: dict[str, dict[str, BaseDistribution]] = {
     },
     "ridge": {"alpha": FloatDistribution(1e-3, 1e3, log=True)},
     "hist_gradient_boosting": {
+        "max_iter": IntDistribution(50, 800, log=True),
         "learning_rate": FloatDistribution(0.01, 0.3, log=True),
         "max_leaf_nodes": IntDistribution(8, 64),
         "min_samples_leaf": IntDistribution(10, 200),
@@ -67,12 +69,7 @@ _SPACE_CONSTANTS: dict[str, dict[str, Any]] = {
     # saga on standardized features converges within a few hundred epochs; the ceiling is for small C.
     "logistic_regression": {"max_iter": 5000},
     "ridge": {},
-    "hist_gradient_boosting": {
-        "max_iter": 500,
-        "early_stopping": True,
-        "validation_fraction": 0.1,
-        "n_iter_no_change": 20,
-    },
+    "hist_gradient_boosting": {"early_stopping": "auto"},
     "random_forest": {"n_jobs": 1},
 }
 
@@ -240,13 +237,11 @@ def search_space(
     estimator: str,
     fixed_params: Mapping[str, Any] | None = None,
     task: Task | None = None,
-    prefix: str = "",
 ) -> Callable[[optuna.trial.BaseTrial], dict[str, Any]]:
     """A function from an Optuna trial to the estimator's constructor params.
 
     Params the user fixed are never suggested and win over everything else; the result holds
     the project's defaults, the family's shared settings, the suggestions and the fixed params.
-    `prefix` names the dimensions in Optuna (one study may span families that share names).
     """
     fixed = dict(fixed_params or {})
     resolved = _resolve(estimator, fixed, task)
@@ -258,24 +253,22 @@ def search_space(
             dimensions = resolved.dimensions
             penalty = resolved.penalty
             if penalty is None:
-                penalty = _suggest(trial, f"{prefix}penalty", dimensions["penalty"])
+                penalty = _suggest(trial, "penalty", dimensions["penalty"])
             params.update(_PENALTY_SETTINGS.get(str(penalty), {}))
             if "C" in dimensions:
-                params["C"] = _suggest(trial, f"{prefix}C", dimensions["C"])
+                params["C"] = _suggest(trial, "C", dimensions["C"])
             if penalty == "elasticnet" and "l1_ratio" in dimensions:
-                params["l1_ratio"] = _suggest(trial, f"{prefix}l1_ratio", dimensions["l1_ratio"])
+                params["l1_ratio"] = _suggest(trial, "l1_ratio", dimensions["l1_ratio"])
         else:
             for name, distribution in resolved.dimensions.items():
-                params[name] = _suggest(trial, f"{prefix}{name}", distribution)
+                params[name] = _suggest(trial, name, distribution)
         params.update(fixed)
         return params
 
     return suggest
 
 
-def _default_point(
-    estimator: str, fixed: Mapping[str, Any], task: Task | None = None, prefix: str = ""
-) -> dict[str, Any]:
+def _default_point(estimator: str, fixed: Mapping[str, Any], task: Task | None = None) -> dict[str, Any]:
     """The project's defaults as a point of the search space (clipped into range), to enqueue."""
     config = ModelConfig(estimator=cast(EstimatorName, estimator), params=dict(fixed))
     effective = build_estimator(config, seed=0, task=task).get_params()
@@ -288,11 +281,11 @@ def _default_point(
         value = effective.get(name)
         if isinstance(distribution, CategoricalDistribution):
             if value in distribution.choices:
-                point[f"{prefix}{name}"] = value
+                point[name] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             assert isinstance(distribution, (FloatDistribution, IntDistribution))
             clipped = min(max(value, distribution.low), distribution.high)
-            point[f"{prefix}{name}"] = round(clipped) if isinstance(distribution, IntDistribution) else float(clipped)
+            point[name] = round(clipped) if isinstance(distribution, IntDistribution) else float(clipped)
     return point
 
 
@@ -311,11 +304,25 @@ def sample_rows(X: pd.DataFrame, y: pd.Series, *, max_rows: int | None, seed: in
     return Sample(X.iloc[positions], y.iloc[positions])
 
 
-def cv_splitter(task: Task, y: pd.Series, folds: int, seed: int, *, by_time: bool = False) -> Any:
-    """The search's folds: forward in time (rows in time order) or the task's shuffled folds."""
+def cv_splitter(task: Task, y: pd.Series, folds: int, seed: int, *, by_time: bool = False, repeats: int = 1) -> Any:
+    """The search's folds: forward in time (rows in time order), or the task's shuffled folds, repeated
+    with new shuffles `repeats` times."""
+    from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
+
     if by_time:
         return TimeSeriesSplit(n_splits=folds)
-    return task.folds(y, folds, seed)
+    if repeats <= 1:
+        return task.folds(y, folds, seed)
+    folds = task.usable_folds(y, folds)
+    repeated = RepeatedStratifiedKFold if task.classification else RepeatedKFold
+    return repeated(n_splits=folds, n_repeats=repeats, random_state=seed)
+
+
+def cv_repeats(config: SearchConfig, rows: int) -> int:
+    """How often the search repeats its cross-validation: as configured, else 3 on small tables."""
+    if config.cv_repeats is not None:
+        return config.cv_repeats
+    return 3 if rows < config.small_rows else 1
 
 
 def cross_validate_params(
@@ -330,6 +337,7 @@ def cross_validate_params(
     number: int = 0,
     task: Task | None = None,
     by_time: bool = False,
+    repeats: int = 1,
 ) -> TrialResult:
     """Score `params` by seeded k-fold (stratified for classes, forward in time with `by_time`);
     a fit that fails gives the worst score, not an error.
@@ -344,7 +352,7 @@ def cross_validate_params(
     task.check_metric(metric, "search.metric")
     _check_folds(y, folds, task)
     params = dict(params)
-    cv = cv_splitter(task, y, folds, seed, by_time=by_time)
+    cv = cv_splitter(task, y, folds, seed, by_time=by_time, repeats=repeats)
     held_scores: list[float] = []
     fit_scores: list[float] = []
     started = time.perf_counter()
@@ -393,13 +401,18 @@ def _score(task: Task, metric: str, y: pd.Series, output: np.ndarray, classes: l
     return task.compute_metrics(y, output, classes).get(metric)
 
 
-def _best(trials: list[TrialResult], metric: str) -> TrialResult:
+def _best(trials: list[TrialResult], metric: str, selection: str = "best") -> TrialResult:
+    """The chosen trial: the top score, or (`one_se`) the earliest within one standard error of it."""
     usable = [trial for trial in trials if trial.ok]
     if not usable:
         raise SearchError(f"every one of {len(trials)} trial(s) failed; the first: {trials[0].error}")
     sign = 1.0 if higher_is_better(metric) else -1.0
     # max() keeps the first of equal scores: the defaults win a tie.
-    return max(usable, key=lambda trial: sign * trial.score)
+    top = max(usable, key=lambda trial: sign * trial.score)
+    if selection != "one_se" or len(top.fold_scores) < 2:
+        return top
+    error = top.score_std / math.sqrt(len(top.fold_scores))
+    return min((t for t in usable if sign * t.score >= sign * top.score - error), key=lambda t: t.number)
 
 
 @dataclass(frozen=True)
@@ -411,16 +424,12 @@ class _Family:
 
 
 def _families(estimators: Sequence[str], fixed: Mapping[str, Mapping[str, Any]], task: Task | None) -> list[_Family]:
-    many = len(estimators) > 1
     found = []
     for name in estimators:
         _space(name, task)
         own = dict(fixed.get(name, {}))
-        prefix = f"{name}." if many else ""
-        start = _default_point(name, own, task, prefix)
-        if many:
-            start["estimator"] = name
-        found.append(_Family(name, search_space(name, own, task, prefix), {**default_params(name), **own}, start))
+        start = _default_point(name, own, task)
+        found.append(_Family(name, search_space(name, own, task), {**default_params(name), **own}, start))
     return found
 
 
@@ -442,11 +451,14 @@ def run_search(
     """Search one estimator family's space, or several families at once, by cross-validation on
     (a sample of) the training rows.
 
-    With several families (`estimator` a sequence), every trial's params hold the family under
-    `estimator` and `fixed_params` maps each family to its fixed params. Trials are asked
+    With several families (`estimator` a sequence), each has a study of its own and they are asked in
+    turn, so each gets an equal share of the budget; every trial's params hold the family under
+    `estimator`, and `fixed_params` maps each family to its fixed params. Trials are asked
     `config.workers` at a time and evaluated by `evaluate_batch` (default: one after another in
     this process), which receives (trial number, params) pairs and returns one TrialResult per
-    pair; it must score on `sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=...)`.
+    pair; it must score on `sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=...)`,
+    repeating the folds `cv_repeats(config, rows)` times (3 on small tables). The chosen trial is
+    the top score, or with `config.selection: one_se` the earliest within one standard error of it.
     The first trials are the project's defaults of each family merged with the fixed params,
     exactly as training without a search would build them. No new batch is asked after
     `config.timeout_minutes`.
@@ -460,9 +472,9 @@ def run_search(
     many = len(names) > 1
     fixed = (fixed_params or {}) if many else {names[0]: dict(fixed_params or {})}
     families = _families(names, fixed, task)
-    by_name = {f.name: f for f in families}
     sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=task.classification and not by_time)
     _check_folds(sample.y, config.cv_folds, task)
+    repeats = 1 if by_time else cv_repeats(config, len(sample.X))
     if evaluate_batch is None:
 
         def evaluate_batch(batch: list[tuple[int, dict[str, Any]]]) -> list[TrialResult]:
@@ -478,48 +490,57 @@ def run_search(
                     number=n,
                     task=task,
                     by_time=by_time,
+                    repeats=repeats,
                 )
                 for n, params in batch
             ]
 
-    sampler: optuna.samplers.BaseSampler = (
-        # TPE samples at random until n_startup_trials; a third of a short budget leaves it room to steer.
-        optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, config.trials // 3)))
-        if config.method == "optuna"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
+    # One study per family, asked in turn: each family gets an equal share of the budget (a shared study
+    # with the family as a parameter spent it on whichever family led early and left the other untuned).
+    share = math.ceil(config.trials / len(families))
     deadline = None if config.timeout_minutes is None else time.monotonic() + 60 * config.timeout_minutes
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(direction="maximize" if higher_is_better(metric) else "minimize", sampler=sampler)
-        # The sampler learns from the defaults' scores at their place in the space; the trials
-        # themselves evaluate the exact defaults.
-        pending = list(families)
-        for family in families:
-            study.enqueue_trial(family.start)
+        direction = "maximize" if higher_is_better(metric) else "minimize"
+        studies = {}
+        for offset, family in enumerate(families):
+            sampler: optuna.samplers.BaseSampler = (
+                # TPE samples at random until n_startup_trials; a third of a short budget leaves it room to steer.
+                optuna.samplers.TPESampler(seed=seed + offset, n_startup_trials=max(3, min(10, share // 3)))
+                if config.method == "optuna"
+                else optuna.samplers.RandomSampler(seed=seed + offset)
+            )
+            studies[family.name] = optuna.create_study(direction=direction, sampler=sampler)
+            # The sampler learns from the defaults' score at their place in the space; the trial itself
+            # evaluates the exact defaults.
+            studies[family.name].enqueue_trial(family.start)
+        turns = itertools.cycle(families)
+        untried = {family.name for family in families}
         results: list[TrialResult] = []
         while len(results) < config.trials:
             if results and deadline is not None and time.monotonic() >= deadline:
                 break
-            asked = [study.ask() for _ in range(min(config.workers, config.trials - len(results)))]
-            batch = []
-            for trial in asked:
-                choice = trial.suggest_categorical("estimator", names) if many else names[0]
-                family = by_name[choice]
-                params = family.space(trial)  # an enqueued trial records the defaults' point ...
-                if pending:
-                    params = dict(pending.pop(0).defaults)  # ... and evaluates the exact defaults
-                batch.append((trial.number, {"estimator": family.name, **params} if many else params))
+            asked = []
+            for _ in range(min(config.workers, config.trials - len(results))):
+                family = next(turns)
+                trial = studies[family.name].ask()
+                params = family.space(trial)
+                if family.name in untried:
+                    untried.discard(family.name)
+                    params = dict(family.defaults)
+                number = len(results) + len(asked)
+                asked.append((family, trial, number, {"estimator": family.name, **params} if many else params))
+            batch = [(number, params) for _, _, number, params in asked]
             returned = {result.number: result for result in evaluate_batch(batch)}
             expected = [number for number, _ in batch]
             if sorted(returned) != sorted(expected):
                 raise ValueError(
                     f"evaluate_batch must return one TrialResult per trial {expected}; got {sorted(returned)}"
                 )
-            for trial in asked:
-                result = returned[trial.number]
-                study.tell(trial, result.score)
+            for family, trial, number, _ in asked:
+                result = returned[number]
+                studies[family.name].tell(trial, result.score)
                 results.append(result)
                 if on_trial is not None:
                     on_trial(result)
@@ -528,7 +549,7 @@ def run_search(
     return SearchResult(
         method=config.method,
         metric=metric,
-        best=_best(results, metric),
+        best=_best(results, metric, config.selection),
         trials=tuple(results),
         rows_used=len(sample.X),
     )

@@ -237,7 +237,10 @@ class Task:
 _CLASSIFICATION = tuple(m for m in CLASSIFICATION_METRICS)
 TASKS: dict[TaskName, Task] = {
     "binary": Task("binary", "roc_auc", _CLASSIFICATION, {"roc_auc": 0.6}),
-    "multiclass": Task("multiclass", "log_loss", _CLASSIFICATION, {"roc_auc": 0.6}),
+    # Balanced accuracy: a decision metric that survives imbalance. Log loss, the proper score, chose
+    # well-calibrated linear models over more accurate boosted trees on small tables (Auto MPG: 0.750 vs
+    # 0.814 accuracy, forensic glass: 0.615 vs 0.713, repeated 3-fold CV), a loss users do not want.
+    "multiclass": Task("multiclass", "balanced_accuracy", _CLASSIFICATION, {"roc_auc": 0.6}),
     "regression": Task("regression", "rmse", REGRESSION_METRICS),
 }
 

@@ -35,14 +35,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "ridge": {"alpha": 1.0},
     # n_jobs=1: parallel tree prediction adds tens of ms per single-row request in serving.
     "random_forest": {"n_estimators": 200, "min_samples_leaf": 2, "n_jobs": 1},
-    # Early stopping on an inner validation fraction: max_iter is a ceiling, not a guess.
-    "hist_gradient_boosting": {
-        "max_iter": 500,
-        "learning_rate": 0.1,
-        "early_stopping": True,
-        "validation_fraction": 0.1,
-        "n_iter_no_change": 20,
-    },
+    # scikit-learn's own defaults: early stopping (on a tenth of the rows) only above 10,000 rows, where
+    # it is reliable; on a few hundred rows a 10% validation split stopped too early and was noisy
+    # (Auto MPG: 0.72 vs 0.74 accuracy). The search tunes max_iter with the learning rate.
+    "hist_gradient_boosting": {"max_iter": 100, "learning_rate": 0.1, "early_stopping": "auto"},
 }
 _CLASSIFIERS: dict[str, type] = {
     "logistic_regression": LogisticRegression,

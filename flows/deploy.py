@@ -226,8 +226,11 @@ def folder_like(source: str) -> bool:
     return not (is_database_url(source) or any(ch in source for ch in "*?[") or path.suffix or path.exists())
 
 
-def plan_landing(config: PipelineConfig, config_file: Path | None, workspace: Workspace, model: str) -> Landing | None:
-    """The landing watcher's folders, checked: the training source must be a folder to land files in."""
+def plan_landing(
+    config: PipelineConfig, config_file: Path | None, workspace: Workspace, model: str, notes: list[str] | None = None
+) -> Landing | None:
+    """The landing watcher's folders, checked; off (with a note) when the training source is not a
+    folder that landed files can join."""
     folder = config.deploy.landing.folder
     if not folder:
         return None
@@ -238,11 +241,12 @@ def plan_landing(config: PipelineConfig, config_file: Path | None, workspace: Wo
     destination = Path(source).expanduser()
     # A folder, or a path that will be one (created when serving starts): not a file, glob or database.
     if not (destination.is_dir() or folder_like(source)):
-        raise DeployError(
-            f"deploy.landing.folder is set, but data.source ({source}) is not a folder, so landed files have "
-            "nowhere to go: point data.source at a folder (e.g. '{home}/data/<name>') or set "
-            "deploy.landing.folder: null"
-        )
+        if notes is not None:
+            notes.append(
+                f"landing folder off: data.source ({source}) is not a folder that landed files can join; point "
+                "it at a folder (e.g. '{home}/data/<name>') to train on files dropped into the landing folder"
+            )
+        return None
     landing = Landing(
         folder=expand_path(folder.replace("{model}", model), workspace.root, _base_dir(config_file)),
         destination=destination,
@@ -275,7 +279,7 @@ def plan_deployments(
     base = {"config_file": str(config_file) if config_file else None, "model": model if configured else None}
     tz = deploy.timezone
     notes: list[str] = []
-    landing = plan_landing(config, config_file, workspace, model)
+    landing = plan_landing(config, config_file, workspace, model, notes)
 
     resource: dict[str, str | list[str]] = {"prefect.resource.id": model_event_resource(model)}
     triggers: list[DeploymentEventTrigger] = []

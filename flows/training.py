@@ -305,6 +305,7 @@ def prepare_task(curated: Curated, config: PipelineConfig, task: Task, run_id: s
         task=task,
         strategy=config.split.strategy,
         time_column=config.data.time_column,
+        min_test_rows=config.promotion.min_test_rows,
     )
     if split.unlabeled_rows:
         logger.info("%d row(s) without a value of %r are unlabeled: left out", split.unlabeled_rows, spec.target)
@@ -418,9 +419,20 @@ def trial_task(
     number: int,
     task: Task,
     by_time: bool,
+    repeats: int,
 ) -> search.TrialResult:
     return search.cross_validate_params(
-        factory, params, X, y, metric=metric, folds=folds, seed=seed, number=number, task=task, by_time=by_time
+        factory,
+        params,
+        X,
+        y,
+        metric=metric,
+        folds=folds,
+        seed=seed,
+        number=number,
+        task=task,
+        by_time=by_time,
+        repeats=repeats,
     )
 
 
@@ -518,8 +530,11 @@ def select_model_task(
         @flow(name="search_trials", task_runner=_dask_runner(cfg))
         def search_trials_flow() -> search.SearchResult:
             def on_dask(batch: list[tuple[int, dict[str, Any]]]) -> list[search.TrialResult]:
+                repeats = 1 if by_time else search.cv_repeats(cfg, len(X))
                 futures = [
-                    trial_task.submit(factory, params, X, y, metric, cfg.cv_folds, config.seed, number, task, by_time)
+                    trial_task.submit(
+                        factory, params, X, y, metric, cfg.cv_folds, config.seed, number, task, by_time, repeats
+                    )
                     for number, params in batch
                 ]
                 return [future.result() for future in futures]

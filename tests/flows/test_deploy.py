@@ -127,7 +127,9 @@ def test_switches_in_the_config_remove_schedules_and_triggers(tmp_path: Path) ->
         assert client.read_resource_related_automations(f"prefect.deployment.{ids['training-job/bare']}") == []
 
 
-def test_configurations_that_cannot_be_served_are_refused(tmp_path: Path) -> None:
+def test_configurations_that_cannot_be_served_are_refused_and_a_file_source_has_no_landing_folder(
+    tmp_path: Path,
+) -> None:
     path, config = _workspace(tmp_path, "refused", "{scoring: {cron: '0 6 * * *'}}")
     with pytest.raises(deploy.DeployError, match=r"input and deploy\.scoring\.output"):
         _plan(path, config)
@@ -136,8 +138,8 @@ def test_configurations_that_cannot_be_served_are_refused(tmp_path: Path) -> Non
     with pytest.raises(deploy.DeployError, match="time zone"):
         _plan(path, config.with_overrides(deploy={"timezone": "Mars/Olympus", "scoring": {}}))
     single_file = config.with_overrides(data={"source": str(tmp_path / "data" / "batch_0000.parquet")})
-    with pytest.raises(deploy.DeployError, match="not a folder"):
-        _plan(path, single_file.with_overrides(deploy={"scoring": {}}))
+    plan = _plan(path, single_file.with_overrides(deploy={"scoring": {}}))  # deployed, without a landing folder
+    assert plan.landing is None and any("not a folder" in note for note in plan.notes)
 
 
 def test_cli_dry_run_prints_the_plan_without_a_server(tmp_path: Path, monkeypatch) -> None:

@@ -102,7 +102,7 @@ def test_each_task_trains_gates_and_promotes_with_its_own_metric(trained) -> Non
     _, _, outcomes = trained
     assert {name: (o["task"], o["metric"], o["promoted"], o["new_model"]) for name, o in outcomes.items()} == {
         "diabetes": ("regression", "rmse", True, False),
-        "wine": ("multiclass", "log_loss", True, False),
+        "wine": ("multiclass", "balanced_accuracy", True, False),
         "cancer": ("binary", "roc_auc", True, False),
     }
     regression = outcomes["diabetes"]["metrics"]
@@ -175,7 +175,7 @@ def test_an_ad_hoc_model_says_it_is_new_and_a_target_that_fits_no_task_registers
     code, stdout, output = _mlops(config, "run", "--data", str(tmp_path / "other.csv"), "--target", "y", "--json")
     assert code == 0, output
     assert "new model 'other'" in output and json.loads(stdout.strip().splitlines()[-1])["new_model"] is True
-    other.assign(y=1).to_csv(tmp_path / "flat.csv", index=False)
+    other.assign(y=1, c=0.5).to_csv(tmp_path / "flat.csv", index=False)
     code, _, output = _mlops(config, "run", "--data", str(tmp_path / "flat.csv"), "--target", "y")
     assert code == 1 and "constant" in output
     assert not (config.parent / "expectations" / "flat.json").exists()
@@ -225,7 +225,7 @@ def test_every_configured_model_is_deployed_with_its_own_triggers(trained, monke
         training = info["deployments"][0]
         assert training["name"] == f"training-job/{info['model_name']}"
         assert training["parameters"]["model"] == info["model_name"]
-        assert info["landing"] is None  # a file source has no folder for landed files
+        assert info["landing"] is None and "landing folder off" in info["notes"][-1]  # a file has no folder
 
 
 def _wait_ready(client, timeout: float = 60) -> None:
@@ -244,6 +244,7 @@ def test_the_service_answers_each_tasks_shape(trained, name: str, monkeypatch) -
     config, tables, _ = trained
     monkeypatch.setenv("MLOPS_CONFIG", str(config))
     monkeypatch.setenv("MLOPS_MODEL_NAME", name)
+    monkeypatch.setenv("MLOPS__SERVING__METRICS", "false")  # one Prometheus registry per process
     target = {"diabetes": "progression", "wine": "cultivar"}[name]
     rows = json.loads(pd.read_csv(tables[name]).drop(columns=[target]).head(3).to_json(orient="records"))
     with TestClient(create_service(settings_from_environment()).to_asgi()) as client:

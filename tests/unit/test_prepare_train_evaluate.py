@@ -261,3 +261,11 @@ def test_numbers_stored_as_text_are_numeric_features_and_codes_stay_text() -> No
         e["kwargs"]["column"]: e["kwargs"]["type_list"] for e in suite["expectations"] if "type_list" in e["kwargs"]
     }
     assert types["horsepower"] == TEXT_TYPES + NUMERIC_TYPES and types["zip"] == TEXT_TYPES
+
+
+def test_a_small_table_holds_out_enough_rows_for_the_gate() -> None:
+    frame = pd.DataFrame({"x": range(120), "y": ["a", "b", "c"] * 40})
+    spec = infer_feature_spec(frame, "y")
+    assert len(split_data(frame, spec, 0.2, seed=0).X_test) == 24
+    assert len(split_data(frame, spec, 0.2, seed=0, min_test_rows=30).X_test) == 30
+    assert len(split_data(frame.head(60), spec, 0.2, seed=0, min_test_rows=30).X_test) == 20  # two thirds train

@@ -16,6 +16,7 @@ from components.project import ModelNotFound, load_project, models_with_columns
 
 
 def _project(tmp_path: Path, project: str, **models: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "mlops.yaml"
     path.write_text(project)
     (tmp_path / "models").mkdir(exist_ok=True)
@@ -118,7 +119,17 @@ def test_without_a_project_file_the_code_defaults_apply(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     project = load_project(None, environ={})
     assert project.config_file is None and project.root == tmp_path.resolve() and project.model_names() == []
-    assert project.base().home == Path(".mlops")
+    assert project.base().home == tmp_path.resolve() / ".mlops"
+
+
+def test_the_workspace_and_contracts_default_to_the_project_folder_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _project(tmp_path / "repo", "seed: 1\n", m="data:\n  target: y\n")
+    monkeypatch.chdir(tmp_path)  # a command run from elsewhere
+    config = load_project(path, environ={}).model_config("m")
+    assert config.home == tmp_path / "repo" / ".mlops"
+    assert config.validation.suite_dir == tmp_path / "repo" / "expectations"
 
 
 def _table(n: int = 300) -> pd.DataFrame:

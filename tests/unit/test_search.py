@@ -79,7 +79,7 @@ def fake_evaluator(calls: list[list[tuple[int, dict[str, Any]]]]) -> Callable[..
 
 
 def test_best_trial_is_at_least_as_good_as_the_defaults(data: Data) -> None:
-    result = search(data, SearchConfig(trials=5))
+    result = search(data, SearchConfig(trials=5, selection="best"))
 
     defaults = result.trials[0]
     assert defaults.number == 0
@@ -89,11 +89,22 @@ def test_best_trial_is_at_least_as_good_as_the_defaults(data: Data) -> None:
     assert result.best.score == max(t.score for t in result.trials)
     assert result.best.score >= defaults.score
     assert result.best_params == result.best.params
-    assert len(defaults.fold_scores) == 3
+    assert len(defaults.fold_scores) == 9  # 3 folds, repeated 3 times on a small table
     assert defaults.score == pytest.approx(np.mean(defaults.fold_scores))
     assert defaults.train_score > defaults.score - 0.05  # training folds score at least about as well
     assert result.rows_used == 900
     assert json.loads(json.dumps(result.as_dict(), allow_nan=False))["best"]["number"] == result.best.number
+
+
+def test_the_one_standard_error_rule_keeps_the_earliest_trial_within_the_noise_of_the_best(data: Data) -> None:
+    result = search(data, SearchConfig(trials=5))  # 900 rows: small, so the folds are repeated 3 times
+    top = max(result.trials, key=lambda t: t.score)
+    error = top.score_std / np.sqrt(len(top.fold_scores))
+    assert len(top.fold_scores) == 9
+    eligible = [t.number for t in result.trials if t.score >= top.score - error]
+    assert result.best.number == min(eligible)
+    few = search(data, SearchConfig(trials=2, small_rows=0))  # no longer small: one pass of the folds
+    assert len(few.trials[0].fold_scores) == 3
 
 
 @pytest.mark.parametrize("estimator", ["logistic_regression", "hist_gradient_boosting", "random_forest"])
@@ -345,7 +356,7 @@ def test_a_search_across_families_tries_each_familys_defaults_first_and_names_th
         ["logistic_regression", "hist_gradient_boosting"],
         X,
         y,
-        SearchConfig(trials=6),
+        SearchConfig(trials=6, selection="best"),
         metric="roc_auc",
         seed=SEED,
         fixed_params=fixed,
@@ -355,6 +366,7 @@ def test_a_search_across_families_tries_each_familys_defaults_first_and_names_th
     assert second == {"estimator": "hist_gradient_boosting", **default_params("hist_gradient_boosting"), "max_iter": 60}
     assert all(t.params["estimator"] in {"logistic_regression", "hist_gradient_boosting"} for t in result.trials)
     assert all(t.params["max_iter"] == 60 for t in result.trials if t.params["estimator"] == "hist_gradient_boosting")
+    assert [t.params["estimator"] for t in result.trials] == ["logistic_regression", "hist_gradient_boosting"] * 3
     assert result.best.score == max(t.score for t in result.trials)
 
 
