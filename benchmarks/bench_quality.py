@@ -63,6 +63,7 @@ class Outcome:
     seconds: float
     family: str | None
     detail: str = ""
+    coverage: float | None = None  # regression: the holdout's share inside the served intervals
 
     @property
     def gap(self) -> float | None:
@@ -175,8 +176,23 @@ def run_table(table: tables.Table, folder: Path, seed: int) -> Outcome:
     mine = _score(table.task, truth, ours["prediction"], ours.get("probability"))
     rejected = len(holdout) - len(rows)
     detail = f"{rejected} holdout row(s) rejected by the contract" if rejected else ""
+    coverage = None
+    if {"lower", "upper"} <= set(ours.columns):
+        values = truth.to_numpy(dtype="float64")
+        coverage = float(((ours["lower"] <= values) & (values <= ours["upper"])).mean())
     return Outcome(
-        table.name, table.task, len(train), len(holdout), metric, mine, baseline, len(rows), seconds, family, detail
+        table.name,
+        table.task,
+        len(train),
+        len(holdout),
+        metric,
+        mine,
+        baseline,
+        len(rows),
+        seconds,
+        family,
+        detail,
+        coverage,
     )
 
 
@@ -227,16 +243,22 @@ def main() -> int:
     return 0 if met else 1
 
 
+def _coverage(o: Outcome) -> str:
+    return "" if o.coverage is None else f"{o.coverage:.1%}"
+
+
 def _line(o: Outcome) -> str:
     ours = "failed" if o.ours is None else f"{o.ours:.4f}"
     gap = "" if o.gap is None else f"{o.gap:+.4f}"
-    return f"{o.metric} ours {ours} baseline {o.baseline:.4f} {gap} ({o.family or '-'}, {o.seconds:.0f} s) {o.detail}"
+    covered = f", interval coverage {_coverage(o)}" if o.coverage is not None else ""
+    timing = f"{o.family or '-'}, {o.seconds:.0f} s{covered}"
+    return f"{o.metric} ours {ours} baseline {o.baseline:.4f} {gap} ({timing}) {o.detail}"
 
 
 def _report(outcomes: list[Outcome]) -> None:
     header = (
         f"{'table':<16} {'task':<10} {'train':>6} {'holdout':>7} {'metric':<8} {'ours':>7} {'baseline':>8} "
-        f"{'gap':>7} {'wall s':>6}  family"
+        f"{'gap':>7} {'wall s':>6} {'90% PI':>6}  family"
     )
     print("\n" + header)
     print("-" * len(header))
@@ -245,7 +267,16 @@ def _report(outcomes: list[Outcome]) -> None:
         gap = "" if o.gap is None else f"{o.gap:+.4f}"
         print(
             f"{o.table:<16} {o.task:<10} {o.train_rows:>6} {o.holdout_rows:>7} {o.metric:<8} {ours:>7} "
-            f"{o.baseline:>8.4f} {gap:>7} {o.seconds:>6.0f}  {o.family or '-'}{'; ' + o.detail if o.detail else ''}"
+            f"{o.baseline:>8.4f} {gap:>7} {o.seconds:>6.0f} {_coverage(o):>6}  {o.family or '-'}"
+            f"{'; ' + o.detail if o.detail else ''}"
+        )
+    covered = [o.coverage for o in outcomes if o.coverage is not None]
+    if covered:
+        worst_coverage = max(abs(c - 0.9) for c in covered)
+        print(
+            f"\nregression intervals (nominal 90%): held-out coverage {', '.join(f'{c:.1%}' for c in covered)}; "
+            f"furthest {100 * worst_coverage:.1f} points from nominal (goal <= 3: "
+            f"{'met' if worst_coverage <= 0.03 else 'NOT met'})"
         )
     gaps = [o.gap for o in outcomes if o.gap is not None]
     if gaps:

@@ -181,7 +181,8 @@ class Goal:
 
 def check_goals(rows: Sequence[TimelineRow], plan: Sequence[PlannedBatch], figure: str = "accuracy") -> list[Goal]:
     """The loop's goals on a finished timeline; `figure` names what the gaps are in."""
-    points = "points" if figure == "accuracy" else f"{figure} points (hundredths)"
+    label = "R²" if figure == "r2" else figure
+    within = f"{100 * RECOVERY_POINTS:.0f} points" if figure == "accuracy" else f"{RECOVERY_POINTS:.2f}"
     goals = []
     corrupted = [r for r in rows if r.kind == "corrupted"]
     if corrupted:
@@ -213,8 +214,7 @@ def check_goals(rows: Sequence[TimelineRow], plan: Sequence[PlannedBatch], figur
         gaps = ", ".join(f"batch {r.batch}: {100 * r.gap:+.1f}" for r in after)  # type: ignore[operator]
         goals.append(
             Goal(
-                f"after the shift at batch {onset}, served {figure} within {100 * RECOVERY_POINTS:.0f} {points} of "
-                "the best achievable",
+                f"after the shift at batch {onset}, served {label} within {within} of the best achievable",
                 recovered,
                 (f"promoted at batch {promoted[0]}; points below best: {gaps}" if after else "")
                 or ("no promotion after the shift" if not promoted else "no batch after the promotion to judge"),
