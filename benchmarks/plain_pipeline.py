@@ -31,6 +31,7 @@ from components.train import (
     config_for_family,
     families_of,
     fit_final_model,
+    member_configs,
     model_factory,
     with_class_weight,
 )
@@ -122,8 +123,7 @@ def main() -> None:
         by_time=split.by_time,
     )
     best = dict(result.best_params)
-    chosen = config_for_family(model_config, str(best.pop("estimator", families[0])))
-    chosen = chosen.model_copy(update={"params": best})
+    chosen = member_configs(model_config, best if many else {"estimator": families[0], **best})
     final = fit_final_model(
         split.X_train,
         split.y_train,

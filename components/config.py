@@ -243,6 +243,12 @@ class SearchConfig(_Section):
         "where one split's luck decides otherwise; once above).",
     )
     small_rows: int = Field(default=3000, ge=0, description="Tables with fewer training rows count as small.")
+    ensemble: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Searching several families: compare each family's best and their average (soft voting, or "
+        "the mean prediction) on fresh folds and keep the top; auto: on small tables, where which family wins the "
+        "search is most a matter of luck.",
+    )
     selection: Literal["one_se", "best"] = Field(
         default="one_se",
         description="one_se: the earliest trial (the families' defaults come first) whose cross-validated score "

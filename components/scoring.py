@@ -42,12 +42,13 @@ class ModelSchema:
         return cls(kinds.get("numeric", ()), kinds.get("categorical", ()))
 
 
-def pipeline_of(model: Any) -> Any:
-    """The preprocessing + estimator Pipeline inside any wrappers (decision threshold, frozen,
-    recalibrated)."""
+def model_layers(model: Any) -> list[Any]:
+    """The model and each wrapper inside it (decision threshold, frozen, recalibrated), outermost
+    first, down to the preprocessing + estimator Pipeline or an ensemble of them."""
     from sklearn.pipeline import Pipeline
 
-    while not isinstance(model, Pipeline):
+    found = [model]
+    while not (isinstance(model, Pipeline) or hasattr(model, "estimators_")):
         if hasattr(model, "calibrated_classifiers_"):
             model = model.calibrated_classifiers_[0].estimator
         elif hasattr(model, "estimator_"):
@@ -56,7 +57,15 @@ def pipeline_of(model: Any) -> Any:
             model = model.estimator
         else:
             raise InputError(f"{type(model).__name__} holds no preprocessing + estimator Pipeline")
-    return model
+        found.append(model)
+    return found
+
+
+def pipeline_of(model: Any) -> Any:
+    """The preprocessing + estimator Pipeline inside any wrappers (an ensemble's first member: its
+    members share the columns)."""
+    inner = model_layers(model)[-1]
+    return inner.estimators_[0] if hasattr(inner, "estimators_") else inner
 
 
 def decision_threshold(model: Any) -> float | None:

@@ -8,7 +8,7 @@ threshold, and for regression the half-width of a split-conformal prediction int
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,8 @@ from sklearn.ensemble import (
     HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
+    VotingClassifier,
+    VotingRegressor,
 )
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -123,17 +125,40 @@ def build_estimator(config: ModelConfig, seed: int, task: Task | None = None) ->
 
 def build_model(
     spec: FeatureSpec,
-    config: ModelConfig,
+    config: ModelConfig | Sequence[ModelConfig],
     seed: int,
     clip: dict[str, tuple[float, float]] | None = None,
     task: Task | None = None,
-) -> Pipeline:
+) -> Any:
+    """The preprocessing + estimator Pipeline of a config; for several (an ensemble), their pipelines
+    averaged: soft voting of probabilities, or the mean of predictions."""
+    if not isinstance(config, ModelConfig):
+        members = list(config)
+        if len(members) == 1:
+            return build_model(spec, members[0], seed, clip, task)
+        named = [(m.estimator, build_model(spec, m, seed, clip, task)) for m in members]
+        if task is not None and not task.classification:
+            return VotingRegressor(named)
+        return VotingClassifier(named, voting="soft")
     return Pipeline(
         [
             ("preprocess", build_preprocessor(spec, config.max_categories, clip)),
             ("model", build_estimator(config, seed, task)),
         ]
     )
+
+
+ENSEMBLE = "ensemble"
+
+
+def member_configs(config: ModelConfig, params: dict[str, Any]) -> tuple[ModelConfig, ...]:
+    """The configs a search's chosen params stand for: one family's, or each member's of an ensemble."""
+    params = dict(params)
+    family = params.pop("estimator", None)
+    if family == ENSEMBLE:
+        return tuple(m for member in params["members"] for m in member_configs(config, member))
+    base = config if family is None else config_for_family(config, family)
+    return (base.model_copy(update={"params": {**base.params, **params}}),)
 
 
 def model_factory(
@@ -145,15 +170,12 @@ def model_factory(
 ) -> Callable[[dict[str, Any]], Pipeline]:
     """Unfitted pipelines with some params replaced: what a hyperparameter search tries.
 
-    A trial's `estimator` entry names its family (a search across families); the rest are that
-    family's params.
+    A trial's `estimator` entry names its family (a search across families) and the rest are that
+    family's params; `ensemble` with `members` (each such params) averages several.
     """
 
-    def factory(params: dict[str, Any]) -> Pipeline:
-        params = dict(params)
-        family = params.pop("estimator", None)
-        base = config if family is None else config_for_family(config, family)
-        return build_model(spec, base.model_copy(update={"params": {**base.params, **params}}), seed, clip, task)
+    def factory(params: dict[str, Any]) -> Any:
+        return build_model(spec, member_configs(config, params), seed, clip, task)
 
     return factory
 
@@ -193,6 +215,12 @@ def train_model(
     return model
 
 
+def describe_members(members: Sequence[ModelConfig]) -> str:
+    """A model's family, or an ensemble's: 'hist_gradient_boosting', 'ensemble(logistic_regression+...)'."""
+    names = [m.estimator for m in members]
+    return names[0] if len(names) == 1 else f"{ENSEMBLE}({'+'.join(names)})"
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     """A binary decision threshold (positive when its probability >= threshold) and its scores."""
@@ -222,14 +250,14 @@ class FinalModel:
     interval: PredictionInterval | None = None
 
 
-def calibration_method(setting: str, config: ModelConfig, y: pd.Series, task: Task) -> str | None:
+def calibration_method(setting: str, members: Sequence[ModelConfig], y: pd.Series, task: Task) -> str | None:
     """Which recalibration the classifier's probabilities get, if any."""
     if not task.classification or setting == "none":
         return None
     if setting in ("sigmoid", "isotonic"):
         return setting
-    weighted = "class_weight" in config.params and config.params["class_weight"] not in (None, "none")
-    if not weighted and family_for(config.estimator, task) != "random_forest":
+    weighted = any(m.params.get("class_weight") not in (None, "none") for m in members)
+    if not weighted and all(family_for(m.estimator, task) != "random_forest" for m in members):
         return None
     return "isotonic" if len(y) >= ISOTONIC_MIN_ROWS * y.nunique() else "sigmoid"
 
@@ -252,7 +280,7 @@ def fit_final_model(
     X: pd.DataFrame,
     y: pd.Series,
     spec: FeatureSpec,
-    config: ModelConfig,
+    config: ModelConfig | Sequence[ModelConfig],
     seed: int,
     *,
     task: Task,
@@ -266,17 +294,19 @@ def fit_final_model(
     the recalibration map (CalibratedClassifierCV with ensemble=False), the F1-best threshold on
     recalibrated probabilities, and the conformal quantile of absolute residuals.
     """
-    pipeline = build_model(spec, config, seed, clip, task)
+    members = (config,) if isinstance(config, ModelConfig) else tuple(config)
+    first = members[0]
+    pipeline = build_model(spec, members, seed, clip, task)
     cv = task.folds(y, folds, seed)
     try:
         if not task.classification:
             interval = None
-            if config.interval_coverage is not None:
+            if first.interval_coverage is not None:
                 oof = np.asarray(cross_val_predict(pipeline, X, y, cv=cv, n_jobs=1), dtype="float64")
-                half = conformal_half_width(y.to_numpy(dtype="float64"), oof, config.interval_coverage)
-                interval = PredictionInterval(config.interval_coverage, half, len(y))
+                half = conformal_half_width(y.to_numpy(dtype="float64"), oof, first.interval_coverage)
+                interval = PredictionInterval(first.interval_coverage, half, len(y))
             return FinalModel(pipeline.fit(X, y), interval=interval)
-        method = calibration_method(config.calibration, config, y, task)
+        method = calibration_method(first.calibration, members, y, task)
         binary = y.nunique() == 2 and tune_threshold is not None
         if method is None:
             if not binary:
@@ -300,16 +330,27 @@ def fit_final_model(
         ).fit(X, y)
         return FinalModel(fitted, threshold, method)
     except ValueError as exc:
-        raise TrainingError(f"training {config.estimator} failed: {exc}") from exc
+        raise TrainingError(f"training {describe_members(members)} failed: {exc}") from exc
 
 
 def model_params(model: Any) -> dict[str, Any]:
-    """The estimator's effective hyperparameters, flat and loggable."""
-    from components.scoring import pipeline_of
-
-    estimator = pipeline_of(model).named_steps["model"]
+    """The estimator's effective hyperparameters (each member's, for an ensemble), flat and loggable."""
     plain = (int, float, str, bool, type(None))
-    return {
-        "estimator": type(estimator).__name__,
-        **{f"estimator.{k}": v for k, v in estimator.get_params().items() if isinstance(v, plain)},
-    }
+    flat: dict[str, Any] = {}
+    names = []
+    for prefix, pipeline in _member_pipelines(model):
+        estimator = pipeline.named_steps["model"]
+        names.append(type(estimator).__name__)
+        flat.update({f"{prefix}{k}": v for k, v in estimator.get_params().items() if isinstance(v, plain)})
+    return {"estimator": "+".join(names), **flat}
+
+
+def _member_pipelines(model: Any) -> list[tuple[str, Pipeline]]:
+    """(param prefix, pipeline) of a model's members: one, or each of an ensemble's."""
+    from components.scoring import model_layers
+
+    inner = model_layers(model)[-1]
+    if hasattr(inner, "estimators_"):
+        names = [name for name, _ in inner.estimators]
+        return [(f"estimator.{name}.", fitted) for name, fitted in zip(names, inner.estimators_, strict=True)]
+    return [("estimator.", inner)]

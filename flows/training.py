@@ -34,8 +34,10 @@ from components.train import (
     ThresholdChoice,
     build_model,
     config_for_family,
+    describe_members,
     families_of,
     fit_final_model,
+    member_configs,
     model_factory,
     model_params,
     with_class_weight,
@@ -399,9 +401,9 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
 
 @dataclass(frozen=True)
 class Selected:
-    """The model configuration training will fit (one family), and how it was chosen."""
+    """The model configuration training will fit (one family, or an ensemble of several), and how it was chosen."""
 
-    model: ModelConfig
+    members: tuple[ModelConfig, ...]  # one family's config, or an ensemble's members
     validation_score: float | None  # cross-validated, on the training split
     train_score: float | None  # on the training folds
     train_gap: float | None  # how much better the training folds score than the held-out ones (overfitting)
@@ -546,8 +548,11 @@ def select_model_task(
         result = run(None)
     best = result.best
     params = dict(result.best_params)
-    family = str(params.pop("estimator", families[0]))
-    chosen = config_for_family(model, family).model_copy(update={"params": params})
+    if not many:
+        params = {"estimator": families[0], **params}
+    members = member_configs(model, params)
+    family = describe_members(members)
+    params.pop("estimator", None)
     registry.log_dict(run_id, result.as_dict(), "search/trials.json")
     registry.set_tags(run_id, {"model.family": family})
     logger.info(
@@ -571,7 +576,7 @@ def select_model_task(
         },
     )
     gap = best.train_score - best.score
-    return Selected(chosen, best.score, best.train_score, gap if higher_is_better(metric) else -gap)
+    return Selected(members, best.score, best.train_score, gap if higher_is_better(metric) else -gap)
 
 
 def _tune_threshold(y: pd.Series, positive: np.ndarray) -> ThresholdChoice:
@@ -587,7 +592,7 @@ def train_task(prepared: Prepared, selected: Selected, config: PipelineConfig, r
         split.X_train,
         split.y_train,
         prepared.spec,
-        selected.model,
+        selected.members,
         config.seed,
         task=task,
         folds=config.search.cv_folds,
@@ -722,7 +727,7 @@ def _log_plots(
     split, task = prepared.split, prepared.task
     report = plots.evaluation_plots(
         final.model,
-        build_model(prepared.spec, selected.model, config.seed, prepared.clip, task),
+        build_model(prepared.spec, selected.members, config.seed, prepared.clip, task),
         split,
         output,
         classes,

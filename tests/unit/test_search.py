@@ -356,7 +356,7 @@ def test_a_search_across_families_tries_each_familys_defaults_first_and_names_th
         ["logistic_regression", "hist_gradient_boosting"],
         X,
         y,
-        SearchConfig(trials=6, selection="best"),
+        SearchConfig(trials=6, selection="best", ensemble="never"),
         metric="roc_auc",
         seed=SEED,
         fixed_params=fixed,
@@ -397,3 +397,33 @@ def test_a_regression_search_scores_by_error_and_can_move_forward_in_time() -> N
         assert result.best.score < 0.6 and all(t.ok for t in result.trials)
     with pytest.raises(ValueError, match="not a regression metric"):
         run_search(factory, "ridge", X, y, SearchConfig(trials=2), metric="roc_auc", seed=SEED, task=task)
+
+
+def test_on_a_small_table_each_familys_best_and_their_ensemble_meet_again_on_fresh_folds(data: Data) -> None:
+    from components.train import ENSEMBLE, member_configs, model_factory
+
+    spec, X, y = data
+    config = ModelConfig(estimator="auto", params={"hist_gradient_boosting": {"max_iter": 40}})
+    factory = model_factory(spec, config, SEED)
+    families = ["logistic_regression", "hist_gradient_boosting"]
+    fixed = {"logistic_regression": {}, "hist_gradient_boosting": {"max_iter": 40}}
+    result = run_search(
+        factory, families, X, y, SearchConfig(trials=4), metric="roc_auc", seed=SEED, fixed_params=fixed
+    )
+    search_trials, finals = result.trials[:4], result.trials[4:]
+    defaults, bests = list(search_trials[:2]), []
+    for family in families:
+        bests.append(max((t for t in search_trials if t.params["estimator"] == family), key=lambda t: t.score))
+    expected = [t.params for t in defaults]
+    expected += [t.params for t in bests if t.params not in expected]
+    expected += [{"estimator": ENSEMBLE, "members": [t.params for t in defaults]}]
+    if bests != defaults:
+        expected += [{"estimator": ENSEMBLE, "members": [t.params for t in bests]}]
+    assert [t.params for t in finals] == expected and [t.number for t in finals] == list(range(4, 4 + len(finals)))
+    assert finals[0].fold_scores != search_trials[0].fold_scores  # the same model, new folds
+    assert result.best in finals and result.best.score == max(t.score for t in finals)
+    ensemble = factory(next(t for t in finals if t.params["estimator"] == ENSEMBLE).params).fit(X, y)
+    assert type(ensemble).__name__ == "VotingClassifier" and np.isfinite(ensemble.predict_proba(X)).all()
+    assert [m.estimator for m in member_configs(config, finals[-1].params)] == families
+    large = SearchConfig(trials=4, small_rows=100)  # not a small table: no final comparison
+    assert len(run_search(factory, families, X, y, large, metric="roc_auc", seed=SEED, fixed_params=fixed).trials) == 4
