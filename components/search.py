@@ -13,7 +13,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, NamedTuple, cast, get_args
 
 import numpy as np
@@ -90,6 +90,7 @@ class TrialResult:
     train_score: float
     fit_seconds: float
     error: str | None = None
+    stage: Literal["search", "final"] = "search"  # final: a finalist scored again on fresh folds
 
     @property
     def ok(self) -> bool:
@@ -607,17 +608,20 @@ def _final_comparison(
             candidates.append(params)
     first = len(results)
     return [
-        cross_validate_params(
-            model_factory,
-            params,
-            sample.X,
-            sample.y,
-            metric=metric,
-            folds=config.cv_folds,
-            seed=seed + 1,  # fresh folds
-            number=first + offset,
-            task=task,
-            repeats=repeats,
+        replace(
+            cross_validate_params(
+                model_factory,
+                params,
+                sample.X,
+                sample.y,
+                metric=metric,
+                folds=config.cv_folds,
+                seed=seed + 1,  # fresh folds
+                number=first + offset,
+                task=task,
+                repeats=repeats,
+            ),
+            stage="final",
         )
         for offset, params in enumerate(candidates)
     ]

@@ -480,8 +480,8 @@ def select_model_task(
             client,
             experiment_id,
             run_id,
-            f"trial-{result.number}",
-            {**result.params, "trial": result.number},
+            f"{'trial' if result.stage == 'search' else 'final'}-{result.number}",
+            {**result.params, "trial": result.number, "stage": result.stage},
             {
                 f"cv_{metric}": result.score,
                 f"cv_{metric}_std": result.score_std,

@@ -87,7 +87,10 @@ def test_first_run_records_model_selection_and_the_decision(trained) -> None:
     trials = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'", max_results=100
     )
-    assert len(trials) == config.search.trials
+    searched = [t for t in trials if t.data.params["stage"] == "search"]
+    assert len(searched) == config.search.trials
+    finals = [t for t in trials if t.data.params["stage"] == "final"]  # a small table: finalists on fresh folds
+    assert 3 <= len(finals) <= 6 and {t.data.tags["mlflow.runName"][:6] for t in finals} == {"final-"}
     assert all(f"cv_{config.promotion.metric}" in t.data.metrics for t in trials)
     record = json.loads(Path(client.download_artifacts(result.run_id, "decision.json")).read_text())
     assert record["decision"]["promote"] is True
