@@ -560,7 +560,7 @@ def run_search(
         for result in finals:
             if on_trial is not None:
                 on_trial(result)
-        best = _best(finals, metric, "best")
+        best = _best(finals, metric, config.selection)
     return SearchResult(
         method=config.method,
         metric=metric,
@@ -585,8 +585,8 @@ def _final_comparison(
 
     The search's winner was picked on the same folds as every other trial, so its score is the luckiest
     of many, and on a few hundred rows tuned params fit those folds more than the data; scored on new
-    folds, the few finalists compare without that bias. Defaults and single families come first, so a
-    tie keeps the simpler model.
+    folds, the few finalists compare without that bias. Defaults come first, then each family's best,
+    then the ensembles: the selection rule (one standard error) keeps the earliest within the noise.
     """
     sign = 1.0 if higher_is_better(metric) else -1.0
     defaults, bests = [], []
