@@ -617,19 +617,50 @@ def status(
     if not champions:
         out.print("no models yet: create one with `mlops init --data FILE --target COLUMN`, then `mlops run`")
         return
-    table = Table("model", "settings", "task", "champion", "promoted at", "metrics")
-    table.columns[-1].overflow = "fold"
+    table = Table("model", "task", "champion", "promoted (UTC)", "test metrics")
+    table.columns[0].no_wrap = table.columns[-1].no_wrap = True
     for row in champions:
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in (row.get("metrics") or {}).items())
+        gate = _gate_metric(project, row["name"], row.get("task")) if row["configured"] else None
         table.add_row(
-            row["name"],
-            "models/" if row["configured"] else "ad hoc",
+            row["name"] if row["configured"] else f"{row['name']} (ad hoc)",
             row.get("task") or "-",
             row["version"] or "-",
-            row.get("promoted_at") or "-",
-            metrics,
+            (row.get("promoted_at") or "-")[:16].replace("T", " "),
+            "\n".join(_headline(row.get("metrics") or {}, row.get("task"), gate)),
         )
     out.print(table)
+    out.print(
+        f"settings: {_shown(project.models_dir, project.root)}/<model>.yaml (ad hoc: project defaults only); "
+        "every metric: mlops status --json",
+        style="dim",
+        highlight=False,
+    )
+
+
+HEADLINE = {
+    "binary": ("roc_auc", "average_precision", "f1"),
+    "multiclass": ("balanced_accuracy", "accuracy", "log_loss"),
+    "regression": ("rmse", "r2", "interval_coverage"),
+}
+
+
+def _gate_metric(project: Any, name: str, task: str | None) -> str | None:
+    """The metric a configured model is gated on (its own, or its task's default)."""
+    from components.tasks import task_named
+
+    try:
+        configured = project.config_for(name).promotion.metric
+        return task_named(task).metric_for(configured) if task else configured
+    except (ValueError, OSError):  # a broken model file must not hide the others' status
+        return None
+
+
+def _headline(metrics: dict[str, float], task: str | None, gate: str | None) -> list[str]:
+    """The gate metric first, then the ones the task's users look at."""
+    names = [gate] if gate else []
+    names += [m for m in HEADLINE.get(task or "", ()) if m not in names]
+    shown = [f"{m}={metrics[m]:.4f}" for m in names if m in metrics]
+    return shown or [f"{k}={v:.4f}" for k, v in list(metrics.items())[:3]]
 
 
 @app.command()

@@ -120,6 +120,19 @@ def test_status_lists_three_models_side_by_side(trained) -> None:
         "diabetes": ("regression", "1", True),
         "wine": ("multiclass", "1", True),
     }
+    code, stdout, output = _mlops(config, "status")
+    assert code == 0 and "every metric: mlops status --json" in " ".join(stdout.split()), output
+    # The table shows each model's gate metric first, then two its task's users look at.
+    from flows.cli import _headline
+
+    metrics = models["diabetes"]["metrics"]
+    assert _headline(metrics, "regression", "rmse")[0] == f"rmse={metrics['rmse']:.4f}"
+    assert [m.split("=")[0] for m in _headline(metrics, "regression", "mae")] == [
+        "mae",
+        "rmse",
+        "r2",
+        "interval_coverage",
+    ]
 
 
 def test_batch_scores_of_each_task(trained, tmp_path: Path) -> None:
