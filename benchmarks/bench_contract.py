@@ -1,0 +1,320 @@
+"""Data contracts on real tables: clean batches pass, corruption is refused, drift gets through.
+
+For each table (real public tables that ship inside PyPI packages, and the loan generator) and
+each reference size (500, 2,000 and 20,000 rows where the table has room), the rows are shuffled
+once; the first `size` rows are the reference that the contract is profiled from, exactly as
+`mlops init` / `mlops expectations init` profile it (the project's default tolerances), and the
+rest is cut into later batches of up to 1,000 rows. Then, against that contract:
+
+- clean: every later batch, as it is (goal: 0 rejected);
+- corrupt: one later batch broken in each way of the contract tests' list (missing, extra or
+  retyped column, unseen category, x10, /1000, C->F, a null-rate jump, a batch of copies, an empty
+  batch, an infinite value, an unseen label): goal: each refused;
+- shifted: one later batch moved by a realistic amount (a numeric feature +25%, shifted by half
+  its standard deviation, its top 5% stretched by half, and a categorical feature's mix turned
+  around): goal: each accepted, so that monitoring judges it as drift and retraining learns it.
+
+Label review: 5% of the labels of each classification table flipped at known rows, reviewed with
+the project's default reviewer exactly as the training flow does: precision and recall (goal
+precision >= 0.8 and recall >= 0.6).
+
+Run with `make bench-contract`. The figures describe the contract as it is; issue 14 sets the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tables  # the sibling module, found from any working directory
+
+from components.config import PipelineConfig
+from components.contract import Validator, profile_from_config
+from components.label_review import LabelReviewError, review_labels
+from components.prepare import infer_feature_spec
+from components.simulate import ID_COLUMN, TARGET, generate_batches
+from components.tasks import task_named
+from components.train import build_model, config_for_family, families_of
+
+SIZES = (500, 2_000, 20_000)
+BATCH_ROWS = 1_000
+MAX_CLEAN_BATCHES = 10
+NOISE = 0.05
+GOAL_PRECISION, GOAL_RECALL = 0.8, 0.6
+DEFAULT_TABLES = ("arrests", "loanapp", "seattle_weather", "happiness", "nyc_weather", "census2000")
+UNSEEN = "zz-never-seen"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    task: str
+    target: str
+    frame: pd.DataFrame
+    id_column: str | None = None
+
+
+@dataclass
+class Outcome:
+    source: str
+    size: int
+    clean: tuple[int, int] = (0, 0)  # rejected, tried
+    clean_reasons: list[str] = field(default_factory=list)
+    corrupt_missed: list[str] = field(default_factory=list)
+    corrupt_tried: int = 0
+    shift_rejected: list[str] = field(default_factory=list)
+    shift_tried: int = 0
+    seconds: float = 0.0
+
+
+def _sources(names: list[str], seed: int) -> list[Source]:
+    found = []
+    for name in names:
+        if name == "loans":
+            batches = generate_batches(8, 5_000, seed=seed)
+            frame = pd.concat([b.frame for b in batches], ignore_index=True)
+            found.append(Source("loans", "binary", TARGET, frame, ID_COLUMN))
+            continue
+        table = tables.find(name)
+        frame = tables.load(table).drop(columns=list(table.drop), errors="ignore")
+        found.append(Source(name, table.task, table.target, frame))
+    return found
+
+
+def _config(source: Source) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {"task": source.task, "data": {"name": source.name, "target": source.target, "id_column": source.id_column}}
+    )
+
+
+def _roles(source: Source, frame: pd.DataFrame) -> tuple[str | None, str | None]:
+    """A complete numeric feature with a nonzero median, and a categorical feature of a few values."""
+    features = [c for c in frame.columns if c not in (source.target, source.id_column)]
+    numeric = [
+        c
+        for c in features
+        if pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+        and frame[c].notna().all()
+        and frame[c].nunique() > 20
+        and frame[c].median() != 0
+    ]
+    categorical = [
+        c
+        for c in features
+        if not pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_datetime64_any_dtype(frame[c])
+        and 2 <= frame[c].nunique() <= 30
+    ]
+    return (numeric[0] if numeric else None), (categorical[0] if categorical else None)
+
+
+def _corruptions(source: Source, num: str | None, cat: str | None) -> dict[str, Callable[[pd.DataFrame], pd.DataFrame]]:
+    cases: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+        "extra column": lambda f: f.assign(channel="web"),
+        "batch of copies": lambda f: pd.concat([f, f], ignore_index=True),
+        "empty batch": lambda f: f.head(0),
+    }
+    if num is not None:
+        cases |= {
+            "missing column": lambda f: f.drop(columns=[num]),
+            "numbers as text": lambda f: f.astype({num: str}),
+            "x10": lambda f: f.assign(**{num: f[num] * 10}),
+            "/1000": lambda f: f.assign(**{num: f[num] / 1000}),
+            "C->F": lambda f: f.assign(**{num: f[num] * 1.8 + 32}),
+            "null-rate jump": lambda f: f.assign(**{num: f[num].mask(np.arange(len(f)) < len(f) // 2)}),
+            "infinite value": lambda f: f.assign(
+                **{num: f[num].astype("float64").mask(np.arange(len(f)) == 0, np.inf)}
+            ),
+        }
+    if cat is not None:
+        cases["unseen category"] = lambda f: f.assign(
+            **{cat: f[cat].astype(object).mask(np.arange(len(f)) < 5, UNSEEN)}
+        )
+    if source.task != "regression":
+
+        def unseen_label(f: pd.DataFrame) -> pd.DataFrame:
+            labels = f[source.target].astype(object).copy()
+            labels.iloc[0] = UNSEEN if labels.map(type).eq(str).any() else 987654
+            return f.assign(**{source.target: labels})
+
+        cases["unseen label"] = unseen_label
+    return cases
+
+
+def _shifts(
+    num: str | None, cat: str | None, reference: pd.DataFrame, pool: pd.DataFrame, seed: int
+) -> dict[str, Callable[[pd.DataFrame], pd.DataFrame]]:
+    cases: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {}
+    if num is not None:
+        std = float(reference[num].std())
+        cases |= {
+            "+25%": lambda f: f.assign(**{num: f[num] * 1.25}),
+            "+0.5 sd": lambda f: f.assign(**{num: f[num] + 0.5 * std}),
+            "top 5% x1.5": lambda f: f.assign(**{num: f[num].where(f[num] < f[num].quantile(0.95), f[num] * 1.5)}),
+        }
+    if cat is not None:
+
+        def mix(f: pd.DataFrame) -> pd.DataFrame:
+            # The categories' shares turned around (the rarest becomes the most frequent): distinct
+            # later rows drawn with weights, so that the batch holds no copies.
+            share = pool[cat].map(1.0 / pool[cat].value_counts(normalize=True)).fillna(1.0)
+            return pool.sample(n=min(len(f), len(pool)), weights=share, random_state=seed).reset_index(drop=True)
+
+        cases["category mix"] = mix
+    return cases
+
+
+def run_source(source: Source, size: int, validator: Validator, seed: int) -> Outcome:
+    started = time.perf_counter()
+    frame = source.frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    reference, rest = frame.iloc[:size], frame.iloc[size:].reset_index(drop=True)
+    suite = profile_from_config(reference, f"bench_{source.name}_{size}", _config(source), task=source.task)
+    outcome = Outcome(source.name, size)
+    batches = [rest.iloc[i : i + BATCH_ROWS] for i in range(0, len(rest), BATCH_ROWS)]
+    batches = [b for b in batches if len(b) >= BATCH_ROWS // 2][:MAX_CLEAN_BATCHES]
+    rejected = 0
+    for batch in batches:
+        report = validator.validate(batch.reset_index(drop=True), suite, data_docs=False)
+        if not report.success:
+            rejected += 1
+            outcome.clean_reasons += [f"{f.expectation}({f.column})" for f in report.failures]
+    outcome.clean = (rejected, len(batches))
+    probe = batches[0].reset_index(drop=True)
+    num, cat = _roles(source, reference)
+    for name, corrupt in _corruptions(source, num, cat).items():
+        outcome.corrupt_tried += 1
+        if validator.validate(corrupt(probe), suite, data_docs=False).success:
+            outcome.corrupt_missed.append(name)
+    for name, shift in _shifts(num, cat, reference, rest, seed).items():
+        outcome.shift_tried += 1
+        report = validator.validate(shift(probe), suite, data_docs=False)
+        if not report.success:
+            outcome.shift_rejected.append(
+                f"{name}: " + ", ".join(f"{f.expectation}({f.column})" for f in report.failures)
+            )
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def review(source: Source, seed: int, rows: int = 20_000) -> dict[str, float] | str:
+    """Flip 5% of the labels at known rows and review them as the training flow does."""
+    frame = source.frame.dropna(subset=[source.target])
+    frame = frame.sample(n=min(rows, len(frame)), random_state=seed).reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    classes = np.array(sorted(frame[source.target].unique()))
+    flipped = rng.choice(len(frame), size=round(NOISE * len(frame)), replace=False)
+    labels = frame[source.target].to_numpy().copy()
+    for row in flipped:
+        labels[row] = rng.choice(classes[classes != labels[row]])
+    frame[source.target] = labels
+    config = _config(source)
+    task = task_named(source.task)
+    reviewer = config_for_family(config.model, config.label_review.estimator or families_of(config.model, task)[0])
+    spec = infer_feature_spec(frame, source.target, source.id_column)
+    X = frame.loc[:, list(spec.features)]
+    started = time.perf_counter()
+    try:
+        found = review_labels(
+            build_model(spec, reviewer, seed, None, task),
+            X,
+            frame[source.target],
+            folds=config.label_review.folds,
+            seed=seed,
+            max_rows=config.label_review.max_rows,
+        )
+    except LabelReviewError as exc:
+        return str(exc)
+    flagged = set(found.issues["row"].tolist())
+    hits = len(flagged & set(flipped.tolist()))
+    return {
+        "rows": len(frame),
+        "reviewer": reviewer.estimator,
+        "flagged": len(flagged),
+        "precision": hits / max(len(flagged), 1),
+        "recall": hits / max(len(flipped), 1),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", default=",".join((*DEFAULT_TABLES, "loans")), help="comma-separated names")
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-labels", action="store_true", help="skip the label-review part")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    sources = _sources(args.tables.split(","), args.seed)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory() as gx:
+        validator = Validator(Path(gx), data_docs=False)
+        for source in sources:
+            for size in sizes:
+                if len(source.frame) < size + BATCH_ROWS:
+                    continue
+                outcome = run_source(source, size, validator, args.seed)
+                outcomes.append(outcome)
+                refused = outcome.corrupt_tried - len(outcome.corrupt_missed)
+                accepted = outcome.shift_tried - len(outcome.shift_rejected)
+                print(
+                    f"{source.name} ({len(source.frame):,} rows), reference {size:,}: clean rejected "
+                    f"{outcome.clean[0]}/{outcome.clean[1]}, corrupt refused {refused}/{outcome.corrupt_tried}, "
+                    f"shifts accepted {accepted}/{outcome.shift_tried} ({outcome.seconds:.0f} s)",
+                    flush=True,
+                )
+    print(f"\n{'table':<16}{'reference':>10}{'clean rejected':>16}{'corrupt refused':>17}{'shifts accepted':>17}")
+    print("-" * 76)
+    for o in outcomes:
+        print(
+            f"{o.source:<16}{o.size:>10,}{f'{o.clean[0]} of {o.clean[1]}':>16}"
+            f"{f'{o.corrupt_tried - len(o.corrupt_missed)} of {o.corrupt_tried}':>17}"
+            f"{f'{o.shift_tried - len(o.shift_rejected)} of {o.shift_tried}':>17}"
+        )
+    print()
+    for o in outcomes:
+        if o.clean_reasons:
+            print(f"{o.source} @ {o.size:,}: clean batches failed on {', '.join(sorted(set(o.clean_reasons)))}")
+        if o.corrupt_missed:
+            print(f"{o.source} @ {o.size:,}: corruption let through: {', '.join(o.corrupt_missed)}")
+        for shift in o.shift_rejected:
+            print(f"{o.source} @ {o.size:,}: shift refused as corrupt: {shift}")
+    clean = sum(o.clean[0] for o in outcomes)
+    missed = sum(len(o.corrupt_missed) for o in outcomes)
+    refused = sum(len(o.shift_rejected) for o in outcomes)
+    print(
+        f"\nclean batches rejected: {clean} (goal 0: {'met' if clean == 0 else 'NOT met'}); "
+        f"corruption let through: {missed} (goal 0: {'met' if missed == 0 else 'NOT met'}); "
+        f"shifts refused: {refused} (goal 0: {'met' if refused == 0 else 'NOT met'})"
+    )
+    if args.no_labels:
+        return
+    print(f"\nlabel review, {NOISE:.0%} of labels flipped at known rows, the default reviewer:")
+    for source in sources:
+        if source.task == "regression":
+            continue
+        result = review(source, args.seed)
+        if isinstance(result, str):
+            print(f"  {source.name}: skipped: {result}")
+            continue
+        met = result["precision"] >= GOAL_PRECISION and result["recall"] >= GOAL_RECALL
+        print(
+            f"  {source.name} ({result['rows']:,} rows, {result['reviewer']}): flagged {result['flagged']}, "
+            f"precision {result['precision']:.2f}, recall {result['recall']:.2f} "
+            f"(goal >= {GOAL_PRECISION} and >= {GOAL_RECALL}: {'met' if met else 'NOT met'}; {result['seconds']:.0f} s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
