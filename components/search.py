@@ -482,25 +482,26 @@ def run_search(
     sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=task.classification and not by_time)
     _check_folds(sample.y, config.cv_folds, task)
     repeats = 1 if by_time else cv_repeats(config, len(sample.X))
+
+    def score(params: dict[str, Any], number: int, fold_seed: int) -> TrialResult:
+        return cross_validate_params(
+            model_factory,
+            params,
+            sample.X,
+            sample.y,
+            metric=metric,
+            folds=config.cv_folds,
+            seed=fold_seed,
+            number=number,
+            task=task,
+            by_time=by_time,
+            repeats=repeats,
+        )
+
     if evaluate_batch is None:
 
         def evaluate_batch(batch: list[tuple[int, dict[str, Any]]]) -> list[TrialResult]:
-            return [
-                cross_validate_params(
-                    model_factory,
-                    params,
-                    sample.X,
-                    sample.y,
-                    metric=metric,
-                    folds=config.cv_folds,
-                    seed=seed,
-                    number=n,
-                    task=task,
-                    by_time=by_time,
-                    repeats=repeats,
-                )
-                for n, params in batch
-            ]
+            return [score(params, n, seed) for n, params in batch]
 
     # One study per family, asked in turn: each family gets an equal share of the budget (a shared study
     # with the family as a parameter spent it on whichever family led early and left the other untuned).
@@ -555,7 +556,8 @@ def run_search(
         optuna.logging.set_verbosity(verbosity)
     best = _best(results, metric, config.selection)
     if many and (config.ensemble == "always" or (config.ensemble == "auto" and len(sample.X) < config.small_rows)):
-        finals = _final_comparison(results, metric, families, model_factory, sample, config, seed, task, repeats)
+        # A few cheap fits on a small table: scored here, on folds the search never used.
+        finals = _final_comparison(results, metric, families, lambda params, n: score(params, n, seed + 1))
         results += finals
         for result in finals:
             if on_trial is not None:
@@ -574,14 +576,10 @@ def _final_comparison(
     results: list[TrialResult],
     metric: str,
     families: list[_Family],
-    model_factory: ModelFactory,
-    sample: Sample,
-    config: SearchConfig,
-    seed: int,
-    task: Task,
-    repeats: int,
+    score: Callable[[dict[str, Any], int], TrialResult],
 ) -> list[TrialResult]:
-    """Each family's defaults and best trial, and the ensembles of each, scored again on fresh folds.
+    """Each family's defaults and best trial, and the ensembles of each, scored again by `score`
+    (params, trial number) on fresh folds.
 
     The search's winner was picked on the same folds as every other trial, so its score is the luckiest
     of many, and on a few hundred rows tuned params fit those folds more than the data; scored on new
@@ -607,24 +605,7 @@ def _final_comparison(
         if params not in candidates:
             candidates.append(params)
     first = len(results)
-    return [
-        replace(
-            cross_validate_params(
-                model_factory,
-                params,
-                sample.X,
-                sample.y,
-                metric=metric,
-                folds=config.cv_folds,
-                seed=seed + 1,  # fresh folds
-                number=first + offset,
-                task=task,
-                repeats=repeats,
-            ),
-            stage="final",
-        )
-        for offset, params in enumerate(candidates)
-    ]
+    return [replace(score(params, first + offset), stage="final") for offset, params in enumerate(candidates)]
 
 
 def out_of_fold_proba(model: Any, X: pd.DataFrame, y: pd.Series, *, folds: int, seed: int) -> np.ndarray:
