@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -145,7 +146,7 @@ def _corruptions(source: Source, num: str | None, cat: str | None) -> dict[str, 
 
         def unseen_label(f: pd.DataFrame) -> pd.DataFrame:
             labels = f[source.target].astype(object).copy()
-            labels.iloc[0] = UNSEEN if labels.map(type).eq(str).any() else 987654
+            labels.iloc[0] = UNSEEN if any(isinstance(v, str) for v in labels) else 987654
             return f.assign(**{source.target: labels})
 
         cases["unseen label"] = unseen_label
@@ -207,7 +208,7 @@ def run_source(source: Source, size: int, validator: Validator, seed: int) -> Ou
     return outcome
 
 
-def review(source: Source, seed: int, rows: int = 20_000) -> dict[str, float] | str:
+def review(source: Source, seed: int, rows: int = 20_000) -> dict[str, Any] | str:
     """Flip 5% of the labels at known rows and review them as the training flow does."""
     frame = source.frame.dropna(subset=[source.target])
     frame = frame.sample(n=min(rows, len(frame)), random_state=seed).reset_index(drop=True)
@@ -312,7 +313,7 @@ def main() -> None:
         print(
             f"  {source.name} ({result['rows']:,} rows, {result['reviewer']}): flagged {result['flagged']}, "
             f"precision {result['precision']:.2f}, recall {result['recall']:.2f} "
-            f"(goal >= {GOAL_PRECISION} and >= {GOAL_RECALL}: {'met' if met else 'NOT met'}; {result['seconds']:.0f} s)"
+            f"(goal >= {GOAL_PRECISION} and >= {GOAL_RECALL}: {'met' if met else 'NOT met'}; {result['seconds']:.1f} s)"
         )
 
 

@@ -122,8 +122,7 @@ def main() -> None:
         task=task,
         by_time=split.by_time,
     )
-    best = dict(result.best_params)
-    chosen = member_configs(model_config, best if many else {"estimator": families[0], **best})
+    chosen = member_configs(model_config, result.best_params, families[0])
     final = fit_final_model(
         split.X_train,
         split.y_train,

@@ -151,10 +151,13 @@ def build_model(
 ENSEMBLE = "ensemble"
 
 
-def member_configs(config: ModelConfig, params: dict[str, Any]) -> tuple[ModelConfig, ...]:
-    """The configs a search's chosen params stand for: one family's, or each member's of an ensemble."""
+def member_configs(config: ModelConfig, params: dict[str, Any], family: str | None = None) -> tuple[ModelConfig, ...]:
+    """The configs a search's chosen params stand for: one family's, or each member's of an ensemble.
+
+    A one-family search leaves `estimator` out of its params: `family` names it then.
+    """
     params = dict(params)
-    family = params.pop("estimator", None)
+    family = params.pop("estimator", family)
     if family == ENSEMBLE:
         return tuple(m for member in params["members"] for m in member_configs(config, member))
     base = config if family is None else config_for_family(config, family)

@@ -630,7 +630,7 @@ def status(
         )
     out.print(table)
     out.print(
-        f"settings: {_shown(project.models_dir, project.root)}/<model>.yaml (ad hoc: project defaults only); "
+        f"settings: {_shown(project.models_dir, project.root)}/<model>.yaml (ad hoc: project defaults only)\n"
         "every metric: mlops status --json",
         style="dim",
         highlight=False,

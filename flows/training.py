@@ -548,9 +548,7 @@ def select_model_task(
         result = run(None)
     best = result.best
     params = dict(result.best_params)
-    if not many:
-        params = {"estimator": families[0], **params}
-    members = member_configs(model, params)
+    members = member_configs(model, params, families[0])
     family = describe_members(members)
     params.pop("estimator", None)
     registry.log_dict(run_id, result.as_dict(), "search/trials.json")
