@@ -33,6 +33,7 @@ from components.train import (
     fit_final_model,
     member_configs,
     model_factory,
+    review_candidates,
     with_class_weight,
 )
 from components.workspace import Workspace
@@ -96,13 +97,15 @@ def main() -> None:
     families = families_of(config.model, task)
     review = config.label_review
     review_labels(
-        build_model(spec, config_for_family(config.model, families[0]), seed, task=task),
+        {name: build_model(spec, member, seed, task=task) for name, member in review_candidates(config, task).items()},
         split.X_train,
         split.y_train,
         folds=review.folds,
         seed=seed,
         max_rows=review.max_rows,
         regression=not task.classification,
+        target_precision=review.target_precision,
+        error_rate=review.error_rate,
     )
     model_config = with_class_weight(config.model, split.y_train, task)
     metric = task.metric_for(config.promotion.metric)

@@ -36,7 +36,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -48,12 +48,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from components import contract
 from components.prepare import MISSING_TOKENS, numbers_from_text
+from components.rows import Family, RowContract, as_floats, compile_contract, find_problems
 from components.scoring import InputError, ModelSchema, predict_frame
 
 OnInvalid = Literal["fail", "reject"]
-Family = Literal["numeric", "text", "boolean", "datetime"]
 FileFormat = Literal["parquet", "csv"]
 
 INPUT_ROW = "input_row"  # a row's position in the input file, 0 for the first data row
@@ -90,19 +89,6 @@ ERROR_EXAMPLES = 3
 # made writing the output twice as slow, and the file larger.
 OUTPUT_DICTIONARY_COLUMNS = ["prediction", "model_version", "scored_at"]
 
-ROW_CHECKS = {
-    "expect_column_values_to_not_be_null": "not_null",
-    "expect_column_values_to_be_between": "between",
-    "expect_column_values_to_be_in_set": "in_set",
-    "expect_column_values_to_not_be_in_set": "not_in_set",
-}
-# Checked against what the model needs instead: a scoring file has no target and may carry extra columns.
-FILE_CHECKS = {
-    "expect_column_to_exist",
-    "expect_column_values_to_be_in_type_list",
-    "expect_table_columns_to_match_ordered_list",
-}
-
 
 class InvalidInput(InputError):
     """The file cannot be scored: unreadable, a needed column missing, or a column of the wrong type."""
@@ -114,112 +100,6 @@ class InvalidRows(InvalidInput):
 
 class ScoringStopped(RuntimeError):
     """Another partition failed, so this one stopped early."""
-
-
-# ----------------------------------------------------------------------------- the contract, per row
-
-
-@dataclass(frozen=True)
-class RowRule:
-    """One expectation on column values, checked on every row."""
-
-    column: str
-    check: str  # not_null | between | in_set | not_in_set
-    expectation: str
-    min_value: float | None = None
-    max_value: float | None = None
-    strict_min: bool = False
-    strict_max: bool = False
-    value_set: tuple[Any, ...] = ()
-
-    def describe(self) -> str:
-        if self.check == "between":
-            low = "-inf" if self.min_value is None else f"{self.min_value:g}"
-            high = "inf" if self.max_value is None else f"{self.max_value:g}"
-            return f"{self.expectation}{'(' if self.strict_min else '['}{low}, {high}{')' if self.strict_max else ']'}"
-        return self.expectation
-
-
-@dataclass(frozen=True)
-class RowContract:
-    """What of a suite scoring checks per row, and what it leaves out (with why)."""
-
-    suite: str | None
-    rules: tuple[RowRule, ...] = ()
-    families: Mapping[str, Family] = field(default_factory=dict)  # column -> type family of the suite
-    skipped: tuple[str, ...] = ()
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(rule.column for rule in self.rules))
-
-
-def type_family(type_list: Sequence[str]) -> Family | None:
-    """The family of a suite's `type_list` (see `components.contract`), None when it names none we know."""
-    names = set(type_list)
-    if names & set(contract.NUMERIC_TYPES):
-        return "numeric"
-    if names & set(contract.BOOL_TYPES):
-        return "boolean"
-    if names & set(contract.DATETIME_TYPES):
-        return "datetime"
-    if names & set(contract.TEXT_TYPES):
-        return "text"
-    return None
-
-
-def compile_contract(
-    suite: Mapping[str, Any] | None,
-    columns: Sequence[str],
-    *,
-    required: Sequence[str] = (),
-    target: str | None = None,
-) -> RowContract:
-    """The row-level part of a suite for a file with `columns`; `required` columns are never skipped."""
-    if suite is None:
-        return RowContract(suite=None)
-    present = set(columns) | set(required)
-    rules: list[RowRule] = []
-    families: dict[str, Family] = {}
-    skipped: list[str] = []
-    for expectation in suite.get("expectations", []):
-        kind = str(expectation.get("type"))
-        kwargs = expectation.get("kwargs") or {}
-        column = kwargs.get("column")
-        label = f"{kind}({column})" if column else kind
-        if column is not None and column == target:
-            skipped.append(f"{label}: the target, which scoring data does not have")
-            continue
-        if kind == "expect_column_values_to_be_in_type_list":
-            family = type_family(kwargs.get("type_list") or ())
-            if column is not None and family is not None:
-                families[column] = family
-            continue
-        if kind in FILE_CHECKS:
-            continue  # required columns are the model's and the id; extra columns and their order do not matter
-        if column is not None and column not in present:
-            skipped.append(f"{label}: column not in the file, and the model does not need it")
-            continue
-        check = ROW_CHECKS.get(kind)
-        mostly = kwargs.get("mostly")
-        if check is None or column is None:
-            skipped.append(f"{label}: describes the whole batch, not a row (left to monitoring)")
-        elif mostly is not None and float(mostly) < 1:
-            skipped.append(f"{label}: 'mostly' bounds a share of the batch, not a row (left to monitoring)")
-        else:
-            rules.append(
-                RowRule(
-                    column=column,
-                    check=check,
-                    expectation=kind,
-                    min_value=None if kwargs.get("min_value") is None else float(kwargs["min_value"]),
-                    max_value=None if kwargs.get("max_value") is None else float(kwargs["max_value"]),
-                    strict_min=bool(kwargs.get("strict_min", False)),
-                    strict_max=bool(kwargs.get("strict_max", False)),
-                    value_set=tuple(kwargs.get("value_set") or ()),
-                )
-            )
-    return RowContract(suite=str(suite.get("name")), rules=tuple(rules), families=families, skipped=tuple(skipped))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -665,43 +545,6 @@ def _typed(values: pa.Array, target: pa.DataType | None) -> tuple[pa.Array, np.n
         return _fallback_cast(values, target)
 
 
-def _floats(values: pa.Array) -> np.ndarray:
-    """float64 values with NaN for nulls."""
-    if not pa.types.is_floating(values.type):
-        values = pc.cast(values, pa.float64(), safe=False)
-    return np.asarray(values.to_numpy(zero_copy_only=False), dtype="float64")
-
-
-def _violations(rule: RowRule, values: pa.Array, not_a_value: np.ndarray | None) -> np.ndarray:
-    """Rows breaking the rule. Like GX, only the null check looks at missing values."""
-    if rule.check == "not_null":
-        missing = pc.is_null(values, nan_is_null=True).to_numpy(zero_copy_only=False)
-        return np.asarray(missing & ~not_a_value if not_a_value is not None else missing, dtype=bool)
-    if rule.check == "between":
-        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
-            return np.zeros(len(values), dtype=bool)  # non-numeric bounds are not checked per row
-        numbers = _floats(values)
-        with np.errstate(invalid="ignore"):
-            bad = np.zeros(len(numbers), dtype=bool)
-            if rule.min_value is not None:
-                bad |= numbers <= rule.min_value if rule.strict_min else numbers < rule.min_value
-            if rule.max_value is not None:
-                bad |= numbers >= rule.max_value if rule.strict_max else numbers > rule.max_value
-        return bad
-    present = ~pc.is_null(values, nan_is_null=True).to_numpy(zero_copy_only=False)
-    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
-        allowed = [float(v) for v in rule.value_set if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        member = np.isin(_floats(values), np.asarray(allowed, dtype="float64"))
-    else:
-        try:
-            value_set = pa.array(list(rule.value_set)).cast(values.type)
-            member = pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            member = pd.Series(values.to_pandas()).isin(list(rule.value_set)).to_numpy()
-    outside = ~np.asarray(member, dtype=bool)
-    return present & (outside if rule.check == "in_set" else ~outside)
-
-
 @dataclass(frozen=True)
 class _Checked:
     arrays: dict[str, pa.Array]  # typed view of each used column
@@ -728,27 +571,8 @@ def _check_rows(plan: ScoringPlan, batch: pa.RecordBatch) -> _Checked:
         if bad is not None and bad.any():
             unreadable[column] = bad
             problems.append((bad, f"{column}: {_type_problem(target)}", raw))
-    for rule in plan.contract.rules:
-        values = arrays.get(rule.column)
-        if values is None:
-            continue
-        bad = _violations(rule, values, unreadable.get(rule.column))
-        if bad.any():
-            shown = None if rule.check == "not_null" else values
-            problems.append((bad, f"{rule.column}: {rule.describe()}", shown))
-    if not problems:
-        return _Checked(arrays, None, [])
-    invalid = np.logical_or.reduce([mask for mask, _, _ in problems])
-    rows = np.flatnonzero(invalid)
-    slot = np.full(len(invalid), -1, dtype=np.int64)
-    slot[rows] = np.arange(len(rows))
-    notes: list[list[str]] = [[] for _ in rows]
-    for mask, text, shown in problems:
-        where = np.flatnonzero(mask)
-        values = shown.take(pa.array(where)).to_pylist() if shown is not None else [None] * len(where)
-        for row, value in zip(where, values, strict=True):
-            notes[slot[row]].append(text if shown is None else f"{text}, got {value!r}")
-    return _Checked(arrays, invalid, ["; ".join(n) for n in notes])
+    check = find_problems(plan.contract.rules, arrays, problems, unreadable)
+    return _Checked(arrays, check.invalid, check.reasons)
 
 
 # ----------------------------------------------------------------------------- scoring a partition
@@ -771,7 +595,7 @@ def _frame(plan: ScoringPlan, arrays: Mapping[str, pa.Array], keep: pa.Array | N
     data: dict[str, Any] = {}
     for column in plan.schema.columns:
         values = arrays[column] if keep is None else arrays[column].filter(keep)
-        data[column] = _floats(values) if column in plan.schema.numeric else values.to_pandas()
+        data[column] = as_floats(values) if column in plan.schema.numeric else values.to_pandas()
     return pd.DataFrame(data)
 
 

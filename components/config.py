@@ -66,7 +66,8 @@ class ValidationConfig(_Section):
         default=0.02,
         ge=0,
         le=1,
-        description="Absolute slack on a column's null rate; a column that had no nulls must have none.",
+        description="Absolute slack on a column's null rate (which also widens with the reference's sampling "
+        "uncertainty); a column that had no nulls in enough rows must have none.",
     )
     null_rate_factor: float = Field(
         default=1.5, ge=1, description="A column's null rate may grow to this multiple of the reference's (+ slack)."
@@ -76,6 +77,21 @@ class ValidationConfig(_Section):
         ge=0,
         le=1,
         description="Share of rows that may take part in duplicated ids (curation removes them); more is rejected.",
+    )
+    min_evidence_rows: int = Field(
+        default=300,
+        ge=1,
+        description="'Never negative' and 'never null' are inferred from a sample only when it holds at least this "
+        "many rows (none seen in n rows puts the rate below 3/n at 95% confidence); a smaller sample gets a lower "
+        "bound below its minimum and a null rate it may reach instead. Declare them in the suite to be sure.",
+    )
+    max_bad_row_share: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Rows breaking a row rule (an impossible value, a category never seen, a null where the contract "
+        "allows none, an unknown label) are set aside to quarantine with their reasons while the rest of the batch "
+        "is used; a batch with a larger share of such rows is rejected whole.",
     )
     min_rows_fraction: float = Field(
         default=0.01, ge=0, le=1, description="Row-count floor: this fraction of the reference rows (at least 1)."
@@ -117,8 +133,22 @@ class LabelReviewConfig(_Section):
     folds: int = Field(default=5, ge=2, le=20, description="Cross-validation folds for out-of-fold probabilities.")
     estimator: EstimatorName | None = Field(
         default=None,
-        description="Model family that produces the out-of-fold probabilities (default: model.estimator); "
-        "a flexible one (hist_gradient_boosting) finds more mistakes when the served model is linear.",
+        description="The one model family that reviews; by default each searched family and their average are "
+        "tried and the one that best finds labels replaced at known rows reviews.",
+    )
+    target_precision: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Flag rows down to the deepest cut whose estimated precision reaches this; a table where no "
+        "cut gets there has nothing flagged (its labels are too ambiguous to review).",
+    )
+    error_rate: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="The share of wrong labels the precision estimate assumes (a lower rate makes each flag "
+        "less likely right, so fewer rows are flagged).",
     )
     max_rows: int = Field(
         default=200_000,
@@ -134,6 +164,13 @@ class SplitConfig(_Section):
         description="random: a seeded split (stratified for classes); time: the most recent rows (by "
         "`data.time_column`) are held out and the search's folds move forward in time, so promotion is "
         "judged on the newest data.",
+    )
+    refit: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="After the gate has judged the candidate on the held-out rows, register it refitted (same "
+        "configuration) on every labeled row: auto below `search.small_rows` training rows, where the held-out "
+        "fifth is data the model needs. The gate's evidence stays that of the model fitted without the "
+        "held-out rows, and later gates compare against that model too.",
     )
 
 

@@ -34,6 +34,10 @@ MAX_CATEGORIES = 50
 # `mlops expectations diff` ignores bounds that widen by less than this share of their width.
 DIFF_SLACK = 0.05
 MIN_DISTINCT_FOR_MEDIAN = 10
+UNIT_IQRS = 1.0  # a batch median beyond the quartiles +- this many IQRs is a unit change, not drift
+INFERRED, DECLARED = "inferred", "declared"
+DRIFT_CHECKS = {"range", "center"}  # failing these is drift for monitoring to judge, not a reason to refuse a batch
+OPEN_SET_SHARE = 0.01  # one-off categories at least this share of the reference: new ones are expected
 INT_TYPES = [
     "int8",
     "int16",
@@ -73,6 +77,7 @@ class Failure:
     message: str
     observed: Any = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    severity: str = "break"  # break: the batch is refused; drift: monitoring's to judge
 
 
 @dataclass(frozen=True)
@@ -85,21 +90,51 @@ class ValidationReport:
     failures: tuple[Failure, ...]
     docs_url: str | None = None
 
+    @property
+    def breaks(self) -> tuple[Failure, ...]:
+        return tuple(f for f in self.failures if f.severity != "drift")
+
+    @property
+    def drift(self) -> tuple[Failure, ...]:
+        return tuple(f for f in self.failures if f.severity == "drift")
+
+    @property
+    def judgement(self) -> str:
+        """corrupt (refused), drift (used, and monitoring judges the shift) or clean."""
+        return "corrupt" if self.breaks else "drift" if self.drift else "clean"
+
+    @property
+    def why(self) -> str:
+        if self.breaks:
+            kinds = sorted({f.expectation.removeprefix("expect_") for f in self.breaks})
+            return "refused as corrupt: it breaks " + ", ".join(kinds)
+        if self.drift:
+            columns = sorted({str(f.column) for f in self.drift})
+            return (
+                f"judged as drift: values of {', '.join(columns)} beyond the reference's range, while units, "
+                "types, columns and hard bounds hold; monitoring judges the shift"
+            )
+        return "clean"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "suite": self.suite,
             "success": self.success,
+            "judgement": self.judgement,
+            "why": self.why,
             "evaluated_expectations": self.evaluated,
-            "failed_expectations": [asdict(f) for f in self.failures],
+            "failed_expectations": [asdict(f) for f in self.breaks],
+            "drift": [asdict(f) for f in self.drift],
             "docs_url": self.docs_url,
         }
 
     def summary(self) -> str:
+        drift = [f"  ~ {failure.message} (drift)" for failure in self.drift]
         if self.success:
-            return f"suite {self.suite!r}: all {self.evaluated} expectations passed"
-        lines = [f"suite {self.suite!r}: {len(self.failures)} of {self.evaluated} expectations failed"]
-        lines += [f"  - {failure.message}" for failure in self.failures]
-        return "\n".join(lines)
+            return "\n".join([f"suite {self.suite!r}: all {self.evaluated - len(drift)} checks passed", *drift])
+        lines = [f"suite {self.suite!r}: {len(self.breaks)} of {self.evaluated} expectations failed ({self.why})"]
+        lines += [f"  - {failure.message}" for failure in self.breaks]
+        return "\n".join(lines + drift)
 
 
 class DataRejected(Exception):
@@ -140,11 +175,23 @@ def _type_family(series: pd.Series) -> list[str]:
     return TEXT_TYPES
 
 
-def _expectation(kind: str, meta_kind: str | None = None, observed: Any = None, **kwargs: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"check": meta_kind} if meta_kind else {}
+def _expectation(
+    kind: str, meta_kind: str | None = None, observed: Any = None, evidence: str | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    # Profiled expectations are inferred; one a person writes (or edits and marks) is declared.
+    meta: dict[str, Any] = {"origin": INFERRED}
+    if meta_kind:
+        meta["check"] = meta_kind
     if observed is not None:
         meta["observed"] = _plain(observed)  # what the reference showed; `diff` compares fresh data with it
+    if evidence:
+        meta["evidence"] = evidence
     return {"type": kind, "kwargs": {k: _plain(v) for k, v in kwargs.items()}, "meta": meta}
+
+
+def origin(expectation: dict[str, Any]) -> str:
+    """inferred (profiled from a sample) or declared (written or confirmed by a person)."""
+    return str((expectation.get("meta") or {}).get("origin") or DECLARED)
 
 
 def _round_bound(value: float, up: bool) -> float:
@@ -156,28 +203,46 @@ def _round_bound(value: float, up: bool) -> float:
     return float((math.ceil if up else math.floor)(value * scale) / scale)
 
 
-def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> list[dict[str, Any]]:
-    """Plausibility bounds (hard), a quantile-based range (soft, 1% may stray) and the median."""
+def _numeric_expectations(
+    column: str, values: pd.Series, tolerance: float, evidence_rows: int = 300
+) -> list[dict[str, Any]]:
+    """Plausibility bounds (hard, per row), a quantile-based range (drift) and the median (units).
+
+    Bounds widen with the sample's uncertainty: "never negative" needs `evidence_rows` values (a
+    smaller sample's lower bound is one span below its minimum), and the range's tolerance grows
+    as the sample shrinks, since its extreme quantiles rest on a handful of values.
+    """
     finite = values[np.isfinite(values.astype("float64"))].astype("float64")
     if finite.empty:
         return []
+    n = len(finite)
     low, high = float(finite.min()), float(finite.max())
     span = max(high - low, abs(high), 1e-9)
+    never_negative = low >= 0 and n >= evidence_rows
     q_low, q25, q75, q_high = (float(q) for q in finite.quantile([0.005, 0.25, 0.75, 0.995]))
     spread = q75 - q25 if q75 > q25 else (q_high - q_low if q_high > q_low else span)
-    soft_low, soft_high = q_low - tolerance * spread, q_high + tolerance * spread
-    if low >= 0:
+    widen = tolerance * max(1.0, math.sqrt(2000 / n))
+    soft_low, soft_high = q_low - widen * spread, q_high + widen * spread
+    if never_negative:
         soft_low = max(soft_low, 0.0)
+    if never_negative:
+        hard_low, evidence = 0.0, f"never negative in {n:,} rows"
+    elif low >= 0:
+        hard_low, evidence = low - span, f"{n:,} rows are too few to rule out negative values"
+    else:
+        hard_low, evidence = low - 10 * span, f"minimum {low:g} in {n:,} rows"
     result = [
         # Hard bounds catch infinities, sign flips and absurd magnitudes in any single row.
         _expectation(
             "expect_column_values_to_be_between",
             column=column,
-            min_value=_round_bound(0.0 if low >= 0 else low - 10 * span, up=False),
+            min_value=_round_bound(hard_low, up=False),
             max_value=_round_bound(high + 10 * span, up=True),
             meta_kind="plausible",
+            evidence=evidence,
         ),
-        # The 0.5%-99.5% quantiles widened by `tolerance` IQRs; a heavy tail may stray now and then.
+        # The 0.5%-99.5% quantiles widened by `tolerance` IQRs (more for a small sample): values
+        # beyond it in more than 1% of a batch are drift, which monitoring judges.
         _expectation(
             "expect_column_values_to_be_between",
             column=column,
@@ -189,11 +254,12 @@ def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> l
     ]
     if finite.nunique() >= MIN_DISTINCT_FOR_MEDIAN and q75 > q25:
         # A unit change (x10, /1000, C->F) moves the median far outside the reference's quartiles;
-        # drift moves it less. The bounds are the quartiles widened by `tolerance` IQRs (and, for a
-        # column that is never negative, no lower than a quarter of the first quartile), so that
-        # a drifted batch reaches monitoring and retraining instead of being rejected as corrupt.
+        # drift moves it less. The bounds are the quartiles widened by one IQR (and, for a column
+        # that is never negative, no lower than a quarter of the first quartile), so that a
+        # drifted batch reaches monitoring and retraining instead of being rejected as corrupt;
+        # the range check, drift's, is the one `tolerance` widens.
         iqr = q75 - q25
-        median_low = q25 - tolerance * iqr
+        median_low = q25 - UNIT_IQRS * iqr
         if low >= 0:
             median_low = max(median_low, q25 / 4)
         result.append(
@@ -201,18 +267,42 @@ def _numeric_expectations(column: str, values: pd.Series, tolerance: float) -> l
                 "expect_column_median_to_be_between",
                 column=column,
                 min_value=_round_bound(median_low, up=False),
-                max_value=_round_bound(q75 + tolerance * iqr, up=True),
+                max_value=_round_bound(q75 + UNIT_IQRS * iqr, up=True),
                 meta_kind="unit",
                 observed=round(float(finite.median()), 6),
             )
         )
+        q35, q65 = (float(q) for q in finite.quantile([0.35, 0.65]))
+        if q65 > q35:
+            # A batch's median outside the reference's 35%-65% quantiles: the distribution moved
+            # (a batch of 1,000 rows puts its median there by chance with odds below one in a million).
+            result.append(
+                _expectation(
+                    "expect_column_median_to_be_between",
+                    column=column,
+                    min_value=_round_bound(q35, up=False),
+                    max_value=_round_bound(q65, up=True),
+                    meta_kind="center",
+                )
+            )
     return result
 
 
-def _unique_share(repeated: pd.Series, tolerance: float) -> float | None:
+NATURAL_REPEATS = 0.01  # a reference with more repeated whole rows than this is coarse by nature
+
+
+def _unique_share(repeated: pd.Series, tolerance: float, coarse: bool = False) -> float | None:
     """`mostly` of a uniqueness expectation: the reference's own share of unrepeated rows, less the
-    tolerance (at most 1 - tolerance); None when that leaves nothing to check."""
-    share = min(1.0 - tolerance, float(1.0 - repeated.mean()) - tolerance)
+    tolerance (at most 1 - tolerance); None when that leaves nothing to check.
+
+    `coarse`: whole rows of few, coarse columns repeat by nature, and more of them the bigger the
+    batch, so a batch fails only when fewer than half as many of its rows are unique as in the
+    reference: a replayed extract, not a bigger one."""
+    unique = float(1.0 - repeated.mean())
+    if coarse and 1 - unique > NATURAL_REPEATS:
+        share = unique / 2 - tolerance
+    else:
+        share = min(1.0 - tolerance, unique - tolerance)
     return round(share, 4) if share > 0 else None
 
 
@@ -233,14 +323,56 @@ def _whole(value: Any) -> Any:
     return value
 
 
-def _null_expectation(column: str, null_rate: float, factor: float, slack: float) -> dict[str, Any] | None:
-    """A column that had no nulls must have none; otherwise its null rate may grow by `factor` plus `slack`."""
-    if null_rate == 0:
-        return _expectation("expect_column_values_to_not_be_null", column=column)
-    mostly = round(1.0 - min(1.0, null_rate * factor + slack), 4)
+def _null_expectation(
+    column: str, null_rate: float, factor: float, slack: float, rows: int, evidence_rows: int = 300
+) -> dict[str, Any] | None:
+    """A column with no nulls in `evidence_rows` or more must have none (a null is a broken row);
+    otherwise its null rate, widened by its sampling uncertainty (three standard errors; 3/n when
+    none were seen), may grow by `factor` plus `slack` in a batch."""
+    if null_rate == 0 and rows >= evidence_rows:
+        return _expectation(
+            "expect_column_values_to_not_be_null",
+            column=column,
+            meta_kind="complete",
+            evidence=f"no nulls in {rows:,} rows",
+        )
+    upper = 3 / rows if null_rate == 0 else null_rate + 3 * math.sqrt(null_rate * (1 - null_rate) / rows)
+    mostly = round(1.0 - min(1.0, upper * factor + slack), 4)
     if mostly <= 0:
         return None
-    return _expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly, meta_kind="null_rate")
+    return _expectation(
+        "expect_column_values_to_not_be_null",
+        column=column,
+        mostly=mostly,
+        meta_kind="null_rate",
+        observed=round(null_rate, 6),
+        evidence=f"{null_rate:.2%} null in {rows:,} rows",
+    )
+
+
+def _set_expectation(column: str, present: pd.Series, *, label: bool = False) -> dict[str, Any]:
+    """The values seen. A set where one-off values make up `OPEN_SET_SHARE` of the rows or more is
+    open: by the Good-Turing estimate about that share of new rows holds values never seen, so a
+    batch may hold up to three times as many (drift); otherwise a value never seen is a broken row."""
+    counts = present.value_counts()
+    values = sorted(_plain(v) for v in counts.index) if label else sorted(str(v) for v in counts.index)
+    unseen = float((counts == 1).sum() / max(len(present), 1))
+    if label or unseen < OPEN_SET_SHARE:
+        return _expectation(
+            "expect_column_values_to_be_in_set",
+            column=column,
+            value_set=values,
+            meta_kind="categories",
+            evidence=f"{len(values)} value(s) in {len(present):,} rows",
+        )
+    return _expectation(
+        "expect_column_values_to_be_in_set",
+        column=column,
+        value_set=values,
+        mostly=round(1 - min(0.5, 3 * unseen), 4),
+        meta_kind="open_set",
+        evidence=f"{len(values)} values in {len(present):,} rows, {unseen:.1%} of them seen once",
+    )
 
 
 def profile_suite(
@@ -258,8 +390,13 @@ def profile_suite(
     max_categories: int = MAX_CATEGORIES,
     task: str | None = None,
     time_column: str | None = None,
+    min_evidence_rows: int = 300,
 ) -> dict[str, Any]:
     """Derive a suite (GX's JSON structure) from reference data; people review and commit it.
+
+    Every expectation is marked `inferred` in its meta, with the evidence behind it where a reviewer
+    may want to tighten it (`declared` ones are a person's). Bounds widen with the sample's
+    uncertainty: see `_numeric_expectations`, `_null_expectation`, `_set_expectation`.
 
     The target's values are a set for classes, and ranges like any number for regression (`task`);
     its null rate follows the labels: rows may arrive before their label, up to `LABEL_NULL_SHARE`.
@@ -282,7 +419,7 @@ def profile_suite(
     if id_column is None:
         # Without an id, repeated whole rows are the duplicates; a batch of copies is rejected. A table of
         # few, coarse columns repeats rows by nature: the bound starts from the reference's own share.
-        unique_rows = _unique_share(frame.duplicated(keep=False), duplicate_tolerance)
+        unique_rows = _unique_share(frame.duplicated(keep=False), duplicate_tolerance, coarse=True)
         if unique_rows is not None:
             expectations.append(
                 _expectation(
@@ -303,7 +440,9 @@ def profile_suite(
         elif column == target:
             expectations.append(_label_null_expectation(column, float(series.isna().mean())))
         elif (
-            null := _null_expectation(column, float(series.isna().mean()), null_rate_factor, null_rate_slack)
+            null := _null_expectation(
+                column, float(series.isna().mean()), null_rate_factor, null_rate_slack, rows, min_evidence_rows
+            )
         ) is not None:
             expectations.append(null)
         if column == id_column:
@@ -318,20 +457,15 @@ def profile_suite(
             expectations.append(_expectation("expect_column_values_to_be_in_set", column=column, value_set=values))
         elif pd.api.types.is_numeric_dtype(series.dtype):
             if column == target and task != "regression":
-                values = sorted(_plain(_whole(v)) for v in present.unique())
-                expectations.append(_expectation("expect_column_values_to_be_in_set", column=column, value_set=values))
+                expectations.append(_set_expectation(column, present.map(_whole), label=True))
             else:
-                expectations.extend(_numeric_expectations(column, present, numeric_tolerance))
+                expectations.extend(_numeric_expectations(column, present, numeric_tolerance, min_evidence_rows))
         elif not pd.api.types.is_datetime64_any_dtype(series.dtype) and not (
             column != target and reads_as_numbers(series)
         ):
-            distinct = present.astype(str).unique()
-            if column == target or len(distinct) <= max_categories:
-                expectations.append(
-                    _expectation(
-                        "expect_column_values_to_be_in_set", column=column, value_set=sorted(distinct.tolist())
-                    )
-                )
+            text = present.astype(str)
+            if column == target or text.nunique() <= max_categories:
+                expectations.append(_set_expectation(column, text, label=column == target))
     return {
         "name": name,
         "expectations": expectations,
@@ -377,6 +511,7 @@ def profile_from_config(
         max_categories=config.model.max_categories,
         task=task,
         time_column=config.data.time_column,
+        min_evidence_rows=v.min_evidence_rows,
     )
 
 
@@ -472,6 +607,7 @@ def _report_from(suite_name: str, result: Any, docs_url: str | None) -> Validati
         kwargs = {k: _plain(v) for k, v in config.kwargs.items() if k != "batch_id"}
         details = item.result or {}
         error = _exception_message(item.exception_info)
+        check = (config.meta or {}).get("check")
         failures.append(
             Failure(
                 expectation=config.type,
@@ -479,6 +615,7 @@ def _report_from(suite_name: str, result: Any, docs_url: str | None) -> Validati
                 message=_failure_message(config.type, kwargs.get("column"), kwargs, details, error),
                 observed=_plain(details.get("observed_value")),
                 kwargs=kwargs,
+                severity="drift" if check in DRIFT_CHECKS else "break",
             )
         )
     # A missing or mistyped column makes its other expectations error out; they add no news.
@@ -495,7 +632,7 @@ def _report_from(suite_name: str, result: Any, docs_url: str | None) -> Validati
     failures.sort(key=lambda f: (order.get(f.expectation, 2), f.column or ""))
     return ValidationReport(
         suite=suite_name,
-        success=bool(result.success),
+        success=not any(f.severity != "drift" for f in failures),
         evaluated=len(result.results),
         failures=tuple(failures),
         docs_url=docs_url,

@@ -1,14 +1,22 @@
 """Label review: a model's confident mistakes point at mislabeled rows (confident learning).
 
-Classification: out-of-fold probabilities come from cross-validating the same pipeline on the
-training split; cleanlab's `find_label_issues` picks the rows whose given label the model finds
-implausible, ranked by self-confidence (the probability of the given label, lowest first): the
-most confident mistakes come first.
+Classification: out-of-fold probabilities come from cross-validating a reviewer pipeline on the
+training split; a row's suspicion is one minus the probability of its given label (cleanlab's
+self-confidence score): the most confident mistakes come first.
 
-Regression: out-of-fold predictions of the same pipeline; a row is flagged when its residual is
-an outlier among the residuals of rows predicted alike (robust z-score over `RESIDUAL_Z`: median
-and MAD within quantile bins of the prediction, since errors usually grow with the value), ranked
-by cleanlab's regression label quality score (lowest first).
+Regression: out-of-fold predictions; a row's suspicion is how far its residual lies from the
+residuals of rows predicted alike (a robust z-score: median and MAD within quantile bins of the
+prediction, since errors usually grow with the value).
+
+The reviewer and the cut are chosen for detection quality, on the data itself (`review_labels`):
+`INJECTED` of the labels are replaced at known rows (another class; another row's value), every
+candidate reviewer (the searched families, and their average) is cross-validated on that copy,
+the one that ranks the replaced labels highest (average precision) reviews, and rows are flagged
+down to the deepest cut whose estimated precision reaches `target_precision`: the replaced
+labels measure a cut's recall, and the table's own errors (assumed `error_rate` of its rows, found
+at that recall) are set against every other row the cut flags. Where no cut gets there, a table's
+labels are too ambiguous for a reviewer to tell errors from noise: nothing is flagged, and the
+summary says so with the best precision seen.
 """
 
 from __future__ import annotations
@@ -24,7 +32,11 @@ from sklearn.pipeline import Pipeline
 
 MIN_ROWS_PER_CLASS = 5
 MIN_REGRESSION_ROWS = 20
-RESIDUAL_Z = 3.5  # a residual this many robust standard deviations from the median is suspect
+INJECTED = 0.05  # share of labels replaced at known rows to measure each reviewer
+MIN_FLAGGED = 5  # a cut is judged on at least this many replaced labels found ...
+MIN_RECALL = 0.1  # ... and at least this share of them: a thinner cut's estimate is noise
+AVERAGE = "average"
+INJECTION_STREAM = 0x1ABE1  # its own random stream: a plain `seed` stream may pick the very rows a user flipped
 
 
 class LabelReviewError(ValueError):
@@ -32,7 +44,7 @@ class LabelReviewError(ValueError):
 
 
 COLUMNS = ["row", "id", "given_label", "predicted_label", "confidence", "given_label_probability"]
-REGRESSION_COLUMNS = ["row", "id", "given_label", "predicted_label", "residual", "robust_z", "label_quality"]
+REGRESSION_COLUMNS = ["row", "id", "given_label", "predicted_label", "residual", "robust_z"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,11 @@ class LabelReview:
     total_rows: int
     folds: int
     per_class: dict[str, int] = field(default_factory=dict)
+    reviewer: str = ""
+    detection: dict[str, float] = field(default_factory=dict)  # reviewer -> average precision on replaced labels
+    estimated_precision: float | None = None  # of the flags, from the replaced labels (None: nothing to flag)
+    estimated_recall: float | None = None
+    note: str = ""
 
     @property
     def flagged_index(self) -> pd.Index:
@@ -58,6 +75,11 @@ class LabelReview:
             "flagged": len(self.issues),
             "flagged_share": round(len(self.issues) / max(self.reviewed_rows, 1), 6),
             "flagged_per_given_class": self.per_class,
+            "reviewer": self.reviewer,
+            "detection_average_precision": self.detection,
+            "estimated_precision": self.estimated_precision,
+            "estimated_recall": self.estimated_recall,
+            "note": self.note,
         }
 
 
@@ -80,8 +102,82 @@ def out_of_fold_probabilities(
     return probabilities, classes, folds
 
 
+def _replace_labels(y: pd.Series, rng: np.random.Generator, regression: bool) -> tuple[pd.Series, np.ndarray]:
+    """A copy of `y` with `INJECTED` of its labels replaced at known positions: another class, or
+    (regression) the value of another row drawn at random, at least one IQR away."""
+    n = len(y)
+    count = max(1, round(INJECTED * n))
+    rows = rng.choice(n, size=count, replace=False)
+    values = y.to_numpy().copy()
+    if regression:
+        numbers = values.astype("float64")
+        q25, q75 = np.quantile(numbers, [0.25, 0.75])
+        gap = max(float(q75 - q25), 1e-12)
+        for row in rows:
+            far = np.flatnonzero(np.abs(numbers - numbers[row]) >= gap)
+            values[row] = numbers[rng.choice(far)] if len(far) else numbers[row] + gap
+    else:
+        classes = np.array(sorted(pd.unique(y)))
+        for row in rows:
+            values[row] = rng.choice(classes[classes != values[row]])
+    return pd.Series(values, index=y.index, name=y.name), rows
+
+
+def _suspicion(
+    model: Pipeline, X: pd.DataFrame, y: pd.Series, folds: int, seed: int, regression: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(out-of-fold answers, suspicion of every row's given label); higher is more suspect."""
+    if regression:
+        from sklearn.model_selection import KFold
+
+        cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
+        predicted = np.asarray(cross_val_predict(clone(model), X, y, cv=cv, n_jobs=1), dtype="float64")
+        return predicted, _residual_z(y.to_numpy(dtype="float64"), predicted)
+    probabilities, classes, _ = out_of_fold_probabilities(model, X, y, folds, seed)
+    return probabilities, _self_suspicion(probabilities, classes, y)
+
+
+def _self_suspicion(probabilities: np.ndarray, classes: np.ndarray, y: pd.Series) -> np.ndarray:
+    from cleanlab.rank import get_label_quality_scores
+
+    labels = np.searchsorted(classes, y.to_numpy())
+    quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
+    return 1.0 - np.asarray(quality, dtype="float64")
+
+
+def _residual_z(given: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    residual = given - predicted
+    return np.abs(residual - np.median(residual)) / _local_spread(residual, predicted)
+
+
+def _cut(
+    suspicion: np.ndarray, replaced: np.ndarray, target: float, error_rate: float
+) -> tuple[int | None, float, float, float]:
+    """(rows flagged besides the replaced ones, estimated precision, estimated recall, best precision
+    seen) of the deepest cut whose estimated precision reaches `target` (None if none does).
+
+    The replaced labels give the recall of a cut (the share of them above it). The rows not
+    replaced hold the table's own errors, assumed `error_rate` of them and found at that recall,
+    among the clean rows the cut also flags: precision = error_rate x rows x recall / flagged.
+    """
+    order = np.argsort(-suspicion, kind="stable")
+    hits = np.cumsum(replaced[order])
+    others = np.cumsum(~replaced[order])
+    total = max(int(replaced.sum()), 1)
+    recall = hits / total
+    expected = error_rate * int((~replaced).sum()) * recall
+    precision = np.where(others > 0, np.minimum(1.0, expected / np.maximum(others, 1)), 1.0)
+    judged = (hits >= max(MIN_FLAGGED, MIN_RECALL * total)) & (others >= 1)
+    best = float(precision[judged].max()) if judged.any() else 0.0
+    good = np.flatnonzero(judged & (precision >= target))
+    if not len(good):
+        return None, 0.0, 0.0, best
+    k = int(good[-1])
+    return int(others[k]), float(precision[k]), float(recall[k]), best
+
+
 def review_labels(
-    model: Pipeline,
+    reviewers: Pipeline | dict[str, Pipeline],
     X: pd.DataFrame,
     y: pd.Series,
     *,
@@ -90,80 +186,127 @@ def review_labels(
     seed: int = 0,
     max_rows: int | None = None,
     regression: bool = False,
+    target_precision: float = 0.8,
+    error_rate: float = INJECTED,
 ) -> LabelReview:
-    """Find likely label errors in (X, y); at most `max_rows` rows (a seeded sample) are reviewed."""
-    from cleanlab.filter import find_label_issues
-
+    """Find likely label errors in (X, y) with the reviewer that detects them best; at most
+    `max_rows` rows (a seeded sample) are reviewed. See the module's docstring."""
     total = len(X)
     if max_rows is not None and total > max_rows:
         keep = X.sample(n=max_rows, random_state=seed).index
         X, y = X.loc[keep], y.loc[keep]
         ids = ids.loc[keep] if ids is not None else None
+    candidates = reviewers if isinstance(reviewers, dict) else {"reviewer": reviewers}
     if regression:
-        return _review_regression(model, X, y, ids, folds, seed, total)
-    probabilities, classes, folds = out_of_fold_probabilities(model, X, y, folds, seed)
-    labels = np.searchsorted(classes, y.to_numpy())
-    # n_jobs=1: cleanlab otherwise forks a multiprocessing pool, and forking a process that runs
-    # threads (Prefect's, MLflow's) can leave a worker blocked on a lock copied mid-use: a hung run.
-    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
-    ranked = np.asarray(ranked, dtype=int)
-    predicted = probabilities[ranked].argmax(axis=1)
-    issues = pd.DataFrame(
-        {
-            "row": X.index[ranked],
-            "id": (ids.to_numpy()[ranked] if ids is not None else X.index[ranked]),
-            "given_label": classes[labels[ranked]],
-            "predicted_label": classes[predicted],
-            "confidence": probabilities[ranked, predicted].round(6),
-            "given_label_probability": probabilities[ranked, labels[ranked]].round(6),
-        },
-        columns=COLUMNS,
-    )
-    per_class = {str(k): int(v) for k, v in issues["given_label"].value_counts().sort_index().items()}
+        if len(X) < MIN_REGRESSION_ROWS:
+            raise LabelReviewError(f"label review needs at least {MIN_REGRESSION_ROWS} training rows; got {len(X)}")
+        folds = min(folds, len(X) // 2)
+    else:
+        counts = y.value_counts()
+        if len(counts) < 2 or int(counts.min()) < MIN_ROWS_PER_CLASS:
+            raise LabelReviewError(
+                f"label review needs at least {MIN_ROWS_PER_CLASS} training rows per class; got {counts.to_dict()}"
+            )
+        folds = min(folds, int(counts.min()))
+    from sklearn.metrics import average_precision_score
+
+    noisy, rows = _replace_labels(y, np.random.default_rng([seed, INJECTION_STREAM]), regression)
+    replaced = np.zeros(len(y), dtype=bool)
+    replaced[rows] = True
+    answers = {name: _suspicion(model, X, noisy, folds, seed, regression)[0] for name, model in candidates.items()}
+    if len(answers) > 1:
+        answers[AVERAGE] = np.mean(list(answers.values()), axis=0)
+    classes = np.array(sorted(pd.unique(noisy)))
+
+    def suspicion(answer: np.ndarray, labels: pd.Series) -> np.ndarray:
+        if regression:
+            return _residual_z(labels.to_numpy(dtype="float64"), answer)
+        return _self_suspicion(answer, classes, labels)
+
+    detection = {
+        name: round(float(average_precision_score(replaced, suspicion(answer, noisy))), 4)
+        for name, answer in answers.items()
+    }
+    chosen = max(detection, key=lambda name: detection[name])
+    count, precision, recall, best = _cut(suspicion(answers[chosen], noisy), replaced, target_precision, error_rate)
+    note = ""
+    answer = answers[chosen]
+    if count is None:
+        flagged = np.array([], dtype=int)
+        note = (
+            f"no cut flags labels with precision {target_precision:.0%} on this table (best {best:.0%} with "
+            f"{chosen}): its labels are too ambiguous to tell errors from noise; nothing flagged"
+        )
+        given = suspicion(answer, y)
+    else:
+        # The flags are on the labels as given: as many rows as the cut flagged besides the replaced
+        # ones, ranked by the chosen reviewer cross-validated on these labels (models that learned
+        # from fewer wrong labels rank the wrong ones higher, so precision is at least the estimate's).
+        members = list(candidates) if chosen == AVERAGE else [chosen]
+        answer = np.mean([_suspicion(candidates[m], X, y, folds, seed, regression)[0] for m in members], axis=0)
+        given = suspicion(answer, y)
+        flagged = np.argsort(-given, kind="stable")[:count]
+    ranked = flagged[np.argsort(-given[flagged], kind="stable")]
+    issues = _issues(answer, classes, X, y, ids, ranked, given, regression)
+    if regression:
+        per = {
+            "above_prediction": int((issues["residual"] > 0).sum()),
+            "below_prediction": int((issues["residual"] < 0).sum()),
+        }
+    else:
+        per = {str(k): int(v) for k, v in issues["given_label"].value_counts().sort_index().items()}
     return LabelReview(
         issues=issues,
         reviewed_rows=len(X),
         total_rows=total,
         folds=folds,
-        per_class=per_class,
+        per_class=per,
+        reviewer=chosen,
+        detection=detection,
+        estimated_precision=None if count is None else round(precision, 4),
+        estimated_recall=None if count is None else round(recall, 4),
+        note=note,
     )
 
 
-def _review_regression(
-    model: Pipeline, X: pd.DataFrame, y: pd.Series, ids: pd.Series | None, folds: int, seed: int, total: int
-) -> LabelReview:
-    """Rows whose out-of-fold residual is an outlier, worst label quality first."""
-    from cleanlab.regression.rank import get_label_quality_scores
-    from sklearn.model_selection import KFold
-
-    if len(X) < MIN_REGRESSION_ROWS:
-        raise LabelReviewError(f"label review needs at least {MIN_REGRESSION_ROWS} training rows; got {len(X)}")
-    folds = min(folds, len(X) // 2)
-    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    given = y.to_numpy(dtype="float64")
-    predicted = np.asarray(cross_val_predict(clone(model), X, y, cv=cv, n_jobs=1), dtype="float64")
-    residual = given - predicted
-    robust_z = np.abs(residual - np.median(residual)) / _local_spread(residual, predicted)
-    quality = np.asarray(get_label_quality_scores(given, predicted), dtype="float64")
-    flagged = np.flatnonzero(robust_z > RESIDUAL_Z)
-    ranked = flagged[np.argsort(quality[flagged], kind="stable")]
-    issues = pd.DataFrame(
+def _issues(
+    answer: np.ndarray,
+    classes: np.ndarray,
+    X: pd.DataFrame,
+    y: pd.Series,
+    ids: pd.Series | None,
+    ranked: np.ndarray,
+    suspicion: np.ndarray,
+    regression: bool,
+) -> pd.DataFrame:
+    row_ids = ids.to_numpy()[ranked] if ids is not None else X.index[ranked]
+    if regression:
+        given = y.to_numpy(dtype="float64")
+        residual = given - answer
+        return pd.DataFrame(
+            {
+                "row": X.index[ranked],
+                "id": row_ids,
+                "given_label": given[ranked],
+                "predicted_label": answer[ranked].round(6),
+                "residual": residual[ranked].round(6),
+                "robust_z": suspicion[ranked].round(3),
+            },
+            columns=REGRESSION_COLUMNS,
+        )
+    labels = np.searchsorted(classes, y.to_numpy())
+    predicted = answer[ranked].argmax(axis=1)
+    return pd.DataFrame(
         {
             "row": X.index[ranked],
-            "id": (ids.to_numpy()[ranked] if ids is not None else X.index[ranked]),
-            "given_label": given[ranked],
-            "predicted_label": predicted[ranked].round(6),
-            "residual": residual[ranked].round(6),
-            "robust_z": robust_z[ranked].round(3),
-            "label_quality": quality[ranked].round(6),
+            "id": row_ids,
+            "given_label": classes[labels[ranked]],
+            "predicted_label": classes[predicted],
+            "confidence": answer[ranked, predicted].round(6),
+            "given_label_probability": answer[ranked, labels[ranked]].round(6),
         },
-        columns=REGRESSION_COLUMNS,
+        columns=COLUMNS,
     )
-    per_side = {
-        "above_prediction": int((issues["residual"] > 0).sum()),
-        "below_prediction": int((issues["residual"] < 0).sum()),
-    }
-    return LabelReview(issues=issues, reviewed_rows=len(X), total_rows=total, folds=folds, per_class=per_side)
 
 
 def _local_spread(residual: np.ndarray, predicted: np.ndarray, bins: int = 10, min_rows: int = 30) -> np.ndarray:

@@ -52,6 +52,10 @@ class Split:
     rare_classes: dict[str, int] = field(default_factory=dict)  # classes too rare to learn, left out
     by_time: bool = False  # test rows are the newest; training rows are in time order
 
+    def all_rows(self) -> tuple[pd.DataFrame, pd.Series]:
+        """Training and held-out rows together (training first, so a time split stays in time order)."""
+        return pd.concat([self.X_train, self.X_test]), pd.concat([self.y_train, self.y_test])
+
     def without_training_rows(self, index: pd.Index) -> Split:
         """The same split minus some training rows (curation's drops); test rows are never touched."""
         return replace(self, X_train=self.X_train.drop(index=index), y_train=self.y_train.drop(index=index))

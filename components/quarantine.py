@@ -1,10 +1,15 @@
 """Screening batches against the contract, and keeping the rejected ones in quarantine.
 
-A batch is one file of a file source (or the whole result of a SQL query). The common case,
-every batch clean, costs one validation of the combined data. Only when that fails are the
-batches screened one by one, to find which of them to quarantine: a rejected batch is moved
-(or copied) with its validation report to `<workspace>/quarantine/<dataset>/<stamp>/` and is
-never deleted.
+A batch is one file of a file source (or the whole result of a SQL query). Rows first: rows
+breaking a row rule of the contract (`components.rows`: an impossible value, a category never
+seen, a null where none is allowed, an unknown label) are set aside, with their reasons, into
+`<workspace>/quarantine/<dataset>/<stamp>-<batch>-rows/`, and the rest of the batch goes on; a
+batch with more than `max_bad_row_share` of such rows is rejected whole. Then the batch-level
+checks: the common case, every batch clean, costs one validation of the combined data. Only when
+that fails are the batches screened one by one, to find which of them to quarantine: a rejected
+batch is moved (or copied) with its validation report to `<workspace>/quarantine/<dataset>/<stamp>/`
+and is never deleted. Failures of drift checks (values beyond the reference's range) do not reject:
+the report calls the batch drift, and monitoring judges it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +31,7 @@ import pandas as pd
 from components.contract import Failure, ValidationReport, Validator
 from components.extract import Batch
 from components.files import write_text_atomic
+from components.rows import REASON, RowContract, compile_contract, split_rows
 
 Validate = Callable[[pd.DataFrame], ValidationReport]
 
@@ -37,6 +43,19 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class SetAside:
+    """Rows of an accepted batch that broke a row rule, each with its reason (`set_aside_reason`)."""
+
+    batch: Batch
+    rows: pd.DataFrame = field(repr=False)
+
+    def reasons(self) -> dict[str, int]:
+        """How many rows broke each rule ("column: rule"), most first."""
+        rules = self.rows[REASON].str.split("; ").explode().str.split(", got ").str[0]
+        return {str(k): int(v) for k, v in rules.value_counts().items()}
+
+
+@dataclass(frozen=True)
 class Screening:
     """What the contract let through; `report` is the combined validation (with Data Docs)."""
 
@@ -44,6 +63,11 @@ class Screening:
     rejected: tuple[Rejection, ...]
     report: ValidationReport
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    set_aside: tuple[SetAside, ...] = ()
+
+    @property
+    def rows_set_aside(self) -> int:
+        return sum(len(s.rows) for s in self.set_aside)
 
     @property
     def success(self) -> bool:
@@ -68,15 +92,57 @@ def _columns(batch: Batch) -> list[str]:
     return [str(c) for c in batch.frame.columns]
 
 
+def _too_many_bad_rows(suite: str, batch: Batch, set_aside: SetAside, limit: float) -> ValidationReport:
+    rows = len(set_aside.rows) + len(batch.frame) if batch.frame is not None else len(set_aside.rows)
+    top = "; ".join(f"{rule} ({count})" for rule, count in list(set_aside.reasons().items())[:5])
+    failure = Failure(
+        expectation="rows_within_row_rules",
+        column=None,
+        message=f"{len(set_aside.rows)} of {rows} rows ({len(set_aside.rows) / max(rows, 1):.1%}) break row rules, "
+        f"more than validation.max_bad_row_share ({limit:.1%}): {top}",
+        observed=len(set_aside.rows),
+    )
+    return ValidationReport(suite=suite, success=False, evaluated=1, failures=(failure,))
+
+
+def set_rows_aside(
+    batches: Sequence[Batch], suite: str, row_contract: RowContract | None, max_bad_row_share: float
+) -> tuple[list[Batch], list[SetAside], list[Rejection]]:
+    """Each readable batch without its rows that break a row rule; a batch where more than
+    `max_bad_row_share` of the rows do is rejected whole (with the rules they broke)."""
+    kept: list[Batch] = []
+    aside: list[SetAside] = []
+    rejected: list[Rejection] = []
+    for batch in batches:
+        if batch.frame is None or row_contract is None or not row_contract.rules or batch.frame.empty:
+            kept.append(batch)
+            continue
+        good, bad = split_rows(row_contract, batch.frame)
+        if bad.empty:
+            kept.append(batch)
+            continue
+        rest = replace(batch, frame=good)
+        if len(bad) > max_bad_row_share * len(batch.frame):
+            rejected.append(Rejection(batch, _too_many_bad_rows(suite, rest, SetAside(batch, bad), max_bad_row_share)))
+            continue
+        kept.append(rest)
+        aside.append(SetAside(batch, bad))
+    return kept, aside, rejected
+
+
 def screen_batches(
     batches: Sequence[Batch],
     suite: str,
     validate: Validate,
     validate_quietly: Validate,
     trusted: Collection[str] = (),
+    row_contract: RowContract | None = None,
+    max_bad_row_share: float = 0.0,
 ) -> Screening:
-    """Validate the batches one by one, then together; reject the ones that break the contract.
+    """Set rows aside, validate the batches one by one, then together; reject the ones that break the contract.
 
+    0. Rows breaking a row rule of `row_contract` are set aside (`set_rows_aside`); a batch with too
+       many of them is rejected.
     1. A file that cannot be parsed is rejected.
     2. With several batches, each is validated on its own (`validate_quietly`, no docs), so a unit
        change or a null-rate jump in one batch is not diluted by the others. Batches named in
@@ -88,7 +154,8 @@ def screen_batches(
 
     Every rejection is validated again through `validate`, so Data Docs show its failed expectations.
     """
-    rejected = [Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None]
+    batches, aside, too_bad = set_rows_aside(batches, suite, row_contract, max_bad_row_share)
+    rejected = [*too_bad, *(Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None)]
     readable = [b for b in batches if b.frame is not None]
     survivors: list[Batch] = []
     if len(readable) > 1:
@@ -109,7 +176,13 @@ def screen_batches(
         assert frame is not None
         combined = validate(frame)
         if combined.success:
-            return Screening(accepted=tuple(survivors), rejected=tuple(rejected), report=combined, frame=frame)
+            return Screening(
+                accepted=tuple(survivors),
+                rejected=tuple(rejected),
+                report=combined,
+                frame=frame,
+                set_aside=_of(aside, survivors),
+            )
         if len(survivors) == 1:
             rejected.append(Rejection(survivors[0], combined))
             return Screening(accepted=(), rejected=tuple(rejected), report=combined)
@@ -130,7 +203,18 @@ def screen_batches(
             accepted.append(batch)
         else:
             rejected.append(Rejection(batch, validate(frame)))
-    return Screening(accepted=tuple(accepted), rejected=tuple(rejected), report=combined or rejected[0].report)
+    return Screening(
+        accepted=tuple(accepted),
+        rejected=tuple(rejected),
+        report=combined or rejected[0].report,
+        set_aside=_of(aside, accepted),
+    )
+
+
+def _of(aside: Sequence[SetAside], accepted: Sequence[Batch]) -> tuple[SetAside, ...]:
+    """The rows set aside from batches that were accepted (a rejected batch is quarantined whole)."""
+    names = {b.name for b in accepted}
+    return tuple(s for s in aside if s.batch.name in names)
 
 
 def screen_with(
@@ -140,14 +224,21 @@ def screen_with(
     *,
     run_name: str | None = None,
     trusted: Collection[str] = (),
+    max_bad_row_share: float = 0.0,
+    target: str | None = None,
 ) -> Screening:
-    """`screen_batches` through one GX validator: checkpoints with Data Docs, direct checks without."""
+    """`screen_batches` through one GX validator: checkpoints with Data Docs, direct checks without.
+
+    Row rules are the suite's, on every column of the batches (the target's too)."""
+    columns = sorted({str(c) for b in batches if b.frame is not None for c in b.frame.columns})
     return screen_batches(
         batches,
         suite["name"],
         validate=lambda frame: validator.validate(frame, suite, run_name=run_name),
         validate_quietly=lambda frame: validator.validate(frame, suite, data_docs=False),
         trusted=trusted,
+        row_contract=compile_contract(suite, columns, target=target, with_target=True),
+        max_bad_row_share=max_bad_row_share,
     )
 
 
@@ -225,4 +316,27 @@ def quarantine(
             shutil.copy2(batch.path, target)
     elif batch.frame is not None:
         batch.frame.to_parquet(folder / "rows.parquet", index=False)
+    return folder
+
+
+def quarantine_rows(
+    root: Path, dataset: str, set_aside: SetAside, *, source: str, context: dict[str, Any] | None = None
+) -> Path:
+    """Write the rows set aside from an accepted batch, each with its reason, to a new quarantine
+    folder (`rows.csv` and a manifest counting the rules they broke); returns the folder."""
+    folder = root / dataset / f"{_stamp()}-{set_aside.batch.name}-rows"
+    folder.mkdir(parents=True, exist_ok=False)
+    manifest: dict[str, Any] = {
+        "dataset": dataset,
+        "source": source,
+        "batch": set_aside.batch.name,
+        "original_path": str(set_aside.batch.path) if set_aside.batch.path else None,
+        "quarantined_at": datetime.now(UTC).isoformat(),
+        "mode": "rows",
+        "rows": len(set_aside.rows),
+        "reasons": set_aside.reasons(),
+        **(context or {}),
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    set_aside.rows.to_csv(folder / "rows.csv", index=True, index_label="batch_row")
     return folder

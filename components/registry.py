@@ -158,7 +158,13 @@ def signature_sample(X: pd.DataFrame, rows: int = SIGNATURE_SAMPLE_ROWS) -> pd.D
     return signature_frame(sample)
 
 
-def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame, info: dict[str, Any] | None = None) -> str:
+def log_model(
+    run_id: str,
+    model: Pipeline,
+    X_example: pd.DataFrame,
+    info: dict[str, Any] | None = None,
+    name: str = MODEL_ARTIFACT,
+) -> str:
     """Log the fitted pipeline with signature and input example; returns the model URI.
 
     `info` (the task, a prediction interval, ...) is kept in the MLmodel file's metadata under
@@ -176,7 +182,7 @@ def log_model(run_id: str, model: Pipeline, X_example: pd.DataFrame, info: dict[
     with mlflow.start_run(run_id=run_id):
         logged = mlflow.sklearn.log_model(
             model,
-            name=MODEL_ARTIFACT,
+            name=name,
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import FixedThresholdClassifier, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from components.config import ModelConfig
+from components.config import ModelConfig, PipelineConfig
 from components.prepare import FeatureSpec, build_preprocessor
 from components.tasks import TASKS, Task
 
@@ -357,3 +357,14 @@ def _member_pipelines(model: Any) -> list[tuple[str, Pipeline]]:
         names = [name for name, _ in inner.estimators]
         return [(f"estimator.{name}.", fitted) for name, fitted in zip(names, inner.estimators_, strict=True)]
     return [("estimator.", inner)]
+
+
+def review_candidates(config: PipelineConfig, task: Task) -> dict[str, ModelConfig]:
+    """Label review's candidate reviewers: `label_review.estimator` alone, else every searched family."""
+    estimator = config.label_review.estimator
+    if estimator:
+        reviewer = config_for_family(config.model, estimator)
+        if config.model.estimator not in ("auto", estimator):
+            reviewer = reviewer.model_copy(update={"params": {}})  # the served model's params need not fit it
+        return {estimator: reviewer}
+    return {family: config_for_family(config.model, family) for family in families_of(config.model, task)}

@@ -24,10 +24,11 @@ from prefect.cache_policies import NO_CACHE
 from components import contract, monitor, registry
 from components.config import PipelineConfig, dataset_name
 from components.evaluate import higher_is_better
-from components.extract import ExtractionError, combine, read_batches
+from components.extract import Batch, ExtractionError, combine, read_batches
 from components.files import write_text_atomic
 from components.monitor import MonitoringError
 from components.predlog import LOGGED_AT, PREDICTION, PROBABILITY, read_prediction_log
+from components.quarantine import Screening, screen_with
 from components.scoring import ModelSchema, coerce_rows, decision_threshold, read_model_info
 from components.tasks import Task, labeled_target, task_named, task_of_model
 from components.workspace import Workspace
@@ -56,6 +57,8 @@ class MonitorResult:
     mlflow_run_id: str | None = None
     retraining: str = "none"  # none | ran | event | off
     training: dict[str, Any] | None = None
+    contract: str = ""  # the contract's judgement of the window: clean, drift or corrupt, and why
+    rows_set_aside: int = 0  # rows breaking a row rule, left out of the verdict
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -153,10 +156,10 @@ def read_window_task(config: PipelineConfig, model_name: str, data: str | None) 
 
 
 @task(name="validate_window", cache_policy=NO_CACHE)
-def validate_window_task(
-    frame: pd.DataFrame, config: PipelineConfig, model_name: str
-) -> contract.ValidationReport | None:
-    """The training contract on the window (without the target's expectations when it has no labels)."""
+def validate_window_task(frame: pd.DataFrame, config: PipelineConfig, model_name: str) -> Screening | None:
+    """The training contract on the window, the way training applies it (without the target's
+    expectations when it has no labels): rows breaking a row rule are set aside, counted and kept
+    out of the verdict; too many of them, or a batch-level break, rejects the window."""
     path = contract.suite_path(config.validation.suite_dir, model_name)
     if not path.is_file():
         get_run_logger().warning("no contract at %s: the window is not validated", path)
@@ -165,7 +168,13 @@ def validate_window_task(
     target = config.data.target
     if target and target not in frame.columns:
         suite = contract.without_column(suite, target)
-    return contract.Validator(Workspace.at(config.home).gx_dir).validate(frame, suite, data_docs=False)
+    return screen_with(
+        contract.Validator(Workspace.at(config.home).gx_dir, data_docs=False),
+        [Batch(name="window", path=None, frame=frame)],
+        suite,
+        max_bad_row_share=config.validation.max_bad_row_share,
+        target=target,
+    )
 
 
 def _decay(
@@ -341,6 +350,7 @@ def monitoring_flow(
     champion = fetch_champion_task(config, model_name)
     version = champion.info.version
     window, frame = read_window_task(config, model_name, data)
+    contract_note, set_aside = "not validated", 0
     if len(frame) < config.monitoring.min_rows:
         reason = f"{len(frame)} row(s) in the window; a verdict needs at least {config.monitoring.min_rows}"
         logger.info("%s: %s", window, reason)
@@ -348,9 +358,22 @@ def monitoring_flow(
     if data is not None:
         validation = validate_window_task(frame, config, model_name)
         if validation is not None and not validation.success:
-            reason = f"the window breaks the data contract: {validation.summary()}"
+            failed = validation.rejected[0].report if validation.rejected else validation.report
+            reason = f"the window breaks the data contract: {failed.summary()}"
             logger.error("%s", reason)
-            return MonitorResult(model_name, version, window, "rejected", reason, len(frame))
+            return MonitorResult(
+                model_name, version, window, "rejected", reason, len(frame), contract="corrupt: " + failed.why
+            )
+        if validation is not None:
+            judged = validation.report
+            contract_note = f"{judged.judgement}: {judged.why}"
+            set_aside = validation.rows_set_aside
+            if set_aside:
+                reasons = "; ".join(f"{k} ({v})" for a in validation.set_aside for k, v in a.reasons().items())
+                logger.warning("%d row(s) of the window set aside by row rules: %s", set_aside, reasons)
+                assert validation.frame is not None
+                frame = validation.frame
+            logger.info("contract: %s", contract_note)
     report = judge_window_task(champion, window, frame, labels, config)
     history_path = monitor.history_file(workspace.monitoring, model_name)
     monitor.append_history(
@@ -403,4 +426,6 @@ def monitoring_flow(
         mlflow_run_id=run_id,
         retraining=retraining,
         training=training,
+        contract=contract_note,
+        rows_set_aside=set_aside,
     )

@@ -26,7 +26,7 @@ from components.extract import Batch, ExtractionError, combine, read_batches
 from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
-from components.quarantine import quarantine, remember_accepted, screen_with, trusted_batches
+from components.quarantine import quarantine, quarantine_rows, remember_accepted, screen_with, trusted_batches
 from components.scoring import decision_threshold, measure_serving, read_model_info
 from components.tasks import Task, TaskInference, infer_task, task_named
 from components.train import (
@@ -40,9 +40,12 @@ from components.train import (
     member_configs,
     model_factory,
     model_params,
+    review_candidates,
     with_class_weight,
 )
 from components.workspace import Workspace
+
+GATE_ARTIFACT = "gate_model"  # the candidate as the gate judged it, beside a refitted served model
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,8 @@ def validate_task(
         suite,
         run_name=run_id,
         trusted=trusted_batches(ledger, batches, suite),
+        max_bad_row_share=config.validation.max_bad_row_share,
+        target=config.data.target,
     )
     report = screening.report
     registry.log_dict(run_id, report.as_dict(), "validation/report.json")
@@ -222,6 +227,19 @@ def validate_task(
         raise DataRejected(screening.rejected[0].report, report_path, quarantined=tuple(folders))
     remember_accepted(ledger, screening.accepted, suite)
     logger.info(report.summary())
+    registry.set_tags(run_id, {"validation.judgement": report.judgement})
+    registry.log_metrics(run_id, {"rows_set_aside": screening.rows_set_aside})
+    for aside in screening.set_aside:
+        folder = quarantine_rows(workspace.quarantine, dataset, aside, source=source, context={"mlflow_run_id": run_id})
+        logger.warning(
+            "%d row(s) of %s set aside in %s: %s",
+            len(aside.rows),
+            aside.batch.name,
+            folder,
+            "; ".join(f"{rule} ({count})" for rule, count in aside.reasons().items()),
+        )
+    if screening.set_aside:
+        registry.set_tags(run_id, {"rows_set_aside_in": str(workspace.quarantine / dataset)})
     assert screening.frame is not None
     return screening.frame
 
@@ -348,16 +366,6 @@ def prepare_task(curated: Curated, config: PipelineConfig, task: Task, run_id: s
     return Prepared(spec, split, task, clip)
 
 
-def _reviewer(config: PipelineConfig, task: Task) -> ModelConfig:
-    """The model family that reviews the labels: label_review.estimator, else the first searched family."""
-    review_cfg = config.label_review
-    family = review_cfg.estimator or families_of(config.model, task)[0]
-    reviewer = config_for_family(config.model, family)
-    if review_cfg.estimator and config.model.estimator not in ("auto", review_cfg.estimator):
-        reviewer = reviewer.model_copy(update={"params": {}})  # the served model's params need not fit this family
-    return reviewer
-
-
 @task(name="review_labels", cache_policy=NO_CACHE)
 def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineConfig, run_id: str) -> Prepared:
     """Out-of-fold label review on the training split; optionally exclude flagged rows."""
@@ -365,8 +373,12 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
     split, spec, review_cfg, task = prepared.split, prepared.spec, config.label_review, prepared.task
     ids = curated.frame[spec.id_column].loc[split.X_train.index] if spec.id_column else None
     try:
+        candidates = {
+            name: build_model(spec, member, config.seed, prepared.clip, task)
+            for name, member in review_candidates(config, task).items()
+        }
         review = review_labels(
-            build_model(spec, _reviewer(config, task), config.seed, prepared.clip, task),
+            candidates,
             split.X_train,
             split.y_train,
             ids=ids,
@@ -374,6 +386,8 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
             seed=config.seed,
             max_rows=review_cfg.max_rows,
             regression=not task.classification,
+            target_precision=review_cfg.target_precision,
+            error_rate=review_cfg.error_rate,
         )
     except LabelReviewError as exc:  # advisory step: say so on the run, train anyway
         logger.warning("label review skipped: %s", exc)
@@ -384,12 +398,24 @@ def review_labels_task(prepared: Prepared, curated: Curated, config: PipelineCon
     registry.log_dict(run_id, summary, "label_issues_summary.json")
     metrics = {"label_issues": len(review.issues), "label_issues_share": summary["flagged_share"]}
     metrics.update({_metric_key(f"label_issues_class_{k}"): v for k, v in review.per_class.items()})
+    if review.estimated_precision is not None:
+        metrics["label_review_estimated_precision"] = review.estimated_precision
+        metrics["label_review_estimated_recall"] = review.estimated_recall or 0.0
+    registry.set_tags(run_id, {"label_review.reviewer": review.reviewer})
     logger.info(
-        "label review: %d of %d training rows look mislabeled (%s); see label_issues.csv",
+        "label review (%s reviews; average precision on replaced labels %s): %d of %d training rows look "
+        "mislabeled (%s)%s; see label_issues.csv",
+        review.reviewer,
+        ", ".join(f"{k} {v:.2f}" for k, v in review.detection.items()),
         len(review.issues),
         review.reviewed_rows,
         ", ".join(f"{k}: {v}" for k, v in review.per_class.items()) or "none",
+        f", estimated precision {review.estimated_precision:.2f} and recall {review.estimated_recall:.2f}"
+        if review.estimated_precision is not None
+        else "",
     )
+    if review.note:
+        logger.info("label review: %s", review.note)
     if review_cfg.action == "exclude" and len(review.issues):
         drop = review.flagged_index
         split = split.without_training_rows(drop)
@@ -585,18 +611,8 @@ def _tune_threshold(y: pd.Series, positive: np.ndarray) -> ThresholdChoice:
 def train_task(prepared: Prepared, selected: Selected, config: PipelineConfig, run_id: str) -> FinalModel:
     """The chosen configuration on the whole training split, with its threshold, calibration or interval."""
     logger = get_run_logger()
-    split, task = prepared.split, prepared.task
-    final = fit_final_model(
-        split.X_train,
-        split.y_train,
-        prepared.spec,
-        selected.members,
-        config.seed,
-        task=task,
-        folds=config.search.cv_folds,
-        clip=prepared.clip,
-        tune_threshold=_tune_threshold,
-    )
+    split = prepared.split
+    final = _fit(split.X_train, split.y_train, prepared, selected, config)
     metrics: dict[str, float] = {}
     if final.threshold is not None:
         choice = final.threshold
@@ -629,6 +645,54 @@ def train_task(prepared: Prepared, selected: Selected, config: PipelineConfig, r
     registry.log_metrics(run_id, metrics)
     registry.log_params(run_id, model_params(final.model))
     return final
+
+
+def _fit(X: pd.DataFrame, y: pd.Series, prepared: Prepared, selected: Selected, config: PipelineConfig) -> FinalModel:
+    return fit_final_model(
+        X,
+        y,
+        prepared.spec,
+        selected.members,
+        config.seed,
+        task=prepared.task,
+        folds=config.search.cv_folds,
+        clip=prepared.clip,
+        tune_threshold=_tune_threshold,
+    )
+
+
+def refit_wanted(config: PipelineConfig, training_rows: int) -> bool:
+    """Whether the candidate is registered refitted on every labeled row (`split.refit`)."""
+    mode = config.split.refit
+    return mode == "always" or (mode == "auto" and training_rows < config.search.small_rows)
+
+
+@task(name="refit", cache_policy=NO_CACHE)
+def refit_task(
+    prepared: Prepared, curated: Curated, selected: Selected, config: PipelineConfig, run_id: str
+) -> FinalModel:
+    """The chosen configuration refitted on training and held-out rows together, for serving.
+
+    Run after evaluation: the held-out rows have given their verdict on the model fitted without
+    them, and are data the served model should learn from. Outlier rows the drop policy removed
+    from training are removed from the held-out rows too.
+    """
+    logger = get_run_logger()
+    X, y = prepared.split.all_rows()
+    if config.curation.outlier_policy == "drop":
+        flagged = pd.Series(curated.outlier_mask, index=curated.frame.index).reindex(X.index, fill_value=False)
+        keep = ~flagged.to_numpy() | X.index.isin(prepared.split.X_train.index)
+        X, y = X[keep], y[keep]
+    refit = _fit(X, y, prepared, selected, config)
+    registry.log_metrics(run_id, {"refit_rows": len(X)})
+    logger.info(
+        "refitted on %d rows (training %d + held-out %d) for serving; the gate judged the model fitted on %d",
+        len(X),
+        len(prepared.split.X_train),
+        len(X) - len(prepared.split.X_train),
+        len(prepared.split.X_train),
+    )
+    return refit
 
 
 @dataclass(frozen=True)
@@ -789,19 +853,31 @@ def promote_task(
     metric: str,
     run_id: str,
     dry_run: bool = False,
+    refit: FinalModel | None = None,
 ) -> tuple[str | None, Decision]:
     """Register the candidate (unless a dry run), measure it against the champion on the same rows,
-    check it loads and answers through the serving path, decide, and apply the decision."""
+    check it loads and answers through the serving path, decide, and apply the decision.
+
+    With `refit`, the registered model is the candidate refitted on every labeled row; the
+    candidate as judged (fitted without the held-out rows) is logged beside it for later gates."""
     logger = get_run_logger()
     client = registry.connect(Workspace.at(config.home))
     split, promotion, task, model = prepared.split, config.promotion, prepared.task, final.model
+    served = refit or final
     info: dict[str, Any] = {"task": task.name, "metric": metric}
-    if final.interval is not None:
-        info["interval"] = asdict(final.interval)
-    if final.calibration:
-        info["calibration"] = final.calibration
-    model_uri = registry.log_model(run_id, model, split.X_train, info)
-    _log_reference(run_id, model, split.X_train, config, task)
+    if served.interval is not None:
+        info["interval"] = asdict(served.interval)
+    if served.calibration:
+        info["calibration"] = served.calibration
+    X_served = split.X_train
+    if refit is not None:
+        # The gate judges models fitted without the held-out rows: this run's candidate now, and
+        # this model (as the champion) in later runs, where the refitted one has seen those rows.
+        info["gate_model_uri"] = registry.log_model(run_id, model, split.X_train, {**info}, name=GATE_ARTIFACT)
+        X_served = split.all_rows()[0]
+        info["refit_rows"] = len(X_served)
+    model_uri = registry.log_model(run_id, served.model, X_served, info)
+    _log_reference(run_id, served.model, X_served, config, task)
     version = None
     if not dry_run:
         version = registry.register_model(
@@ -814,8 +890,9 @@ def promote_task(
     note = ""
     if champion is not None:
         try:
-            incumbent = registry.load_model(champion.uri)
-            champion_task = read_model_info(champion.uri).get("task") or _task_of(incumbent)
+            champion_info = read_model_info(champion.uri)
+            incumbent = registry.load_model(champion_info.get("gate_model_uri") or champion.uri)
+            champion_task = champion_info.get("task") or _task_of(incumbent)
             if champion_task != task.name:
                 raise ValueError(f"it is a {champion_task} model, the candidate a {task.name} one")
             classes = _classes(model)
@@ -880,7 +957,14 @@ def promote_task(
         "decision": decision.as_dict(),
         "evidence": asdict(evidence),
         "policy": {**promotion.model_dump(mode="json"), "metric": metric, "min_score": policy.min_score},
-        "candidate": {"run_id": run_id, "version": version, "model_uri": model_uri, "dry_run": dry_run},
+        "candidate": {
+            "run_id": run_id,
+            "version": version,
+            "model_uri": model_uri,
+            "dry_run": dry_run,
+            "refit_rows": info.get("refit_rows"),
+            "gate_model_uri": info.get("gate_model_uri"),
+        },
         "champion": {"version": champion.version, "run_id": champion.run_id} if champion else None,
     }
     registry.log_dict(run_id, record, "decision.json")
@@ -967,7 +1051,14 @@ def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResu
         selected = select_model_task(prepared, config, search_metric, run_id, experiment_id)
         final = train_task(prepared, selected, config, run_id)
         evaluation = evaluate_task(final, prepared, selected, curated, config, metric, run_id)
-        version, decision = promote_task(final, prepared, curated, evaluation, config, dataset, metric, run_id, dry_run)
+        refit = (
+            refit_task(prepared, curated, selected, config, run_id)
+            if refit_wanted(config, len(prepared.split.X_train))
+            else None
+        )
+        version, decision = promote_task(
+            final, prepared, curated, evaluation, config, dataset, metric, run_id, dry_run, refit=refit
+        )
     except DataRejected:
         registry.end_run(client, run_id, "FAILED", {"outcome": "rejected"})
         raise

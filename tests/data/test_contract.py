@@ -190,3 +190,56 @@ def test_a_profile_accepts_the_data_it_was_profiled_from_whatever_its_shape(vali
     assert unique["kwargs"]["mostly"] == 0.9
     copies = pd.concat([fewer, fewer, fewer], ignore_index=True)  # a batch of copies still stands out
     assert not validator.validate(copies, bounded, data_docs=False).success
+
+
+def test_profiled_expectations_are_marked_inferred_with_their_evidence(suite: dict) -> None:
+    from components.contract import DECLARED, INFERRED, origin
+
+    assert {origin(e) for e in suite["expectations"]} == {INFERRED}
+    hard = next(
+        e
+        for e in suite["expectations"]
+        if e["kwargs"].get("column") == "loan_amount" and e["meta"].get("check") == "plausible"
+    )
+    assert hard["kwargs"]["min_value"] == 0 and "never negative in" in hard["meta"]["evidence"]
+    written = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "age", "min_value": 18}}
+    assert origin(written) == DECLARED  # one a person wrote carries no `inferred` mark
+
+
+def test_bounds_from_a_small_sample_allow_for_what_it_did_not_see() -> None:
+    """'Never negative' and 'never null' need evidence: a 100-row sample gets a lower bound below its
+    minimum and a null rate it may reach; 1,000 rows are enough to infer both."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"years": rng.integers(0, 30, 1000).astype(float), "y": rng.integers(0, 2, 1000)})
+
+    def rules(rows: int) -> dict[str, dict]:
+        profiled = profile_suite(frame.head(rows), "s", target="y")
+        return {
+            e["meta"].get("check") or e["type"]: e
+            for e in profiled["expectations"]
+            if e["kwargs"].get("column") == "years"
+        }
+
+    small, large = rules(100), rules(1000)
+    assert small["plausible"]["kwargs"]["min_value"] < 0 and "too few" in small["plausible"]["meta"]["evidence"]
+    assert 0 < small["null_rate"]["kwargs"]["mostly"] < 1  # 3/n at 95% confidence, widened
+    assert large["plausible"]["kwargs"]["min_value"] == 0
+    assert "mostly" not in large["complete"]["kwargs"]  # never null: a null is a broken row
+    assert small["range"]["kwargs"]["max_value"] >= large["range"]["kwargs"]["max_value"]
+
+
+def test_drift_is_judged_drift_and_a_unit_change_corrupt(
+    suite: dict, validator: Validator, loans: pd.DataFrame
+) -> None:
+    stretched = loans.assign(
+        loan_amount=loans["loan_amount"].where(
+            loans["loan_amount"] < loans["loan_amount"].quantile(0.9), loans["loan_amount"] * 1.6
+        )
+    )
+    report = validator.validate(stretched, suite, data_docs=False)
+    assert report.success and report.judgement == "drift", report.summary()
+    assert "loan_amount" in report.why and "monitoring" in report.why
+    assert report.as_dict()["judgement"] == "drift" and report.as_dict()["drift"]
+    unit = validator.validate(loans.assign(loan_amount=loans["loan_amount"] * 10), suite, data_docs=False)
+    assert not unit.success and unit.judgement == "corrupt" and "refused as corrupt" in unit.why
+    assert validator.validate(loans, suite, data_docs=False).judgement == "clean"

@@ -182,3 +182,44 @@ def test_two_processes_can_validate_in_one_workspace(tmp_path: Path) -> None:
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         results = pool.map(_validate_in_process, [(str(tmp_path / "gx"), 10), (str(tmp_path / "gx"), 20)])
     assert results == [[True] * 3, [True] * 3]
+
+
+def test_rows_breaking_row_rules_are_set_aside_and_too_many_reject_the_batch(
+    suite: dict, validator: Validator, loans: pd.DataFrame
+) -> None:
+    from components.quarantine import quarantine_rows, screen_with
+
+    batch = generate_loans(500, seed=31).frame
+    batch.loc[batch.index[:2], "loan_amount"] = -1.0
+    batch.loc[batch.index[2], "purpose"] = "crypto"
+    batch.loc[batch.index[3], TARGET] = 7  # a label never seen
+    screening = screen_with(validator, [Batch("b.parquet", None, batch)], suite, max_bad_row_share=0.02, target=TARGET)
+    assert screening.success and screening.rows_set_aside == 4
+    assert screening.frame is not None and len(screening.frame) == 496
+    (aside,) = screening.set_aside
+    assert aside.rows.index.tolist() == [0, 1, 2, 3]
+    assert (
+        aside.reasons()[
+            "loan_amount: expect_column_values_to_be_between[0, "
+            + aside.reasons().__iter__().__next__().split("[0, ")[1]
+        ]
+        == 2
+    )
+    assert "got 'crypto'" in aside.rows["set_aside_reason"].iloc[2]
+    assert f"{TARGET}: expect_column_values_to_be_in_set, got 7" in aside.rows["set_aside_reason"].iloc[3]
+
+    broken = batch.copy()
+    broken.loc[broken.index[:30], "loan_amount"] = -1.0  # 6% of the rows: more than 2%
+    rejected = screen_with(validator, [Batch("c.parquet", None, broken)], suite, max_bad_row_share=0.02, target=TARGET)
+    assert not rejected.success and rejected.rows_set_aside == 0
+    (failure,) = rejected.rejected[0].report.failures
+    assert failure.expectation == "rows_within_row_rules" and "max_bad_row_share" in failure.message
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as root:
+        folder = quarantine_rows(Path(root), "loans", aside, source="src")
+        written = pd.read_csv(folder / "rows.csv")
+        assert written["batch_row"].tolist() == [0, 1, 2, 3] and "set_aside_reason" in written
+        assert json.loads((folder / "manifest.json").read_text())["rows"] == 4

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from components import registry
 from components.contract import DataRejected
-from components.scoring import decision_threshold, pipeline_of
-from components.simulate import write_batches
+from components.scoring import decision_threshold, pipeline_of, read_model_info
+from components.simulate import ID_COLUMN, write_batches
 from components.workspace import Workspace
 from flows.cli import EXIT_REJECTED, app
 from flows.training import training_flow
@@ -59,6 +59,13 @@ def test_first_run_promotes_and_records_everything(trained) -> None:
     assert run.data.metrics["label_issues"] == len(issues)
     suite = config.validation.suite_dir / "loans.json"
     assert suite.is_file() and json.loads(suite.read_text())["name"] == "loans"
+    # 960 training rows is a small table: the served model is refitted on all 1,200 labeled rows,
+    # and the model the gate judged (fitted on the 960) is logged beside it for later gates.
+    info = read_model_info(champion.uri)
+    assert info["refit_rows"] == 1200 and info["gate_model_uri"].startswith("models:/")
+    assert run.data.metrics["refit_rows"] == 1200
+    gate = registry.load_model(info["gate_model_uri"])
+    assert gate is not None and info["gate_model_uri"] != champion.uri
 
 
 def test_first_run_records_model_selection_and_the_decision(trained) -> None:
@@ -165,6 +172,32 @@ def test_bad_data_is_rejected_and_the_champion_stays(trained, tmp_path: Path, br
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["rejected"] and Path(outcome["quarantined"][0]).is_dir()
     assert registry.get_champion(client, "loans").version == "1"
+
+
+def test_a_handful_of_impossible_rows_is_set_aside_and_the_rest_trains(trained, tmp_path: Path) -> None:
+    _, config, _ = trained
+    source = tmp_path / "data"
+    write_batches(source, 2, 600, seed=7)
+    newest = tmp_path / "data" / "batch_0002.parquet"
+    fresh = pd.read_parquet(next(iter(sorted(Path(config.data.source).glob("*.parquet"))))).head(300)
+    fresh = fresh.assign(**{ID_COLUMN: fresh[ID_COLUMN] + 10_000})
+    fresh.loc[fresh.index[:3], "loan_amount"] = -5_000.0  # never negative in the reference: impossible
+    fresh.loc[fresh.index[3], "purpose"] = "crypto"  # a category never seen
+    fresh.to_parquet(newest, index=False)
+    result = training_flow(config.with_overrides(data={"source": str(source)}))
+    run = _client(config).get_run(result.run_id)
+    assert run.data.metrics["rows_set_aside"] == 4
+    assert run.data.tags["validation.judgement"] in {"clean", "drift"}
+    (folder,) = [f for f in (Workspace.at(config.home).quarantine / "loans").iterdir() if f.name.endswith("-rows")]
+    assert "batch_0002" in folder.name and newest.is_file(), "the batch stays; only its rows are copied aside"
+    rows = pd.read_csv(folder / "rows.csv")
+    assert rows["batch_row"].tolist() == [0, 1, 2, 3]
+    assert rows["set_aside_reason"].str.contains("loan_amount: expect_column_values_to_be_between").sum() == 3
+    assert "purpose: expect_column_values_to_be_in_set, got 'crypto'" in rows["set_aside_reason"].iloc[3]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["rows"] == 4 and manifest["mlflow_run_id"] == result.run_id
+    card = json.loads(Path(_client(config).download_artifacts(result.run_id, "data_card.json")).read_text())
+    assert card["rows_before_curation"] == 1200 + 300 - 4
 
 
 def test_cli_run_json_contract(trained) -> None:

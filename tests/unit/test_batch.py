@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components import batch, contract
+from components import batch, contract, rows
 from components.batch import InvalidInput, InvalidRows
 from components.config import ModelConfig
 from components.prepare import infer_feature_spec, split_data
@@ -225,7 +225,7 @@ def test_row_rules_come_from_the_suite_and_batch_statistics_are_left_out(fitted,
             {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 10}},
         ],
     }
-    rules = batch.compile_contract(suite, ["x", "c"], target="y")
+    rules = rows.compile_contract(suite, ["x", "c"], target="y")
     assert [(r.column, r.check) for r in rules.rules] == [("x", "between"), ("c", "not_in_set")]
     assert rules.rules[0].describe() == "expect_column_values_to_be_between(0, inf]"
     skipped = "\n".join(rules.skipped)

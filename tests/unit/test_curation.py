@@ -82,21 +82,50 @@ def test_suite_diff_names_new_columns_categories_and_shifted_ranges(loans: pd.Da
     assert ("changed", "expect_column_median_to_be_between", "loan_amount") in details
 
 
-def test_label_review_ranks_flipped_labels_first() -> None:
+def _learnable(rows: int, seed: int, noise: float = 0.05) -> tuple[pd.DataFrame, pd.Series, set[int]]:
+    """A table whose labels a model can learn, with `noise` of them flipped at known rows."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(rows, n_features=8, n_informative=5, class_sep=2.0, flip_y=0.0, random_state=seed)
+    flip = np.random.default_rng(seed + 1).random(rows) < noise
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    return frame, pd.Series(np.where(flip, 1 - y, y), name="label"), set(np.flatnonzero(flip).tolist())
+
+
+def test_label_review_flags_flipped_labels_with_the_reviewer_that_finds_them() -> None:
+    X, y, flipped = _learnable(3000, seed=3)
+    spec = infer_feature_spec(X.assign(label=y), "label")
+    candidates = {
+        "logistic_regression": build_model(spec, ModelConfig(estimator="logistic_regression"), 0),
+        "hist_gradient_boosting": build_model(spec, ModelConfig(estimator="hist_gradient_boosting"), 0),
+    }
+    review = review_labels(candidates, X, y, folds=3, seed=0)
+    issues = review.issues
+    assert list(issues.columns) == COLUMNS and len(issues) > 0
+    assert (issues["given_label"] != issues["predicted_label"]).all()
+    assert issues["given_label_probability"].is_monotonic_increasing  # most confident mistakes first
+    assert sum(review.per_class.values()) == len(issues)
+    # Each candidate (and their average) was measured on labels it replaced itself; the best reviews.
+    assert set(review.detection) == {*candidates, "average"}
+    assert review.reviewer == max(review.detection, key=review.detection.__getitem__)
+    precision = len(set(issues["row"]) & flipped) / len(issues)
+    recall = len(set(issues["row"]) & flipped) / len(flipped)
+    assert precision >= 0.75 and recall >= 0.6, (precision, recall)  # 0.84 and 0.89 when written
+    assert review.estimated_precision is not None and review.estimated_precision >= 0.8
+    assert review.summary()["reviewer"] == review.reviewer
+
+
+def test_label_review_flags_nothing_where_labels_are_too_ambiguous_to_review() -> None:
+    """Loan defaults are draws: a flipped label looks like any unlucky borrower. Before, the review
+    flagged 69 of 960 rows there, most of them right; now it says why it flags none."""
     batch = generate_loans(3000, seed=5, scenario=Scenario(label_noise=0.05))
     frame = batch.frame
     spec = infer_feature_spec(frame, TARGET, ID_COLUMN, "application_time")
     split = split_data(frame, spec, 0.2, 0)
     ids = frame.loc[split.X_train.index, ID_COLUMN]
     review = review_labels(build_model(spec, ModelConfig(), 0), split.X_train, split.y_train, ids=ids, folds=3, seed=0)
-    issues = review.issues
-    assert list(issues.columns) == COLUMNS and len(issues) > 0
-    assert (issues["given_label"] != issues["predicted_label"]).all()
-    assert issues["given_label_probability"].is_monotonic_increasing  # most confident mistakes first
-    assert sum(review.per_class.values()) == len(issues)
-    flipped = set(batch.flipped_ids)
-    top = issues["id"].head(20)
-    assert top.isin(flipped).mean() >= 0.5, "the most confident mistakes should mostly be the flipped rows"
+    assert review.issues.empty and review.estimated_precision is None
+    assert "too ambiguous" in review.note and "nothing flagged" in review.summary()["note"]
 
 
 def test_label_review_samples_large_training_sets(loans: pd.DataFrame) -> None:
@@ -167,5 +196,5 @@ def test_regression_label_review_ranks_injected_errors_first() -> None:
     wrong = set(simulated.flipped_ids) & set(frame[TRIP_ID].loc[split.X_train.index])
     precision, recall = len(flagged & wrong) / max(len(flagged), 1), len(flagged & wrong) / len(wrong)
     assert precision > 0.6 and recall > 0.5, (precision, recall)
-    assert review.issues["label_quality"].is_monotonic_increasing  # the worst first
+    assert review.issues["robust_z"].is_monotonic_decreasing  # the worst first
     assert set(review.per_class) == {"above_prediction", "below_prediction"}
