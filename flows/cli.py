@@ -385,6 +385,7 @@ def run(
             f"MLflow run {result.run_id}",
             highlight=False,
         )
+    _print_data_note(result.data)
     if as_json:
         print(json.dumps({**json.loads(result.as_json()), "new_model": new_model is not None}, sort_keys=True))
 
@@ -959,6 +960,10 @@ def monitor(
         highlight=False,
         soft_wrap=True,
     )
+    if result.contract and not result.contract.startswith("clean"):
+        err.print(f"  contract: {result.contract}", highlight=False, soft_wrap=True)
+    if result.rows_set_aside:
+        err.print(f"  {result.rows_set_aside} row(s) broke row rules and were left out", highlight=False)
     for issue in result.quality:
         err.print(f"  data quality: {issue}", highlight=False, soft_wrap=True)
     if result.report_html:
@@ -1194,6 +1199,19 @@ def expectations_init(
     err.print("review it, edit bounds on purpose, and commit it.")
 
 
+def _print_data_note(data: dict[str, Any]) -> None:
+    """The contract's judgement of the data (when not plain clean) and the rows it set aside."""
+    if data.get("judgement") == "drift":
+        err.print(f"[yellow]data {data['why']}[/]", highlight=False, soft_wrap=True)
+    if data.get("rows_set_aside"):
+        where = ", ".join(data.get("set_aside_in") or [])
+        err.print(
+            f"[yellow]{data['rows_set_aside']} row(s) broke row rules and were set aside:[/] {where}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @expectations_app.command("validate")
 def expectations_validate(
     config_path: ConfigOption = None,
@@ -1215,7 +1233,13 @@ def expectations_validate(
     except contract.ContractError as exc:
         _fail(f"{exc}; create it with `mlops expectations init`")
     batches = _read(source, config.data.query)
-    screening = screen_with(contract.Validator(workspace.gx_dir), batches, suite)
+    screening = screen_with(
+        contract.Validator(workspace.gx_dir),
+        batches,
+        suite,
+        max_bad_row_share=config.validation.max_bad_row_share,
+        target=config.data.target,
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_path = workspace.reports / f"validation_{dataset}_{stamp}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1224,6 +1248,7 @@ def expectations_validate(
         "accepted": [b.name for b in screening.accepted],
         "rejected": [{"batch": r.batch.name, **r.report.as_dict()} for r in screening.rejected],
         "report": screening.report.as_dict(),
+        "rows_set_aside": {a.batch.name: {"rows": len(a.rows), "reasons": a.reasons()} for a in screening.set_aside},
     }
     report_path.write_text(json.dumps(payload, indent=2, default=str))
     folders = []
@@ -1247,7 +1272,15 @@ def expectations_validate(
             )
         )
     if screening.success:
-        err.print(f"[green]accepted:[/] {screening.report.summary()}", highlight=False)
+        err.print(f"[green]accepted ({screening.report.why}):[/] {screening.report.summary()}", highlight=False)
+        for aside in screening.set_aside:
+            reasons = "; ".join(f"{rule} ({count})" for rule, count in aside.reasons().items())
+            err.print(
+                f"[yellow]{len(aside.rows)} row(s) of {aside.batch.name} break row rules[/] (a run sets them aside): "
+                f"{reasons}",
+                highlight=False,
+                soft_wrap=True,
+            )
     else:
         for rejection in screening.rejected:
             err.print(f"[bold red]rejected {rejection.batch.name}:[/] {rejection.report.summary()}", highlight=False)

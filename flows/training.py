@@ -63,9 +63,29 @@ class TrainingResult:
     failed_checks: list[str] = field(default_factory=list)
     task: str | None = None
     metric: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # the contract's judgement and the rows set aside
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Validated:
+    """What the contract let through, how it judged it, and the rows it set aside (and where)."""
+
+    frame: pd.DataFrame = field(repr=False)
+    judgement: str
+    why: str
+    rows_set_aside: int = 0
+    set_aside_in: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "judgement": self.judgement,
+            "why": self.why,
+            "rows_set_aside": self.rows_set_aside,
+            "set_aside_in": list(self.set_aside_in),
+        }
 
 
 @dataclass(frozen=True)
@@ -187,8 +207,9 @@ def validate_task(
     run_id: str,
     source: str,
     task: str,
-) -> pd.DataFrame:
-    """Screen the batches against the suite; rejected ones go to quarantine and stop the run."""
+) -> Validated:
+    """Screen the batches against the suite: rows breaking row rules are set aside to quarantine;
+    rejected batches go to quarantine and stop the run."""
     logger = get_run_logger()
     suite = _suite_for(batches, config, dataset, task)
     ledger = workspace.accepted_batches(dataset)
@@ -229,8 +250,10 @@ def validate_task(
     logger.info(report.summary())
     registry.set_tags(run_id, {"validation.judgement": report.judgement})
     registry.log_metrics(run_id, {"rows_set_aside": screening.rows_set_aside})
+    aside_in: list[str] = []
     for aside in screening.set_aside:
         folder = quarantine_rows(workspace.quarantine, dataset, aside, source=source, context={"mlflow_run_id": run_id})
+        aside_in.append(str(folder))
         logger.warning(
             "%d row(s) of %s set aside in %s: %s",
             len(aside.rows),
@@ -241,7 +264,7 @@ def validate_task(
     if screening.set_aside:
         registry.set_tags(run_id, {"rows_set_aside_in": str(workspace.quarantine / dataset)})
     assert screening.frame is not None
-    return screening.frame
+    return Validated(screening.frame, report.judgement, report.why, screening.rows_set_aside, tuple(aside_in))
 
 
 @task(name="curate", cache_policy=NO_CACHE)
@@ -1043,8 +1066,8 @@ def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResu
         metric = task.metric_for(config.promotion.metric)
         search_metric = config.search.metric or metric
         task.check_metric(search_metric, "search.metric")
-        frame = validate_task(batches, config, dataset, workspace, run_id, source, task.name)
-        curated = curate_task(frame, config, source, task, run_id)
+        validated = validate_task(batches, config, dataset, workspace, run_id, source, task.name)
+        curated = curate_task(validated.frame, config, source, task, run_id)
         prepared = prepare_task(curated, config, task, run_id)
         if config.label_review.enabled:
             prepared = review_labels_task(prepared, curated, config, run_id)
@@ -1079,4 +1102,5 @@ def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResu
         failed_checks=[c.name for c in decision.failed],
         task=task.name,
         metric=metric,
+        data=validated.summary(),
     )

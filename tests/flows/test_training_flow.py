@@ -186,7 +186,7 @@ def test_a_handful_of_impossible_rows_is_set_aside_and_the_rest_trains(trained, 
     fresh.to_parquet(newest, index=False)
     result = training_flow(config.with_overrides(data={"source": str(source)}))
     run = _client(config).get_run(result.run_id)
-    assert run.data.metrics["rows_set_aside"] == 4
+    assert run.data.metrics["rows_set_aside"] == 4 and result.data["rows_set_aside"] == 4
     assert run.data.tags["validation.judgement"] in {"clean", "drift"}
     (folder,) = [f for f in (Workspace.at(config.home).quarantine / "loans").iterdir() if f.name.endswith("-rows")]
     assert "batch_0002" in folder.name and newest.is_file(), "the batch stays; only its rows are copied aside"
@@ -218,7 +218,9 @@ def test_cli_run_json_contract(trained) -> None:
         "task",
         "metric",
         "new_model",
+        "data",
     }
+    assert outcome["data"]["judgement"] == "clean" and outcome["data"]["rows_set_aside"] == 0
     assert outcome["model_name"] == "loans" and outcome["promoted"] is False
     assert (outcome["task"], outcome["metric"], outcome["new_model"]) == ("binary", "roc_auc", False)
 
