@@ -36,6 +36,7 @@ INJECTED = 0.05  # share of labels replaced at known rows to measure each review
 MIN_FLAGGED = 5  # a cut is judged on at least this many replaced labels found ...
 MIN_RECALL = 0.1  # ... and at least this share of them: a thinner cut's estimate is noise
 AVERAGE = "average"
+RESIDUAL_Z = 3.5  # a residual this many robust standard deviations from the median may be a wrong label
 INJECTION_STREAM = 0x1ABE1  # its own random stream: a plain `seed` stream may pick the very rows a user flipped
 
 
@@ -246,6 +247,13 @@ def review_labels(
         answer = np.mean([_suspicion(candidates[m], X, y, folds, seed, regression)[0] for m in members], axis=0)
         given = suspicion(answer, y)
         flagged = np.argsort(-given, kind="stable")[:count]
+        # ... and only rows the reviewer itself finds wrong: a residual beyond `RESIDUAL_Z` robust
+        # standard deviations, or another class more likely than the given one.
+        if regression:
+            flagged = flagged[given[flagged] > RESIDUAL_Z]
+        else:
+            labels = np.searchsorted(classes, y.to_numpy())
+            flagged = flagged[answer[flagged].argmax(axis=1) != labels[flagged]]
     ranked = flagged[np.argsort(-given[flagged], kind="stable")]
     issues = _issues(answer, classes, X, y, ids, ranked, given, regression)
     if regression:

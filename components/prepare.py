@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
@@ -199,6 +198,10 @@ def split_data(
 ) -> Split:
     """Hold out `test_size` of the labeled rows: seeded (stratified for classes), or the newest by time.
 
+    The seeded split keys each row by what it is (`split_keys`: its id, else its content), so a
+    row held out once stays held out when more data arrives, and a row trained on stays a
+    training row: the champion is never scored on rows it learned from because the data grew.
+
     Unlabeled rows cannot be learned from and are left out (counted); so are classes with fewer
     than `MIN_ROWS_PER_CLASS` rows, which can be neither split nor cross-validated (counted by class).
     At least `min_test_rows` are held out when that leaves two thirds of the rows to train on.
@@ -253,10 +256,45 @@ def split_data(
         return Split(
             X.iloc[train_rows], X.iloc[test_rows], target.iloc[train_rows], y_test, unlabeled, rare, by_time=True
         )
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, target, test_size=n_test, random_state=seed, stratify=target if task.classification else None
+    keys = split_keys(labeled, seed, spec.id_column)
+    test = _held_out(
+        keys, target, n_test / len(target), task.classification, at_least=min(min_test_rows, len(target) // 3)
     )
-    return Split(X_train, X_test, y_train, y_test, unlabeled, rare)
+    order = np.argsort(keys, kind="stable")  # a seeded shuffle that is the same for the same rows
+    train_rows, test_rows = order[~test[order]], order[test[order]]
+    return Split(
+        X.iloc[train_rows], X.iloc[test_rows], target.iloc[train_rows], target.iloc[test_rows], unlabeled, rare
+    )
+
+
+def split_keys(frame: pd.DataFrame, seed: int, id_column: str | None = None) -> np.ndarray:
+    """A seeded pseudo-random key per row from what the row is (its id, else its content), so that a
+    row keeps its side of the split however many rows arrive around it: the gate never scores a
+    champion on rows it was trained on because the data grew (copies of a row share a side, too)."""
+    basis = frame[[id_column]] if id_column and id_column in frame.columns else frame
+    hashed = pd.util.hash_pandas_object(basis, index=False).to_numpy(dtype=np.uint64)
+    return pd.util.hash_array(hashed ^ np.uint64(seed % (1 << 63)))
+
+
+def _held_out(keys: np.ndarray, target: pd.Series, share: float, stratify: bool, at_least: int = 0) -> np.ndarray:
+    """Rows whose key falls in the lowest `share` of the key space: a row's side never depends on the
+    other rows (a smaller `share` later only moves held-out rows to training, never the other way),
+    so the count is `share` of the rows give or take sampling noise; when that falls short of
+    `at_least` (what the gate needs), the next keys make it up. Each class keeps at least one row
+    on each side."""
+    test = keys < np.uint64(min(share, 1.0) * float(np.iinfo(np.uint64).max))
+    if test.sum() < at_least:
+        test[np.argsort(keys, kind="stable")[:at_least]] = True
+    if stratify:
+        values = target.to_numpy()
+        for value in pd.unique(values):
+            members = np.flatnonzero(values == value)
+            ranked = members[np.argsort(keys[members], kind="stable")]
+            if not test[ranked].any():
+                test[ranked[0]] = True
+            if test[ranked].all():
+                test[ranked[-1]] = False
+    return test
 
 
 def build_preprocessor(

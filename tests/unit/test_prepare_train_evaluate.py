@@ -44,8 +44,8 @@ def test_split_is_stratified_seeded_and_does_not_mutate(tiny: pd.DataFrame) -> N
     a = split_data(tiny, spec, 0.25, seed=1)
     b = split_data(tiny, spec, 0.25, seed=1)
     pd.testing.assert_index_equal(a.X_test.index, b.X_test.index)
-    assert len(a.X_test) == 50
-    assert abs(a.y_test.eq("yes").mean() - tiny["y"].eq("yes").mean()) < 0.03
+    assert 35 <= len(a.X_test) <= 65  # a quarter of 200 rows, give or take: each row's key decides its side
+    assert abs(a.y_test.eq("yes").mean() - tiny["y"].eq("yes").mean()) < 0.1
     assert "id" not in a.X_train and "y" not in a.X_train
     pd.testing.assert_frame_equal(tiny, before)
 
@@ -158,7 +158,8 @@ def test_regression_splits_unstratified_and_rare_classes_are_left_out_and_counte
     frame = pd.DataFrame({"x": rng.normal(size=100), "price": rng.gamma(2, 10, 100)})
     frame.loc[:4, "price"] = np.nan
     split = split_data(frame, infer_feature_spec(frame, "price"), 0.2, seed=0, task=TASKS["regression"])
-    assert (len(split.X_train), len(split.X_test), split.unlabeled_rows) == (76, 19, 5)
+    assert len(split.X_train) + len(split.X_test) == 95 and split.unlabeled_rows == 5
+    assert 10 <= len(split.X_test) <= 30
     classes = pd.DataFrame({"x": range(60), "y": ["a"] * 29 + ["b"] * 29 + ["c"] * 2})
     split = split_data(classes, infer_feature_spec(classes, "y"), 0.2, seed=0, task=TASKS["multiclass"])
     assert split.rare_classes == {"c": 2} and set(split.y_train) == {"a", "b"}
@@ -194,12 +195,15 @@ def test_split_conformal_intervals_cover_about_their_nominal_share_of_new_rows()
     frame["y"] = 2 * frame["a"] - frame["b"] + rng.standard_t(4, n)
     task = TASKS["regression"]
     spec = infer_feature_spec(frame, "y")
-    split = split_data(frame, spec, 0.5, seed=0, task=task)
     config = ModelConfig(estimator="linear", interval_coverage=0.8)
-    final = fit_final_model(split.X_train, split.y_train, spec, config, 0, task=task, folds=5)
-    assert final.interval is not None and final.interval.coverage == 0.8
-    inside = np.abs(split.y_test - final.model.predict(split.X_test)) <= final.interval.half_width
-    assert abs(inside.mean() - 0.8) < 0.03
+    covered = []
+    for seed in range(4):  # one split's luck moves coverage by a standard deviation (1 point) or more
+        split = split_data(frame, spec, 0.5, seed=seed, task=task)
+        final = fit_final_model(split.X_train, split.y_train, spec, config, 0, task=task, folds=5)
+        assert final.interval is not None and final.interval.coverage == 0.8
+        inside = np.abs(split.y_test - final.model.predict(split.X_test)) <= final.interval.half_width
+        covered.append(inside.mean())
+    assert abs(np.mean(covered) - 0.8) < 0.02, covered
 
 
 def test_class_weights_are_recalibrated_and_the_threshold_applies_to_the_served_probabilities() -> None:
@@ -266,6 +270,28 @@ def test_numbers_stored_as_text_are_numeric_features_and_codes_stay_text() -> No
 def test_a_small_table_holds_out_enough_rows_for_the_gate() -> None:
     frame = pd.DataFrame({"x": range(120), "y": ["a", "b", "c"] * 40})
     spec = infer_feature_spec(frame, "y")
-    assert len(split_data(frame, spec, 0.2, seed=0).X_test) == 24
-    assert len(split_data(frame, spec, 0.2, seed=0, min_test_rows=30).X_test) == 30
-    assert len(split_data(frame.head(60), spec, 0.2, seed=0, min_test_rows=30).X_test) == 20  # two thirds train
+    assert 14 <= len(split_data(frame, spec, 0.2, seed=0).X_test) <= 34  # a fifth, give or take
+    assert len(split_data(frame, spec, 0.2, seed=0, min_test_rows=40).X_test) >= 40
+    assert len(split_data(frame.head(60), spec, 0.2, seed=0, min_test_rows=30).X_test) >= 20  # two thirds train
+
+
+def test_rows_keep_their_side_of_the_split_as_data_grows() -> None:
+    """The champion is scored on this run's held-out rows: none of them may have been its training
+    rows merely because more data arrived and a random split moved."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pd.DataFrame({"x": rng.normal(size=n), "c": rng.choice(["a", "b"], n), "y": rng.integers(0, 2, n)})
+    spec = infer_feature_spec(frame, "y")
+    first = split_data(frame.head(1000), spec, 0.2, seed=3)
+    grown = split_data(frame, spec, 0.2, seed=3)
+    assert set(first.X_test.index) <= set(grown.X_test.index)
+    assert not set(first.X_train.index) & set(grown.X_test.index)
+    assert len(grown.X_test) == pytest.approx(600, abs=60)
+    reseeded = split_data(frame, spec, 0.2, seed=4)
+    assert set(reseeded.X_test.index) != set(grown.X_test.index)
+    with_ids = frame.assign(key=np.arange(n))  # with an id column, the id decides, not the content
+    spec_ids = infer_feature_spec(with_ids, "y", id_column="key")
+    edited = with_ids.assign(x=with_ids["x"] + 1)
+    assert set(split_data(with_ids, spec_ids, 0.2, 3).X_test.index) == set(
+        split_data(edited, spec_ids, 0.2, 3).X_test.index
+    )
