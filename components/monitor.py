@@ -528,6 +528,13 @@ def decide(report: DriftReport, history: Sequence[Window], config: MonitoringCon
         report.verdict, report.reason = "retrain", f"{this or 'no alarm in this window'}; {tally}"
     elif causes:
         report.verdict, report.reason = "watching", f"{this}; {tally}"
+    elif report.drifted_features:
+        report.verdict, report.reason = (
+            "stable",
+            f"{len(report.drifted_features)} of {len(report.features)} features drifted "
+            f"({', '.join(report.drifted_features)}), below the {config.drift_share:.0%} that makes a window drift; "
+            f"no decay; {tally}",
+        )
     else:
         report.verdict, report.reason = "stable", f"no drift or decay; {tally}"
     return report

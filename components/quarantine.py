@@ -64,6 +64,7 @@ class Screening:
     report: ValidationReport
     frame: pd.DataFrame | None = field(default=None, repr=False)
     set_aside: tuple[SetAside, ...] = ()
+    drifted: dict[str, str] = field(default_factory=dict)  # accepted batch -> why it was judged drift
 
     @property
     def rows_set_aside(self) -> int:
@@ -158,9 +159,12 @@ def screen_batches(
     rejected = [*too_bad, *(Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None)]
     readable = [b for b in batches if b.frame is not None]
     survivors: list[Batch] = []
+    drifted: dict[str, str] = {}
     if len(readable) > 1:
         for batch in readable:
             report = None if batch.name in trusted else validate_quietly(batch.frame)  # type: ignore[arg-type]
+            if report is not None and report.success and report.judgement == "drift":
+                drifted[batch.name] = report.why
             if report is None or report.success:
                 survivors.append(batch)
             else:  # validate it again through the checkpoint, so Data Docs show why it was rejected
@@ -175,8 +179,11 @@ def screen_batches(
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         assert frame is not None
         combined = validate(frame)
+        if len(survivors) == 1 and combined.success and combined.judgement == "drift":
+            drifted[survivors[0].name] = combined.why
         if combined.success:
             return Screening(
+                drifted=drifted,
                 accepted=tuple(survivors),
                 rejected=tuple(rejected),
                 report=combined,
@@ -203,11 +210,13 @@ def screen_batches(
             accepted.append(batch)
         else:
             rejected.append(Rejection(batch, validate(frame)))
+    names = {b.name for b in accepted}
     return Screening(
         accepted=tuple(accepted),
         rejected=tuple(rejected),
         report=combined or rejected[0].report,
         set_aside=_of(aside, accepted),
+        drifted={name: why for name, why in drifted.items() if name in names},
     )
 
 
@@ -272,6 +281,20 @@ def remember_accepted(ledger: Path, batches: Sequence[Batch], suite: dict[str, A
     """Record accepted file batches so later runs validate only what is new or changed."""
     known = _read_ledger(ledger) | set(_batch_keys(batches, suite).values())
     write_text_atomic(ledger, json.dumps(sorted(known)))
+
+
+def new_set_asides(ledger: Path, set_aside: Sequence[SetAside], suite: dict[str, Any]) -> list[SetAside]:
+    """The rows set aside from batches not seen before (a file's rows are quarantined once, however
+    many runs leave them out); records them in the ledger. Batches without a file are always new."""
+    keys = _batch_keys([s.batch for s in set_aside], suite)
+    known = _read_ledger(ledger)
+    fresh = [s for s in set_aside if keys.get(s.batch.name) not in known or s.batch.name not in keys]
+    if fresh:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            ledger, json.dumps(sorted(known | {keys[s.batch.name] for s in fresh if s.batch.name in keys}))
+        )
+    return fresh
 
 
 def _stamp() -> str:

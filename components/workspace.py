@@ -60,6 +60,10 @@ class Workspace:
         """Ledger of batch files the contract accepted, so unchanged ones are not re-validated alone."""
         return self.root / "contract" / f"{dataset}_accepted.json"
 
+    def rows_set_aside(self, dataset: str) -> Path:
+        """Ledger of batch files whose broken rows are already in quarantine (not written again)."""
+        return self.root / "contract" / f"{dataset}_rows_set_aside.json"
+
     def model_cache(self, name: str, version: str) -> Path:
         """A registered model version downloaded for batch scoring (versions never change)."""
         return self.root / "cache" / "models" / name / version

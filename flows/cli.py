@@ -1201,10 +1201,13 @@ def expectations_init(
 
 def _print_data_note(data: dict[str, Any]) -> None:
     """The contract's judgement of the data (when not plain clean) and the rows it set aside."""
-    if data.get("judgement") == "drift":
+    drifted = data.get("drifted_batches") or {}
+    for name, why in drifted.items():
+        err.print(f"[yellow]{name} {why}[/]", highlight=False, soft_wrap=True)
+    if data.get("judgement") == "drift" and not drifted:
         err.print(f"[yellow]data {data['why']}[/]", highlight=False, soft_wrap=True)
     if data.get("rows_set_aside"):
-        where = ", ".join(data.get("set_aside_in") or [])
+        where = ", ".join(data.get("set_aside_in") or []) or "in quarantine since an earlier run"
         err.print(
             f"[yellow]{data['rows_set_aside']} row(s) broke row rules and were set aside:[/] {where}",
             highlight=False,

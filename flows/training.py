@@ -26,7 +26,14 @@ from components.extract import Batch, ExtractionError, combine, read_batches
 from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
-from components.quarantine import quarantine, quarantine_rows, remember_accepted, screen_with, trusted_batches
+from components.quarantine import (
+    new_set_asides,
+    quarantine,
+    quarantine_rows,
+    remember_accepted,
+    screen_with,
+    trusted_batches,
+)
 from components.scoring import decision_threshold, measure_serving, read_model_info
 from components.tasks import Task, TaskInference, infer_task, task_named
 from components.train import (
@@ -78,6 +85,7 @@ class Validated:
     why: str
     rows_set_aside: int = 0
     set_aside_in: tuple[str, ...] = ()
+    drifted: dict[str, str] = field(default_factory=dict)  # batch -> why the contract judged it drift
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -85,6 +93,7 @@ class Validated:
             "why": self.why,
             "rows_set_aside": self.rows_set_aside,
             "set_aside_in": list(self.set_aside_in),
+            "drifted_batches": self.drifted,
         }
 
 
@@ -248,10 +257,10 @@ def validate_task(
         raise DataRejected(screening.rejected[0].report, report_path, quarantined=tuple(folders))
     remember_accepted(ledger, screening.accepted, suite)
     logger.info(report.summary())
-    registry.set_tags(run_id, {"validation.judgement": report.judgement})
     registry.log_metrics(run_id, {"rows_set_aside": screening.rows_set_aside})
     aside_in: list[str] = []
-    for aside in screening.set_aside:
+    fresh = new_set_asides(workspace.rows_set_aside(dataset), screening.set_aside, suite)
+    for aside in fresh:
         folder = quarantine_rows(workspace.quarantine, dataset, aside, source=source, context={"mlflow_run_id": run_id})
         aside_in.append(str(folder))
         logger.warning(
@@ -261,10 +270,22 @@ def validate_task(
             folder,
             "; ".join(f"{rule} ({count})" for rule, count in aside.reasons().items()),
         )
+    if again := screening.rows_set_aside - sum(len(a.rows) for a in fresh):
+        logger.info(
+            "%d row(s) of earlier batches left out again (in quarantine since the run that first saw them)", again
+        )
     if screening.set_aside:
         registry.set_tags(run_id, {"rows_set_aside_in": str(workspace.quarantine / dataset)})
     assert screening.frame is not None
-    return Validated(screening.frame, report.judgement, report.why, screening.rows_set_aside, tuple(aside_in))
+    for name, why in screening.drifted.items():
+        logger.info("%s: %s", name, why)
+    judgement, why = report.judgement, report.why
+    if screening.drifted and judgement == "clean":  # a shifted file, diluted in the whole
+        judgement, why = "drift", f"{len(screening.drifted)} batch(es) {next(iter(screening.drifted.values()))}"
+    registry.set_tags(run_id, {"validation.judgement": judgement})
+    return Validated(
+        screening.frame, judgement, why, screening.rows_set_aside, tuple(aside_in), dict(screening.drifted)
+    )
 
 
 @task(name="curate", cache_policy=NO_CACHE)
