@@ -161,7 +161,8 @@ class SplitConfig(_Section):
     test_size: float = Field(default=0.2, gt=0, lt=1, description="Share of the labeled rows held out for the gate.")
     strategy: Literal["random", "time"] = Field(
         default="random",
-        description="random: a seeded split (stratified for classes); time: the most recent rows (by "
+        description="random: a seeded split by what each row is (its id, else its content; about test_size of "
+        "each class), so rows keep their side as data grows; time: the most recent rows (by "
         "`data.time_column`) are held out and the search's folds move forward in time, so promotion is "
         "judged on the newest data.",
     )

@@ -475,7 +475,11 @@ def init(
     table.add_row("slices", ", ".join(proposal.slices) or "-")
     table.add_row("gate metric", metric)
     table.add_row("settings", _shown(model_file, project.root))
-    table.add_row("contract", f"{_shown(suite, project.root)} ({len(profiled['expectations'])} expectations)")
+    table.add_row(
+        "contract",
+        f"{_shown(suite, project.root)} ({len(profiled['expectations'])} expectations inferred from "
+        f"{profiled['meta']['reference_rows']:,} rows; each says its evidence)",
+    )
     err.print(table)
     err.print(f"review both files and commit them; then: mlops run --name {model_name}", highlight=False)
 
@@ -1196,7 +1200,10 @@ def expectations_init(
     err.print(f"wrote {path}: {len(suite['expectations'])} expectations from {suite['meta']['reference_rows']} rows")
     for kind, count in sorted(kinds.items()):
         err.print(f"  {count:3d} x {kind}", highlight=False)
-    err.print("review it, edit bounds on purpose, and commit it.")
+    err.print(
+        "every expectation is marked inferred, with its evidence where it matters: review it, edit bounds on "
+        "purpose (an edited or added expectation without the mark counts as declared), and commit it."
+    )
 
 
 def _print_data_note(data: dict[str, Any]) -> None:
