@@ -18,6 +18,9 @@ or a batch-level break is rejected, and values beyond the reference's range are 
 - shifted: one later batch moved by a realistic amount (a numeric feature +25%, shifted by half
   its standard deviation, its top 5% stretched by half, and a categorical feature's mix turned
   around): goal: each accepted, so that monitoring judges it as drift and retraining learns it.
+  "as drift" counts the shifts the contract's report itself calls drift (values beyond the
+  reference's range, a median outside its 35-65% quantiles); "monitoring" those whose moved column
+  monitoring's drift test (KS or chi-square with PSI, the defaults) flags against the reference.
 
 Label review: 5% of the labels of each classification table flipped at known rows, reviewed with
 the project's default reviewer exactly as the training flow does: precision and recall (goal
@@ -44,10 +47,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # the sibling module, found from any working directory
 
-from components.config import PipelineConfig
+from components.config import MonitoringConfig, PipelineConfig
 from components.contract import Validator, profile_from_config
 from components.extract import Batch
 from components.label_review import LabelReviewError, review_labels
+from components.monitor import categorical_drift, numeric_drift
 from components.prepare import infer_feature_spec
 from components.quarantine import Screening, screen_with
 from components.simulate import ID_COLUMN, TARGET, generate_batches
@@ -85,6 +89,7 @@ class Outcome:
     shift_rejected: list[str] = field(default_factory=list)
     shift_tried: int = 0
     shift_drift: int = 0  # accepted shifts the report calls drift
+    shift_monitored: int = 0  # accepted shifts whose moved column monitoring's drift test flags
     seconds: float = 0.0
 
 
@@ -238,13 +243,20 @@ def run_source(source: Source, size: int, validator: Validator, seed: int) -> Ou
             caught = {int(i) for a in screening.set_aside for i in a.rows.index} - before
             if broken == BATCH or not set(range(broken)) <= caught | before:
                 outcome.corrupt_missed.append(name)
+    monitoring = MonitoringConfig()
     for name, shift in _shifts(num, cat, reference, rest, seed).items():
         outcome.shift_tried += 1
         screening = screen(shift(probe))
         if not screening.success:
             outcome.shift_rejected.append(f"{name}: " + ", ".join(_reasons(screening)))
-        elif screening.report.judgement == "drift":
+            continue
+        if screening.report.judgement == "drift":
             outcome.shift_drift += 1
+        assert screening.frame is not None
+        column = cat if name == "category mix" else num
+        test = categorical_drift if name == "category mix" else numeric_drift
+        if test(str(column), reference[column], screening.frame[column], monitoring).drifted:
+            outcome.shift_monitored += 1
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -329,15 +341,16 @@ def main() -> None:
                 )
     print(
         f"\n{'table':<16}{'reference':>10}{'clean rejected':>16}{'clean rows aside':>18}"
-        f"{'corrupt refused':>17}{'shifts accepted':>17}{'as drift':>10}"
+        f"{'corrupt refused':>17}{'shifts accepted':>17}{'as drift':>10}{'monitoring':>12}"
     )
-    print("-" * 104)
+    print("-" * 116)
     for o in outcomes:
         print(
             f"{o.source:<16}{o.size:>10,}{f'{o.clean[0]} of {o.clean[1]}':>16}"
             f"{f'{o.clean_set_aside[0] / max(o.clean_set_aside[1], 1):.2%}':>18}"
             f"{f'{o.corrupt_tried - len(o.corrupt_missed)} of {o.corrupt_tried}':>17}"
             f"{f'{o.shift_tried - len(o.shift_rejected)} of {o.shift_tried}':>17}{o.shift_drift:>10}"
+            f"{o.shift_monitored:>12}"
         )
     print()
     for o in outcomes:
