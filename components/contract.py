@@ -225,7 +225,6 @@ def _numeric_expectations(
     soft_low, soft_high = q_low - widen * spread, q_high + widen * spread
     if never_negative:
         soft_low = max(soft_low, 0.0)
-    if never_negative:
         hard_low, evidence = 0.0, f"never negative in {n:,} rows"
     elif low >= 0:
         hard_low, evidence = low - span, f"{n:,} rows are too few to rule out negative values"

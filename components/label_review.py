@@ -124,18 +124,14 @@ def _replace_labels(y: pd.Series, rng: np.random.Generator, regression: bool) ->
     return pd.Series(values, index=y.index, name=y.name), rows
 
 
-def _suspicion(
-    model: Pipeline, X: pd.DataFrame, y: pd.Series, folds: int, seed: int, regression: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """(out-of-fold answers, suspicion of every row's given label); higher is more suspect."""
+def _out_of_fold(model: Pipeline, X: pd.DataFrame, y: pd.Series, folds: int, seed: int, regression: bool) -> np.ndarray:
+    """Every row's out-of-fold answer: predicted values, or class probabilities."""
     if regression:
         from sklearn.model_selection import KFold
 
         cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
-        predicted = np.asarray(cross_val_predict(clone(model), X, y, cv=cv, n_jobs=1), dtype="float64")
-        return predicted, _residual_z(y.to_numpy(dtype="float64"), predicted)
-    probabilities, classes, _ = out_of_fold_probabilities(model, X, y, folds, seed)
-    return probabilities, _self_suspicion(probabilities, classes, y)
+        return np.asarray(cross_val_predict(clone(model), X, y, cv=cv, n_jobs=1), dtype="float64")
+    return out_of_fold_probabilities(model, X, y, folds, seed)[0]
 
 
 def _self_suspicion(probabilities: np.ndarray, classes: np.ndarray, y: pd.Series) -> np.ndarray:
@@ -214,7 +210,7 @@ def review_labels(
     noisy, rows = _replace_labels(y, np.random.default_rng([seed, INJECTION_STREAM]), regression)
     replaced = np.zeros(len(y), dtype=bool)
     replaced[rows] = True
-    answers = {name: _suspicion(model, X, noisy, folds, seed, regression)[0] for name, model in candidates.items()}
+    answers = {name: _out_of_fold(model, X, noisy, folds, seed, regression) for name, model in candidates.items()}
     if len(answers) > 1:
         answers[AVERAGE] = np.mean(list(answers.values()), axis=0)
     classes = np.array(sorted(pd.unique(noisy)))
@@ -244,7 +240,7 @@ def review_labels(
         # ones, ranked by the chosen reviewer cross-validated on these labels (models that learned
         # from fewer wrong labels rank the wrong ones higher, so precision is at least the estimate's).
         members = list(candidates) if chosen == AVERAGE else [chosen]
-        answer = np.mean([_suspicion(candidates[m], X, y, folds, seed, regression)[0] for m in members], axis=0)
+        answer = np.mean([_out_of_fold(candidates[m], X, y, folds, seed, regression) for m in members], axis=0)
         given = suspicion(answer, y)
         flagged = np.argsort(-given, kind="stable")[:count]
         # ... and only rows the reviewer itself finds wrong: a residual beyond `RESIDUAL_Z` robust

@@ -71,6 +71,17 @@ class Screening:
         return sum(len(s.rows) for s in self.set_aside)
 
     @property
+    def judgement(self) -> str:
+        """The combined report's judgement, or drift when a file drifted that the whole dilutes."""
+        return "drift" if self.drifted and self.report.judgement == "clean" else self.report.judgement
+
+    @property
+    def why(self) -> str:
+        if self.drifted and self.report.judgement == "clean":
+            return f"{len(self.drifted)} batch(es) {next(iter(self.drifted.values()))}"
+        return self.report.why
+
+    @property
     def success(self) -> bool:
         return not self.rejected and self.report.success
 
@@ -93,8 +104,7 @@ def _columns(batch: Batch) -> list[str]:
     return [str(c) for c in batch.frame.columns]
 
 
-def _too_many_bad_rows(suite: str, batch: Batch, set_aside: SetAside, limit: float) -> ValidationReport:
-    rows = len(set_aside.rows) + len(batch.frame) if batch.frame is not None else len(set_aside.rows)
+def _too_many_bad_rows(suite: str, set_aside: SetAside, rows: int, limit: float) -> ValidationReport:
     top = "; ".join(f"{rule} ({count})" for rule, count in list(set_aside.reasons().items())[:5])
     failure = Failure(
         expectation="rows_within_row_rules",
@@ -124,7 +134,8 @@ def set_rows_aside(
             continue
         rest = replace(batch, frame=good)
         if len(bad) > max_bad_row_share * len(batch.frame):
-            rejected.append(Rejection(batch, _too_many_bad_rows(suite, rest, SetAside(batch, bad), max_bad_row_share)))
+            report = _too_many_bad_rows(suite, SetAside(batch, bad), len(batch.frame), max_bad_row_share)
+            rejected.append(Rejection(batch, report))
             continue
         kept.append(rest)
         aside.append(SetAside(batch, bad))
@@ -281,20 +292,6 @@ def remember_accepted(ledger: Path, batches: Sequence[Batch], suite: dict[str, A
     """Record accepted file batches so later runs validate only what is new or changed."""
     known = _read_ledger(ledger) | set(_batch_keys(batches, suite).values())
     write_text_atomic(ledger, json.dumps(sorted(known)))
-
-
-def new_set_asides(ledger: Path, set_aside: Sequence[SetAside], suite: dict[str, Any]) -> list[SetAside]:
-    """The rows set aside from batches not seen before (a file's rows are quarantined once, however
-    many runs leave them out); records them in the ledger. Batches without a file are always new."""
-    keys = _batch_keys([s.batch for s in set_aside], suite)
-    known = _read_ledger(ledger)
-    fresh = [s for s in set_aside if keys.get(s.batch.name) not in known or s.batch.name not in keys]
-    if fresh:
-        ledger.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            ledger, json.dumps(sorted(known | {keys[s.batch.name] for s in fresh if s.batch.name in keys}))
-        )
-    return fresh
 
 
 def _stamp() -> str:

@@ -27,7 +27,6 @@ from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
 from components.quarantine import (
-    new_set_asides,
     quarantine,
     quarantine_rows,
     remember_accepted,
@@ -259,7 +258,10 @@ def validate_task(
     logger.info(report.summary())
     registry.log_metrics(run_id, {"rows_set_aside": screening.rows_set_aside})
     aside_in: list[str] = []
-    fresh = new_set_asides(workspace.rows_set_aside(dataset), screening.set_aside, suite)
+    # A file's rows are quarantined once: the set-aside ledger works like the accepted one.
+    rows_ledger = workspace.rows_set_aside(dataset)
+    seen = trusted_batches(rows_ledger, [a.batch for a in screening.set_aside], suite)
+    fresh = [a for a in screening.set_aside if a.batch.name not in seen]
     for aside in fresh:
         folder = quarantine_rows(workspace.quarantine, dataset, aside, source=source, context={"mlflow_run_id": run_id})
         aside_in.append(str(folder))
@@ -270,6 +272,7 @@ def validate_task(
             folder,
             "; ".join(f"{rule} ({count})" for rule, count in aside.reasons().items()),
         )
+    remember_accepted(rows_ledger, [a.batch for a in fresh], suite)
     if again := screening.rows_set_aside - sum(len(a.rows) for a in fresh):
         logger.info(
             "%d row(s) of earlier batches left out again (in quarantine since the run that first saw them)", again
@@ -279,12 +282,14 @@ def validate_task(
     assert screening.frame is not None
     for name, why in screening.drifted.items():
         logger.info("%s: %s", name, why)
-    judgement, why = report.judgement, report.why
-    if screening.drifted and judgement == "clean":  # a shifted file, diluted in the whole
-        judgement, why = "drift", f"{len(screening.drifted)} batch(es) {next(iter(screening.drifted.values()))}"
-    registry.set_tags(run_id, {"validation.judgement": judgement})
+    registry.set_tags(run_id, {"validation.judgement": screening.judgement})
     return Validated(
-        screening.frame, judgement, why, screening.rows_set_aside, tuple(aside_in), dict(screening.drifted)
+        screening.frame,
+        screening.judgement,
+        screening.why,
+        screening.rows_set_aside,
+        tuple(aside_in),
+        dict(screening.drifted),
     )
 
 
