@@ -76,7 +76,6 @@ def _environment(folder: Path) -> dict[str, str]:
         {
             "MLOPS_HOME": str(folder / "ws"),
             "MLOPS__VALIDATION__SUITE_DIR": str(folder / "expectations"),
-            "MLOPS__RUNNER__ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "BENTOML_DO_NOT_TRACK": "true",

@@ -56,7 +56,6 @@ def _config(folder: Path, home: Path, source: Path, suites: Path) -> Path:
         "search": {"trials": 3},
         "label_review": {"enabled": False},
         "evaluation": {"plots": False},
-        "runner": {"enabled": False},
     }
     return write_project(folder, project, "bench_loans", loan_model(source))
 
@@ -150,7 +149,7 @@ def main() -> None:
     from components.environment import TELEMETRY_OFF
     from components.simulate import write_batches
 
-    env = {**os.environ, **TELEMETRY_OFF, "MLOPS__RUNNER__ENABLED": "false"}
+    env = {**os.environ, **TELEMETRY_OFF}
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_CONFIG"):
         env.pop(name, None)
     n, repeats = args.rows, args.repeats

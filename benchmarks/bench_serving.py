@@ -98,7 +98,6 @@ def _write_config(folder: Path, work: Path, estimator: str | None) -> Path:
         "search": {"trials": 3},
         "evaluation": {"plots": False},
         "prefect": {"server": "ephemeral"},  # nothing left running after the setup
-        "runner": {"enabled": False},
     }
     model = loan_model(work / "data", **({"model": {"estimator": estimator}} if estimator else {}))
     return write_project(folder, project, MODEL, model)
@@ -605,7 +604,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.config is None:
                 setup_env = {
                     **env,
-                    "MLOPS__RUNNER__ENABLED": "false",
                     # The temporary Prefect server's 20 s default is too short on a busy 2-core machine.
                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": env.get(
                         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"

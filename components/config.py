@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+
+from components.secrets import redact
 
 ENV_PREFIX = "MLOPS__"
 DEFAULT_CONFIG_NAME = "mlops.yaml"
@@ -45,6 +47,11 @@ class DataConfig(_Section):
         default=None,
         description="Dataset name: names the suite and the registered model. Derived from the source when omitted.",
     )
+
+    @field_serializer("source", when_used="json")
+    def _source_without_password(self, source: str | None) -> str | None:
+        # JSON is what leaves the process: Prefect's flow-run parameters, MLflow params, reports.
+        return None if source is None else redact(source)
 
 
 TaskName = Literal["binary", "multiclass", "regression"]
@@ -513,6 +520,12 @@ class PrefectConfig(_Section):
         description="Without PREFECT_API_URL: 'local' starts (once) and reuses a Prefect server under the "
         "workspace; 'ephemeral' starts a temporary server for each command.",
     )
+    idle_minutes: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="The local server exits by itself after this long without a request (null: runs until "
+        "`mlops server stop`); the next command starts it again.",
+    )
     heartbeat_seconds: int | None = Field(
         default=None,
         ge=30,
@@ -520,15 +533,6 @@ class PrefectConfig(_Section):
         "zombie-flow automation; off by default, because stopping the heartbeat thread adds up to 1 s "
         "to every flow run.",
     )
-
-
-class RunnerConfig(_Section):
-    enabled: bool = Field(
-        default=True,
-        description="`mlops run` leaves a warm runner (a process with Prefect, MLflow, GX and scikit-learn "
-        "imported) that later runs in the same environment fork from, saving the imports' seconds.",
-    )
-    idle_minutes: float = Field(default=30.0, gt=0, description="A runner without requests exits after this.")
 
 
 class PipelineConfig(_Section):
@@ -557,7 +561,6 @@ class PipelineConfig(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
     deploy: DeployConfig = DeployConfig()
     prefect: PrefectConfig = PrefectConfig()
-    runner: RunnerConfig = RunnerConfig()
 
     @field_validator("home")
     @classmethod

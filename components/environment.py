@@ -25,6 +25,12 @@ def disable_telemetry(environ: MutableMapping[str, str] | None = None) -> None:
         target.setdefault(name, value)
 
 
+def private_files() -> None:
+    """Files and folders this process creates are its owner's only (umask 077 added to the user's):
+    the registry database, prediction logs and reports hold data and credentials."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 def workspace_environment(workspace: Workspace, environ: MutableMapping[str, str] | None = None) -> None:
     """Point Prefect's home (database, logs) into the workspace; a value the user set wins.
 
@@ -32,6 +38,8 @@ def workspace_environment(workspace: Workspace, environ: MutableMapping[str, str
     """
     target = os.environ if environ is None else environ
     disable_telemetry(target)
+    if environ is None:
+        private_files()
     target.setdefault("PREFECT_HOME", str(workspace.prefect_home))
     # BentoML's model and Bento stores (`mlops build`) live in the workspace too.
     target.setdefault("BENTOML_HOME", str(workspace.root / "bentoml"))

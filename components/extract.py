@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import glob
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from components.secrets import redact, with_password
 
 _URL = re.compile(r"^[a-zA-Z][\w+.-]*://")
 TABULAR_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -94,19 +97,20 @@ def read_sql(url: str, query: str) -> pd.DataFrame:
     """Run a query through SQLAlchemy and return the result as a frame."""
     import sqlalchemy
 
+    shown = redact(url)
     try:
-        engine = sqlalchemy.create_engine(url)
+        engine = sqlalchemy.create_engine(with_password(url, os.environ))
     except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
-        raise ExtractionError(f"cannot connect to {url}: {exc}") from exc
+        raise ExtractionError(f"cannot connect to {shown}: {redact(str(exc))}") from exc
     try:
         connection = engine.connect()
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise ExtractionError(f"cannot connect to {url}: {exc}", transient=True) from exc
+        raise ExtractionError(f"cannot connect to {shown}: {redact(str(exc))}", transient=True) from exc
     try:
         with connection:
             return pd.read_sql_query(sqlalchemy.text(query), connection)
     except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
-        raise ExtractionError(f"query failed on {url}: {exc}") from exc
+        raise ExtractionError(f"query failed on {shown}: {redact(str(exc))}") from exc
     finally:
         engine.dispose()
 

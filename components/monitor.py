@@ -427,8 +427,24 @@ def join_labels(frame: pd.DataFrame, labels: pd.DataFrame, id_column: str, targe
                 f"e.g. {conflicting[conflicting > 1].index[0]!r}"
             )
         known = known.drop_duplicates(subset=[id_column])
-    mapping = known.set_index(id_column)[target]
-    return frame[id_column].map(mapping)
+    ids, label_ids = frame[id_column], known[id_column]
+    if ids.dtype != label_ids.dtype:  # e.g. ids logged as text (a request sent one as a string)
+        ids, label_ids = _text_ids(ids), _text_ids(label_ids)
+    mapping = pd.Series(known[target].to_numpy(), index=label_ids.to_numpy())
+    return ids.map(mapping)
+
+
+def _text_ids(values: pd.Series) -> pd.Series:
+    """Ids as text, so that 12, 12.0 and "12" are the same id."""
+
+    def text(value: Any) -> Any:
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    return pd.Series([text(v) for v in values], index=values.index, dtype=object)
 
 
 # ----------------------------------------------------------------------------- debouncing

@@ -167,7 +167,19 @@ class PredictionLog:
                     self._last_error = f"{type(exc).__name__}: {exc}"
 
     def _write(self, items: list[Any]) -> None:
-        table = _items_table(items)
+        try:
+            table = _items_table(items)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            if len(items) > 1:  # one bad item loses only itself
+                for item in items:
+                    self._write([item])
+                return
+            rows = _item_rows(items[0])
+            logger.warning("prediction log: %d row(s) dropped, not writable: %s", rows, exc)
+            with self._lock:
+                self._dropped_rows += rows
+                self._last_error = f"{type(exc).__name__}: {exc}"
+            return
         now = datetime.now(UTC)
         folder = self.directory / f"date={now:%Y-%m-%d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -178,7 +190,7 @@ class PredictionLog:
         tmp = folder / f".{name}.partial"
         try:
             pq.write_table(table, tmp)
-            tmp.replace(folder / name)
+            write_durably(tmp, folder / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             with self._lock:
@@ -188,6 +200,49 @@ class PredictionLog:
             self._written_rows += table.num_rows
             self._written_files += 1
             self._last_error = None
+
+
+def write_durably(written: Path, final: Path) -> None:
+    """Rename a finished file into place after its bytes, and then the rename, reach the disk: a
+    crash leaves the old state or the whole new file, never a truncated one under the final name."""
+    fd = os.open(written, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    written.replace(final)
+    directory = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _item_rows(item: Any) -> int:
+    return len(item) if isinstance(item, pd.DataFrame) else len(item[0])
+
+
+def _arrow(values: np.ndarray, kind: pa.DataType | None = None) -> pa.Array:
+    """One log column; values Arrow cannot hold as one type (a string among an id column's
+    integers, an integer beyond 64 bits) are logged as text rather than failing the flush."""
+    try:
+        return pa.array(values, type=kind, from_pandas=True)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        if kind is not None:
+            raise
+        return pa.array([None if _missing(v) else str(v) for v in values], type=pa.string())
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value is pd.NA or value is pd.NaT
+
+
+def _frame_table(frame: pd.DataFrame) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        kinds = {LOGGED_AT: pa.timestamp("us", tz="UTC")}
+        return pa.table({name: _arrow(frame[name].to_numpy(), kinds.get(name)) for name in frame.columns})
 
 
 def _items_table(items: list[Any]) -> pa.Table:
@@ -205,7 +260,7 @@ def _items_table(items: list[Any]) -> pa.Table:
             return
         if isinstance(run[0], pd.DataFrame):
             frame = pd.concat(run, ignore_index=True) if len(run) > 1 else run[0]
-            tables.append(pa.Table.from_pandas(frame, preserve_index=False))
+            tables.append(_frame_table(frame))
         else:
             tables.append(_batches_table(run))
         run.clear()
@@ -218,8 +273,23 @@ def _items_table(items: list[Any]) -> pa.Table:
             close_run()
         run.append(item)
     close_run()
-    # A column that was all-null in one flush and not in another: null promotes to the other type.
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+    # A column that was all-null in one flush and not in another: null promotes to the other type;
+    # one that is text in one part and numbers in another is text.
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="default")
+    except (pa.ArrowException, TypeError):
+        return pa.concat_tables([_as_text(t) for t in tables], promote_options="default")
+
+
+def _as_text(table: pa.Table) -> pa.Table:
+    """Feature columns as text (the log's own columns keep their types)."""
+    columns = {
+        name: column if name in LOG_COLUMNS or pa.types.is_null(column.type) else column.cast(pa.string())
+        for name, column in zip(table.column_names, table.columns, strict=True)
+    }
+    return pa.table(columns)
 
 
 def _batch_names(item: tuple[Any, ...]) -> tuple[str, ...]:
@@ -247,7 +317,7 @@ def _batches_table(batches: list[tuple[Any, ...]]) -> pa.Table:
         values = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
         kind = pa.timestamp("us", tz="UTC") if name == LOGGED_AT else None
         # from_pandas: NaN and None are nulls, as pa.Table.from_pandas wrote them.
-        arrays[name] = pa.array(values, type=kind, from_pandas=True)
+        arrays[name] = _arrow(values, kind)
     return pa.table(arrays)
 
 
@@ -271,9 +341,15 @@ def log_files(directory: Path, since: datetime | None = None) -> list[Path]:
 def read_prediction_log(directory: Path, since: datetime | None = None) -> pd.DataFrame:
     """All logged rows (optionally from a time on), oldest first; empty when nothing was logged."""
     files = log_files(directory, since)
-    if not files:
+    frames = []
+    for path in files:
+        try:
+            frames.append(pd.read_parquet(path))
+        except (OSError, pa.ArrowException, ValueError) as exc:  # a truncated or foreign file: skip it
+            logger.warning("prediction log: skipping unreadable %s: %s", path, exc)
+    if not frames:
         return pd.DataFrame(columns=list(LOG_COLUMNS))
-    frame = pd.concat((pd.read_parquet(f) for f in files), ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
     if since is not None:
         frame = frame[frame[LOGGED_AT] >= pd.Timestamp(since)]
     return frame.sort_values(LOGGED_AT, kind="stable").reset_index(drop=True)

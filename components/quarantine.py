@@ -32,6 +32,7 @@ from components.contract import Failure, ValidationReport, Validator
 from components.extract import Batch
 from components.files import write_text_atomic
 from components.rows import REASON, RowContract, compile_contract, split_rows
+from components.secrets import redact
 
 Validate = Callable[[pd.DataFrame], ValidationReport]
 
@@ -319,7 +320,7 @@ def quarantine(
     batch = rejection.batch
     manifest: dict[str, Any] = {
         "dataset": dataset,
-        "source": source,
+        "source": redact(source),
         "batch": batch.name,
         "original_path": str(batch.path) if batch.path else None,
         "quarantined_at": datetime.now(UTC).isoformat(),
@@ -348,7 +349,7 @@ def quarantine_rows(
     folder.mkdir(parents=True, exist_ok=False)
     manifest: dict[str, Any] = {
         "dataset": dataset,
-        "source": source,
+        "source": redact(source),
         "batch": set_aside.batch.name,
         "original_path": str(set_aside.batch.path) if set_aside.batch.path else None,
         "quarantined_at": datetime.now(UTC).isoformat(),

@@ -168,12 +168,28 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def _space(estimator: str, task: Task | None = None) -> dict[str, BaseDistribution]:
+# The widest leaf a search tries is this share of the rows a fold's model fits on: a tree family's
+# range (up to 200 rows a leaf) is for tables of thousands; on 89 rows every leaf of 45 or more is
+# one leaf, and half the trials of a small table's search predicted a constant.
+LEAF_SHARE = 0.1
+
+
+def _space(estimator: str, task: Task | None = None, fit_rows: int | None = None) -> dict[str, BaseDistribution]:
+    """The family's search space; with `fit_rows` (the rows each fold's model is fitted on), leaf
+    sizes are capped at `LEAF_SHARE` of them, and the range keeps its shape below the cap."""
     if estimator not in _SPACES:
         raise ValueError(f"no search space for estimator {estimator!r}; choose one of {sorted(_SPACES)}")
+    space = _SPACES[estimator]
     if task is not None and not task.classification:
-        return _REGRESSION_SPACES.get(estimator, _SPACES[estimator])
-    return _SPACES[estimator]
+        space = _REGRESSION_SPACES.get(estimator, space)
+    leaf = space.get("min_samples_leaf")
+    if fit_rows is None or not isinstance(leaf, IntDistribution):
+        return space
+    high = max(2, min(leaf.high, int(fit_rows * LEAF_SHARE)))
+    if high >= leaf.high:
+        return space
+    low = max(1, min(leaf.low, high // 4))
+    return {**space, "min_samples_leaf": IntDistribution(low, high, log=leaf.log)}
 
 
 def _check_metric(metric: str) -> None:
@@ -207,8 +223,10 @@ def _penalty_for_ratio(l1_ratio: float) -> str:
     return "l1" if l1_ratio == 1 else "elasticnet"
 
 
-def _resolve(estimator: str, fixed: Mapping[str, Any], task: Task | None = None) -> _Resolved:
-    dimensions = {name: dist for name, dist in _space(estimator, task).items() if name not in fixed}
+def _resolve(
+    estimator: str, fixed: Mapping[str, Any], task: Task | None = None, fit_rows: int | None = None
+) -> _Resolved:
+    dimensions = {name: dist for name, dist in _space(estimator, task, fit_rows).items() if name not in fixed}
     if estimator != "logistic_regression":
         return _Resolved(dimensions)
     penalty: str | None = None
@@ -242,14 +260,16 @@ def search_space(
     estimator: str,
     fixed_params: Mapping[str, Any] | None = None,
     task: Task | None = None,
+    fit_rows: int | None = None,
 ) -> Callable[[optuna.trial.BaseTrial], dict[str, Any]]:
     """A function from an Optuna trial to the estimator's constructor params.
 
     Params the user fixed are never suggested and win over everything else; the result holds
     the project's defaults, the family's shared settings, the suggestions and the fixed params.
+    `fit_rows` (the rows each fold's model is fitted on) narrows leaf sizes to what they can hold.
     """
     fixed = dict(fixed_params or {})
-    resolved = _resolve(estimator, fixed, task)
+    resolved = _resolve(estimator, fixed, task, fit_rows)
     base = {**default_params(estimator), **_SPACE_CONSTANTS[estimator]}
 
     def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
@@ -273,11 +293,13 @@ def search_space(
     return suggest
 
 
-def _default_point(estimator: str, fixed: Mapping[str, Any], task: Task | None = None) -> dict[str, Any]:
+def _default_point(
+    estimator: str, fixed: Mapping[str, Any], task: Task | None = None, fit_rows: int | None = None
+) -> dict[str, Any]:
     """The project's defaults as a point of the search space (clipped into range), to enqueue."""
     config = ModelConfig(estimator=cast(EstimatorName, estimator), params=dict(fixed))
     effective = build_estimator(config, seed=0, task=task).get_params()
-    resolved = _resolve(estimator, fixed, task)
+    resolved = _resolve(estimator, fixed, task, fit_rows)
     if estimator == "logistic_regression":
         ratio = effective.get("l1_ratio")
         effective["penalty"] = _penalty_for_ratio(float(ratio)) if ratio is not None else "l2"
@@ -428,13 +450,15 @@ class _Family:
     start: dict[str, Any]
 
 
-def _families(estimators: Sequence[str], fixed: Mapping[str, Mapping[str, Any]], task: Task | None) -> list[_Family]:
+def _families(
+    estimators: Sequence[str], fixed: Mapping[str, Mapping[str, Any]], task: Task | None, fit_rows: int
+) -> list[_Family]:
     found = []
     for name in estimators:
         _space(name, task)
         own = dict(fixed.get(name, {}))
-        start = _default_point(name, own, task)
-        found.append(_Family(name, search_space(name, own, task), {**default_params(name), **own}, start))
+        start = _default_point(name, own, task, fit_rows)
+        found.append(_Family(name, search_space(name, own, task, fit_rows), {**default_params(name), **own}, start))
     return found
 
 
@@ -478,9 +502,10 @@ def run_search(
     names = [estimator] if isinstance(estimator, str) else list(estimator)
     many = len(names) > 1
     fixed = (fixed_params or {}) if many else {names[0]: dict(fixed_params or {})}
-    families = _families(names, fixed, task)
     sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=task.classification and not by_time)
     _check_folds(sample.y, config.cv_folds, task)
+    # the rows each fold's model is fitted on (forward-in-time folds fit on fewer; this is their largest)
+    families = _families(names, fixed, task, len(sample.X) * (config.cv_folds - 1) // config.cv_folds)
     repeats = 1 if by_time else cv_repeats(config, len(sample.X))
 
     def score(params: dict[str, Any], number: int, fold_seed: int) -> TrialResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,15 @@ class Workspace:
         return self.root / "prefect"
 
     def ensure(self) -> Workspace:
-        """Create the directories; called by entry points, never at import."""
+        """Create the directories, private to their owner (0700); called by entry points, never at import.
+
+        The workspace holds the registry database, prediction logs with request features, logs and
+        keys: an existing workspace root readable by others is made private again.
+        """
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = self.root.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            self.root.chmod(0o700)
         for path in (
             self.mlflow_db.parent,
             self.mlflow_artifacts,
@@ -85,5 +94,5 @@ class Workspace:
             self.predictions,
             self.prefect_home,
         ):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self

@@ -25,6 +25,7 @@ from rich.table import Table
 from components.config import ConfigError, PipelineConfig, resolve_source
 from components.environment import workspace_environment
 from components.project import Project, load_project
+from components.secrets import install_log_redaction, redact
 from components.workspace import Workspace
 
 EXIT_OK = 0
@@ -46,6 +47,14 @@ expectations_app = typer.Typer(
 )
 server_app = typer.Typer(help="The local Prefect server the flows report to (embedded default).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+
+
+@app.callback()
+def _every_command() -> None:
+    """Before any command: passwords in URLs never reach a log line."""
+    install_log_redaction()
+
+
 app.add_typer(expectations_app, name="expectations")
 
 out = Console()
@@ -75,7 +84,7 @@ TaskOption = Annotated[
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -114,7 +123,7 @@ def _prefect_api(config: PipelineConfig, workspace: Workspace) -> None:
     from flows.prefect_server import PrefectServerError, configure_prefect_api
 
     try:
-        configure_prefect_api(workspace.prefect_home, config.prefect.server)
+        configure_prefect_api(workspace.prefect_home, config.prefect.server, config.prefect.idle_minutes)
     except PrefectServerError as exc:
         _fail(str(exc))
 
@@ -143,7 +152,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _report_unexpected(exc: BaseException) -> NoReturn:
     if os.environ.get("MLOPS_DEBUG"):
-        traceback.print_exception(exc)
+        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
     else:
         err.print("[dim](set MLOPS_DEBUG=1 for the traceback)[/]")
     _fail(f"{type(exc).__name__}: {exc}")
@@ -331,14 +340,6 @@ def run(
 
         _announce_new_model(new_model, suite_path(config.validation.suite_dir, new_model.name))
     _prefect_api(config, workspace)
-    environ = dict(os.environ)  # before the flow: MLflow exports its tracking URI into os.environ
-    if _as_script and config.runner.enabled:
-        from flows import runner
-
-        code = runner.delegate(workspace.root, sys.argv, environ)
-        if code is not None:
-            raise typer.Exit(code)
-
     from components.contract import DataRejected
     from flows.prefect_server import flow_run_settings
     from flows.training import training_flow
@@ -366,11 +367,6 @@ def run(
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
-    finally:
-        if _as_script and config.runner.enabled:
-            from flows import runner
-
-            runner.spawn(workspace.root, config.runner.idle_minutes, environ)  # for the next run
     if result.dry_run:
         verdict = "[green]would be promoted[/]" if result.would_promote else "[yellow]would be held back[/]"
         err.print(
@@ -596,8 +592,16 @@ def status(
     config_path: ConfigOption = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="One model (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hide_endpoints: Annotated[
+        bool,
+        typer.Option(
+            "--hide-endpoints",
+            help="Leave the tracking and Prefect URLs out when they point at servers (for CI artifacts).",
+        ),
+    ] = False,
 ) -> None:
-    """Show the workspace, the configured models and each registered model's current champion."""
+    """Show the workspace, the configured models, each registered model's current champion and
+    what the project keeps running in the background (the local Prefect server, with its memory)."""
     from components import registry
 
     project = _project(config_path)
@@ -608,17 +612,26 @@ def status(
     champions = _champions(workspace, names)
     for row in champions:
         row["configured"] = row["name"] in configured
+    tracking = registry.tracking_uri(workspace)
+    prefect_api = os.environ.get("PREFECT_API_URL")
+    if hide_endpoints:
+        tracking = tracking if tracking.startswith(("sqlite:", "file:")) else "(hidden: a server)"
+        prefect_api = None if prefect_api is None else "(hidden: a server)"
+    background = background_lines(workspace.root)
     info = {
         "workspace": str(workspace.root),
-        "tracking_uri": registry.tracking_uri(workspace),
-        "prefect_api_url": os.environ.get("PREFECT_API_URL"),
+        "tracking_uri": redact(tracking),
+        "prefect_api_url": None if prefect_api is None else redact(prefect_api),
         "models_dir": str(project.models_dir),
         "models": champions,
+        "background": background,
     }
     if as_json:
         print(json.dumps(info, sort_keys=True))
         return
     out.print(f"workspace:    {info['workspace']}\ntracking URI: {info['tracking_uri']}", highlight=False)
+    for line in background:
+        out.print(f"running:      {line} (`mlops server stop` stops it)", highlight=False)
     if not champions:
         out.print("no models yet: create one with `mlops init --data FILE --target COLUMN`, then `mlops run`")
         return
@@ -1391,7 +1404,7 @@ def deploy(
         if not os.environ.get("PREFECT_API_URL") and config.prefect.server == "ephemeral":
             err.print("deployments need a server that outlives this command: using the workspace's local server")
         try:
-            configure_prefect_api(workspace.prefect_home, "local")
+            configure_prefect_api(workspace.prefect_home, "local", config.prefect.idle_minutes)
         except PrefectServerError as exc:
             _fail(str(exc))
     from prefect.settings import get_current_settings
@@ -1431,50 +1444,75 @@ def deploy(
 @server_app.command("start")
 def server_start(config_path: ConfigOption = None) -> None:
     """Start the workspace's Prefect server (UI included) if it is not running."""
-    from flows.prefect_server import PrefectServerError, ensure_server
+    from flows.prefect_server import PrefectServerError, auth_file, ensure_server
 
-    workspace = _workspace(_load(config_path))
+    config = _load(config_path)
+    workspace = _workspace(config)
     try:
-        info = ensure_server(workspace.prefect_home)
+        info = ensure_server(workspace.prefect_home, idle_minutes=config.prefect.idle_minutes)
     except PrefectServerError as exc:
         _fail(str(exc))
     out.print(f"Prefect server running (pid {info.pid}): UI {info.ui_url}, API {info.api_url}", highlight=False)
+    out.print(f"the UI asks for the key in {auth_file(workspace.prefect_home)}", highlight=False)
+
+
+AllServersOption = Annotated[
+    bool, typer.Option("--all", help="Every local Prefect server of this user, in any workspace.")
+]
 
 
 @server_app.command("stop")
-def server_stop(config_path: ConfigOption = None) -> None:
-    """Stop the workspace's Prefect server and its warm runners."""
-    from flows.prefect_server import stop_server
-    from flows.runner import stop_runners
+def server_stop(config_path: ConfigOption = None, every: AllServersOption = False) -> None:
+    """Stop the workspace's local Prefect server (with --all: every one this user runs)."""
+    from flows.prefect_server import stop_all, stop_server
 
+    if every:
+        stopped = stop_all()
+        for server in stopped:
+            out.print(f"stopped the Prefect server of {server.home.parent} (pid {server.pid})", highlight=False)
+        if not stopped:
+            out.print("no local Prefect server was running")
+        return
     workspace = Workspace.at(_load(config_path).home)
     info = stop_server(workspace.prefect_home)
     out.print(f"stopped the Prefect server (pid {info.pid})" if info else "no Prefect server was running")
-    runners = stop_runners(workspace.root)
-    if runners:
-        out.print(f"stopped {len(runners)} warm runner(s): pid {', '.join(str(r.pid) for r in runners)}")
+
+
+def _describe_server(server: Any) -> str:
+    memory = f"{server.rss_bytes / 2**20:,.0f} MiB" if server.rss_bytes is not None else "memory unknown"
+    since = datetime.fromtimestamp(server.started, UTC).isoformat(timespec="seconds") if server.started else "unknown"
+    port = f"UI http://127.0.0.1:{server.port}" if server.port else "port unknown"
+    return f"Prefect server of {server.home.parent} (pid {server.pid}, {memory}, since {since}): {port}"
+
+
+def background_lines(home: Path | None) -> list[str]:
+    """What this project keeps running: the local Prefect server of `home`'s workspace (every one
+    of this user's when `home` is None), each with its memory."""
+    from flows.prefect_server import list_servers
+
+    servers = list_servers()
+    if home is not None:
+        own = Workspace.at(home).prefect_home.resolve()
+        servers = [s for s in servers if s.home.resolve() == own]
+    return [_describe_server(s) for s in servers]
 
 
 @server_app.command("status")
-def server_status(config_path: ConfigOption = None) -> None:
-    """Show whether the workspace's Prefect server and warm runners are running."""
-    from flows.prefect_server import read_server
-    from flows.runner import list_runners
-
-    workspace = Workspace.at(_load(config_path).home)
-    info = read_server(workspace.prefect_home)
+def server_status(config_path: ConfigOption = None, every: AllServersOption = False) -> None:
+    """Show the workspace's local Prefect server with its memory (with --all: every one of this user)."""
+    config = _load(config_path)
     if os.environ.get("PREFECT_API_URL"):
-        out.print(f"PREFECT_API_URL is set: flows report to {os.environ['PREFECT_API_URL']}")
-    out.print(f"running (pid {info.pid}): UI {info.ui_url}" if info else "not running", highlight=False)
-    for runner in list_runners(workspace.root):
-        started = datetime.fromtimestamp(runner.started, UTC).isoformat(timespec="seconds")
-        out.print(f"warm runner (pid {runner.pid}) since {started}: {runner.socket}", highlight=False)
+        out.print(f"PREFECT_API_URL is set: flows report to {redact(os.environ['PREFECT_API_URL'])}")
+    lines = background_lines(None if every else config.home)
+    for line in lines:
+        out.print(line, highlight=False)
+    if not lines:
+        out.print("no local Prefect server is running" + ("" if every else " for this workspace"))
+    elif config.prefect.idle_minutes:
+        out.print(f"each exits after {config.prefect.idle_minutes:g} minutes without a request", highlight=False)
 
 
 _exit_status = EXIT_ERROR
-# True when running as the `mlops` script (not under a test's CliRunner): only then may `run`
-# hand its command line to a warm runner.
-_as_script = False
 
 
 def _skip_interpreter_teardown() -> None:
@@ -1495,29 +1533,9 @@ def _exit_code(exc: SystemExit) -> int:
     return EXIT_ERROR
 
 
-def run_command_line(args: list[str]) -> int:
-    """Run one command line in this process and return its exit status, exit handlers included
-    (a warm runner's child calls this, then leaves with `os._exit`)."""
-    global _as_script
-    _as_script = True
-    code = EXIT_ERROR
-    try:
-        app(args=args, prog_name="mlops")
-        code = EXIT_OK
-    except SystemExit as exc:
-        code = _exit_code(exc)
-    except KeyboardInterrupt:
-        code = 130
-    finally:
-        atexit._run_exitfuncs()
-        logging.shutdown()
-    return code
-
-
 def main() -> None:
     """The `mlops` script. MLOPS_FULL_TEARDOWN=1 (or running under coverage) exits normally."""
-    global _exit_status, _as_script
-    _as_script = True
+    global _exit_status
     if not os.environ.get("MLOPS_FULL_TEARDOWN") and "coverage" not in sys.modules:
         atexit.register(_skip_interpreter_teardown)
     try:

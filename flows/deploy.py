@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ from components.extract import is_database_url
 from components.landing import Landed, LandingError, LandingZone
 from components.monitor import RETRAIN_EVENT, model_event_resource
 from components.project import load_project
+from components.secrets import install_log_redaction
 from components.workspace import Workspace
 
 LANDED_EVENT = "mlops.data.landed"
@@ -77,6 +79,22 @@ def _retry_io(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+# Set by `mlops deploy` for the flow runs it starts: the config files they may be given.
+SERVED_CONFIGS = "MLOPS_SERVED_CONFIGS"
+
+
+def check_job_config(config_file: str | None, environ: Mapping[str, str]) -> Path:
+    """The config file a deployment run was given, if it is one `mlops deploy` serves: a run
+    created through the API with another file (one of the caller's choosing) is refused."""
+    path = Path(config_file) if config_file else find_config_file()
+    served = environ.get(SERVED_CONFIGS)
+    if served is not None and str(path.resolve()) not in json.loads(served):
+        raise DeployError(
+            f"refusing config file {config_file!r}: this deployment serves only {', '.join(json.loads(served))}"
+        )
+    return path
+
+
 @task(
     name="load_config",
     retries=3,
@@ -86,8 +104,9 @@ def _retry_io(task: Any, task_run: Any, state: Any) -> bool:
 )
 def load_job_config(config_file: str | None, model: str | None = None) -> PipelineConfig:
     """A model's settings as its files say now (MLOPS_* variables applied), with the workspace ready;
-    without a model, the config file alone."""
-    path = Path(config_file) if config_file else find_config_file()
+    without a model, the config file alone. Log lines of the run are redacted from here on."""
+    install_log_redaction()
+    path = check_job_config(config_file, os.environ)
     config = load_project(path).model_config(model) if model else load_config(path)
     workspace_environment(Workspace.at(config.home).ensure())
     return config
@@ -463,6 +482,8 @@ def serve(
     from prefect.runner import Runner
 
     check_api()
+    # the runs this process starts inherit it: they accept no config file but these
+    os.environ[SERVED_CONFIGS] = json.dumps(sorted({str(plan.config_file) for plan in plans if plan.config_file}))
     names = "-".join(plan.model_name for plan in plans)
     runner = Runner(name=f"mlops-{names}"[:100], pause_on_shutdown=True, heartbeat_seconds=heartbeat_seconds)
     runner.handle_sigterm = _stop_on_sigterm(runner)  # type: ignore[method-assign]

@@ -44,7 +44,6 @@ def simulation_config(base: PipelineConfig, home: Path, trials: int, stream: cts
     data["search"] = {**data["search"], "trials": trials, "workers": 1, "dask_address": None, "metric": None}
     data["evaluation"] = {**data["evaluation"], "plots": False, "slices": ()}
     data["label_review"] = {**data["label_review"], "enabled": False}
-    data["runner"] = {**data["runner"], "enabled": False}
     data["promotion"] = {**data["promotion"], "metric": stream.gate_metric, "min_score": None, "floors": {}}
     return PipelineConfig.model_validate(data)
 

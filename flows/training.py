@@ -34,6 +34,7 @@ from components.quarantine import (
     trusted_batches,
 )
 from components.scoring import decision_threshold, measure_serving, read_model_info
+from components.secrets import redact
 from components.tasks import Task, TaskInference, infer_task, task_named
 from components.train import (
     FinalModel,
@@ -1083,7 +1084,7 @@ def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResu
             "mlops.dry_run": str(dry_run).lower(),
             **({"mlflow.source.git.commit": commit} if (commit := registry.git_commit()) else {}),
         },
-        params={"data.source": source, **registry.flatten_config(config)},
+        params={"data.source": redact(source), **registry.flatten_config(config)},
     )
     try:
         batches = extract_task(source, config.data.query)

@@ -17,7 +17,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")  # fullmatch: no trailing newline
+# Headers whose repetition makes a request ambiguous: which one the guard checked and which one the
+# app reads could differ.
+_SINGLE_HEADERS = (b"content-type", b"content-length", b"authorization", b"transfer-encoding")
 # Open without a token: probes and the API's own description.
 JSON_TYPES = frozenset({b"application/json", b""})
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/docs", "/docs.json", "/schema.json", "/"})
@@ -62,14 +65,22 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw = scope.get("headers") or []
+        headers = dict(raw)
         request_id = headers.get(REQUEST_ID_HEADER, b"")
-        if not _VALID_REQUEST_ID.match(request_id):
+        if len(headers) < len(raw):  # a header came more than once
+            ids = [value for name, value in raw if name == REQUEST_ID_HEADER]
+            if len(ids) > 1:
+                request_id = b""  # which one? neither: the request gets an id of its own
+            repeated = [name for name in _SINGLE_HEADERS if sum(1 for n, _ in raw if n == name) > 1]
+            if repeated:
+                shown = request_id if _VALID_REQUEST_ID.fullmatch(request_id) else _new_request_id()
+                echo = [(REQUEST_ID_HEADER, shown)]
+                await _answer(send, 400, f"repeated header(s): {b', '.join(repeated).decode()}", echo)
+                return
+        if not _VALID_REQUEST_ID.fullmatch(request_id):
             request_id = _new_request_id()
-            scope["headers"] = [
-                *(h for h in scope.get("headers") or [] if h[0] != REQUEST_ID_HEADER),
-                (REQUEST_ID_HEADER, request_id),
-            ]
+            scope["headers"] = [*(h for h in raw if h[0] != REQUEST_ID_HEADER), (REQUEST_ID_HEADER, request_id)]
         echo = [(REQUEST_ID_HEADER, request_id)]
 
         if self.api_key is not None and scope.get("path", "") not in OPEN_PATHS:

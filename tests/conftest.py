@@ -24,7 +24,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     for name in [n for n in os.environ if n.startswith("MLOPS__")]:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLOPS__RUNNER__ENABLED", "false")  # a test that wants a warm runner says so
 
 
 @pytest.fixture(scope="session")

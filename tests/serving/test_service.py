@@ -203,6 +203,53 @@ def test_every_answer_is_in_the_prediction_log(client, rows) -> None:
     assert mine["credit_score"].notna().any()
 
 
+def test_odd_ids_are_logged_like_any_other(client, rows) -> None:
+    """A string id or one beyond 64 bits among ordinary requests: every row reaches the log."""
+    from components.monitor import join_labels
+    from components.predlog import REQUEST_ID, read_prediction_log
+
+    test_client, config, _ = client
+    directory = Path(config.home) / "predictions" / "loans"
+    odd = [{**rows[0], "loan_id": "abc"}, {**rows[0], "loan_id": 10**30 + 7}]
+    sent = [({**rows[i % len(rows)], "loan_id": 900_000 + i}, f"odd-ids-{i}") for i in range(20)]
+    sent += [(row, f"odd-ids-{20 + i}") for i, row in enumerate(odd)]
+    for row, request_id in sent:
+        response = test_client.post("/predict", json={"rows": [row]}, headers={"X-Request-ID": request_id})
+        assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 30
+    while True:
+        log = read_prediction_log(directory)
+        mine = log[log[REQUEST_ID].astype(str).str.startswith("odd-ids-")]
+        if len(mine) == len(sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(mine) == len(sent)
+    assert {"abc", str(10**30 + 7)} <= {str(v) for v in mine["loan_id"]}
+    assert test_client.get("/metadata").json()["prediction_log"]["dropped_rows"] == 0
+    labels = pd.DataFrame({"loan_id": [900_003, 10**30 + 7], "default": [1, 0]})
+    joined = join_labels(mine, labels.astype({"loan_id": object}), "loan_id", "default")
+    assert joined.notna().sum() == 2
+
+
+def test_repeated_or_malformed_headers_are_not_trusted(client, rows) -> None:
+    test_client, _, _ = client
+    body = json.dumps({"rows": rows[:1]})
+    twice = test_client.post(
+        "/predict",
+        content=body,
+        headers=[("content-type", "application/json"), ("content-type", "text/plain")],
+    )
+    assert twice.status_code == 400 and "content-type" in twice.json()["error"]
+    ids = test_client.post(
+        "/predict",
+        content=body,
+        headers=[("content-type", "application/json"), ("x-request-id", "a"), ("x-request-id", "b")],
+    )
+    assert ids.status_code == 200 and ids.headers["x-request-id"] not in ("a", "b")
+    newline = test_client.post("/predict", json={"rows": rows[:1]}, headers={"X-Request-ID": "line\n"})
+    assert newline.headers["x-request-id"] != "line\n" and "\n" not in newline.json()["request_id"]
+
+
 def test_the_service_follows_the_champion_alias_without_failing_a_request(client, rows) -> None:
     from tests.serving.switching import promote_under_traffic
 

@@ -431,3 +431,19 @@ def test_on_a_small_table_each_familys_best_and_their_ensemble_meet_again_on_fre
     assert [m.estimator for m in member_configs(config, finals[-1].params)] == families
     large = SearchConfig(trials=4, small_rows=100)  # not a small table: no final comparison
     assert len(run_search(factory, families, X, y, large, metric="roc_auc", seed=SEED, fixed_params=fixed).trials) == 4
+
+
+def test_leaf_sizes_fit_the_rows_a_fold_fits_on() -> None:
+    """On 89 rows a leaf of 45 is the whole tree: a small table's search keeps leaves it can hold."""
+    from optuna.distributions import IntDistribution
+
+    from components.search import _space
+
+    small = _space("hist_gradient_boosting", fit_rows=89)["min_samples_leaf"]
+    assert isinstance(small, IntDistribution) and small.high == 8 and 1 <= small.low <= small.high
+    assert _space("hist_gradient_boosting", fit_rows=100_000)["min_samples_leaf"].high == 200
+    assert _space("random_forest", fit_rows=89)["min_samples_leaf"].high == 8
+    assert _space("logistic_regression", fit_rows=89) == _space("logistic_regression")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    suggest = search_space("hist_gradient_boosting", fit_rows=89)
+    assert all(suggest(study.ask())["min_samples_leaf"] <= 8 for _ in range(20))

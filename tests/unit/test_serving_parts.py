@@ -126,6 +126,33 @@ def test_prediction_log_batches_are_written_as_the_frames_would_be(tmp_path: Pat
     assert got[LOGGED_AT].dt.tz is not None and (got[LOGGED_AT] == pd.Timestamp(at)).all()
 
 
+def test_one_odd_id_loses_no_row_of_its_flush(tmp_path: Path) -> None:
+    """200 rows plus one string id and one 30-digit id, in one flush and in batches of their own:
+    every row is written (the id column as text where it must be), none dropped."""
+    log = PredictionLog(tmp_path, flush_seconds=60, flush_rows=1_000_000)
+    features = pd.DataFrame({"x": np.arange(200, dtype="float64")})
+    log.append_batch(features, ["r"] * 200, "1", [0] * 200, [0.1] * 200, {"loan_id": list(range(200))})
+    for odd in ("abc", 10**30):
+        log.append_batch(features.head(1), ["odd"], "1", [1], [0.9], {"loan_id": [odd]})
+    log.append(log_frame(pd.DataFrame({"x": [1.0, 2.0], "loan_id": [5, "xyz"]}), ["f", "f"], "1", [0, 1], [0.2, 0.8]))
+    log.close()
+    frame = read_prediction_log(tmp_path)
+    assert len(frame) == 204 and log.stats().written_rows == 204 and log.stats().dropped_rows == 0
+    assert {"abc", str(10**30), "xyz", "199"} <= {str(v) for v in frame["loan_id"]}
+
+
+def test_a_truncated_log_file_does_not_blind_monitoring(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_seconds=60)
+    log.append(log_frame(pd.DataFrame({"x": [1.0, 2.0]}), ["a", "a"], "1", [0, 1], [0.2, 0.9]))
+    log.flush()
+    log.append(log_frame(pd.DataFrame({"x": [3.0]}), ["b"], "1", [1], [0.7]))
+    log.close()
+    first, second = log_files(tmp_path)
+    first.write_bytes(first.read_bytes()[:40])  # cut short, as a crash on a disk without fsync could
+    frame = read_prediction_log(tmp_path)
+    assert frame[REQUEST_ID].tolist() == ["b"]
+
+
 def test_prediction_log_drops_and_counts_when_the_disk_falls_behind(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path, flush_seconds=60, flush_rows=1_000_000, max_pending_rows=2)
     frame = log_frame(pd.DataFrame({"x": [1.0]}), ["r"], "1", [0], [0.1])
