@@ -1,10 +1,8 @@
 """`mlops run` against the plain in-process pipeline, side by side, same data, same machine.
 
-Each side runs as its own process (start-up included). The first `mlops run` of a fresh
-workspace pays one-off costs (MLflow migrations, starting the local Prefect server) and leaves
-the warm runner behind; it is reported separately. The ratio uses the median of the runs that
-follow, with the warm runner (the default) and, for comparison, without it
-(MLOPS__RUNNER__ENABLED=false: every run imports Prefect, MLflow, GX and scikit-learn itself).
+Each side runs as its own process (start-up and imports included). The first `mlops run` of a
+fresh workspace pays one-off costs (MLflow migrations, starting the local Prefect server); it is
+reported separately. The ratio uses the median of the runs that follow.
 """
 
 from __future__ import annotations
@@ -49,17 +47,6 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def _wait_for_runner(home: Path, timeout: float = 180.0) -> None:
-    from flows.runner import list_runners
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(r.socket.exists() for r in list_runners(home)):
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"no warm runner became ready within {timeout:.0f}s; see {home / 'runner'}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -72,13 +59,11 @@ def main() -> None:
     env = {**os.environ, **TELEMETRY_OFF}
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("MLOPS__RUNNER__ENABLED", None)
-    no_runner = {**env, "MLOPS__RUNNER__ENABLED": "false"}
     rows = []
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
         work = Path(tmp)
         home = work / "ws"
-        env["MLOPS_HOME"] = no_runner["MLOPS_HOME"] = str(home)
+        env["MLOPS_HOME"] = str(home)
         shapes = {"default": (4, 5_000), "1M": (10, 100_000)}
         try:
             for size in args.sizes:
@@ -96,29 +81,22 @@ def main() -> None:
                 ]
                 mlops_cmd = [str(BIN / "mlops"), "run", "--config", str(config), "--name", MODEL]
                 cold = _timed(mlops_cmd, env)  # first run: migrations, suite profiling, server start
-                _wait_for_runner(home)  # it preloads in the background: never time anything beside it
-                plain, warm, own = [], [], []
+                plain, timed = [], []
                 for _ in range(args.repeats):
                     plain.append(_timed(plain_cmd, env))
-                    warm.append(_timed(mlops_cmd, env))
-                    own.append(_timed(mlops_cmd, no_runner))
-                p, m, o = statistics.median(plain), statistics.median(warm), statistics.median(own)
-                rows.append((size, batches * per_batch, cold, p, m, o, GOALS[size]))
-                print(
-                    f"{size}: plain {p:.1f}s  mlops run {m:.1f}s ({m / p:.2f}x)  "
-                    f"without the warm runner {o:.1f}s ({o / p:.2f}x)",
-                    flush=True,
-                )
+                    timed.append(_timed(mlops_cmd, env))
+                p, m = statistics.median(plain), statistics.median(timed)
+                rows.append((size, batches * per_batch, cold, p, m, GOALS[size]))
+                print(f"{size}: plain {p:.1f}s  mlops run {m:.1f}s ({m / p:.2f}x)", flush=True)
         finally:
             subprocess.run([str(BIN / "mlops"), "server", "stop"], env=env, cwd=ROOT, capture_output=True, check=False)
 
     print()
     header = f"{'size':<8}{'rows':>10}{'cold mlops':>12}{'plain':>9}{'mlops':>9}{'ratio':>7}{'goal':>6}  met"
-    print(header + f"{'no runner':>11}{'ratio':>7}")
-    for size, n, cold, p, m, o, goal in rows:
+    print(header)
+    for size, n, cold, p, m, goal in rows:
         met = "yes" if m / p <= goal else "NO "
-        timings = f"{cold:>11.1f}s{p:>8.1f}s{m:>8.1f}s{m / p:>7.2f}{goal:>6.2f}  {met}"
-        print(f"{size:<8}{n:>10,}{timings}{o:>10.1f}s{o / p:>7.2f}")
+        print(f"{size:<8}{n:>10,}{cold:>11.1f}s{p:>8.1f}s{m:>8.1f}s{m / p:>7.2f}{goal:>6.2f}  {met}")
     print(f"(median of {args.repeats} runs per column; wall time of whole processes)")
 
 

@@ -428,7 +428,7 @@ def join_labels(frame: pd.DataFrame, labels: pd.DataFrame, id_column: str, targe
             )
         known = known.drop_duplicates(subset=[id_column])
     ids, label_ids = frame[id_column], known[id_column]
-    if ids.dtype != label_ids.dtype:  # e.g. ids logged as text (a request sent one as a string)
+    if ids.dtype != label_ids.dtype or ids.dtype == object:  # e.g. some ids logged as text (one was a string)
         ids, label_ids = _text_ids(ids), _text_ids(label_ids)
     mapping = pd.Series(known[target].to_numpy(), index=label_ids.to_numpy())
     return ids.map(mapping)

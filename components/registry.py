@@ -26,12 +26,24 @@ PREVIOUS_CHAMPION = "previous-champion"
 MODEL_ARTIFACT = "model"
 # What the logged model needs at serving time; pinned to what trained it.
 RUNTIME_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow")
-# skops refuses to load types it was not told to trust; we trust our own estimators only.
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+# What a model file may hold, kept by the project rather than read from the model's own files
+# (MLflow takes skops's trusted list from the MLmodel file, which whoever wrote the model wrote):
+# scikit-learn's estimators and transformers, and the few NumPy objects the pipelines use.
+TRUSTED_TYPE_PREFIXES = ("sklearn.",)
+TRUSTED_TYPES = frozenset({"numpy.clip", "numpy.dtype"})
+SAFE_FORMAT = "skops"
 
 
 class RegistryError(RuntimeError):
     """The tracking server or model registry refused an operation."""
+
+
+class UnsafeModel(RegistryError):
+    """A model whose files could run foreign code when loaded (pickle, shipped code, untrusted types)."""
+
+
+def _trusted(type_name: str) -> bool:
+    return type_name.startswith(TRUSTED_TYPE_PREFIXES) or type_name in TRUSTED_TYPES
 
 
 @dataclass(frozen=True)
@@ -131,9 +143,9 @@ def trusted_types(model: Pipeline) -> list[str]:
     import skops.io
 
     types = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    foreign = [t for t in types if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    foreign = [t for t in types if not _trusted(t)]
     if foreign:
-        raise RegistryError(f"refusing to trust non-scikit-learn types in the model: {foreign}")
+        raise UnsafeModel(f"refusing to trust types outside the project's allow-list in the model: {foreign}")
     return list(types)
 
 
@@ -326,10 +338,56 @@ def rollback(client: MlflowClient, name: str, reason: str) -> Rollback:
 
 
 def load_model(model_uri: str) -> Any:
-    """Load a logged scikit-learn pipeline (e.g. `models:/name@champion`)."""
-    import mlflow.sklearn
+    """Load a logged scikit-learn pipeline (e.g. `models:/name@champion`, or a local model folder),
+    without running foreign code: see `load_model_folder`."""
+    folder = Path(model_uri)
+    if not (folder / "MLmodel").is_file():
+        from mlflow.artifacts import download_artifacts
 
-    return mlflow.sklearn.load_model(model_uri)
+        folder = Path(download_artifacts(artifact_uri=model_uri))
+    return load_model_folder(folder, model_uri)
+
+
+def load_model_folder(folder: Path, shown: str | None = None) -> Any:
+    """The pipeline in a local MLflow model folder, loaded only in the skops format and only when
+    every type in it is on the project's allow-list (`TRUSTED_TYPE_PREFIXES`, `TRUSTED_TYPES`).
+
+    MLflow's own loader obeys the model's MLmodel file: it unpickles when the file says pickle, and
+    trusts whatever types the file lists, so anyone who can write an artifact or move an alias could
+    run code in the service, in training's champion comparison, in scoring and in monitoring. This
+    loader decides from the project's list instead, ignores code the model ships, and raises
+    `UnsafeModel` naming what it refused.
+    """
+    import skops.io
+    import yaml
+
+    shown = shown or str(folder)
+    try:
+        meta = yaml.safe_load((folder / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"{shown}: no readable MLmodel file: {exc}") from exc
+    flavor = (meta.get("flavors") or {}).get("sklearn")
+    if not isinstance(flavor, dict):
+        raise UnsafeModel(f"{shown} is not a scikit-learn model (flavors: {sorted(meta.get('flavors') or {})})")
+    form = flavor.get("serialization_format", "pickle")
+    if form != SAFE_FORMAT:
+        raise UnsafeModel(
+            f"{shown} is serialised as {form!r}: refused, loading it could run any code; only {SAFE_FORMAT} "
+            "models load (the project logs every model that way)"
+        )
+    if flavor.get("code"):
+        raise UnsafeModel(f"{shown} ships code ({flavor['code']!r}) to put on the import path: refused")
+    file = (folder / str(flavor.get("pickled_model", ""))).resolve()
+    if folder.resolve() not in file.parents or not file.is_file():
+        raise UnsafeModel(f"{shown}: its model file {flavor.get('pickled_model')!r} is not a file inside the model")
+    try:
+        types = skops.io.get_untrusted_types(file=file)
+    except Exception as exc:  # a file skops cannot parse is refused, whatever the parse error
+        raise UnsafeModel(f"{shown}: not a readable skops file: {type(exc).__name__}: {exc}") from exc
+    foreign = sorted(t for t in types if not _trusted(t))
+    if foreign:
+        raise UnsafeModel(f"{shown} holds types outside the project's allow-list: {foreign}: refused")
+    return skops.io.load(file, trusted=list(types))
 
 
 def download_model(name: str, version: str, dest: Path, run_id: str | None = None) -> Path:

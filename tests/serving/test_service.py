@@ -285,3 +285,47 @@ def test_api_key_guards_predict_and_metadata_but_not_health(trained, rows) -> No
             auth = {"Authorization": "Bearer s3cret"}
             assert test_client.post("/predict", json={"rows": rows}, headers=auth).status_code == 200
             assert test_client.get("/metadata", headers=auth).status_code == 200
+
+
+def test_a_pickled_champion_is_refused_and_the_service_keeps_answering(client, rows, tmp_path: Path) -> None:
+    """Someone with registry access points `champion` at a version whose artifact is a pickle that
+    plants a file when loaded: the service never loads it and goes on answering with its model."""
+    import pickle
+
+    import mlflow
+    import yaml
+
+    from components import registry
+    from components.workspace import Workspace
+    from tests.unit.test_safe_loading import Planted
+
+    test_client, config, _ = client
+    ml = registry.connect(Workspace.at(config.home))
+    champion = registry.get_champion(ml, "loans")
+    assert champion is not None
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.source, dst_path=str(tmp_path / "m")))
+    meta = yaml.safe_load((folder / "MLmodel").read_text())
+    flavor = meta["flavors"]["sklearn"]
+    marker = tmp_path / "ran"
+    (folder / flavor["pickled_model"]).write_bytes(pickle.dumps(Planted(marker)))
+    flavor["serialization_format"] = "pickle"
+    (folder / "MLmodel").write_text(yaml.safe_dump(meta))
+    with mlflow.start_run(experiment_id=ml.get_run(champion.run_id).info.experiment_id) as run:
+        mlflow.log_artifacts(str(folder), "model")
+    hostile = registry.register_model(f"runs:/{run.info.run_id}/model", "loans")
+    ml.set_registered_model_alias("loans", "champion", hostile)
+    try:
+        deadline = time.monotonic() + 30
+        while "pickle" not in str(test_client.get("/metadata").json()["reload"]["last_error"]):
+            assert time.monotonic() < deadline, test_client.get("/metadata").json()
+            time.sleep(0.2)
+        answer = test_client.post("/predict", json={"rows": rows[:1]})
+        assert answer.status_code == 200 and answer.json()["model_version"] == champion.version
+        assert not marker.exists()
+        from components.scoring import load_serving_model
+
+        with pytest.raises(registry.UnsafeModel):  # batch scoring and monitoring load the same way
+            load_serving_model("models:/loans@champion")
+        assert not marker.exists()
+    finally:
+        ml.set_registered_model_alias("loans", "champion", champion.version)

@@ -147,7 +147,7 @@ def test_a_truncated_log_file_does_not_blind_monitoring(tmp_path: Path) -> None:
     log.flush()
     log.append(log_frame(pd.DataFrame({"x": [3.0]}), ["b"], "1", [1], [0.7]))
     log.close()
-    first, second = log_files(tmp_path)
+    first, _ = log_files(tmp_path)
     first.write_bytes(first.read_bytes()[:40])  # cut short, as a crash on a disk without fsync could
     frame = read_prediction_log(tmp_path)
     assert frame[REQUEST_ID].tolist() == ["b"]
