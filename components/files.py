@@ -7,12 +7,13 @@ import uuid
 from pathlib import Path
 
 
-def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> Path:
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> Path:
     """Write `text` under a unique dot-name beside `path`, then rename it into place.
 
     Readers see the old file or the new one, never half of one, and concurrent writers never
-    share a temporary file. `durable` also syncs the file and its folder to disk before returning
-    (state that must survive a power cut, not only a crash of this process).
+    share a temporary file. `durable` (the default) also syncs the file before the rename and the
+    folder after it: a crash of the machine leaves the old file or the whole new one, never a
+    truncated one under the final name.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")

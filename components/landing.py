@@ -22,7 +22,7 @@ import fcntl
 import filecmp
 import json
 import os
-import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -71,6 +71,7 @@ class Landed:
     status: Status
     landed_at: str
     announced_at: str | None = None
+    inode: int | None = None  # the file seen settling (older states lack it)
 
 
 @dataclass(frozen=True)
@@ -152,17 +153,58 @@ def _same_content(source: Path, target: Path, size: int) -> bool:
     return os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False)
 
 
-def _publish(source: Path, target: Path) -> None:
-    """Make `source`'s content appear at `target` in one step, never replacing an existing file."""
+class NotARegularFile(OSError):
+    """A landed name that is a link, or not the file that was seen settling."""
+
+
+def _open_landed(source: Path, inode: int | None) -> int:
+    """`source` opened without following a symbolic link, checked to be the regular file seen."""
     try:
-        os.link(source, target)  # atomic, and fails when the target exists
-        return
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
-        if exc.errno not in _NO_LINK:
-            raise
+        if exc.errno == errno.ELOOP:
+            raise NotARegularFile(errno.ELOOP, "a symbolic link: not taken", str(source)) from exc
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or (inode is not None and info.st_ino != inode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, "not the regular file seen settling: not taken", str(source))
+    return fd
+
+
+def _publish(source: Path, target: Path, inode: int | None = None) -> None:
+    """Make `source`'s content appear at `target` in one step, never replacing an existing file.
+
+    `source` is opened without following links and must be the file (`inode`) seen settling; the
+    published name is checked to be that same file, so a link or a swap dropped into the landing
+    folder never makes training read a file from elsewhere.
+    """
+    fd = _open_landed(source, inode)
+    try:
+        seen = os.fstat(fd).st_ino
+        try:
+            os.link(source, target, follow_symlinks=False)  # atomic, and fails when the target exists
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+        else:
+            if os.stat(target, follow_symlinks=False).st_ino != seen:  # swapped between open and link
+                target.unlink()
+                raise NotARegularFile(errno.EINVAL, "changed while being moved: not taken", str(source))
+            return
+        _copy_from(fd, target)
+    finally:
+        os.close(fd)
+
+
+def _copy_from(fd: int, target: Path) -> None:
+    """Across file systems: the opened file's bytes under a dot-name, then renamed into place."""
     staged = target.with_name(f".{target.name}.landing")  # a dot-name: extraction skips it
-    shutil.copyfile(source, staged)
-    with open(staged, "rb+") as handle:
+    with open(staged, "wb") as handle:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while chunk := os.read(fd, 1 << 20):
+            handle.write(chunk)
+        handle.flush()
         os.fsync(handle.fileno())
     try:
         os.link(staged, target)
@@ -251,7 +293,7 @@ class LandingZone:
 
     def _move(self, entry: Landed) -> None:
         source, target = self.folder / entry.name, Path(entry.target)
-        _publish(source, target)
+        _publish(source, target, entry.inode)
         _fsync_dir(target.parent)
         source.unlink()
         _fsync_dir(self.folder)
@@ -293,16 +335,19 @@ class LandingZone:
             for obs in ready:
                 target = self._plan_target(obs.name, taken)
                 taken.add(str(target))
-                entry = Landed(obs.name, str(target), obs.size, obs.mtime_ns, "moving", _now())
+                entry = Landed(obs.name, str(target), obs.size, obs.mtime_ns, "moving", _now(), inode=obs.inode)
                 entries.append(entry)
                 self._save(entries)  # the plan is durable before anything moves
                 try:
                     self._move(entry)
-                except (FileNotFoundError, FileExistsError) as exc:  # a race with another writer
+                except (FileNotFoundError, FileExistsError, NotARegularFile) as exc:  # a race, or a swap
                     entries.remove(entry)
                     self._save(entries)
-                    gone = isinstance(exc, FileNotFoundError)
-                    notes.append(f"{obs.name}: {'disappeared' if gone else 'its target appeared'} before the move")
+                    if isinstance(exc, NotARegularFile):
+                        notes.append(f"{obs.name}: {exc.strerror}")
+                    else:
+                        gone = isinstance(exc, FileNotFoundError)
+                        notes.append(f"{obs.name}: {'disappeared' if gone else 'its target appeared'} before the move")
                     continue
                 done = replace(entry, status="moved")
                 entries[entries.index(entry)] = done

@@ -316,7 +316,7 @@ def quarantine(
     folder = root / dataset / f"{_stamp()}-{rejection.batch.name}"
     folder.mkdir(parents=True, exist_ok=False)
     report = rejection.report.as_dict()
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(folder / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     batch = rejection.batch
     manifest: dict[str, Any] = {
         "dataset": dataset,
@@ -328,7 +328,7 @@ def quarantine(
         "reasons": [f["message"] for f in report["failed_expectations"]],
         **(context or {}),
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
     if batch.path is not None:
         target = folder / batch.path.name
         if mode == "move":
@@ -358,6 +358,6 @@ def quarantine_rows(
         "reasons": set_aside.reasons(),
         **(context or {}),
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
     set_aside.rows.to_csv(folder / "rows.csv", index=True, index_label="batch_row")
     return folder

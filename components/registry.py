@@ -316,20 +316,39 @@ class Rollback:
     at: str
 
 
-def rollback(client: MlflowClient, name: str, reason: str) -> Rollback:
+def rollback(
+    client: MlflowClient,
+    name: str,
+    reason: str,
+    *,
+    expected: str | None = None,
+    lock_dir: Path | None = None,
+) -> Rollback:
     """Point `champion` back at `previous-champion` in one call; the demoted version becomes the
-    new `previous-champion` (so a second rollback undoes the first). Both versions are tagged."""
+    new `previous-champion` (so a second rollback undoes the first). Both versions are tagged.
+
+    Under the same lock as promotion (`alias_lock`), so a promotion and a rollback never interleave;
+    with `expected`, only while the champion is still that version (`ChampionMoved` otherwise: a
+    champion promoted since the caller looked is never rolled back unseen). A read-back after the
+    move catches a remote registry changed by a process outside the lock.
+    """
     from datetime import UTC, datetime
 
-    previous = _alias_version(client, name, PREVIOUS_CHAMPION)
-    current = _alias_version(client, name, CHAMPION)
-    if previous is None:
-        raise RegistryError(f"{name!r} has no {PREVIOUS_CHAMPION!r} version to roll back to")
-    if current is None:
-        raise RegistryError(f"{name!r} has no champion to roll back")
-    at = datetime.now(UTC).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+    with alias_lock(lock_dir):
+        previous = _alias_version(client, name, PREVIOUS_CHAMPION)
+        current = _alias_version(client, name, CHAMPION)
+        if previous is None:
+            raise RegistryError(f"{name!r} has no {PREVIOUS_CHAMPION!r} version to roll back to")
+        if current is None:
+            raise RegistryError(f"{name!r} has no champion to roll back")
+        if expected is not None and current != expected:
+            raise ChampionMoved(f"{name}: champion is v{current}, not v{expected}: nothing rolled back")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+        now = _alias_version(client, name, CHAMPION)
+        if now != previous:
+            raise ChampionMoved(f"{name}: another process moved champion to v{now} during the rollback")
     note = f"{at}: {reason}"[:5000]
     client.set_model_version_tag(name, current, "rolled_back", note)
     client.set_model_version_tag(name, previous, "restored_by_rollback", note)

@@ -686,6 +686,10 @@ def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Why: kept on both versions and the model.")],
     config_path: ConfigOption = None,
     name: ModelOption = None,
+    expect: Annotated[
+        str | None,
+        typer.Option("--expect", help="Roll back only while the champion is still this version (e.g. 7)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Point `champion` back at `previous-champion` in one registry call, recording why.
@@ -701,7 +705,9 @@ def rollback(
         _fail("--reason must say why (it is recorded on the model versions)")
     client = registry.connect(workspace)
     try:
-        done = registry.rollback(client, model_name, reason.strip())
+        done = registry.rollback(
+            client, model_name, reason.strip(), expected=expect.lstrip("v") if expect else None, lock_dir=workspace.root
+        )
     except registry.RegistryError as exc:
         _fail(str(exc))
     if as_json:
@@ -1267,13 +1273,15 @@ def expectations_validate(
     report_path = workspace.reports / f"validation_{dataset}_{stamp}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "source": source,
+        "source": redact(source),
         "accepted": [b.name for b in screening.accepted],
         "rejected": [{"batch": r.batch.name, **r.report.as_dict()} for r in screening.rejected],
         "report": screening.report.as_dict(),
         "rows_set_aside": {a.batch.name: {"rows": len(a.rows), "reasons": a.reasons()} for a in screening.set_aside},
     }
-    report_path.write_text(json.dumps(payload, indent=2, default=str))
+    from components.files import write_text_atomic
+
+    write_text_atomic(report_path, json.dumps(payload, indent=2, default=str))
     folders = []
     if move_to_quarantine:
         folders = [

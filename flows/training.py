@@ -23,6 +23,7 @@ from components.curate import deduplicate, iqr_fences, outlier_report
 from components.datacard import data_card
 from components.evaluate import higher_is_better, paired_bootstrap, slice_metrics
 from components.extract import Batch, ExtractionError, combine, read_batches
+from components.files import write_text_atomic
 from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
@@ -238,7 +239,7 @@ def validate_task(
         registry.log_artifact(run_id, page, "validation/data_docs")
     report_path = workspace.reports / f"validation_{dataset}_{run_id}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str))
+    write_text_atomic(report_path, json.dumps(report.as_dict(), indent=2, default=str))
     if not screening.success:
         folders = [
             quarantine(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -186,18 +185,18 @@ def test_across_file_systems_the_copy_is_published_by_a_rename(folders, monkeypa
     zone = _zone(folders)
     zone.poll()
     copies: list[Path] = []
-    real_copy = shutil.copyfile
+    real_copy = landing._copy_from
 
-    def no_links(src: Path, dst: Path) -> None:
+    def no_links(src: Path, dst: Path, **_: object) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    def watched_copy(src: Path, dst: Path) -> Path:
+    def watched_copy(fd: int, target: Path) -> None:
         assert not (source / "big.parquet").exists()  # nothing under the final name while copying
-        copies.append(Path(dst))
-        return Path(real_copy(src, dst))
+        copies.append(target.with_name(f".{target.name}.landing"))
+        real_copy(fd, target)
 
     monkeypatch.setattr(landing.os, "link", no_links)
-    monkeypatch.setattr(landing.shutil, "copyfile", watched_copy)
+    monkeypatch.setattr(landing, "_copy_from", watched_copy)
     (moved,) = zone.poll().moved
     assert copies and copies[0].name.startswith(".")  # extraction skips dot-names
     assert Path(moved.target).read_bytes() == b"PAR1" * 1000
@@ -226,3 +225,33 @@ def test_unusable_folders_are_refused(tmp_path: Path) -> None:
     a_file.write_text("a\n1\n")
     with pytest.raises(LandingError, match="must be a folder"):
         LandingZone(tmp_path / "in", a_file, tmp_path / "s.json").check()
+
+
+def test_a_link_dropped_in_the_landing_folder_is_never_taken(folders, tmp_path: Path) -> None:
+    """A symbolic link to a file elsewhere, or a file swapped for one after it settled."""
+    incoming, source, _ = folders
+    outside = tmp_path / "secret.csv"
+    outside.write_bytes(b"password,x\nhunter2,1\n")
+    (incoming / "linked.csv").symlink_to(outside)
+    swapped = _drop(incoming, "swapped.csv")
+    zone = _zone(folders)
+    zone.poll()
+    swapped.unlink()
+    swapped.symlink_to(outside)  # same name, now a link: what settled is gone
+    result = zone.poll()
+    assert result.moved == [] and list(source.iterdir()) == []
+    assert outside.read_bytes().startswith(b"password")
+    for _ in range(2):
+        assert zone.poll().moved == []
+    assert list(source.iterdir()) == []
+
+
+def test_a_file_replaced_after_it_settled_is_not_published(folders) -> None:
+    incoming, source, _ = folders
+    first = _drop(incoming, "batch.csv", b"a,b\n1,2\n")
+    settled = first.stat().st_ino
+    with pytest.raises(landing.NotARegularFile):
+        landing._publish(first, source / "batch.csv", settled + 1)
+    assert not (source / "batch.csv").exists()
+    landing._publish(first, source / "batch.csv", settled)
+    assert (source / "batch.csv").read_bytes() == b"a,b\n1,2\n"

@@ -50,3 +50,31 @@ def test_a_candidate_compared_with_an_old_champion_is_not_promoted(client, tmp_p
     champion = registry.get_champion(client, "loans")
     assert champion.version == "2" and "promoted_at" not in client.get_model_version("loans", "3").tags
     assert registry._alias_version(client, "loans", registry.PREVIOUS_CHAMPION) == "1"
+
+
+def test_a_rollback_racing_a_promotion_never_discards_the_new_champion_unseen(client, tmp_path: Path) -> None:
+    import threading
+
+    registry.set_champion(client, "loans", "1", {}, expected=None, lock_dir=tmp_path)
+    registry.set_champion(client, "loans", "2", {}, expected="1", lock_dir=tmp_path)
+    # A promotion of v3 holds the lock; the operator's rollback of v2 waits for it, then sees v3.
+    outcome: dict[str, object] = {}
+    with registry.alias_lock(tmp_path):
+
+        def roll_back() -> None:
+            try:
+                outcome["done"] = registry.rollback(client, "loans", "v2 is bad", expected="2", lock_dir=tmp_path)
+            except registry.ChampionMoved as exc:
+                outcome["refused"] = exc
+
+        thread = threading.Thread(target=roll_back)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # waiting on the promotion's lock
+        client.set_registered_model_alias("loans", "previous-champion", "2")
+        client.set_registered_model_alias("loans", "champion", "3")
+    thread.join(10)
+    assert "champion is v3, not v2" in str(outcome["refused"])
+    assert registry._alias_version(client, "loans", "champion") == "3"
+    done = registry.rollback(client, "loans", "v3 is bad", expected="3", lock_dir=tmp_path)
+    assert (done.restored, done.demoted) == ("2", "3")
