@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from components.prepare import infer_feature_spec, looks_like_dates
+from components.secrets import PASSWORD_VARIABLE, has_password, without_password
 from components.tasks import TaskInference, infer_task
 
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key)$|^(id|uuid|guid)([_\s.-]|$)|[a-z](Id|ID)$", re.IGNORECASE)
@@ -150,7 +151,10 @@ def render_model_file(proposal: Proposal, metric: str, suite_path: str) -> str:
     settings: list[tuple[str, str]] = [
         (f"task: {task.task}", f"inferred: {task.reason}"),
         ("data:", ""),
-        (f"  source: {_scalar(proposal.source)}", ""),
+        (
+            f"  source: {_scalar(without_password(proposal.source))}",
+            f"the password comes from {PASSWORD_VARIABLE}" if has_password(proposal.source) else "",
+        ),
         (f"  target: {_scalar(proposal.target)}", task.summary),
         (f"  id_column: {_scalar(proposal.id_column.column)}", proposal.id_column.reason),
         (f"  time_column: {_scalar(proposal.time_column.column)}", proposal.time_column.reason),
@@ -171,7 +175,7 @@ def render_model_file(proposal: Proposal, metric: str, suite_path: str) -> str:
     ]
     width = max(len(line) for line, _ in settings) + 2
     lines = [
-        f"# Model {proposal.name!r}: written by `mlops init` from {proposal.source} "
+        f"# Model {proposal.name!r}: written by `mlops init` from {without_password(proposal.source)} "
         f"({proposal.rows:,} rows) on {stamp}.",
         "# Review it and commit it. These settings are layered over the project's mlops.yaml (any of its",
         "# sections can be set here for this model alone); its data contract is " + suite_path + ".",

@@ -44,6 +44,17 @@ def redact_value(value: Any) -> Any:
     return value
 
 
+def without_password(url: str) -> str:
+    """`url` with its password removed (the user kept), for files people commit."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}@{host}"))
+
+
 def has_password(url: str) -> bool:
     return redact(url) != url
 

@@ -720,22 +720,46 @@ def rollback(
     )
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @app.command()
 def serve(
     config_path: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config: 3000).")] = None,
     name: ModelOption = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated", help="Serve on a non-loopback address without MLOPS_API_KEY (not advised)."
+        ),
+    ] = False,
 ) -> None:
     """Serve a model's champion over HTTP with BentoML: POST /predict, GET /metadata, /healthz, /readyz.
 
     The service follows the `champion` alias (serving.reload_seconds) and logs every prediction
-    under the workspace. Set MLOPS_API_KEY to require `Authorization: Bearer <key>`. Several models
-    are served side by side by one `mlops serve --name N --port P` each.
+    under the workspace. Set MLOPS_API_KEY to require `Authorization: Bearer <key>`; on an address
+    other than loopback it is required unless --allow-unauthenticated. Several models are served
+    side by side by one `mlops serve --name N --port P` each.
     """
     from components.config import find_config_file
 
     model_name, config = _model(config_path, name, "`mlops serve`")
+    bind = host or config.serving.host
+    if not _loopback(bind) and not os.environ.get("MLOPS_API_KEY") and not allow_unauthenticated:
+        _fail(
+            f"refusing to serve on {bind} without MLOPS_API_KEY: anyone who reaches it could read the model's "
+            "answers and fill its prediction log. Set MLOPS_API_KEY, or pass --allow-unauthenticated"
+        )
     workspace = _workspace(config)
     champions = _champions(workspace, [model_name])
     if not champions or champions[0]["version"] is None:
@@ -753,7 +777,6 @@ def serve(
     if config_file:
         env["MLOPS_CONFIG"] = str(Path(config_file).resolve())
     bentoml = Path(sys.executable).parent / "bentoml"
-    bind = host or config.serving.host
     args = [
         str(bentoml),
         "serve",

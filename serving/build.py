@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from components.secrets import has_password
 from serving.champion import BUNDLE_METADATA, BUNDLE_MODEL_DIR
 
 # What the service imports at run time (components.config/scoring/predlog, serving.*, mlflow's loader).
@@ -103,6 +104,23 @@ def bundle_champion(client: Any, name: str, version: str, id_column: str | None 
     return str(model.tag)
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml", ".cfg", ".ini", ".env")
+
+
+def check_no_credentials(project_root: Path, include: list[str]) -> None:
+    """Refuse to build when a config file the Bento would copy holds a password (in a data source
+    URL, say): it would ship inside the Bento and every image made from it."""
+    for pattern in include:
+        for path in sorted(project_root.glob(pattern)):
+            if not path.is_file() or path.suffix not in CONFIG_SUFFIXES:
+                continue
+            if has_password(path.read_text(errors="replace")):
+                raise BuildError(
+                    f"{path.relative_to(project_root)} holds a password and would be copied into the Bento and its "
+                    "image: leave it out of the URL and set MLOPS_DATA_PASSWORD where the data is read"
+                )
+
+
 def build_bento(
     project_root: Path, bentofile: Path, work_dir: Path, model_tag: str, model_name: str, version: str
 ) -> str:
@@ -110,6 +128,7 @@ def build_bento(
     import bentoml
 
     options: dict[str, Any] = yaml.safe_load(bentofile.read_text()) or {}
+    check_no_credentials(project_root, options.get("include") or [])
     service = options.pop("service", "serving.service:PredictionService")
     python = dict(options.pop("python", None) or {})
     python["packages"] = sorted(set(python.get("packages") or []) | set(pinned_packages()))

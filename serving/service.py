@@ -19,6 +19,7 @@ which refer to the request model built inside `create_service`.
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -61,6 +62,25 @@ class ServiceSettings:
     config: PipelineConfig | None = None
     bundle_tag: str | None = None
     id_column: str | None = None
+
+
+ALLOW_OPEN = "MLOPS_ALLOW_UNAUTHENTICATED"
+
+
+class ExposedWithoutKey(RuntimeError):
+    """A service that would answer anyone on the network without a key."""
+
+
+def check_exposure(settings: ServiceSettings, environ: Mapping[str, str]) -> None:
+    """A bundled service (a Bento, or its container, which binds every address) starts only with
+    MLOPS_API_KEY set, or with MLOPS_ALLOW_UNAUTHENTICATED=true said out loud. (`mlops serve`
+    checks its own bind address before it starts BentoML.)"""
+    if settings.bundle_tag and not settings.api_key and environ.get(ALLOW_OPEN, "").lower() != "true":
+        raise ExposedWithoutKey(
+            "refusing to serve a bundled model without MLOPS_API_KEY: a container binds every address. "
+            f"Set MLOPS_API_KEY (clients send `Authorization: Bearer <key>`), or {ALLOW_OPEN}=true to serve "
+            "without one behind your own gateway"
+        )
 
 
 def bundled_model_tag() -> str | None:
@@ -229,6 +249,7 @@ def create_service(settings: ServiceSettings) -> Any:
 
         def __init__(self) -> None:
             self.settings = settings
+            check_exposure(settings, os.environ)
             if settings.bundle_tag:
                 self.source: RegistrySource | BundleSource = BundleSource(Path(self.bundled.path)).start()
             else:

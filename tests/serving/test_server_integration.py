@@ -145,7 +145,10 @@ def test_mlops_build_serves_the_champion_without_the_tracking_server(trained, ro
     port = _free_port()
     # No workspace, no config, and a tracking server that does not exist: the Bento needs none of them.
     serve_env = _clean_env(
-        BENTOML_HOME=str(Path(config.home) / "bentoml"), MLFLOW_TRACKING_URI="http://127.0.0.1:9", HOME=str(tmp_path)
+        BENTOML_HOME=str(Path(config.home) / "bentoml"),
+        MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+        HOME=str(tmp_path),
+        MLOPS_ALLOW_UNAUTHENTICATED="true",  # a bundled service refuses to start without a key otherwise
     )
     args = [str(BIN / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)]
     with _server(args, tmp_path / "bento.log", serve_env, port) as base:

@@ -101,3 +101,16 @@ def test_workspace_is_private_whatever_the_umask(tmp_path: Path) -> None:
         assert stat.S_IMODE((workspace.root / "mlflow.db").stat().st_mode) == 0o600
     finally:
         os.umask(previous)
+
+
+def test_a_model_file_never_holds_the_password() -> None:
+    from components.modelfile import propose_model, render_model_file
+    from components.secrets import without_password
+
+    assert (
+        without_password("postgresql://ml:pw@db:5432/x?sslmode=require") == "postgresql://ml@db:5432/x?sslmode=require"
+    )
+    frame = pd.DataFrame({"x": range(40), "y": [0, 1] * 20})
+    proposal = propose_model(frame, "loans", f"postgresql://ml:{SECRET}@db/x", "y")
+    text = render_model_file(proposal, "roc_auc", "expectations/loans.json")
+    assert SECRET not in text and "postgresql://ml@db/x" in text and PASSWORD_VARIABLE in text
