@@ -92,7 +92,7 @@ build: venv ## Pack the champion into a Bento that serves without the tracking s
 status: venv ## Show the workspace, the models and their champions
 	$(MLOPS) status
 
-stop: venv ## Stop the workspace's local Prefect server and warm runners
+stop: venv ## Stop the workspace's local Prefect server
 	$(MLOPS) server stop
 
 clean: ## Remove the default workspace (.mlops) and caches; keeps .venv

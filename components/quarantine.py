@@ -30,6 +30,7 @@ import pandas as pd
 
 from components.contract import Failure, ValidationReport, Validator
 from components.extract import Batch
+from components.faults import fault_point
 from components.files import write_text_atomic
 from components.rows import REASON, RowContract, compile_contract, split_rows
 from components.secrets import redact
@@ -329,6 +330,7 @@ def quarantine(
         **(context or {}),
     }
     write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
+    fault_point("quarantining")  # report and manifest written, the batch not yet moved
     if batch.path is not None:
         target = folder / batch.path.name
         if mode == "move":

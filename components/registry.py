@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from components.faults import fault_point
 from components.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -300,6 +301,7 @@ def set_champion(
             client.set_model_version_tag(name, version, key, str(value)[:5000])
         if outgoing is not None and outgoing != version:
             client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
+        fault_point("alias")  # between the two alias moves
         client.set_registered_model_alias(name, CHAMPION, version)
         now = _alias_version(client, name, CHAMPION)
         if now != version:

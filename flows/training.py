@@ -23,6 +23,7 @@ from components.curate import deduplicate, iqr_fences, outlier_report
 from components.datacard import data_card
 from components.evaluate import higher_is_better, paired_bootstrap, slice_metrics
 from components.extract import Batch, ExtractionError, combine, read_batches
+from components.faults import fault_point
 from components.files import write_text_atomic
 from components.label_review import LabelReviewError, review_labels
 from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
@@ -928,12 +929,14 @@ def promote_task(
         X_served = split.all_rows()[0]
         info["refit_rows"] = len(X_served)
     model_uri = registry.log_model(run_id, served.model, X_served, info)
+    fault_point("logged")
     _log_reference(run_id, served.model, X_served, config, task)
     version = None
     if not dry_run:
         version = registry.register_model(
             model_uri, model_name, tags={"data_fingerprint": curated.fingerprint, "run_id": run_id, "task": task.name}
         )
+        fault_point("registered")
     champion = registry.get_champion(client, model_name)
     champion_metrics: dict[str, float] | None = None
     champion_slices: dict[str, float] = {}
@@ -1041,6 +1044,7 @@ def promote_task(
                 expected=champion.version if champion else None,
                 lock_dir=Workspace.at(config.home).root,
             )
+            fault_point("promoted")
         except registry.ChampionMoved as exc:
             decision = replace(decision, promote=False, reason=str(exc))
             registry.tag_version(
@@ -1089,18 +1093,21 @@ def training_flow(config: PipelineConfig, dry_run: bool = False) -> TrainingResu
     )
     try:
         batches = extract_task(source, config.data.query)
+        fault_point("extracted")
         inference = infer_task_task(batches, config, run_id)
         task = task_named(inference.task)
         metric = task.metric_for(config.promotion.metric)
         search_metric = config.search.metric or metric
         task.check_metric(search_metric, "search.metric")
         validated = validate_task(batches, config, dataset, workspace, run_id, source, task.name)
+        fault_point("validated")
         curated = curate_task(validated.frame, config, source, task, run_id)
         prepared = prepare_task(curated, config, task, run_id)
         if config.label_review.enabled:
             prepared = review_labels_task(prepared, curated, config, run_id)
         selected = select_model_task(prepared, config, search_metric, run_id, experiment_id)
         final = train_task(prepared, selected, config, run_id)
+        fault_point("trained")
         evaluation = evaluate_task(final, prepared, selected, curated, config, metric, run_id)
         refit = (
             refit_task(prepared, curated, selected, config, run_id)
