@@ -351,10 +351,21 @@ class IdleExit:
         self.idle_seconds = idle_seconds
         self.last = time.monotonic()
         self.open = 0
+        self.started = False  # the clock runs from the end of the app's start-up (migrations, services)
         self._lock = threading.Lock()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope.get("type")
+        if kind == "lifespan":
+
+            async def watch_startup(message: dict[str, Any]) -> None:
+                if message.get("type") == "lifespan.startup.complete":
+                    with self._lock:
+                        self.started, self.last = True, time.monotonic()
+                await send(message)
+
+            await self.app(scope, receive, watch_startup)
+            return
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -370,7 +381,7 @@ class IdleExit:
 
     def idle(self) -> bool:
         with self._lock:
-            return self.open == 0 and time.monotonic() - self.last > self.idle_seconds
+            return self.started and self.open == 0 and time.monotonic() - self.last > self.idle_seconds
 
     def watch(self, every: float = 5.0) -> None:
         def loop() -> None:

@@ -63,6 +63,8 @@ def test_idle_watch_counts_open_connections() -> None:
         await release.wait()
 
     watch = ps.IdleExit(app, idle_seconds=0.0)
+    assert watch.idle() is False  # not before the app has started
+    watch.started = True
 
     async def scenario() -> tuple[bool, bool]:
         request = asyncio.ensure_future(watch({"type": "websocket"}, None, None))

@@ -264,29 +264,6 @@ def test_the_service_follows_the_champion_alias_without_failing_a_request(client
     assert switch.versions == {result.model_version, switch.new_version}
 
 
-def test_api_key_guards_predict_and_metadata_but_not_health(trained, rows) -> None:
-    config_path, _, _ = trained
-    with pytest.MonkeyPatch.context() as patch:
-        service = _service(
-            config_path,
-            patch,
-            MLOPS_API_KEY="s3cret",
-            MLOPS__SERVING__PREDICTION_LOG__ENABLED="false",
-            # One process holds one Prometheus registry: the module's other service already registered.
-            MLOPS__SERVING__METRICS="false",
-        )
-        with TestClient(service.to_asgi()) as test_client:
-            _wait_ready(test_client)
-            assert test_client.get("/healthz").status_code == 200
-            assert test_client.post("/predict", json={"rows": rows}).status_code == 401
-            wrong = test_client.post("/predict", json={"rows": rows}, headers={"Authorization": "Bearer nope"})
-            assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
-            assert test_client.get("/metadata").status_code == 401
-            auth = {"Authorization": "Bearer s3cret"}
-            assert test_client.post("/predict", json={"rows": rows}, headers=auth).status_code == 200
-            assert test_client.get("/metadata", headers=auth).status_code == 200
-
-
 def test_a_pickled_champion_is_refused_and_the_service_keeps_answering(client, rows, tmp_path: Path) -> None:
     """Someone with registry access points `champion` at a version whose artifact is a pickle that
     plants a file when loaded: the service never loads it and goes on answering with its model."""
@@ -329,3 +306,26 @@ def test_a_pickled_champion_is_refused_and_the_service_keeps_answering(client, r
         assert not marker.exists()
     finally:
         ml.set_registered_model_alias("loans", "champion", champion.version)
+
+
+def test_api_key_guards_predict_and_metadata_but_not_health(trained, rows) -> None:
+    config_path, _, _ = trained
+    with pytest.MonkeyPatch.context() as patch:
+        service = _service(
+            config_path,
+            patch,
+            MLOPS_API_KEY="s3cret",
+            MLOPS__SERVING__PREDICTION_LOG__ENABLED="false",
+            # One process holds one Prometheus registry: the module's other service already registered.
+            MLOPS__SERVING__METRICS="false",
+        )
+        with TestClient(service.to_asgi()) as test_client:
+            _wait_ready(test_client)
+            assert test_client.get("/healthz").status_code == 200
+            assert test_client.post("/predict", json={"rows": rows}).status_code == 401
+            wrong = test_client.post("/predict", json={"rows": rows}, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+            assert test_client.get("/metadata").status_code == 401
+            auth = {"Authorization": "Bearer s3cret"}
+            assert test_client.post("/predict", json={"rows": rows}, headers=auth).status_code == 200
+            assert test_client.get("/metadata", headers=auth).status_code == 200
