@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from components.faults import fault_point
 from components.scoring import MODEL_METADATA_KEY, ServingModel, decision_threshold, load_serving_model
 from serving.schema import Column, same_columns, signature_columns
 
@@ -179,6 +180,8 @@ class RegistrySource:
             return False
         started = time.perf_counter()
         loaded = load_registry_version(self.client, self.name, champion.version)
+        if self.current is not None:
+            fault_point("reloading")  # the new version loaded, the old one still served
         if not same_columns(self.columns, loaded.columns):
             self.refused_version = champion.version
             raise ValueError(

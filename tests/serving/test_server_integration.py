@@ -119,6 +119,48 @@ def test_mlops_serve_answers_fuzzing_and_switches_to_a_new_champion(trained, row
         assert switch.versions == {result.model_version, switch.new_version}
 
 
+def test_mlops_serve_killed_during_a_hot_reload_comes_back_with_the_new_champion(trained, rows, tmp_path: Path) -> None:
+    """SIGKILL the service's worker after it loaded a new champion and before it swapped it in:
+    the next start (BentoML's own restart of the worker, or `mlops serve` again) answers with the
+    one champion, which loads; the registry is untouched."""
+    from components import registry
+    from components.workspace import Workspace
+
+    config_path, config, _ = trained
+    client = registry.connect(Workspace.at(config.home))
+    champion = registry.get_champion(client, "loans")
+    assert champion is not None
+    port = _free_port()
+    env = _clean_env(MLOPS__SERVING__RELOAD_SECONDS="1", MLOPS_FAULT_AT="reloading")
+    args = [str(BIN / "mlops"), "serve", "--config", str(config_path), "--port", str(port)]
+    new_version = registry.register_model(champion.source, "loans")
+    try:
+        with _server(args, tmp_path / "serve.log", env, port) as base:
+            assert httpx.get(f"{base}/metadata").json()["model_version"] == champion.version
+            registry.set_champion(client, "loans", new_version, {"promoted_by": "test"})
+            # The worker loads the new version and is killed before the swap; BentoML restarts it, and
+            # a fresh worker's first load is not a reload: it serves the new champion.
+            deadline = time.monotonic() + 120
+            served = None
+            while served != new_version and time.monotonic() < deadline:
+                try:
+                    served = httpx.get(f"{base}/metadata", timeout=5).json().get("model_version")
+                except (httpx.TransportError, ValueError):
+                    served = None  # killed: nothing answers until the worker is back
+                time.sleep(0.5)
+        # Killed and restarted by BentoML: its service was initialized twice (a SIGKILL logs nothing).
+        log = (tmp_path / "serve.log").read_text(errors="replace")
+        assert log.count("Service mlops_prediction_service initialized") >= 2, log[-3000:]
+        # The next start of the command, with no fault armed, answers with the one champion.
+        with _server(args, tmp_path / "again.log", _clean_env(), port) as base:
+            answer = httpx.post(f"{base}/predict", json={"rows": rows[:2]}, timeout=30)
+            assert answer.status_code == 200 and answer.json()["model_version"] == new_version
+        assert registry.get_champion(client, "loans").version == new_version
+        registry.load_model(f"models:/loans/{new_version}")
+    finally:
+        registry.set_champion(client, "loans", champion.version, {"promoted_by": "test"})
+
+
 def test_mlops_build_serves_the_champion_without_the_tracking_server(trained, rows, tmp_path: Path) -> None:
     config_path, config, result = trained
     env = _clean_env()
