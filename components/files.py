@@ -28,9 +28,26 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> Path:
         staged.unlink(missing_ok=True)
         raise
     if durable:
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: Path) -> None:
+    """Sync a folder's entries (a rename, a link, a removal in it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(written: Path, final: Path) -> None:
+    """Rename a finished file into place after its bytes, and then the rename, reach the disk: a
+    crash leaves the old state or the whole new file, never a truncated one under the final name."""
+    fd = os.open(written, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    written.replace(final)
+    fsync_dir(final.parent)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from components.extract import TABULAR_SUFFIXES
-from components.files import write_text_atomic
+from components.files import fsync_dir, write_text_atomic
 
 # Names uploaders and download tools give to files still being written.
 PARTIAL_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload", ".download", ".filepart", ".uploading")
@@ -133,14 +133,6 @@ def announcement_id(files: Sequence[Landed]) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _same_content(source: Path, target: Path, size: int) -> bool:
@@ -294,9 +286,9 @@ class LandingZone:
     def _move(self, entry: Landed) -> None:
         source, target = self.folder / entry.name, Path(entry.target)
         _publish(source, target, entry.inode)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         source.unlink()
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     def _recover(self, entries: list[Landed], notes: list[str]) -> list[Landed]:
         """Finish moves a crash interrupted (state `moving`)."""

@@ -27,6 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.files import replace_durably
+
 logger = logging.getLogger(__name__)
 
 REQUEST_ID = "_request_id"
@@ -190,7 +192,7 @@ class PredictionLog:
         tmp = folder / f".{name}.partial"
         try:
             pq.write_table(table, tmp)
-            write_durably(tmp, folder / name)
+            replace_durably(tmp, folder / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             with self._lock:
@@ -200,22 +202,6 @@ class PredictionLog:
             self._written_rows += table.num_rows
             self._written_files += 1
             self._last_error = None
-
-
-def write_durably(written: Path, final: Path) -> None:
-    """Rename a finished file into place after its bytes, and then the rename, reach the disk: a
-    crash leaves the old state or the whole new file, never a truncated one under the final name."""
-    fd = os.open(written, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    written.replace(final)
-    directory = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _item_rows(item: Any) -> int:

@@ -33,17 +33,6 @@ def redact(text: str) -> str:
     return _QUERY.sub(lambda m: f"{m['head']}{MASK}", text)
 
 
-def redact_value(value: Any) -> Any:
-    """A JSON-like value with every string in it redacted."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {key: redact_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(item) for item in value]
-    return value
-
-
 def without_password(url: str) -> str:
     """`url` with its password removed (the user kept), for files people commit."""
     if "://" not in url:

@@ -281,9 +281,10 @@ def list_servers() -> list[Running]:
     uid = os.getuid()
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if entry.stat().st_uid != uid:
-                continue
+            info = entry.stat()
         except OSError:
+            continue
+        if info.st_uid != uid:
             continue
         pid = int(entry.name)
         args = _cmdline(pid)
@@ -291,17 +292,13 @@ def list_servers() -> list[Running]:
             continue
         options = dict(itertools.pairwise(args))
         port = options.get("--port")
-        try:
-            started = entry.stat().st_mtime
-        except OSError:
-            started = None
         found.append(
             Running(
                 pid=pid,
                 home=Path(options.get("--home", "?")),
                 port=int(port) if port and port.isdigit() else None,
                 rss_bytes=_rss(pid),
-                started=started,
+                started=info.st_mtime,
             )
         )
     return sorted(found, key=lambda r: r.pid)
