@@ -436,12 +436,17 @@ class MonitoringConfig(_Section):
         default=0.01,
         gt=0,
         lt=1,
-        description="A feature's test (KS numeric, chi-square categorical) must reject at this level ...",
+        description="A feature's test (numeric: KS or chi-square over its bins; categorical: chi-square) must "
+        "reject at this level ...",
     )
     psi_min: float = Field(
         default=0.1, ge=0, description="... and its population stability index reach this, for the feature to drift ..."
     )
-    psi_threshold: float = Field(default=0.25, ge=0, description="... or its PSI alone reach this.")
+    psi_threshold: float = Field(
+        default=0.25,
+        ge=0,
+        description="... or its PSI alone reach this beyond what chance gives samples of these sizes.",
+    )
     drift_share: float = Field(
         default=0.2, gt=0, le=1, description="The window drifts when at least this share of features drift ..."
     )

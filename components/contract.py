@@ -35,6 +35,7 @@ MAX_CATEGORIES = 50
 DIFF_SLACK = 0.05
 MIN_DISTINCT_FOR_MEDIAN = 10
 UNIT_IQRS = 1.0  # a batch median beyond the quartiles +- this many IQRs is a unit change, not drift
+MAX_DRIFT_FACTOR = math.sqrt(10)  # ... and a positive regression target's never more than this, as drift
 INFERRED, DECLARED = "inferred", "declared"
 DRIFT_CHECKS = {"range", "center"}  # failing these is drift for monitoring to judge, not a reason to refuse a batch
 OPEN_SET_SHARE = 0.01  # one-off categories at least this share of the reference: new ones are expected
@@ -204,7 +205,7 @@ def _round_bound(value: float, up: bool) -> float:
 
 
 def _numeric_expectations(
-    column: str, values: pd.Series, tolerance: float, evidence_rows: int = 300
+    column: str, values: pd.Series, tolerance: float, evidence_rows: int = 300, *, target: bool = False
 ) -> list[dict[str, Any]]:
     """Plausibility bounds (hard, per row), a quantile-based range (drift) and the median (units).
 
@@ -258,17 +259,30 @@ def _numeric_expectations(
         # drifted batch reaches monitoring and retraining instead of being rejected as corrupt;
         # the range check, drift's, is the one `tolerance` widens.
         iqr = q75 - q25
-        median_low = q25 - UNIT_IQRS * iqr
+        median_low, median_high = q25 - UNIT_IQRS * iqr, q75 + UNIT_IQRS * iqr
         if low >= 0:
             median_low = max(median_low, q25 / 4)
+        evidence = None
+        if target and low >= 0 and q25 > 0:
+            # A regression target that is a positive quantity (a duration, a price) is what concept
+            # drift moves, by factors: the same bound on the log scale (the quartiles' ratio beyond
+            # the third quartile) lets trips 2.3x longer under road works through as drift, for
+            # retraining to learn, never beyond half an order of magnitude (MAX_DRIFT_FACTOR: a
+            # median moved further is nearer x10 than x1). Features keep the tighter bound: a
+            # feature that doubles at once (x1.8 + 32 on an amount) is more likely a unit change.
+            factor = min((q75 / q25) ** UNIT_IQRS, MAX_DRIFT_FACTOR / (q75 / float(finite.median())))
+            if q75 * factor > median_high:
+                median_high = q75 * factor
+                evidence = "a positive target: quartiles +- one IQR, above on the log scale (concept drift moves it)"
         result.append(
             _expectation(
                 "expect_column_median_to_be_between",
                 column=column,
                 min_value=_round_bound(median_low, up=False),
-                max_value=_round_bound(q75 + UNIT_IQRS * iqr, up=True),
+                max_value=_round_bound(median_high, up=True),
                 meta_kind="unit",
                 observed=round(float(finite.median()), 6),
+                evidence=evidence,
             )
         )
         q35, q65 = (float(q) for q in finite.quantile([0.35, 0.65]))
@@ -458,7 +472,11 @@ def profile_suite(
             if column == target and task != "regression":
                 expectations.append(_set_expectation(column, present.map(_whole), label=True))
             else:
-                expectations.extend(_numeric_expectations(column, present, numeric_tolerance, min_evidence_rows))
+                expectations.extend(
+                    _numeric_expectations(
+                        column, present, numeric_tolerance, min_evidence_rows, target=column == target
+                    )
+                )
         elif not pd.api.types.is_datetime64_any_dtype(series.dtype) and not (
             column != target and reads_as_numbers(series)
         ):

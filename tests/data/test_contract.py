@@ -243,3 +243,22 @@ def test_drift_is_judged_drift_and_a_unit_change_corrupt(
     unit = validator.validate(loans.assign(loan_amount=loans["loan_amount"] * 10), suite, data_docs=False)
     assert not unit.success and unit.judgement == "corrupt" and "refused as corrupt" in unit.why
     assert validator.validate(loans, suite, data_docs=False).judgement == "clean"
+
+
+def test_a_positive_target_may_move_by_a_factor_but_not_by_a_unit(validator: Validator) -> None:
+    """A regression target 2.3x longer (trips under road works) is drift for retraining to learn;
+    x10, /1000 and minutes to seconds are unit changes, refused. A feature that doubles at once
+    (x1.8 + 32 on an amount) stays refused: the log-scale bound is the target's."""
+    rng = np.random.default_rng(7)
+    minutes = rng.lognormal(np.log(15), 0.6, 4000)
+    frame = pd.DataFrame({"amount": rng.lognormal(np.log(120), 0.4, 4000), "duration_min": minutes})
+    profiled = profile_suite(frame.head(2000), "trips", target="duration_min", task="regression")
+    later = frame.tail(2000).reset_index(drop=True)
+    slower = validator.validate(later.assign(duration_min=later["duration_min"] * 2.3), profiled, data_docs=False)
+    assert slower.success and slower.judgement == "drift", slower.summary()
+    for factor in (10, 1 / 1000, 60):
+        moved = validator.validate(later.assign(duration_min=later["duration_min"] * factor), profiled, data_docs=False)
+        assert not moved.success and moved.judgement == "corrupt", (factor, moved.summary())
+    fahrenheit = validator.validate(later.assign(amount=later["amount"] * 1.8 + 32), profiled, data_docs=False)
+    assert not fahrenheit.success and fahrenheit.judgement == "corrupt", fahrenheit.summary()
+    assert validator.validate(later, profiled, data_docs=False).judgement == "clean"

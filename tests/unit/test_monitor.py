@@ -52,9 +52,48 @@ def test_covariate_drift_is_found_in_the_features_that_moved(reference: pd.DataF
     assert {"credit_score", "interest_rate", "loan_amount"} <= set(report.drifted_features)
     assert "region" not in report.drifted_features  # the generator never moves it
     credit = next(f for f in report.features if f.name == "credit_score")
-    assert credit.test == "ks" and credit.p_value < CONFIG.p_value and credit.psi >= CONFIG.psi_min
+    assert credit.test in ("ks", "chi2") and credit.p_value < CONFIG.p_value and credit.psi >= CONFIG.psi_min
     assert credit.current_mean is not None and credit.reference_mean is not None
     assert credit.current_mean < credit.reference_mean  # the generator lowers credit scores
+
+
+def test_a_stretched_tail_drifts_and_a_fresh_sample_does_not() -> None:
+    # Incomes: the top 5% growing by half moves KS and the deciles by less than chance; the tail
+    # bins (95th and 99th percentiles) see it.
+    rng = np.random.default_rng(3)
+    reference = pd.Series(rng.lognormal(10.8, 0.5, 2_000))
+    fresh = pd.Series(rng.lognormal(10.8, 0.5, 1_000))
+    stretched = fresh.where(fresh < fresh.quantile(0.95), fresh * 1.5)
+    same = monitor.numeric_drift("income", reference, fresh, CONFIG)
+    moved = monitor.numeric_drift("income", reference, stretched, CONFIG)
+    assert not same.drifted, (same.p_value, same.psi)
+    assert moved.drifted and moved.test == "chi2" and moved.p_value < CONFIG.p_value and moved.psi >= CONFIG.psi_min
+    assert stats_ks_p(reference, stretched) > CONFIG.p_value  # KS alone would not have seen it
+    assert len(moved.histogram.labels) == len(monitor.NUMERIC_QUANTILES) + 2  # the bins and the nulls
+
+
+def test_many_categories_on_a_small_reference_are_not_drift_by_chance() -> None:
+    # 46 states, 500 reference rows: a fresh sample's PSI alone sits near the 0.25 threshold by
+    # chance (about 0.14 expected); it takes a real move to drift.
+    rng = np.random.default_rng(5)
+    states = np.array([f"s{i:02d}" for i in range(46)])
+    shares = rng.dirichlet(np.full(46, 2.0))
+    reference = pd.Series(rng.choice(states, 500, p=shares))
+    fresh = [
+        monitor.categorical_drift("state", reference, pd.Series(rng.choice(states, 1_000, p=shares)), CONFIG)
+        for _ in range(20)
+    ]
+    assert not any(f.drifted for f in fresh), [(round(f.psi, 3), round(f.p_value, 3)) for f in fresh]
+    assert max(f.psi for f in fresh) > 0.15  # the raw PSI is noisy here ...
+    moved = np.roll(shares, 23)  # ... and a real move still drifts
+    shifted = monitor.categorical_drift("state", reference, pd.Series(rng.choice(states, 1_000, p=moved)), CONFIG)
+    assert shifted.drifted and shifted.p_value < CONFIG.p_value
+
+
+def stats_ks_p(a: pd.Series, b: pd.Series) -> float:
+    from scipy import stats
+
+    return float(stats.ks_2samp(a, b).pvalue)
 
 
 def test_quality_shifts_name_null_rates_and_unseen_categories(reference: pd.DataFrame) -> None:

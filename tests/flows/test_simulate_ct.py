@@ -1,0 +1,29 @@
+"""The continuous-training loop end to end, as `mlops simulate-ct` runs it with its defaults: a
+corrupted batch refused, covariate and concept shifts detected and retrained on, no retraining on
+stable batches, for a classification and a regression stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_loop_meets_every_goal(task: str, prefect_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "ws"))
+    result = CliRunner().invoke(app, ["simulate-ct", "--task", task, "--home", str(tmp_path / "sim"), "--json"])
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    missed = [f"{g['name']}: {g['detail']}" for g in data["goals"] if not g["met"]]
+    assert result.exit_code == 0 and not missed, missed
+    validation = {row["batch"]: row["validation"] for row in data["timeline"]}
+    assert validation[6] == "rejected" and list(validation.values()).count("rejected") == 1  # only the corrupt one
+    promoted = [row["batch"] for row in data["timeline"] if row["promoted"]]
+    assert len(promoted) == 2 and 4 <= promoted[0] < 8 <= promoted[1]  # one retraining per shift
