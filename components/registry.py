@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -192,6 +193,7 @@ def log_model(
     example = signature_frame(X_example.head(5))
     sample = signature_sample(X_example)
     signature = infer_signature(sample, model.predict(sample))
+    _quiet_pip_version_warning()
     with mlflow.start_run(run_id=run_id):
         logged = mlflow.sklearn.log_model(
             model,
@@ -203,6 +205,20 @@ def log_model(
             metadata={MODEL_METADATA_KEY: info} if info else None,
         )
     return str(logged.model_uri)
+
+
+class _NoPipVersionWarning(logging.Filter):
+    """uv's environments have no pip: MLflow warns on every model it logs that conda.yaml gets an
+    unpinned `pip`. The model's own requirements are pinned (`pip_requirements`); drop the noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to resolve installed pip version")
+
+
+def _quiet_pip_version_warning() -> None:
+    logger = logging.getLogger("mlflow.utils.environment")
+    if not any(isinstance(f, _NoPipVersionWarning) for f in logger.filters):
+        logger.addFilter(_NoPipVersionWarning())
 
 
 def register_model(model_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
