@@ -52,16 +52,16 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # the sibling module, found from any working directory
 
-from components.config import MonitoringConfig, PipelineConfig
-from components.contract import Validator, profile_from_config
-from components.extract import Batch
-from components.label_review import LabelReviewError, _out_of_fold, _self_suspicion, review_labels
-from components.monitor import categorical_drift, numeric_drift
-from components.prepare import infer_feature_spec
-from components.quarantine import Screening, screen_with
-from components.simulate import ID_COLUMN, TARGET, default_probability, generate_batches
-from components.tasks import task_named
-from components.train import build_model, review_candidates
+from components.core.config import MonitoringConfig, PipelineConfig
+from components.data.contract import Validator, profile_from_config
+from components.data.extract import Batch
+from components.data.label_review import LabelReviewError, _out_of_fold, _self_suspicion, review_labels
+from components.data.quarantine import Screening, screen_with
+from components.modeling.prepare import infer_feature_spec
+from components.modeling.tasks import task_named
+from components.modeling.train import build_model, review_candidates
+from components.monitoring.monitor import categorical_drift, numeric_drift
+from components.simulation.simulate import ID_COLUMN, TARGET, default_probability, generate_batches
 
 SIZES = (500, 2_000, 20_000)
 BATCH_ROWS = 1_000

@@ -1,6 +1,6 @@
 """Label review on generated data with 5% of labels flipped at known rows: precision and recall.
 
-Two generated tables, side by side, both reviewed by `components.label_review.review_labels`
+Two generated tables, side by side, both reviewed by `components.data.label_review.review_labels`
 exactly as the training flow calls it (5-fold out-of-fold probabilities, cleanlab):
 
 - `learnable`: a tabular concept the features determine (15% positives, no label noise of its
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import make_classification
 
-from components.config import ModelConfig
-from components.label_review import review_labels
-from components.prepare import infer_feature_spec
-from components.simulate import ID_COLUMN, TARGET, Scenario, generate_batches
-from components.train import build_model
+from components.core.config import ModelConfig
+from components.data.label_review import review_labels
+from components.modeling.prepare import infer_feature_spec
+from components.modeling.train import build_model
+from components.simulation.simulate import ID_COLUMN, TARGET, Scenario, generate_batches
 
 GOAL_PRECISION, GOAL_RECALL = 0.8, 0.6
 NOISE = 0.05

@@ -67,7 +67,7 @@ def _write_scoring_file(path: Path, rows: int, seed: int = 11) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from components.simulate import generate_batches
+    from components.simulation.simulate import generate_batches
 
     base = pd.concat([b.frame for b in generate_batches(4, TILE_ROWS // 4, seed=seed)], ignore_index=True)
     tile = pa.Table.from_pandas(base.drop(columns=["default"]), preserve_index=False).replace_schema_metadata()
@@ -106,8 +106,8 @@ def baseline(path: Path, model_dir: Path) -> None:
     """Child process: read the whole file, then time `predict_frame` on it (what the figures compare to)."""
     import pandas as pd
 
-    from components.batch import load_model_dir
-    from components.scoring import predict_frame
+    from components.inference.batch import load_model_dir
+    from components.inference.scoring import predict_frame
 
     model, schema = load_model_dir(model_dir)
     started = time.perf_counter()
@@ -146,8 +146,8 @@ def main() -> None:
         baseline(*args.baseline)
         return
 
-    from components.environment import TELEMETRY_OFF
-    from components.simulate import write_batches
+    from components.core.environment import TELEMETRY_OFF
+    from components.simulation.simulate import write_batches
 
     env = {**os.environ, **TELEMETRY_OFF}
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_CONFIG"):

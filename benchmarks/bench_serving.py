@@ -127,8 +127,8 @@ def _setup(work: Path, estimator: str | None, env: dict[str, str]) -> Path:
 
 def _request_rows(config: Any, home: Path, pool: int, seed: int) -> list[dict[str, Any]]:
     """Real rows of the training source as a client sends them: target and time columns removed."""
-    from components.config import resolve_source
-    from components.extract import extract_table
+    from components.core.config import resolve_source
+    from components.data.extract import extract_table
 
     frame = extract_table(resolve_source(config, home), config.data.query)
     drop = [c for c in (config.data.target, config.data.time_column) if c and c in frame.columns]
@@ -171,7 +171,7 @@ def _in_process(model_uri: str, rows: list[dict[str, Any]], calls: int, profile:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from components.scoring import load_serving_model
+    from components.inference.scoring import load_serving_model
 
     served = load_serving_model(model_uri)
     timings: list[float] = []
@@ -201,7 +201,7 @@ def _in_process(model_uri: str, rows: list[dict[str, Any]], calls: int, profile:
 
 def _estimator_name(served: Any) -> str:
     try:
-        from components.scoring import pipeline_of
+        from components.inference.scoring import pipeline_of
 
         return type(pipeline_of(getattr(served, "model", served)).steps[-1][1]).__name__
     except Exception:  # noqa: BLE001 - a label only
@@ -231,7 +231,7 @@ def _median_ms(fn: Any, rows: list[dict[str, Any]], calls: int = 300) -> float:
 def _breakdown(served: Any, rows: list[dict[str, Any]], pd: Any) -> dict[str, float] | str:
     """Where a single row's time goes: the DataFrame, sklearn's preprocessing, the estimator itself."""
     try:
-        from components.scoring import pipeline_of
+        from components.inference.scoring import pipeline_of
 
         model = getattr(served, "model", served)
         pipeline = pipeline_of(model)
@@ -579,7 +579,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    from components.environment import TELEMETRY_OFF
+    from components.core.environment import TELEMETRY_OFF
 
     os.environ.update(TELEMETRY_OFF)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -613,9 +613,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 config_path = args.config.resolve()
 
-            from components import registry
-            from components.project import load_project
-            from components.workspace import Workspace
+            from components.core.project import load_project
+            from components.core.workspace import Workspace
+            from components.tracking import registry
 
             project = load_project(config_path)
             name = os.environ.get("MLOPS_MODEL_NAME") or project.resolve_name(None, "the benchmark")

@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["default", "1M"], choices=["default", "1M"])
     args = parser.parse_args()
 
-    from components.environment import TELEMETRY_OFF
-    from components.simulate import write_batches
+    from components.core.environment import TELEMETRY_OFF
+    from components.simulation.simulate import write_batches
 
     env = {**os.environ, **TELEMETRY_OFF}
     env.pop("PREFECT_API_URL", None)

@@ -13,20 +13,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from components import plots, search
-from components.config import dataset_name, resolve_source
-from components.contract import Validator, load_suite, profile_from_config, save_suite, suite_path
-from components.curate import deduplicate, outlier_report
-from components.datacard import data_card
-from components.environment import disable_telemetry
-from components.evaluate import slice_metrics
-from components.extract import combine, read_batches
-from components.label_review import review_labels
-from components.prepare import infer_feature_spec, split_data
-from components.project import load_project
-from components.quarantine import remember_accepted, screen_with, trusted_batches
-from components.tasks import infer_task, task_named
-from components.train import (
+from components.core.config import dataset_name, resolve_source
+from components.core.environment import disable_telemetry
+from components.core.project import load_project
+from components.core.workspace import Workspace
+from components.data.contract import Validator, load_suite, profile_from_config, save_suite, suite_path
+from components.data.curate import deduplicate, outlier_report
+from components.data.datacard import data_card
+from components.data.extract import combine, read_batches
+from components.data.label_review import review_labels
+from components.data.quarantine import remember_accepted, screen_with, trusted_batches
+from components.modeling import plots, search
+from components.modeling.evaluate import slice_metrics
+from components.modeling.prepare import infer_feature_spec, split_data
+from components.modeling.tasks import infer_task, task_named
+from components.modeling.train import (
     build_model,
     config_for_family,
     families_of,
@@ -36,7 +37,6 @@ from components.train import (
     review_candidates,
     with_class_weight,
 )
-from components.workspace import Workspace
 
 
 def main() -> None:

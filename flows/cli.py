@@ -22,11 +22,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from components.config import ConfigError, PipelineConfig, resolve_source
-from components.environment import workspace_environment
-from components.project import Project, load_project
-from components.secrets import install_log_redaction, redact
-from components.workspace import Workspace
+from components.core.config import ConfigError, PipelineConfig, resolve_source
+from components.core.environment import workspace_environment
+from components.core.project import Project, load_project
+from components.core.secrets import install_log_redaction, redact
+from components.core.workspace import Workspace
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -130,13 +130,13 @@ def _prefect_api(config: PipelineConfig, workspace: Workspace) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: reported as one message, without a traceback."""
-    from components.contract import ContractError
-    from components.extract import ExtractionError
-    from components.prepare import PreparationError
-    from components.registry import RegistryError
-    from components.scoring import InputError
-    from components.tasks import TargetError
-    from components.train import TrainingError
+    from components.data.contract import ContractError
+    from components.data.extract import ExtractionError
+    from components.inference.scoring import InputError
+    from components.modeling.prepare import PreparationError
+    from components.modeling.tasks import TargetError
+    from components.modeling.train import TrainingError
+    from components.tracking.registry import RegistryError
 
     return (
         ConfigError,
@@ -160,7 +160,7 @@ def _report_unexpected(exc: BaseException) -> NoReturn:
 
 def _read_frame(source: str, query: str | None) -> Any:
     """The readable batches of a source as one frame (unreadable files are left to validation)."""
-    from components.extract import Batch, ExtractionError, combine, read_batches
+    from components.data.extract import Batch, ExtractionError, combine, read_batches
 
     try:
         batches: list[Batch] = read_batches(source, query)
@@ -188,9 +188,9 @@ def _run_settings(
     file's name gives) on that data, validated against its own contract; a new model when none has
     that name, on project defaults, unless the file's columns are an existing model's.
     """
-    from components.extract import dataset_name_for
-    from components.modelfile import propose_model
-    from components.project import check_name, models_with_columns
+    from components.core.modelfile import propose_model
+    from components.core.project import check_name, models_with_columns
+    from components.data.extract import dataset_name_for
 
     if data is None:
         model_name = project.resolve_name(name, "`mlops run` without --data")
@@ -336,11 +336,11 @@ def run(
     except ConfigError as exc:
         _fail(str(exc))
     if new_model is not None:
-        from components.contract import suite_path
+        from components.data.contract import suite_path
 
         _announce_new_model(new_model, suite_path(config.validation.suite_dir, new_model.name))
     _prefect_api(config, workspace)
-    from components.contract import DataRejected
+    from components.data.contract import DataRejected
     from flows.prefect_server import flow_run_settings
     from flows.training import training_flow
 
@@ -407,11 +407,11 @@ def init(
     Writes models/<name>.yaml and expectations/<name>.json and prints what it inferred, for review in
     git. Then `mlops run --name <name>` trains it.
     """
-    from components import contract
-    from components.extract import dataset_name_for, is_database_url
-    from components.modelfile import propose_model, render_model_file
-    from components.project import check_name
-    from components.tasks import task_named
+    from components.core.modelfile import propose_model, render_model_file
+    from components.core.project import check_name
+    from components.data import contract
+    from components.data.extract import dataset_name_for, is_database_url
+    from components.modeling.tasks import task_named
 
     project = _project(config_path)
     try:
@@ -453,7 +453,7 @@ def init(
     text = render_model_file(proposal, metric, _shown(suite, project.root))
     if is_database_url(data) and query:
         text = text.replace("data:\n", f"data:\n  query: {json.dumps(query)}\n", 1)
-    from components.files import write_text_atomic
+    from components.core.files import write_text_atomic
 
     model_file.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(model_file, text)
@@ -482,7 +482,7 @@ def init(
 
 def _relative_source(data: str, root: Path) -> str:
     """A file source as written in a model file: relative to the project root when inside it."""
-    from components.extract import is_database_url
+    from components.data.extract import is_database_url
 
     if is_database_url(data):
         return data
@@ -535,7 +535,7 @@ def simulate(
     config_path: ConfigOption = None,
 ) -> None:
     """Write seeded batches of a generated stream as Parquet, optionally with a scenario."""
-    from components.simulate import Scenario, write_batches
+    from components.simulation.simulate import Scenario, write_batches
 
     if out_dir is None:
         folder = "loan_default" if stream is StreamChoice.loans else "taxi_trips"
@@ -556,7 +556,7 @@ def simulate(
 
 
 def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
-    from components import registry
+    from components.tracking import registry
 
     client = registry.connect(workspace)
     registered = set(registry.list_models(client))
@@ -602,7 +602,7 @@ def status(
 ) -> None:
     """Show the workspace, the configured models, each registered model's current champion and
     what the project keeps running in the background (the local Prefect server, with its memory)."""
-    from components import registry
+    from components.tracking import registry
 
     project = _project(config_path)
     config = _load(config_path)
@@ -664,7 +664,7 @@ HEADLINE = {
 
 def _gate_metric(project: Any, name: str, task: str | None) -> str | None:
     """The metric a configured model is gated on (its own, or its task's default)."""
-    from components.tasks import task_named
+    from components.modeling.tasks import task_named
 
     try:
         configured = project.config_for(name).promotion.metric
@@ -697,7 +697,7 @@ def rollback(
     A running `mlops serve` picks the restored champion up when it reloads. Rolling back twice
     undoes the first rollback.
     """
-    from components import registry
+    from components.tracking import registry
 
     model_name, config = _model(config_path, name, "`mlops rollback`")
     workspace = _workspace(config)
@@ -751,7 +751,7 @@ def serve(
     other than loopback it is required unless --allow-unauthenticated. Several models are served
     side by side by one `mlops serve --name N --port P` each.
     """
-    from components.config import find_config_file
+    from components.core.config import find_config_file
 
     model_name, config = _model(config_path, name, "`mlops serve`")
     bind = host or config.serving.host
@@ -806,7 +806,7 @@ def build(
     The model is copied into BentoML's store under the workspace; `bentoml containerize <tag>`
     (Docker) turns the printed Bento tag into an image.
     """
-    from components import registry
+    from components.tracking import registry
 
     model_name, config = _model(config_path, name, "`mlops build`")
     workspace = _workspace(config)
@@ -891,7 +891,7 @@ def score(
     data breaks the contract (unreadable, a model column missing or of the wrong type, or invalid rows
     with --on-invalid fail), 1 on any other error. A file at the output path is always a complete one.
     """
-    from components import batch
+    from components.inference import batch
 
     model_name, config = _model(config_path, name, "`mlops score`")
     if rejects_path is not None and on_invalid is OnInvalid.fail:
@@ -982,7 +982,7 @@ def monitor(
     or decay sustained: retraining triggered (or due, with --retrain off), 3 the data breaks the
     contract, 1 any other error.
     """
-    from components.monitor import MonitoringError
+    from components.monitoring.monitor import MonitoringError
 
     _, config = _model(config_path, name, "`mlops monitor`")
     workspace = _workspace(config)
@@ -1068,7 +1068,7 @@ def simulate_ct(
     accuracy (R² for regression) is within 2 points of a model trained on the batch's own distribution;
     no retraining on stable batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
     """
-    from components.ctsim import STREAMS
+    from components.simulation.ctsim import STREAMS
     from flows import simulate_ct as sim
 
     if task not in STREAMS:
@@ -1180,7 +1180,7 @@ def _contract_target(
 ) -> tuple[PipelineConfig, str, str]:
     """(settings, source, model name) for the expectations commands: a model's own data by default,
     or another file of it; a file of no known model is a new one (its columns from the options)."""
-    from components.extract import dataset_name_for
+    from components.data.extract import dataset_name_for
 
     project = _project(config_path)
     try:
@@ -1202,7 +1202,7 @@ def _contract_target(
 
 
 def _read(source: str, query: str | None) -> list[Any]:
-    from components.extract import ExtractionError, read_batches
+    from components.data.extract import ExtractionError, read_batches
 
     try:
         return read_batches(source, query)
@@ -1220,8 +1220,8 @@ def expectations_init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing suite.")] = False,
 ) -> None:
     """Profile a model's reference data into its suite in the suite folder, for people to review and commit."""
-    from components import contract
-    from components.extract import ExtractionError, combine
+    from components.data import contract
+    from components.data.extract import ExtractionError, combine
 
     config, source, dataset = _contract_target(config_path, data, name, target, id_column)
     path = contract.suite_path(config.validation.suite_dir, dataset)
@@ -1275,8 +1275,8 @@ def expectations_validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Validate data against its suite without training. Exit 3 when the contract rejects it."""
-    from components import contract
-    from components.quarantine import quarantine, screen_with
+    from components.data import contract
+    from components.data.quarantine import quarantine, screen_with
 
     config, source, dataset = _contract_target(config_path, data, name)
     workspace = _workspace(config)
@@ -1302,7 +1302,7 @@ def expectations_validate(
         "report": screening.report.as_dict(),
         "rows_set_aside": {a.batch.name: {"rows": len(a.rows), "reasons": a.reasons()} for a in screening.set_aside},
     }
-    from components.files import write_text_atomic
+    from components.core.files import write_text_atomic
 
     write_text_atomic(report_path, json.dumps(payload, indent=2, default=str))
     folders = []
@@ -1311,7 +1311,7 @@ def expectations_validate(
             quarantine(workspace.quarantine, dataset, r, source=source, mode=config.validation.quarantine)
             for r in screening.rejected
         ]
-    from components.registry import log_validation_run
+    from components.tracking.registry import log_validation_run
 
     run_id = log_validation_run(workspace, dataset, payload, suite, screening.docs_pages, screening.success)
     if as_json:
@@ -1358,8 +1358,8 @@ def expectations_diff(
     as_json: Annotated[bool, typer.Option("--json", help="Print the changes as JSON on stdout.")] = False,
 ) -> None:
     """Show what changed between the suite and fresh data: columns, types, categories, ranges, nulls."""
-    from components import contract
-    from components.extract import ExtractionError, combine
+    from components.data import contract
+    from components.data.extract import ExtractionError, combine
 
     config, source, dataset = _contract_target(config_path, data, name)
     path = contract.suite_path(config.validation.suite_dir, dataset)

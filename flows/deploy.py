@@ -15,7 +15,7 @@ are read when `mlops deploy` starts. Runs execute in child processes of the serv
 inherit its environment (MLOPS_HOME, MLOPS__* overrides, PREFECT_API_URL, ...).
 
 Prefect has no file watcher: a thread of the serving process polls the landing folder
-(`components.landing` holds the logic and the state), moves complete files into the training
+(`components.data.landing` holds the logic and the state), moves complete files into the training
 source and announces them with one `mlops.data.landed` event per poll, whose id is derived from
 the files, so a repeated announcement after a crash is recognised by the server's triggers.
 """
@@ -47,14 +47,21 @@ from prefect.types.entrypoint import EntrypointType
 from rich.console import Console
 from rich.table import Table
 
-from components.config import ConfigError, PipelineConfig, dataset_name, find_config_file, load_config, resolve_source
-from components.environment import workspace_environment
-from components.extract import is_database_url
-from components.landing import Landed, LandingError, LandingZone
-from components.monitor import RETRAIN_EVENT, model_event_resource
-from components.project import load_project
-from components.secrets import install_log_redaction
-from components.workspace import Workspace
+from components.core.config import (
+    ConfigError,
+    PipelineConfig,
+    dataset_name,
+    find_config_file,
+    load_config,
+    resolve_source,
+)
+from components.core.environment import workspace_environment
+from components.core.project import load_project
+from components.core.secrets import install_log_redaction
+from components.core.workspace import Workspace
+from components.data.extract import is_database_url
+from components.data.landing import Landed, LandingError, LandingZone
+from components.monitoring.monitor import RETRAIN_EVENT, model_event_resource
 
 LANDED_EVENT = "mlops.data.landed"
 TRAINING, MONITORING, SCORING = "training-job", "monitoring-job", "scoring-job"

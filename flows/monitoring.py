@@ -21,17 +21,19 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import contract, monitor, registry
-from components.config import PipelineConfig, dataset_name
-from components.evaluate import higher_is_better
-from components.extract import Batch, ExtractionError, combine, read_batches
-from components.files import write_text_atomic
-from components.monitor import MonitoringError
-from components.predlog import LOGGED_AT, PREDICTION, PROBABILITY, read_prediction_log
-from components.quarantine import Screening, screen_with
-from components.scoring import ModelSchema, coerce_rows, decision_threshold, read_model_info
-from components.tasks import Task, labeled_target, task_named, task_of_model
-from components.workspace import Workspace
+from components.core.config import PipelineConfig, dataset_name
+from components.core.files import write_text_atomic
+from components.core.workspace import Workspace
+from components.data import contract
+from components.data.extract import Batch, ExtractionError, combine, read_batches
+from components.data.quarantine import Screening, screen_with
+from components.inference.predlog import LOGGED_AT, PREDICTION, PROBABILITY, read_prediction_log
+from components.inference.scoring import ModelSchema, coerce_rows, decision_threshold, read_model_info
+from components.modeling.evaluate import higher_is_better
+from components.modeling.tasks import Task, labeled_target, task_named, task_of_model
+from components.monitoring import monitor
+from components.monitoring.monitor import MonitoringError
+from components.tracking import registry
 
 PREDICTION_LOG = "prediction-log"
 

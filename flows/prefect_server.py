@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.environment import TELEMETRY_OFF
+from components.core.environment import TELEMETRY_OFF
 
 DEFAULT_PORT = 4200
 START_TIMEOUT_S = 180.0

@@ -25,10 +25,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 
-from components import batch, contract, registry
-from components.config import PipelineConfig, dataset_name
-from components.scoring import InputError, read_model_info
-from components.workspace import Workspace
+from components.core.config import PipelineConfig, dataset_name
+from components.core.workspace import Workspace
+from components.data import contract
+from components.inference import batch
+from components.inference.scoring import InputError, read_model_info
+from components.tracking import registry
 
 # One partition per worker thread: with two per worker (finer balancing) 5M rows on 2 workers took
 # 15% longer; each task has fixed costs (Prefect task run, first chunk, part files, decoding the rows

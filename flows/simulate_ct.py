@@ -23,9 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components import ctsim, monitor, registry
-from components.config import PipelineConfig
-from components.workspace import Workspace
+from components.core.config import PipelineConfig
+from components.core.workspace import Workspace
+from components.monitoring import monitor
+from components.simulation import ctsim
+from components.tracking import registry
 
 
 def simulation_config(base: PipelineConfig, home: Path, trials: int, stream: ctsim.Stream) -> PipelineConfig:

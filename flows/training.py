@@ -16,29 +16,31 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from components import contract, monitor, registry, search
-from components.config import ModelConfig, PipelineConfig, SearchConfig, dataset_name, resolve_source
-from components.contract import DataRejected
-from components.curate import deduplicate, iqr_fences, outlier_report
-from components.datacard import data_card
-from components.evaluate import higher_is_better, paired_bootstrap, slice_metrics
-from components.extract import Batch, ExtractionError, combine, read_batches
-from components.faults import fault_point
-from components.files import write_text_atomic
-from components.label_review import LabelReviewError, review_labels
-from components.prepare import FeatureSpec, Split, infer_feature_spec, split_data
-from components.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
-from components.quarantine import (
+from components.core.config import ModelConfig, PipelineConfig, SearchConfig, dataset_name, resolve_source
+from components.core.faults import fault_point
+from components.core.files import write_text_atomic
+from components.core.secrets import redact
+from components.core.workspace import Workspace
+from components.data import contract
+from components.data.contract import DataRejected
+from components.data.curate import deduplicate, iqr_fences, outlier_report
+from components.data.datacard import data_card
+from components.data.extract import Batch, ExtractionError, combine, read_batches
+from components.data.label_review import LabelReviewError, review_labels
+from components.data.quarantine import (
     quarantine,
     quarantine_rows,
     remember_accepted,
     screen_with,
     trusted_batches,
 )
-from components.scoring import decision_threshold, measure_serving, read_model_info
-from components.secrets import redact
-from components.tasks import Task, TaskInference, infer_task, task_named
-from components.train import (
+from components.inference.scoring import decision_threshold, measure_serving, read_model_info
+from components.modeling import search
+from components.modeling.evaluate import higher_is_better, paired_bootstrap, slice_metrics
+from components.modeling.prepare import FeatureSpec, Split, infer_feature_spec, split_data
+from components.modeling.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
+from components.modeling.tasks import Task, TaskInference, infer_task, task_named
+from components.modeling.train import (
     FinalModel,
     ThresholdChoice,
     build_model,
@@ -52,7 +54,8 @@ from components.train import (
     review_candidates,
     with_class_weight,
 )
-from components.workspace import Workspace
+from components.monitoring import monitor
+from components.tracking import registry
 
 GATE_ARTIFACT = "gate_model"  # the candidate as the gate judged it, beside a refitted served model
 
@@ -836,7 +839,7 @@ def _log_plots(
     metric: str,
     threshold: float | None,
 ) -> None:
-    from components import plots
+    from components.modeling import plots
 
     split, task = prepared.split, prepared.task
     report = plots.evaluation_plots(

@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from components.secrets import has_password
+from components.core.secrets import has_password
 from serving.champion import BUNDLE_METADATA, BUNDLE_MODEL_DIR
 
-# What the service imports at run time (components.config/scoring/predlog, serving.*, mlflow's loader).
+# What the service imports at run time (components.core.config/scoring/predlog, serving.*, mlflow's loader).
 SERVING_PACKAGES = (
     "bentoml",
     "mlflow",
@@ -74,7 +74,7 @@ def bundle_champion(client: Any, name: str, version: str, id_column: str | None 
     import bentoml
     import bentoml.exceptions
 
-    from components import registry
+    from components.tracking import registry
 
     labels = {"registered_model": bento_name(name), "registered_version": str(version)}
     try:

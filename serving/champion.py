@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from components.faults import fault_point
-from components.scoring import MODEL_METADATA_KEY, ServingModel, decision_threshold, load_serving_model
+from components.core.faults import fault_point
+from components.inference.scoring import MODEL_METADATA_KEY, ServingModel, decision_threshold, load_serving_model
 from serving.schema import Column, same_columns, signature_columns
 
 logger = logging.getLogger("mlops.serving")
@@ -131,7 +131,7 @@ def registry_signature(client: Any, name: str) -> tuple[str, tuple[Column, ...],
     """The champion's version, input columns, output type and task, without loading the model."""
     import mlflow.models
 
-    from components import registry
+    from components.tracking import registry
 
     champion = registry.get_champion(client, name)
     if champion is None:
@@ -168,7 +168,7 @@ class RegistrySource:
 
     def check(self) -> bool:
         """Load and swap in the champion if it is not the version being served; True if swapped."""
-        from components import registry
+        from components.tracking import registry
 
         self.last_check = datetime.now(UTC).isoformat(timespec="seconds")
         champion = registry.get_champion(self.client, self.name)

@@ -32,9 +32,9 @@ from fastapi import FastAPI
 from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
-from components.config import PipelineConfig, ServingConfig
-from components.predlog import PredictionLog
-from components.scoring import InputError, Predictions, coerce_rows, predict_coerced
+from components.core.config import PipelineConfig, ServingConfig
+from components.inference.predlog import PredictionLog
+from components.inference.scoring import InputError, Predictions, coerce_rows, predict_coerced
 from serving.batching import Job, MicroBatcher, Overloaded
 from serving.champion import BundleSource, LoadedModel, RegistrySource, bundle_columns, registry_signature
 from serving.guard import GuardMiddleware
@@ -107,11 +107,11 @@ def settings_from_environment() -> ServiceSettings:
     the project's mlops.yaml layered with its models/<name>.yaml, or, for a model registered by an
     ad-hoc run, what its contract records.
     """
-    from components.project import load_project
+    from components.core.project import load_project
 
     project = load_project()
     api_key = os.environ.get("MLOPS_API_KEY") or None
-    from components.workspace import Workspace
+    from components.core.workspace import Workspace
 
     if tag := bundled_model_tag():
         columns, output_type, meta, task = bundle_columns(Path(bentoml.models.get(tag).path))
@@ -130,8 +130,8 @@ def settings_from_environment() -> ServiceSettings:
             tag,
             meta.get("id_column") or config.data.id_column,
         )
-    from components import registry
-    from components.environment import workspace_environment
+    from components.core.environment import workspace_environment
+    from components.tracking import registry
 
     name = os.environ.get("MLOPS_MODEL_NAME") or project.resolve_name(None, "the service")
     config = project.config_for(name)
@@ -253,8 +253,8 @@ def create_service(settings: ServiceSettings) -> Any:
             if settings.bundle_tag:
                 self.source: RegistrySource | BundleSource = BundleSource(Path(self.bundled.path)).start()
             else:
-                from components import registry
-                from components.workspace import Workspace
+                from components.core.workspace import Workspace
+                from components.tracking import registry
 
                 assert settings.config is not None
                 client = registry.connect(Workspace.at(settings.config.home))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.config import PipelineConfig
-from components.environment import disable_telemetry
-from components.project import load_project
+from components.core.config import PipelineConfig
+from components.core.environment import disable_telemetry
+from components.core.project import load_project
 
 disable_telemetry()
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -29,7 +29,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def loans() -> pd.DataFrame:
     """1,200 generated loan rows (two weekly batches)."""
-    from components.simulate import generate_batches
+    from components.simulation.simulate import generate_batches
 
     return pd.concat([b.frame for b in generate_batches(2, 600, seed=7)], ignore_index=True)
 
@@ -84,7 +84,7 @@ def prefect_api():
 @pytest.fixture(scope="session")
 def trained(prefect_api, tmp_path_factory: pytest.TempPathFactory):
     """A workspace whose registry holds a champion for the generated `loans` dataset."""
-    from components.simulate import write_batches
+    from components.simulation.simulate import write_batches
     from flows.training import training_flow
 
     root = tmp_path_factory.mktemp("trained")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.contract import (
+from components.data.contract import (
     ContractError,
     Validator,
     expected_columns,
@@ -15,7 +15,7 @@ from components.contract import (
     save_suite,
     suite_path,
 )
-from components.simulate import ID_COLUMN, TARGET, Scenario, generate_loans
+from components.simulation.simulate import ID_COLUMN, TARGET, Scenario, generate_loans
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_suite_contents(suite: dict) -> None:
 
 def test_no_false_alarms_on_20_clean_batches(validator: Validator) -> None:
     """The false-alarm rate on fresh clean batches (new seeds, later weeks) must be 0 of 20."""
-    from components.simulate import generate_batches
+    from components.simulation.simulate import generate_batches
 
     reference = pd.concat([b.frame for b in generate_batches(4, 5000, seed=42)], ignore_index=True)
     suite = profile_suite(reference, "reference", target=TARGET, id_column=ID_COLUMN)
@@ -193,7 +193,7 @@ def test_a_profile_accepts_the_data_it_was_profiled_from_whatever_its_shape(vali
 
 
 def test_profiled_expectations_are_marked_inferred_with_their_evidence(suite: dict) -> None:
-    from components.contract import DECLARED, INFERRED, origin
+    from components.data.contract import DECLARED, INFERRED, origin
 
     assert {origin(e) for e in suite["expectations"]} == {INFERRED}
     hard = next(

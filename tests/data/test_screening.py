@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.contract import Validator, profile_suite
-from components.extract import Batch, ExtractionError, combine, read_batches
-from components.quarantine import quarantine, screen_batches
-from components.simulate import ID_COLUMN, TARGET, generate_loans, write_batches
+from components.data.contract import Validator, profile_suite
+from components.data.extract import Batch, ExtractionError, combine, read_batches
+from components.data.quarantine import quarantine, screen_batches
+from components.simulation.simulate import ID_COLUMN, TARGET, generate_loans, write_batches
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_a_unit_change_in_one_new_file_is_not_diluted_by_the_history(
 
 
 def test_trusted_batches_skip_their_own_validation(tmp_path: Path, suite: dict, validator: Validator) -> None:
-    from components.quarantine import remember_accepted, trusted_batches
+    from components.data.quarantine import remember_accepted, trusted_batches
 
     write_batches(tmp_path / "d", 2, 300, seed=26)
     batches = read_batches(str(tmp_path / "d"))
@@ -160,7 +160,7 @@ def test_quarantine_copy_mode_and_sql_batches(tmp_path: Path, suite: dict, valid
     again = quarantine(tmp_path / "q", "loans", rejection, source=str(path), mode="copy")
     assert again != copied  # never overwrites an earlier quarantine
     sql_batch = Batch("query", None, rejection.batch.frame)
-    from components.quarantine import Rejection
+    from components.data.quarantine import Rejection
 
     written = quarantine(tmp_path / "q", "loans", Rejection(sql_batch, rejection.report), source="sqlite:///x.db")
     assert pd.read_parquet(written / "rows.parquet").shape == rejection.batch.frame.shape
@@ -187,7 +187,7 @@ def test_two_processes_can_validate_in_one_workspace(tmp_path: Path) -> None:
 def test_rows_breaking_row_rules_are_set_aside_and_too_many_reject_the_batch(
     suite: dict, validator: Validator, loans: pd.DataFrame
 ) -> None:
-    from components.quarantine import quarantine_rows, screen_with
+    from components.data.quarantine import quarantine_rows, screen_with
 
     batch = generate_loans(500, seed=31).frame
     batch.loc[batch.index[:2], "loan_amount"] = -1.0

@@ -23,9 +23,9 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from typer.testing import CliRunner
 
-from components.landing import announcement_id
-from components.simulate import write_batches
-from components.workspace import Workspace
+from components.core.workspace import Workspace
+from components.data.landing import announcement_id
+from components.simulation.simulate import write_batches
 from flows import deploy
 from flows.cli import app
 from tests.conftest import load_model, write_config
@@ -219,7 +219,7 @@ def test_a_served_deployment_runs_the_training_flow_in_its_own_process(tmp_path:
     loads the config file by path and trains into the workspace's registry."""
     from prefect.runner import Runner
 
-    from components import registry
+    from components.tracking import registry
 
     path, config = _workspace(tmp_path, "served")
     plan = _plan(path, config)

@@ -64,7 +64,7 @@ def initialised(project: tuple[Path, dict[str, Path]]) -> tuple[Path, dict[str, 
 def test_init_infers_each_model_and_writes_its_reviewable_files(initialised) -> None:
     config, _ = initialised
     root = config.parent
-    from components.project import load_project
+    from components.core.project import load_project
 
     project = load_project(config, environ={})
     assert project.model_names() == ["cancer", "diabetes", "wine"]

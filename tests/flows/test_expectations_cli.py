@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from components.simulate import write_batches
+from components.simulation.simulate import write_batches
 from flows.cli import EXIT_REJECTED, app
 from tests.conftest import write_config
 
@@ -62,8 +62,8 @@ def test_validate_accepts_clean_data_and_quarantines_bad_files(tmp_path: Path) -
     payload = json.loads(kept.stdout.strip().splitlines()[-1])
     assert payload["rejected"][0]["batch"] == bad.name and Path(payload["report_path"]).is_file()
     assert any("loan_amount" in f["message"] for f in payload["rejected"][0]["failed_expectations"])
-    from components import registry
-    from components.workspace import Workspace
+    from components.core.workspace import Workspace
+    from components.tracking import registry
 
     client = registry.connect(Workspace.at(tmp_path / "ws"))
     run = client.get_run(payload["mlflow_run_id"])

@@ -2,7 +2,7 @@
 at most one champion and it loads and answers, and no batch file is lost or half-moved.
 
 Each run is a real `mlops` process on a real SQLite registry and local Prefect server; the kill is
-`components.faults.fault_point` (MLOPS_FAULT_AT), a SIGKILL the process sends itself: no handler,
+`components.core.faults.fault_point` (MLOPS_FAULT_AT), a SIGKILL the process sends itself: no handler,
 no cleanup, as the OOM killer or a power cut would leave it.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components import registry
-from components.workspace import Workspace
+from components.core.workspace import Workspace
+from components.tracking import registry
 from tests.conftest import write_config
 
 BIN = Path(sys.executable).parent
@@ -47,7 +47,7 @@ def _champion_answers(home: Path, rows: pd.DataFrame) -> str | None:
 
 @pytest.fixture
 def project(tmp_path: Path):
-    from components.simulate import write_batches
+    from components.simulation.simulate import write_batches
 
     data = tmp_path / "data"
     write_batches(data, 2, 600, seed=11)

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from components import registry
-from components.scoring import load_serving_model
-from components.simulate import write_batches
-from components.workspace import Workspace
+from components.core.workspace import Workspace
+from components.inference.scoring import load_serving_model
+from components.simulation.simulate import write_batches
+from components.tracking import registry
 from flows.cli import app
 from flows.training import training_flow
 from tests.conftest import load_model, write_config

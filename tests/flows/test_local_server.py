@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import DataConfig, PipelineConfig
+from components.core.config import DataConfig, PipelineConfig
 from flows import prefect_server as ps
 
 

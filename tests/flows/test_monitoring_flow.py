@@ -11,10 +11,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from components import monitor, registry
-from components.predlog import PredictionLog
-from components.simulate import Scenario, generate_loans
-from components.workspace import Workspace
+from components.core.workspace import Workspace
+from components.inference.predlog import PredictionLog
+from components.monitoring import monitor
+from components.simulation.simulate import Scenario, generate_loans
+from components.tracking import registry
 from flows.cli import EXIT_REJECTED, EXIT_RETRAIN, app
 from flows.monitoring import monitoring_flow
 

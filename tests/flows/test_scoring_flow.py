@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from components import registry
-from components.scoring import predict_frame
-from components.simulate import write_batches
-from components.workspace import Workspace
+from components.core.workspace import Workspace
+from components.inference.scoring import predict_frame
+from components.simulation.simulate import write_batches
+from components.tracking import registry
 from flows.cli import EXIT_REJECTED, app
 from flows.scoring import scoring_flow
 

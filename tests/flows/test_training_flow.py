@@ -11,11 +11,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from components import registry
-from components.contract import DataRejected
-from components.scoring import decision_threshold, pipeline_of, read_model_info
-from components.simulate import ID_COLUMN, write_batches
-from components.workspace import Workspace
+from components.core.workspace import Workspace
+from components.data.contract import DataRejected
+from components.inference.scoring import decision_threshold, pipeline_of, read_model_info
+from components.simulation.simulate import ID_COLUMN, write_batches
+from components.tracking import registry
 from flows.cli import EXIT_REJECTED, app
 from flows.training import training_flow
 from tests.conftest import load_model, write_config

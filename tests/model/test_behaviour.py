@@ -21,11 +21,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from components.config import ModelConfig
-from components.prepare import FeatureSpec, infer_feature_spec, split_data
-from components.scoring import decision_threshold, predict_frame, predict_records
-from components.simulate import ID_COLUMN, TARGET, TIME_COLUMN, generate_loans
-from components.train import train_model
+from components.core.config import ModelConfig
+from components.inference.scoring import decision_threshold, predict_frame, predict_records
+from components.modeling.prepare import FeatureSpec, infer_feature_spec, split_data
+from components.modeling.train import train_model
+from components.simulation.simulate import ID_COLUMN, TARGET, TIME_COLUMN, generate_loans
 
 SEED = 11
 ROWS = 10_000

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from components.config import ModelConfig
-from components.prepare import infer_feature_spec, split_data
-from components.scoring import predict_frame
-from components.simulate import TRIP_ID, TRIP_TARGET, TRIP_TIME, generate_trips
-from components.tasks import TASKS
-from components.train import FinalModel, fit_final_model
+from components.core.config import ModelConfig
+from components.inference.scoring import predict_frame
+from components.modeling.prepare import infer_feature_spec, split_data
+from components.modeling.tasks import TASKS
+from components.modeling.train import FinalModel, fit_final_model
+from components.simulation.simulate import TRIP_ID, TRIP_TARGET, TRIP_TIME, generate_trips
 
 SEED = 5
 TASK = TASKS["regression"]

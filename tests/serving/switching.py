@@ -28,8 +28,8 @@ def promote_under_traffic(
 ) -> Switch:
     """Register a copy of the champion and promote it while `predict()` keeps sending requests;
     wait until `served_version()` reports it, roll back, and wait until the old one is back."""
-    from components import registry
-    from components.workspace import Workspace
+    from components.core.workspace import Workspace
+    from components.tracking import registry
 
     client = registry.connect(Workspace.at(home))
     champion = registry.get_champion(client, name)

@@ -123,8 +123,8 @@ def test_mlops_serve_killed_during_a_hot_reload_comes_back_with_the_new_champion
     """SIGKILL the service's worker after it loaded a new champion and before it swapped it in:
     the next start (BentoML's own restart of the worker, or `mlops serve` again) answers with the
     one champion, which loads; the registry is untouched."""
-    from components import registry
-    from components.workspace import Workspace
+    from components.core.workspace import Workspace
+    from components.tracking import registry
 
     config_path, config, _ = trained
     client = registry.connect(Workspace.at(config.home))

@@ -75,8 +75,8 @@ def test_predict_answers_predictions_probabilities_version_and_request_id(client
 
 
 def test_online_and_batch_predictions_agree(client, rows) -> None:
-    from components import registry
-    from components.scoring import predict_records
+    from components.inference.scoring import predict_records
+    from components.tracking import registry
 
     test_client, _, _ = client
     online = test_client.post("/predict", json={"rows": rows}).json()
@@ -184,7 +184,7 @@ def test_concurrent_requests_are_batched_and_all_answered(client, rows) -> None:
 
 
 def test_every_answer_is_in_the_prediction_log(client, rows) -> None:
-    from components.predlog import PREDICTION, PROBABILITY, REQUEST_ID, read_prediction_log
+    from components.inference.predlog import PREDICTION, PROBABILITY, REQUEST_ID, read_prediction_log
 
     test_client, config, _ = client
     directory = Path(config.home) / "predictions" / "loans"
@@ -205,8 +205,8 @@ def test_every_answer_is_in_the_prediction_log(client, rows) -> None:
 
 def test_odd_ids_are_logged_like_any_other(client, rows) -> None:
     """A string id or one beyond 64 bits among ordinary requests: every row reaches the log."""
-    from components.monitor import join_labels
-    from components.predlog import REQUEST_ID, read_prediction_log
+    from components.inference.predlog import REQUEST_ID, read_prediction_log
+    from components.monitoring.monitor import join_labels
 
     test_client, config, _ = client
     directory = Path(config.home) / "predictions" / "loans"
@@ -272,8 +272,8 @@ def test_a_pickled_champion_is_refused_and_the_service_keeps_answering(client, r
     import mlflow
     import yaml
 
-    from components import registry
-    from components.workspace import Workspace
+    from components.core.workspace import Workspace
+    from components.tracking import registry
     from tests.unit.test_safe_loading import Planted
 
     test_client, config, _ = client
@@ -299,7 +299,7 @@ def test_a_pickled_champion_is_refused_and_the_service_keeps_answering(client, r
         answer = test_client.post("/predict", json={"rows": rows[:1]})
         assert answer.status_code == 200 and answer.json()["model_version"] == champion.version
         assert not marker.exists()
-        from components.scoring import load_serving_model
+        from components.inference.scoring import load_serving_model
 
         with pytest.raises(registry.UnsafeModel):  # batch scoring and monitoring load the same way
             load_serving_model("models:/loans@champion")

@@ -10,12 +10,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components import batch, contract, rows
-from components.batch import InvalidInput, InvalidRows
-from components.config import ModelConfig
-from components.prepare import infer_feature_spec, split_data
-from components.scoring import predict_frame
-from components.train import train_model
+from components.core.config import ModelConfig
+from components.data import contract, rows
+from components.inference import batch
+from components.inference.batch import InvalidInput, InvalidRows
+from components.inference.scoring import predict_frame
+from components.modeling.prepare import infer_feature_spec, split_data
+from components.modeling.train import train_model
 
 SCORE_COLUMNS = {"prediction", "probability", "model_version", "scored_at"}
 
@@ -235,8 +236,8 @@ def test_row_rules_come_from_the_suite_and_batch_statistics_are_left_out(fitted,
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_regression_scores_carry_the_prediction_and_its_interval(tmp_path: Path, suffix: str) -> None:
-    from components.simulate import TRIP_ID, TRIP_TARGET, generate_trips
-    from components.tasks import TASKS
+    from components.modeling.tasks import TASKS
+    from components.simulation.simulate import TRIP_ID, TRIP_TARGET, generate_trips
 
     trips = generate_trips(800, seed=1).frame
     task = TASKS["regression"]
@@ -267,7 +268,7 @@ def test_regression_scores_carry_the_prediction_and_its_interval(tmp_path: Path,
 
 
 def test_multiclass_scores_carry_every_class_probability(tmp_path: Path) -> None:
-    from components.tasks import TASKS
+    from components.modeling.tasks import TASKS
 
     rng = np.random.default_rng(0)
     n = 600

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, PipelineConfig, dataset_name, load_config, resolve_source
+from components.core.config import ConfigError, PipelineConfig, dataset_name, load_config, resolve_source
 
 
 def test_defaults_without_a_file() -> None:
@@ -78,8 +78,8 @@ def test_missing_target_is_reported() -> None:
 
 def test_workspaces_do_not_pin_each_other_but_a_user_server_wins(tmp_path, monkeypatch) -> None:
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; that must not redirect the next workspace."""
-    from components import registry
-    from components.workspace import Workspace
+    from components.core.workspace import Workspace
+    from components.tracking import registry
 
     first, second = Workspace.at(tmp_path / "a"), Workspace.at(tmp_path / "b")
     registry.connect(first)

@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import ModelConfig
-from components.contract import diff_suites, profile_suite
-from components.curate import deduplicate, iqr_fences, outlier_report
-from components.datacard import column_summary, data_card
-from components.label_review import COLUMNS, review_labels
-from components.prepare import infer_feature_spec, split_data
-from components.simulate import ID_COLUMN, TARGET, Scenario, generate_loans
-from components.train import build_model, train_model
+from components.core.config import ModelConfig
+from components.data.contract import diff_suites, profile_suite
+from components.data.curate import deduplicate, iqr_fences, outlier_report
+from components.data.datacard import column_summary, data_card
+from components.data.label_review import COLUMNS, review_labels
+from components.modeling.prepare import infer_feature_spec, split_data
+from components.modeling.train import build_model, train_model
+from components.simulation.simulate import ID_COLUMN, TARGET, Scenario, generate_loans
 
 
 def test_deduplicate_counts_exact_rows_and_repeated_ids(loans: pd.DataFrame) -> None:
@@ -139,7 +139,7 @@ def test_label_review_samples_large_training_sets(loans: pd.DataFrame) -> None:
 
 
 def test_label_review_refuses_classes_too_thin_for_cross_validation(loans: pd.DataFrame) -> None:
-    from components.label_review import LabelReviewError
+    from components.data.label_review import LabelReviewError
 
     spec = infer_feature_spec(loans, TARGET, ID_COLUMN, "application_time")
     X = loans[list(spec.features)].head(40)
@@ -172,9 +172,9 @@ def test_rows_that_repeat_by_nature_are_kept_and_counted() -> None:
 
 
 def test_regression_label_review_ranks_injected_errors_first() -> None:
-    from components.label_review import REGRESSION_COLUMNS
-    from components.simulate import TRIP_ID, TRIP_TARGET, Scenario, generate_trips
-    from components.tasks import TASKS
+    from components.data.label_review import REGRESSION_COLUMNS
+    from components.modeling.tasks import TASKS
+    from components.simulation.simulate import TRIP_ID, TRIP_TARGET, Scenario, generate_trips
 
     simulated = generate_trips(3000, seed=4, scenario=Scenario(label_noise=0.03))
     frame = simulated.frame

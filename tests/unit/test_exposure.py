@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components.config import ServingConfig
+from components.core.config import ServingConfig
 from serving.build import BuildError, check_no_credentials
 from serving.service import ExposedWithoutKey, ServiceSettings, check_exposure
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.extract import ExtractionError, dataset_name_for, extract_table
+from components.data.extract import ExtractionError, dataset_name_for, extract_table
 
 
 @pytest.fixture

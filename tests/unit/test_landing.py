@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from components import landing
-from components.extract import resolve_files
-from components.landing import LandingError, LandingZone, announcement_id, is_candidate
+from components.data import landing
+from components.data.extract import resolve_files
+from components.data.landing import LandingError, LandingZone, announcement_id, is_candidate
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import ctsim, monitor
-from components.config import MonitoringConfig
-from components.prepare import infer_feature_spec
-from components.simulate import Scenario, generate_loans
+from components.core.config import MonitoringConfig
+from components.modeling.prepare import infer_feature_spec
+from components.monitoring import monitor
+from components.simulation import ctsim
+from components.simulation.simulate import Scenario, generate_loans
 
 CONFIG = MonitoringConfig()
 

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from components.plots import (
+from components.modeling.plots import (
     LearningCurve,
     calibration_figure,
     compute_learning_curve,

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import ModelConfig
-from components.evaluate import compute_metrics, evaluate_model
-from components.prepare import PreparationError, infer_feature_spec, split_data
-from components.train import TrainingError, build_estimator, train_model
+from components.core.config import ModelConfig
+from components.modeling.evaluate import compute_metrics, evaluate_model
+from components.modeling.prepare import PreparationError, infer_feature_spec, split_data
+from components.modeling.train import TrainingError, build_estimator, train_model
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_a_time_split_holds_out_the_newest_rows() -> None:
 
 
 def test_regression_splits_unstratified_and_rare_classes_are_left_out_and_counted() -> None:
-    from components.tasks import TASKS
+    from components.modeling.tasks import TASKS
 
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({"x": rng.normal(size=100), "price": rng.gamma(2, 10, 100)})
@@ -167,7 +167,7 @@ def test_regression_splits_unstratified_and_rare_classes_are_left_out_and_counte
 
 @pytest.mark.parametrize("estimator", ["linear", "hist_gradient_boosting", "random_forest"])
 def test_every_family_learns_a_regression_target(estimator: str) -> None:
-    from components.tasks import TASKS
+    from components.modeling.tasks import TASKS
 
     rng = np.random.default_rng(2)
     n = 600
@@ -186,8 +186,8 @@ def test_every_family_learns_a_regression_target(estimator: str) -> None:
 
 
 def test_split_conformal_intervals_cover_about_their_nominal_share_of_new_rows() -> None:
-    from components.tasks import TASKS
-    from components.train import fit_final_model
+    from components.modeling.tasks import TASKS
+    from components.modeling.train import fit_final_model
 
     rng = np.random.default_rng(3)
     n = 3000
@@ -207,12 +207,12 @@ def test_split_conformal_intervals_cover_about_their_nominal_share_of_new_rows()
 
 
 def test_class_weights_are_recalibrated_and_the_threshold_applies_to_the_served_probabilities() -> None:
-    from components.evaluate import calibration_error, label_positions
-    from components.scoring import decision_threshold, pipeline_of, predict_frame
-    from components.search import tune_threshold
-    from components.simulate import generate_loans
-    from components.tasks import TASKS
-    from components.train import fit_final_model
+    from components.inference.scoring import decision_threshold, pipeline_of, predict_frame
+    from components.modeling.evaluate import calibration_error, label_positions
+    from components.modeling.search import tune_threshold
+    from components.modeling.tasks import TASKS
+    from components.modeling.train import fit_final_model
+    from components.simulation.simulate import generate_loans
 
     frame = generate_loans(6000, seed=3).frame
     task = TASKS["binary"]
@@ -237,9 +237,9 @@ def test_class_weights_are_recalibrated_and_the_threshold_applies_to_the_served_
 
 
 def test_numbers_stored_as_text_are_numeric_features_and_codes_stay_text() -> None:
-    from components.contract import NUMERIC_TYPES, TEXT_TYPES, profile_suite
-    from components.prepare import features_frame
-    from components.scoring import predict_frame
+    from components.data.contract import NUMERIC_TYPES, TEXT_TYPES, profile_suite
+    from components.inference.scoring import predict_frame
+    from components.modeling.prepare import features_frame
 
     rng = np.random.default_rng(4)
     n = 300

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import ConfigError
-from components.modelfile import detect_id_column, detect_time_column, propose_model, render_model_file
-from components.project import ModelNotFound, load_project, models_with_columns
+from components.core.config import ConfigError
+from components.core.modelfile import detect_id_column, detect_time_column, propose_model, render_model_file
+from components.core.project import ModelNotFound, load_project, models_with_columns
 
 
 def _project(tmp_path: Path, project: str, **models: str) -> Path:

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from components.evaluate import compute_metrics, paired_bootstrap, score_metric, slice_metrics
-from components.promotion import Evidence, Interval, PromotionPolicy, ServingCheck, decide_promotion
-from components.tasks import TASKS
+from components.modeling.evaluate import compute_metrics, paired_bootstrap, score_metric, slice_metrics
+from components.modeling.promotion import Evidence, Interval, PromotionPolicy, ServingCheck, decide_promotion
+from components.modeling.tasks import TASKS
 
 AUC = PromotionPolicy(metric="roc_auc", min_score=0.7, min_test_rows=100, latency_budget_ms=100)
 FAST = ServingCheck(True, 3.0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from components import registry
-from components.workspace import Workspace
+from components.core.workspace import Workspace
+from components.tracking import registry
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import ModelConfig
-from components.prepare import infer_feature_spec, split_data
-from components.scoring import InputError, ModelSchema, coerce_rows, predict_frame, predict_records
-from components.train import train_model
+from components.core.config import ModelConfig
+from components.inference.scoring import InputError, ModelSchema, coerce_rows, predict_frame, predict_records
+from components.modeling.prepare import infer_feature_spec, split_data
+from components.modeling.train import train_model
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_nested_values_are_refused(fitted, loans: pd.DataFrame) -> None:
 
 
 def test_signature_sample_keeps_missing_values_visible() -> None:
-    from components.registry import signature_sample
+    from components.tracking.registry import signature_sample
 
     frame = pd.DataFrame({"a": np.arange(10_000), "b": ["x"] * 10_000, "c": np.ones(10_000)})
     frame.loc[9_000, "c"] = np.nan

@@ -15,9 +15,9 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from components.config import ModelConfig, SearchConfig
-from components.prepare import FeatureSpec, features_frame, infer_feature_spec
-from components.search import (
+from components.core.config import ModelConfig, SearchConfig
+from components.modeling.prepare import FeatureSpec, features_frame, infer_feature_spec
+from components.modeling.search import (
     SearchError,
     SearchResult,
     TrialResult,
@@ -28,8 +28,8 @@ from components.search import (
     search_space,
     tune_threshold,
 )
-from components.simulate import generate_loans
-from components.train import build_estimator, build_model, default_params
+from components.modeling.train import build_estimator, build_model, default_params
+from components.simulation.simulate import generate_loans
 
 SEED = 5
 Data = tuple[FeatureSpec, pd.DataFrame, pd.Series]
@@ -345,7 +345,7 @@ def test_threshold_tuning_needs_a_binary_target(labels: list[int], message: str)
 
 
 def test_a_search_across_families_tries_each_familys_defaults_first_and_names_the_family(data: Data) -> None:
-    from components.train import model_factory
+    from components.modeling.train import model_factory
 
     spec, X, y = data
     config = ModelConfig(estimator="auto", params={"hist_gradient_boosting": {"max_iter": 60}})
@@ -371,8 +371,8 @@ def test_a_search_across_families_tries_each_familys_defaults_first_and_names_th
 
 
 def test_a_regression_search_scores_by_error_and_can_move_forward_in_time() -> None:
-    from components.tasks import TASKS
-    from components.train import model_factory
+    from components.modeling.tasks import TASKS
+    from components.modeling.train import model_factory
 
     rng = np.random.default_rng(0)
     n = 400
@@ -400,7 +400,7 @@ def test_a_regression_search_scores_by_error_and_can_move_forward_in_time() -> N
 
 
 def test_on_a_small_table_each_familys_best_and_their_ensemble_meet_again_on_fresh_folds(data: Data) -> None:
-    from components.train import ENSEMBLE, member_configs, model_factory
+    from components.modeling.train import ENSEMBLE, member_configs, model_factory
 
     spec, X, y = data
     config = ModelConfig(estimator="auto", params={"hist_gradient_boosting": {"max_iter": 40}})
@@ -437,7 +437,7 @@ def test_leaf_sizes_fit_the_rows_a_fold_fits_on() -> None:
     """On 89 rows a leaf of 45 is the whole tree: a small table's search keeps leaves it can hold."""
     from optuna.distributions import IntDistribution
 
-    from components.search import _space
+    from components.modeling.search import _space
 
     small = _space("hist_gradient_boosting", fit_rows=89)["min_samples_leaf"]
     assert isinstance(small, IntDistribution) and small.high == 8 and 1 <= small.low <= small.high

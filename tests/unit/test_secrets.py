@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components import registry
-from components.config import DataConfig, PipelineConfig
-from components.environment import private_files
-from components.extract import ExtractionError, read_sql
-from components.secrets import PASSWORD_VARIABLE, install_log_redaction, redact, with_password
-from components.workspace import Workspace
+from components.core.config import DataConfig, PipelineConfig
+from components.core.environment import private_files
+from components.core.secrets import PASSWORD_VARIABLE, install_log_redaction, redact, with_password
+from components.core.workspace import Workspace
+from components.data.extract import ExtractionError, read_sql
+from components.tracking import registry
 
 SECRET = "s3cr3t-Pa55"
 
@@ -77,8 +77,8 @@ def test_log_lines_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_quarantine_manifest_redacts_the_source(tmp_path: Path) -> None:
-    from components.extract import Batch
-    from components.quarantine import SetAside, quarantine_rows
+    from components.data.extract import Batch
+    from components.data.quarantine import SetAside, quarantine_rows
 
     frame = pd.DataFrame({"x": [1, 2]})
     rows = frame.assign(set_aside_reason=["x: below 0", "x: below 0"])
@@ -104,8 +104,8 @@ def test_workspace_is_private_whatever_the_umask(tmp_path: Path) -> None:
 
 
 def test_a_model_file_never_holds_the_password() -> None:
-    from components.modelfile import propose_model, render_model_file
-    from components.secrets import without_password
+    from components.core.modelfile import propose_model, render_model_file
+    from components.core.secrets import without_password
 
     assert (
         without_password("postgresql://ml:pw@db:5432/x?sslmode=require") == "postgresql://ml@db:5432/x?sslmode=require"

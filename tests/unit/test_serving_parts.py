@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.predlog import (
+from components.inference.predlog import (
     LOG_COLUMNS,
     LOGGED_AT,
     PREDICTION,

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.simulate import ID_COLUMN, TARGET, TIME_COLUMN, Scenario, generate_loans, write_batches
+from components.simulation.simulate import ID_COLUMN, TARGET, TIME_COLUMN, Scenario, generate_loans, write_batches
 
 
 def test_same_seed_same_data() -> None:
@@ -75,7 +75,7 @@ def test_write_batches(tmp_path) -> None:
 
 
 def test_the_trip_stream_shifts_as_its_scenarios_say() -> None:
-    from components.simulate import TRIP_ID, TRIP_TARGET, expected_duration, generate_trips
+    from components.simulation.simulate import TRIP_ID, TRIP_TARGET, expected_duration, generate_trips
 
     stable = generate_trips(4000, seed=1).frame
     assert stable[TRIP_ID].is_unique and (stable[TRIP_TARGET] >= 1).all()

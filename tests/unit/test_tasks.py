@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from components.evaluate import calibration_error, regression_metrics, score_metric
-from components.tasks import TASKS, TargetError, infer_task, labeled_target, task_named
+from components.modeling.evaluate import calibration_error, regression_metrics, score_metric
+from components.modeling.tasks import TASKS, TargetError, infer_task, labeled_target, task_named
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,7 @@ def test_regression_metrics_match_scikit_learn() -> None:
 
 @pytest.mark.parametrize("n_classes", [3, 5])
 def test_fast_multiclass_metrics_match_the_full_computation(n_classes: int) -> None:
-    from components.evaluate import _metrics
+    from components.modeling.evaluate import _metrics
 
     rng = np.random.default_rng(n_classes)
     y = rng.integers(0, n_classes, 500)

@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from components.extract import TABULAR_SUFFIXES
-from components.files import fsync_dir, write_text_atomic
+from components.core.files import fsync_dir, write_text_atomic
+from components.data.extract import TABULAR_SUFFIXES
 
 # Names uploaders and download tools give to files still being written.
 PARTIAL_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload", ".download", ".filepart", ".uploading")

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
-from components.secrets import redact
+from components.core.secrets import redact
 
 ENV_PREFIX = "MLOPS__"
 DEFAULT_CONFIG_NAME = "mlops.yaml"
@@ -670,7 +670,7 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
 
 def dataset_name(config: PipelineConfig) -> str:
     """The dataset's name: it names the suite, the experiment and the registered model."""
-    from components.extract import dataset_name_for
+    from components.data.extract import dataset_name_for
 
     if config.data.name:
         return config.data.name

@@ -13,7 +13,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from components.tasks import MIN_ROWS_PER_CLASS, TASKS, Task, labeled_target
+from components.modeling.tasks import MIN_ROWS_PER_CLASS, TASKS, Task, labeled_target
 
 MISSING_CATEGORY = "__missing__"
 

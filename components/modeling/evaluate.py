@@ -11,7 +11,7 @@ from scipy.stats import rankdata
 from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
-from components.config import LOWER_IS_BETTER_METRICS as LOWER_IS_BETTER
+from components.core.config import LOWER_IS_BETTER_METRICS as LOWER_IS_BETTER
 
 
 def higher_is_better(metric: str) -> bool:

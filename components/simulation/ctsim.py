@@ -17,10 +17,12 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from components.config import PipelineConfig
-from components.prepare import features_frame, infer_feature_spec
-from components.search import tune_threshold
-from components.simulate import (
+from components.core.config import PipelineConfig
+from components.modeling.prepare import features_frame, infer_feature_spec
+from components.modeling.search import tune_threshold
+from components.modeling.tasks import TASKS, Task
+from components.modeling.train import config_for_family, families_of, fit_final_model, with_class_weight
+from components.simulation.simulate import (
     ID_COLUMN,
     STABLE,
     TARGET,
@@ -33,8 +35,6 @@ from components.simulate import (
     generate_loans,
     generate_trips,
 )
-from components.tasks import TASKS, Task
-from components.train import config_for_family, families_of, fit_final_model, with_class_weight
 
 Kind = Literal["stable", "covariate drift", "concept drift", "corrupted"]
 RECOVERY_POINTS = 0.02
@@ -144,7 +144,7 @@ def best_model(
 
 def score(stream: Stream, model: Any, frame: pd.DataFrame) -> float:
     """The stream's figure (accuracy at the model's threshold, or R²) of a model on a labelled batch."""
-    from components.scoring import ModelSchema, coerce_rows, decision_threshold
+    from components.inference.scoring import ModelSchema, coerce_rows, decision_threshold
 
     X = coerce_rows(frame, ModelSchema.of(model))
     output = stream.task.output(model, X)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from components.prepare import infer_feature_spec, looks_like_dates
-from components.secrets import PASSWORD_VARIABLE, has_password, without_password
-from components.tasks import TaskInference, infer_task
+from components.core.secrets import PASSWORD_VARIABLE, has_password, without_password
+from components.modeling.prepare import infer_feature_spec, looks_like_dates
+from components.modeling.tasks import TaskInference, infer_task
 
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key)$|^(id|uuid|guid)([_\s.-]|$)|[a-z](Id|ID)$", re.IGNORECASE)
 ROW_NUMBER_NAMES = {"", "index", "unnamed: 0", "row", "row_id", "rownum", "row_number"}

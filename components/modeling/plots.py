@@ -20,7 +20,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.model_selection import KFold, StratifiedKFold, learning_curve
 from sklearn.utils import resample
 
-from components.evaluate import label_positions
+from components.modeling.evaluate import label_positions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -440,7 +440,7 @@ def evaluation_plots(
     """Every evaluation plot of a run: held-out views of `model` (`output`: its class probabilities,
     or its predictions when `classes` is empty) and the learning curve of `unfitted` (the same
     configuration) on the training split of `split` (a `prepare.Split`)."""
-    from components.evaluate import predicted_positions
+    from components.modeling.evaluate import predicted_positions
 
     regression = not len(classes)
     curve = compute_learning_curve(

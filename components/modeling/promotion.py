@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from components.evaluate import higher_is_better
+from components.modeling.evaluate import higher_is_better
 
 
 @dataclass(frozen=True)

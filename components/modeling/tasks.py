@@ -15,8 +15,8 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from components.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TaskName
-from components.evaluate import (
+from components.core.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TaskName
+from components.modeling.evaluate import (
     RowScorer,
     compute_metrics,
     label_positions,

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.files import replace_durably
+from components.core.files import replace_durably
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from components.config import MonitoringConfig
+from components.core.config import MonitoringConfig
 
 SCORE_COLUMN = "_score"
 REFERENCE_ARTIFACT = "monitoring/reference.parquet"

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from components.prepare import MISSING_TOKENS, numbers_from_text
+from components.modeling.prepare import MISSING_TOKENS, numbers_from_text
 
 if TYPE_CHECKING:
-    from components.promotion import ServingCheck
+    from components.modeling.promotion import ServingCheck
 
 
 class InputError(ValueError):
@@ -228,7 +228,7 @@ def read_model_info(model_uri: str) -> dict[str, Any]:
 
 def load_serving_model(model_uri: str) -> ServingModel:
     """The one loading path of the service, batch scoring and the gate's serving check."""
-    from components.registry import load_model
+    from components.tracking.registry import load_model
 
     model = load_model(model_uri)
     return ServingModel(model, ModelSchema.of(model), read_model_info(model_uri))
@@ -240,7 +240,7 @@ def measure_serving(model_uri: str, rows: Sequence[Mapping[str, Any]], calls: in
 
     from threadpoolctl import threadpool_limits
 
-    from components.promotion import ServingCheck
+    from components.modeling.promotion import ServingCheck
 
     try:
         served = load_serving_model(model_uri)

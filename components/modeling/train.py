@@ -28,9 +28,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import FixedThresholdClassifier, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from components.config import ModelConfig, PipelineConfig
-from components.prepare import FeatureSpec, build_preprocessor
-from components.tasks import TASKS, Task
+from components.core.config import ModelConfig, PipelineConfig
+from components.modeling.prepare import FeatureSpec, build_preprocessor
+from components.modeling.tasks import TASKS, Task
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"max_iter": 2000, "C": 1.0},
@@ -350,7 +350,7 @@ def model_params(model: Any) -> dict[str, Any]:
 
 def _member_pipelines(model: Any) -> list[tuple[str, Pipeline]]:
     """(param prefix, pipeline) of a model's members: one, or each of an ensemble's."""
-    from components.scoring import model_layers
+    from components.inference.scoring import model_layers
 
     inner = model_layers(model)[-1]
     if hasattr(inner, "estimators_"):

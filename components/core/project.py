@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from components.config import (
+from components.core.config import (
     ConfigError,
     PipelineConfig,
     _deep_merge,
@@ -167,7 +167,7 @@ class Project:
 
     def registered_config(self, name: str) -> PipelineConfig:
         """A model without a file (registered by an ad-hoc run): its column roles from its contract."""
-        from components.contract import ContractError, load_suite, suite_path
+        from components.data.contract import ContractError, load_suite, suite_path
 
         base = self.base()
         try:
@@ -235,7 +235,7 @@ def load_project(path: Path | None = None, environ: dict[str, str] | None = None
 def models_with_columns(project: Project, columns: list[str], target: str, overlap: float = 0.8) -> list[str]:
     """Models whose contract describes data with (nearly) these columns and this target: a file of such
     columns is most likely a batch of that model, not a new one."""
-    from components.contract import ContractError, expected_columns, load_suite, suite_path
+    from components.data.contract import ContractError, expected_columns, load_suite, suite_path
 
     found = []
     given = set(columns)

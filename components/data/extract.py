@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.secrets import redact, with_password
+from components.core.secrets import redact, with_password
 
 _URL = re.compile(r"^[a-zA-Z][\w+.-]*://")
 TABULAR_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}

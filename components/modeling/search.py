@@ -24,10 +24,10 @@ from sklearn import metrics as skm
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit, cross_val_predict, train_test_split
 
-from components.config import EstimatorName, MetricName, ModelConfig, SearchConfig
-from components.evaluate import higher_is_better
-from components.tasks import TASKS, Task
-from components.train import ENSEMBLE, ThresholdChoice, build_estimator, default_params
+from components.core.config import EstimatorName, MetricName, ModelConfig, SearchConfig
+from components.modeling.evaluate import higher_is_better
+from components.modeling.tasks import TASKS, Task
+from components.modeling.train import ENSEMBLE, ThresholdChoice, build_estimator, default_params
 
 _PENALTIES = ("l1", "l2", "elasticnet")
 # scikit-learn 1.8 deprecated `penalty` (removed in 1.10): l1_ratio alone picks the penalty,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
-from components.workspace import Workspace
+from components.core.workspace import Workspace
 
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",

@@ -48,9 +48,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from components.prepare import MISSING_TOKENS, numbers_from_text
-from components.rows import Family, RowContract, as_floats, compile_contract, find_problems
-from components.scoring import InputError, ModelSchema, predict_frame
+from components.data.rows import Family, RowContract, as_floats, compile_contract, find_problems
+from components.inference.scoring import InputError, ModelSchema, predict_frame
+from components.modeling.prepare import MISSING_TOKENS, numbers_from_text
 
 OnInvalid = Literal["fail", "reject"]
 FileFormat = Literal["parquet", "csv"]
@@ -866,7 +866,7 @@ _MODELS_LOCK = threading.Lock()
 
 def load_model_dir(model_dir: Path) -> tuple[Any, ModelSchema]:
     """A downloaded model folder, loaded once per process (each Dask worker loads it once)."""
-    from components.registry import load_model
+    from components.tracking.registry import load_model
 
     key = str(Path(model_dir).resolve())
     with _MODELS_LOCK:

@@ -1,7 +1,7 @@
 """Screening batches against the contract, and keeping the rejected ones in quarantine.
 
 A batch is one file of a file source (or the whole result of a SQL query). Rows first: rows
-breaking a row rule of the contract (`components.rows`: an impossible value, a category never
+breaking a row rule of the contract (`components.data.rows`: an impossible value, a category never
 seen, a null where none is allowed, an unknown label) are set aside, with their reasons, into
 `<workspace>/quarantine/<dataset>/<stamp>-<batch>-rows/`, and the rest of the batch goes on; a
 batch with more than `max_bad_row_share` of such rows is rejected whole. Then the batch-level
@@ -28,12 +28,12 @@ from urllib.request import url2pathname
 
 import pandas as pd
 
-from components.contract import Failure, ValidationReport, Validator
-from components.extract import Batch
-from components.faults import fault_point
-from components.files import write_text_atomic
-from components.rows import REASON, RowContract, compile_contract, split_rows
-from components.secrets import redact
+from components.core.faults import fault_point
+from components.core.files import write_text_atomic
+from components.core.secrets import redact
+from components.data.contract import Failure, ValidationReport, Validator
+from components.data.extract import Batch
+from components.data.rows import REASON, RowContract, compile_contract, split_rows
 
 Validate = Callable[[pd.DataFrame], ValidationReport]
 

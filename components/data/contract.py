@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from components.files import write_text_atomic
-from components.prepare import reads_as_numbers
+from components.core.files import write_text_atomic
+from components.modeling.prepare import reads_as_numbers
 
 if TYPE_CHECKING:
     import great_expectations as gx
 
-    from components.config import PipelineConfig
+    from components.core.config import PipelineConfig
 
 MAX_CATEGORIES = 50
 # `mlops expectations diff` ignores bounds that widen by less than this share of their width.
@@ -508,7 +508,7 @@ def profile_from_config(
     task = task or config.task
     target = config.data.target
     if task is None and target is not None and target in frame.columns:
-        from components.tasks import TargetError, infer_task
+        from components.modeling.tasks import TargetError, infer_task
 
         try:
             task = infer_task(frame[target]).task

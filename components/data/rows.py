@@ -4,7 +4,7 @@ A suite's expectations on single values without `mostly` (`..._to_not_be_null`, 
 `..._to_be_in_set`, `..._to_not_be_in_set`) hold for every row: a row breaking one is set aside with
 its reason (scoring's rejects file, training's and monitoring's row quarantine) while the rest of
 the batch goes on. Everything else in a suite (columns, types, `mostly` shares, medians, row counts,
-uniqueness) describes a whole batch and is left to validation (`components.contract`).
+uniqueness) describes a whole batch and is left to validation (`components.data.contract`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components import contract
+from components.data import contract
 
 Family = Literal["numeric", "text", "boolean", "datetime"]
 REASON = "set_aside_reason"
@@ -73,7 +73,7 @@ class RowContract:
 
 
 def type_family(type_list: Sequence[str]) -> Family | None:
-    """The family of a suite's `type_list` (see `components.contract`), None when it names none we know."""
+    """The family of a suite's `type_list` (see `components.data.contract`), None when it names none we know."""
     names = set(type_list)
     if names & set(contract.NUMERIC_TYPES):
         return "numeric"

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from components.faults import fault_point
-from components.workspace import Workspace
+from components.core.faults import fault_point
+from components.core.workspace import Workspace
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -188,7 +188,7 @@ def log_model(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from components.scoring import MODEL_METADATA_KEY
+    from components.inference.scoring import MODEL_METADATA_KEY
 
     example = signature_frame(X_example.head(5))
     sample = signature_sample(X_example)

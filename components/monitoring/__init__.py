@@ -1,0 +1,4 @@
+"""Drift, decay, the monitoring history and its report.
+
+Modules: `monitor`.
+"""

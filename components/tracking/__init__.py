@@ -1,0 +1,4 @@
+"""The MLflow adapter: runs, logged models and the registry's aliases.
+
+Modules: `registry`.
+"""
