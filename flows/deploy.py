@@ -56,6 +56,7 @@ from components.core.config import (
     resolve_source,
 )
 from components.core.environment import workspace_environment
+from components.core.errors import UserError
 from components.core.project import load_project
 from components.core.secrets import install_log_redaction
 from components.core.workspace import Workspace
@@ -68,7 +69,7 @@ TRAINING, MONITORING, SCORING = "training-job", "monitoring-job", "scoring-job"
 MAX_BACKOFF_S = 600.0
 
 
-class DeployError(ValueError):
+class DeployError(UserError, ValueError):
     """The `deploy` section cannot be served as configured."""
 
 

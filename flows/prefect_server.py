@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.environment import TELEMETRY_OFF
+from components.core.errors import UserError
 
 DEFAULT_PORT = 4200
 START_TIMEOUT_S = 180.0
@@ -48,7 +49,7 @@ AUTH_USER = "mlops"
 MODULE = "flows.prefect_server"  # how a server of ours shows in the process table
 
 
-class PrefectServerError(RuntimeError):
+class PrefectServerError(UserError, RuntimeError):
     """The local Prefect server could not be started or reached."""
 
 

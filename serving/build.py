@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from components.core.errors import UserError
 from components.core.secrets import has_password
 from serving.champion import BUNDLE_METADATA, BUNDLE_MODEL_DIR
 
@@ -37,7 +38,7 @@ SERVING_PACKAGES = (
 )
 
 
-class BuildError(RuntimeError):
+class BuildError(UserError, RuntimeError):
     """The Bento cannot be built."""
 
 

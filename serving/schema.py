@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
 
+from components.core.errors import UserError
+
 MAX_TEXT_LENGTH = 1024
 
 _NUMBER = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -30,7 +32,7 @@ _TYPES: dict[str, Any] = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """The model's signature cannot be turned into a request schema."""
 
 

@@ -14,13 +14,14 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
+from components.core.errors import UserError
 from components.core.secrets import redact
 
 ENV_PREFIX = "MLOPS__"
 DEFAULT_CONFIG_NAME = "mlops.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration file or an override is invalid."""
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.core.errors import UserError
 from components.core.files import write_text_atomic
 from components.modeling.prepare import reads_as_numbers
 
@@ -65,7 +66,7 @@ DATETIME_TYPES = [f"datetime64[{unit}{tz}]" for unit in ("ns", "us", "ms", "s") 
 ]
 
 
-class ContractError(ValueError):
+class ContractError(UserError, ValueError):
     """A suite file is missing, unreadable or not a valid GX suite."""
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.core.errors import UserError
 from components.core.secrets import redact, with_password
 
 _URL = re.compile(r"^[a-zA-Z][\w+.-]*://")
 TABULAR_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
-class ExtractionError(ValueError):
+class ExtractionError(UserError, ValueError):
     """The source cannot be read as a table: missing, unsupported or unparseable.
 
     `transient` marks failures worth retrying (a database that did not answer), as opposed

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.core.errors import UserError
 from components.modeling.prepare import MISSING_TOKENS, numbers_from_text
 
 if TYPE_CHECKING:
     from components.modeling.promotion import ServingCheck
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Rows cannot be scored: missing columns or values of the wrong type."""
 
 

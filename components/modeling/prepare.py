@@ -13,12 +13,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from components.core.errors import UserError
 from components.modeling.tasks import MIN_ROWS_PER_CLASS, TASKS, Task, labeled_target
 
 MISSING_CATEGORY = "__missing__"
 
 
-class PreparationError(ValueError):
+class PreparationError(UserError, ValueError):
     """The data cannot be turned into a training problem (no target, one class, too few rows)."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TaskName
+from components.core.errors import UserError
 from components.modeling.evaluate import (
     RowScorer,
     compute_metrics,
@@ -30,7 +31,7 @@ MIN_REGRESSION_VALUES = 21  # whole-number targets with fewer distinct values ar
 MIN_ROWS_PER_CLASS = 3  # a class rarer than this cannot be split, cross-validated and scored
 
 
-class TargetError(ValueError):
+class TargetError(UserError, ValueError):
     """The target column fits no task: missing, constant, one class, identifiers or free text."""
 
 

@@ -29,6 +29,7 @@ from sklearn.model_selection import FixedThresholdClassifier, cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from components.core.config import ModelConfig, PipelineConfig
+from components.core.errors import UserError
 from components.modeling.prepare import FeatureSpec, build_preprocessor
 from components.modeling.tasks import TASKS, Task
 
@@ -55,7 +56,7 @@ _REGRESSORS: dict[str, type] = {
 ISOTONIC_MIN_ROWS = 1000  # isotonic calibration overfits on fewer rows; sigmoid (Platt) is used below
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """The estimator could not be built or fitted with the given settings."""
 
 

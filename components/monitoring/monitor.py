@@ -42,6 +42,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from components.core.config import MonitoringConfig
+from components.core.errors import UserError
 
 SCORE_COLUMN = "_score"
 REFERENCE_ARTIFACT = "monitoring/reference.parquet"
@@ -54,7 +55,7 @@ UNIT_METRICS = frozenset({"rmse", "mae"})  # in the target's units: tolerances a
 Verdict = Literal["stable", "watching", "retrain", "insufficient"]
 
 
-class MonitoringError(ValueError):
+class MonitoringError(UserError, ValueError):
     """The window cannot be compared with the reference (missing columns, no rows, no reference)."""
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from components.core.errors import UserError
 from components.core.faults import fault_point
 from components.core.workspace import Workspace
 
@@ -36,7 +37,7 @@ TRUSTED_TYPES = frozenset({"numpy.clip", "numpy.dtype"})
 SAFE_FORMAT = "skops"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     """The tracking server or model registry refused an operation."""
 
 

@@ -123,7 +123,7 @@ def test_status_lists_three_models_side_by_side(trained) -> None:
     code, stdout, output = _mlops(config, "status")
     assert code == 0 and "every metric: mlops status --json" in " ".join(stdout.split()), output
     # The table shows each model's gate metric first, then two its task's users look at.
-    from flows.cli import _headline
+    from flows.cli.status import _headline
 
     metrics = models["diabetes"]["metrics"]
     assert _headline(metrics, "regression", "rmse")[0] == f"rmse={metrics['rmse']:.4f}"

@@ -1,0 +1,124 @@
+"""`mlops score`: batch scoring of a file with the champion."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from components.core.errors import UserError
+from flows.cli.common import (
+    EXIT_REJECTED,
+    ConfigOption,
+    ModelOption,
+    _fail,
+    _model,
+    _prefect_api,
+    _report_unexpected,
+    _workspace,
+    err,
+)
+
+
+class OnInvalid(StrEnum):
+    fail = "fail"
+    reject = "reject"
+
+
+def score(
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file to score.")],
+    output_path: Annotated[
+        Path, typer.Option("--output", "-o", help="Parquet file to write (temporary name until complete).")
+    ],
+    config_path: ConfigOption = None,
+    name: ModelOption = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id-column", help="Id column carried into the output (default: the model's).")
+    ] = None,
+    on_invalid: Annotated[
+        OnInvalid | None,
+        typer.Option(
+            "--on-invalid",
+            help="Rows breaking the contract: fail the job, or reject them into the rejects file and score "
+            "the rest (default: scoring.on_invalid, fail).",
+        ),
+    ] = None,
+    rejects_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects", help="Rejects file; implies --on-invalid reject (default: <output stem>.rejects.parquet)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Score on a local Dask cluster of N processes.")
+    ] = None,
+    dask_address: Annotated[
+        str | None, typer.Option("--dask-address", help="Score on this Dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+    chunk_rows: Annotated[
+        int | None, typer.Option("--chunk-rows", min=1, help="Rows per chunk (default: scoring.chunk_rows).")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: when it is a terminal)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one last line of JSON with the outcome.")] = False,
+) -> None:
+    """Score a CSV or Parquet file with the champion into Parquet, checked against the training contract.
+
+    Exit status: 0 when the file was scored (in reject mode, with its invalid rows set aside), 3 when the
+    data breaks the contract (unreadable, a model column missing or of the wrong type, or invalid rows
+    with --on-invalid fail), 1 on any other error. A file at the output path is always a complete one.
+    """
+    from components.inference import batch
+
+    model_name, config = _model(config_path, name, "`mlops score`")
+    if rejects_path is not None and on_invalid is OnInvalid.fail:
+        _fail("--rejects sets invalid rows aside: it cannot be combined with --on-invalid fail")
+    mode = on_invalid.value if on_invalid else "reject" if rejects_path else None
+    config = config.with_overrides(
+        scoring={"on_invalid": mode, "workers": workers, "dask_address": dask_address, "chunk_rows": chunk_rows}
+    )
+    workspace = _workspace(config)
+    rejects = (
+        (rejects_path or batch.default_rejects_path(output_path)) if config.scoring.on_invalid == "reject" else None
+    )
+    try:
+        batch.check_paths(input_path, output_path, rejects)  # before Prefect starts
+    except batch.InputError as exc:
+        _fail(str(exc))
+    _prefect_api(config, workspace)
+
+    from flows.prefect_server import flow_run_settings
+    from flows.scoring import scoring_flow
+
+    try:
+        with flow_run_settings(config.prefect.heartbeat_seconds):
+            result = scoring_flow(
+                config,
+                input_path,
+                output_path,
+                model_name=model_name,
+                id_column=id_column,
+                rejects_path=rejects,
+                show_progress=err.is_terminal if progress is None else progress,
+            )
+    except batch.InvalidInput as exc:
+        _fail(f"rejected: {exc}", EXIT_REJECTED)
+    except UserError as exc:
+        _fail(str(exc), exc.exit_status)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
+        _report_unexpected(exc)
+    err.print(
+        f"scored {result.scored:,} of {result.rows:,} rows with {result.model_name} v{result.model_version} "
+        f"in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s, {result.workers} worker(s)) "
+        f"-> {result.output}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.rejects is not None:
+        err.print(f"rejected {result.rejected:,} rows -> {result.rejects}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(result.as_json())

@@ -1,0 +1,219 @@
+"""`mlops simulate` and `mlops simulate-ct`: generated batches, and the continuous-training replay."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from components.core.errors import UserError
+from components.core.workspace import Workspace
+from flows.cli.common import (
+    EXIT_RETRAIN,
+    ConfigOption,
+    _fail,
+    _load,
+    _prefect_api,
+    _report_unexpected,
+    _workspace,
+    err,
+    out,
+)
+
+
+class StreamChoice(StrEnum):
+    loans = "loans"
+    trips = "trips"
+
+
+def simulate(
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: <workspace>/data/loan_default or .../taxi_trips)."),
+    ] = None,
+    stream: Annotated[
+        StreamChoice,
+        typer.Option(help="loans: loan defaults (binary classification); trips: taxi trip minutes (regression)."),
+    ] = StreamChoice.loans,
+    batches: Annotated[int, typer.Option(min=1, help="Number of weekly batches.")] = 4,
+    rows: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    scenario_from: Annotated[int, typer.Option(min=0, help="First batch the scenario applies to.")] = 0,
+    covariate_drift: Annotated[float, typer.Option(min=0, max=1, help="Shift of the inputs (0-1).")] = 0.0,
+    concept_drift: Annotated[
+        float, typer.Option(min=0, max=1, help="Change of the mechanism: P(default|x), or the pace per km (0-1).")
+    ] = 0.0,
+    schema_change: Annotated[bool, typer.Option(help="Rename a column and add a new one.")] = False,
+    unit_change: Annotated[
+        bool, typer.Option(help="A unit bug: annual_income in thousands, or distance_km in metres.")
+    ] = False,
+    label_noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of labels made wrong.")] = 0.0,
+    duplicates: Annotated[float, typer.Option(min=0, max=1, help="Fraction of rows duplicated.")] = 0.0,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Do nothing when the folder already holds batches.")
+    ] = False,
+    config_path: ConfigOption = None,
+) -> None:
+    """Write seeded batches of a generated stream as Parquet, optionally with a scenario."""
+    from components.simulation.simulate import Scenario, write_batches
+
+    if out_dir is None:
+        folder = "loan_default" if stream is StreamChoice.loans else "taxi_trips"
+        out_dir = Workspace.at(_load(config_path).home).data / folder
+    if skip_existing and any(out_dir.glob("batch_*.parquet")):
+        err.print(f"{out_dir} already holds batches; left as they are", highlight=False)
+        return
+    scenario = Scenario(
+        covariate_drift=covariate_drift,
+        concept_drift=concept_drift,
+        schema_change=schema_change,
+        unit_change=unit_change,
+        label_noise=label_noise,
+        duplicate_rate=duplicates,
+    )
+    paths = write_batches(out_dir, batches, rows, seed, scenario, scenario_from=scenario_from, stream=stream.value)
+    err.print(f"wrote {len(paths)} batches x {rows} rows to {out_dir}", highlight=False)
+
+
+def simulate_ct(
+    config_path: ConfigOption = None,
+    batches: Annotated[
+        int, typer.Option("--batches", "-k", min=3, help="Batches replayed after the first champion.")
+    ] = 12,
+    rows: Annotated[int, typer.Option("--rows", min=500, help="Rows per batch.")] = 4000,
+    drift_at: Annotated[
+        int | None, typer.Option("--drift-at", help="Covariate drift from this batch on (default K/3; -1: none).")
+    ] = None,
+    concept_at: Annotated[
+        int | None, typer.Option("--concept-at", help="Concept drift from this batch on (default 2K/3; -1: none).")
+    ] = None,
+    corrupt_at: Annotated[
+        int | None,
+        typer.Option("--corrupt-at", help="A corrupted batch (income in thousands) here (default K/2; -1: none)."),
+    ] = None,
+    window: Annotated[int, typer.Option("--window", min=1, help="Training window: the last N accepted batches.")] = 2,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Search trials per training run.")] = 5,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="classification: the loan stream, judged on accuracy; regression: the taxi-trip stream, on R².",
+        ),
+    ] = "classification",
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="The simulation's own workspace (default: <workspace>/simulate-ct/<time>)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the timeline and goals as one line of JSON.")] = False,
+) -> None:
+    """Replay K generated batches through monitor -> (retrain -> gate -> promote) and print the timeline.
+
+    Scenarios: covariate drift from --drift-at, concept drift from --concept-at, a corrupted batch at
+    --corrupt-at. Runs in a workspace of its own (a separate registry), never touching your champion.
+    Goals: the corrupted batch is rejected; each shift is detected within one batch; after it, served
+    accuracy (R² for regression) is within 2 points of a model trained on the batch's own distribution;
+    no retraining on stable batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
+    """
+    from components.simulation.ctsim import STREAMS
+    from flows import simulate_ct as sim
+
+    if task not in STREAMS:
+        _fail(f"--task must be one of {', '.join(STREAMS)}, not {task!r}")
+    stream = STREAMS[task]
+
+    def default(value: int | None, fallback: int) -> int | None:
+        return fallback if value is None else (None if value < 0 else value)
+
+    config = _load(config_path)
+    workspace = _workspace(config)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    sim_home = (home or workspace.root / "simulate-ct" / stamp).expanduser().resolve()
+    _prefect_api(config, workspace)
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(variable, None)  # the simulation's registry is its own workspace's, never a shared server
+    table = Table(
+        title=f"continuous training of {stream.name} ({task}), {batches} batches of {rows:,} rows ({sim_home})"
+    )
+    for column in (
+        "batch",
+        "scenario",
+        "validation",
+        "drift verdict",
+        "retrained",
+        "promoted",
+        "served",
+        f"served {stream.figure}",
+        f"best {stream.figure}",
+        "gap (pts)",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("batch", "gap (pts)") or "served " in column or "best " in column else "left",
+        )
+
+    def show(row: Any) -> None:
+        gap = "" if row.gap is None else f"{100 * row.gap:+.1f}"
+        acc = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+        err.print(
+            f"batch {row.batch:>2} {row.kind:<15} {row.validation:<8} {row.drift:<9} "
+            f"{'retrained' if row.retrained else '':<9} {('v' + row.promoted) if row.promoted else '':<4} "
+            f"served v{row.served_version} {stream.figure} {acc(row.served_score)} best {acc(row.best_score)} {gap}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        table.add_row(
+            str(row.batch),
+            row.kind,
+            row.validation,
+            row.drift,
+            "yes" if row.retrained else "",
+            f"v{row.promoted}" if row.promoted else "",
+            f"v{row.served_version}",
+            acc(row.served_score),
+            acc(row.best_score),
+            gap,
+        )
+
+    from flows.prefect_server import flow_run_settings
+
+    handled: tuple[type[BaseException], ...] = (ValueError, FileExistsError, UserError)
+    try:
+        with flow_run_settings(config.prefect.heartbeat_seconds):
+            timeline, goals = sim.simulate_ct(
+                config,
+                sim_home,
+                batches=batches,
+                rows=rows,
+                drift_at=default(drift_at, batches // 3),
+                concept_at=default(concept_at, 2 * batches // 3),
+                corrupt_at=default(corrupt_at, batches // 2),
+                window=window,
+                trials=trials,
+                stream=stream,
+                on_row=show,
+                log=lambda message: err.print(message, highlight=False),
+            )
+    except handled as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
+        _report_unexpected(exc)
+    (out if out.is_terminal else Console(width=140)).print(table)  # a log file gets the table unsquashed
+    for goal in goals:
+        mark = "[green]PASS[/]" if goal.met else "[bold red]FAIL[/]"
+        out.print(f"  {mark}  {goal.name}: {goal.detail}", highlight=False, soft_wrap=True)
+    out.print(f"reports, registry and data: {sim_home}", highlight=False, soft_wrap=True)
+    if as_json:
+        from dataclasses import asdict
+
+        print(
+            json.dumps({"home": str(sim_home), "timeline": sim.as_dicts(timeline), "goals": [asdict(g) for g in goals]})
+        )
+    if not all(goal.met for goal in goals):
+        raise typer.Exit(EXIT_RETRAIN)
