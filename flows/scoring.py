@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 
 from components.core.config import PipelineConfig, dataset_name
+from components.core.files import write_text_atomic
 from components.core.workspace import Workspace
 from components.data import contract
 from components.inference import batch
@@ -151,9 +152,7 @@ def plan_task(
 
 
 def _write_progress(path: Path, rows: int, consumed: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{rows} {consumed}")
-    os.replace(tmp, path)
+    write_text_atomic(path, f"{rows} {consumed}", durable=False)  # progress: a crash may lose the last one
 
 
 def _read_progress(scratch: Path) -> tuple[int, int]:

@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> Path:
-    """Write `text` under a unique dot-name beside `path`, then rename it into place.
+@contextlib.contextmanager
+def staged(path: Path, *, durable: bool = True) -> Iterator[Path]:
+    """The one way files are written here: a unique dot-name beside `path` to write to, renamed
+    into place when the block ends without an error, removed when it does not.
 
     Readers see the old file or the new one, never half of one, and concurrent writers never
-    share a temporary file. `durable` (the default) also syncs the file before the rename and the
+    share a staging file. `durable` (the default) also syncs the file before the rename and the
     folder after it: a crash of the machine leaves the old file or the whole new one, never a
     truncated one under the final name.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    staging = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
     try:
-        with open(staged, "w") as handle:
-            handle.write(text)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(staged, path)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
+        yield staging
+        if durable:
+            replace_durably(staging, path)
+        else:
+            os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> Path:
+    """`text` written to `path` through `staged`."""
+    with staged(path, durable=durable) as staging:
+        staging.write_text(text)
     return path
 
 

@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from components.core.files import staged
 from components.data.rows import Family, RowContract, as_floats, compile_contract, find_problems
 from components.inference.scoring import InputError, ModelSchema, predict_frame
 from components.modeling.prepare import MISSING_TOKENS, numbers_from_text
@@ -756,19 +757,17 @@ def _publish(
         except OSError as exc:
             if exc.errno != errno.EXDEV:  # another filesystem: copy below
                 raise
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with pq.ParquetWriter(tmp, schema, use_dictionary=dictionary) as writer:
-            for path, offset in parts:
-                source = pq.ParquetFile(path)
-                for group in range(source.num_row_groups):
-                    table = source.read_row_group(group)
-                    if offset and offset_column is not None:
-                        table = _offset_column(table, offset_column, offset)
-                    writer.write_table(table)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        staged(target, durable=False) as staging,
+        pq.ParquetWriter(staging, schema, use_dictionary=dictionary) as writer,
+    ):
+        for path, offset in parts:
+            source = pq.ParquetFile(path)
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                if offset and offset_column is not None:
+                    table = _offset_column(table, offset_column, offset)
+                writer.write_table(table)
 
 
 def assemble(

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.core.files import replace_durably
+from components.core.files import staged
 
 logger = logging.getLogger(__name__)
 
@@ -189,12 +189,10 @@ class PredictionLog:
             self._sequence += 1
             sequence = self._sequence
         name = f"{now:%H%M%S%f}-{os.getpid()}-{sequence:06d}.parquet"
-        tmp = folder / f".{name}.partial"
         try:
-            pq.write_table(table, tmp)
-            replace_durably(tmp, folder / name)
+            with staged(folder / name) as staging:
+                pq.write_table(table, staging)
         except BaseException:
-            tmp.unlink(missing_ok=True)
             with self._lock:
                 self._dropped_rows += table.num_rows
             raise

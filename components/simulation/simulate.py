@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.core.files import staged
+
 TARGET = "default"
 ID_COLUMN = "loan_id"
 TIME_COLUMN = "application_time"
@@ -222,9 +224,8 @@ def write_batches(
     batches = generate_batches(n_batches, n_rows, seed, scenario, scenario_from=scenario_from, generator=generator)
     for index, batch in enumerate(batches):
         path = out_dir / f"batch_{index:04d}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        batch.frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        with staged(path, durable=False) as staging:
+            batch.frame.to_parquet(staging, index=False)
         paths.append(path)
         flipped.extend(batch.flipped_ids)
     if flipped:
