@@ -27,6 +27,7 @@ from prefect.futures import PrefectFuture, wait
 
 from components.core.config import PipelineConfig, dataset_name
 from components.core.files import write_text_atomic
+from components.core.logs import PREFECT_RUN_LOGGERS, exception_of, quiet
 from components.core.workspace import Workspace
 from components.data import contract
 from components.inference import batch
@@ -76,22 +77,14 @@ class ScoringResult:
         return json.dumps({**asdict(self), "rows_per_second": round(self.rows_per_second, 1)}, sort_keys=True)
 
 
-class _InputErrorLogFilter(logging.Filter):
-    """Bad input is an expected outcome: Prefect's run loggers say so in one line, without a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (InputError, batch.ScoringStopped)):
-            record.msg, record.args = f"{type(exc).__name__}: {exc}", ()
-            record.exc_info, record.exc_text = None, None
-        return True
+def _input_error_line(record: logging.LogRecord) -> str | None:
+    exc = exception_of(record)
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, (InputError, batch.ScoringStopped)) else None
 
 
 def quiet_input_errors() -> None:
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _InputErrorLogFilter) for f in logger.filters):
-            logger.addFilter(_InputErrorLogFilter())
+    """Bad input is an expected outcome: Prefect's run loggers say so in one line, without a traceback."""
+    quiet("input errors", PREFECT_RUN_LOGGERS, _input_error_line)
 
 
 @task(name="fetch_model", cache_policy=NO_CACHE)

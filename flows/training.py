@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from components.core.config import ModelConfig, PipelineConfig, SearchConfig, dataset_name, resolve_source
 from components.core.faults import fault_point
 from components.core.files import write_text_atomic
+from components.core.logs import PREFECT_RUN_LOGGERS, exception_of, quiet
 from components.core.secrets import redact
 from components.core.workspace import Workspace
 from components.data import contract
@@ -118,25 +119,18 @@ class Curated:
     outlier_mask: np.ndarray
 
 
-class _RejectionLogFilter(logging.Filter):
-    """A rejection is an expected outcome, not a crash: Prefect's task and flow loggers report it
-    in one line instead of a traceback that repeats every failed expectation."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, DataRejected) or "DataRejected" in record.getMessage():
-            where = f"; report: {exc.report_path}" if isinstance(exc, DataRejected) and exc.report_path else ""
-            record.msg, record.args = f"data rejected by the contract (failed expectations above){where}", ()
-            record.exc_info, record.exc_text = None, None
-        return True
+def _rejection_line(record: logging.LogRecord) -> str | None:
+    exc = exception_of(record)
+    if isinstance(exc, DataRejected) or "DataRejected" in record.getMessage():
+        where = f"; report: {exc.report_path}" if isinstance(exc, DataRejected) and exc.report_path else ""
+        return f"data rejected by the contract (failed expectations above){where}"
+    return None
 
 
 def quiet_rejections() -> None:
-    """Install the filter on Prefect's run loggers once per process."""
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RejectionLogFilter) for f in logger.filters):
-            logger.addFilter(_RejectionLogFilter())
+    """A rejection is an expected outcome, not a crash: Prefect's task and flow loggers report it
+    in one line instead of a traceback that repeats every failed expectation."""
+    quiet("rejections", PREFECT_RUN_LOGGERS, _rejection_line)
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -33,6 +33,7 @@ from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from components.core.config import PipelineConfig, ServingConfig
+from components.core.logs import exception_of, quiet
 from components.inference.predlog import PredictionLog
 from components.inference.scoring import InputError, Predictions, coerce_rows, predict_coerced
 from serving.batching import Job, MicroBatcher, Overloaded
@@ -203,28 +204,17 @@ def _error(ctx: Any, status: int, message: str, request_id: str, **headers: str)
     return JSONResponse({"error": message, "request_id": request_id}, status_code=status, headers=headers)
 
 
-class _QuietValidationErrors(logging.Filter):
-    """A request that fails validation is the client's 400, not a server traceback."""
+def _validation_error_line(record: logging.LogRecord) -> str | None:
+    from pydantic import ValidationError
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        from pydantic import ValidationError
-
-        if record.exc_info and isinstance(record.exc_info[1], ValidationError):
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                "%s",
-                (str(record.exc_info[1])[:500],),
-                None,
-                None,
-            )
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
+    exc = exception_of(record)
+    return str(exc)[:500] if isinstance(exc, ValidationError) else None
 
 
 def create_service(settings: ServiceSettings) -> Any:
     """The BentoML service class for one model's signature."""
-    http_log = logging.getLogger("bentoml._internal.server.http_app")
-    if not any(isinstance(f, _QuietValidationErrors) for f in http_log.filters):
-        http_log.addFilter(_QuietValidationErrors())
+    # A request that fails validation is the client's 400, not a server traceback.
+    quiet("validation errors", ["bentoml._internal.server.http_app"], _validation_error_line, level=logging.INFO)
     Row = row_model(settings.model_name, settings.columns, settings.id_column)
     Prediction = response_model(settings.model_name, _classes_hint(settings.output_type), settings.task)
     serving = settings.serving

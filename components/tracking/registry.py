@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pandas as pd
 
 from components.core.errors import UserError
 from components.core.faults import fault_point
+from components.core.logs import DROP, quiet
 from components.core.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -208,18 +208,14 @@ def log_model(
     return str(logged.model_uri)
 
 
-class _NoPipVersionWarning(logging.Filter):
+def _quiet_pip_version_warning() -> None:
     """uv's environments have no pip: MLflow warns on every model it logs that conda.yaml gets an
     unpinned `pip`. The model's own requirements are pinned (`pip_requirements`); drop the noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to resolve installed pip version")
-
-
-def _quiet_pip_version_warning() -> None:
-    logger = logging.getLogger("mlflow.utils.environment")
-    if not any(isinstance(f, _NoPipVersionWarning) for f in logger.filters):
-        logger.addFilter(_NoPipVersionWarning())
+    quiet(
+        "pip version",
+        ["mlflow.utils.environment"],
+        lambda record: DROP if record.getMessage().startswith("Failed to resolve installed pip version") else None,
+    )
 
 
 def register_model(model_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
