@@ -95,6 +95,8 @@ def check_job_config(config_file: str | None, environ: Mapping[str, str]) -> Pat
     """The config file a deployment run was given, if it is one `mlops deploy` serves: a run
     created through the API with another file (one of the caller's choosing) is refused."""
     path = Path(config_file) if config_file else find_config_file()
+    if path is None:
+        raise DeployError("no config file given and no mlops.yaml found from the working folder upwards")
     served = environ.get(SERVED_CONFIGS)
     if served is not None and str(path.resolve()) not in json.loads(served):
         raise DeployError(

@@ -18,7 +18,6 @@ from prefect.runtime import flow_run
 
 from components.core.config import ModelConfig, PipelineConfig, SearchConfig, dataset_name, resolve_source
 from components.core.faults import fault_point
-from components.core.files import write_text_atomic
 from components.core.logs import PREFECT_RUN_LOGGERS, exception_of, quiet
 from components.core.secrets import redact
 from components.core.workspace import Workspace
@@ -34,6 +33,7 @@ from components.data.quarantine import (
     remember_accepted,
     screen_with,
     trusted_batches,
+    write_validation_report,
 )
 from components.inference.scoring import decision_threshold, measure_serving, read_model_info
 from components.modeling import search
@@ -235,9 +235,7 @@ def validate_task(
     registry.log_dict(run_id, suite, f"validation/{dataset}.json")
     for page in screening.docs_pages:
         registry.log_artifact(run_id, page, "validation/data_docs")
-    report_path = workspace.reports / f"validation_{dataset}_{run_id}.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(report_path, json.dumps(report.as_dict(), indent=2, default=str))
+    report_path = write_validation_report(workspace.reports, dataset, run_id, screening.as_dict(source))
     if not screening.success:
         folders = [
             quarantine(

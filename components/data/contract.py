@@ -263,7 +263,7 @@ def _numeric_expectations(
         median_low, median_high = q25 - UNIT_IQRS * iqr, q75 + UNIT_IQRS * iqr
         if low >= 0:
             median_low = max(median_low, q25 / 4)
-        evidence = None
+        unit_evidence: str | None = None
         if target and low >= 0 and q25 > 0:
             # A regression target that is a positive quantity (a duration, a price) is what concept
             # drift moves, by factors: the same bound on the log scale (the quartiles' ratio beyond
@@ -274,7 +274,7 @@ def _numeric_expectations(
             factor = min((q75 / q25) ** UNIT_IQRS, MAX_DRIFT_FACTOR / (q75 / float(finite.median())))
             if q75 * factor > median_high:
                 median_high = q75 * factor
-                evidence = "a positive target: quartiles +- one IQR, above on the log scale (concept drift moves it)"
+                unit_evidence = "a positive target: quartiles +- one IQR, above on the log scale (concept drift)"
         result.append(
             _expectation(
                 "expect_column_median_to_be_between",
@@ -283,7 +283,7 @@ def _numeric_expectations(
                 max_value=_round_bound(median_high, up=True),
                 meta_kind="unit",
                 observed=round(float(finite.median()), 6),
-                evidence=evidence,
+                evidence=unit_evidence,
             )
         )
         q35, q65 = (float(q) for q in finite.quantile([0.35, 0.65]))

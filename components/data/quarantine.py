@@ -94,6 +94,21 @@ class Screening:
         pages = [Path(url2pathname(urlparse(url).path)) for url in sorted(urls)]
         return [page for page in pages if page.is_file()]
 
+    def as_dict(self, source: str) -> dict[str, Any]:
+        """The validation report, as written to the workspace's reports and printed by `--json`."""
+        return {
+            "source": redact(source),
+            "accepted": [b.name for b in self.accepted],
+            "rejected": [{"batch": r.batch.name, **r.report.as_dict()} for r in self.rejected],
+            "report": self.report.as_dict(),
+            "rows_set_aside": {a.batch.name: {"rows": len(a.rows), "reasons": a.reasons()} for a in self.set_aside},
+        }
+
+
+def write_validation_report(folder: Path, dataset: str, tag: str, payload: dict[str, Any]) -> Path:
+    """The one place validation reports are written: `<folder>/validation_<dataset>_<tag>.json`."""
+    return write_text_atomic(folder / f"validation_{dataset}_{tag}.json", json.dumps(payload, indent=2, default=str))
+
 
 def unreadable_report(suite: str, batch: Batch) -> ValidationReport:
     """A file that cannot be parsed fails the contract before any expectation can run."""

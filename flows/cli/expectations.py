@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 
 from components.core.config import ConfigError, PipelineConfig, resolve_source
-from components.core.secrets import redact
 from components.core.workspace import Workspace
 from flows.cli.common import (
     EXIT_REJECTED,
@@ -115,7 +114,7 @@ def expectations_validate(
 ) -> None:
     """Validate data against its suite without training. Exit 3 when the contract rejects it."""
     from components.data import contract
-    from components.data.quarantine import quarantine, screen_with
+    from components.data.quarantine import quarantine, screen_with, write_validation_report
 
     config, source, dataset = _contract_target(config_path, data, name)
     workspace = _workspace(config)
@@ -132,18 +131,8 @@ def expectations_validate(
         target=config.data.target,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report_path = workspace.reports / f"validation_{dataset}_{stamp}.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "source": redact(source),
-        "accepted": [b.name for b in screening.accepted],
-        "rejected": [{"batch": r.batch.name, **r.report.as_dict()} for r in screening.rejected],
-        "report": screening.report.as_dict(),
-        "rows_set_aside": {a.batch.name: {"rows": len(a.rows), "reasons": a.reasons()} for a in screening.set_aside},
-    }
-    from components.core.files import write_text_atomic
-
-    write_text_atomic(report_path, json.dumps(payload, indent=2, default=str))
+    payload = screening.as_dict(source)
+    report_path = write_validation_report(workspace.reports, dataset, stamp, payload)
     folders = []
     if move_to_quarantine:
         folders = [

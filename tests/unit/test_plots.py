@@ -172,7 +172,7 @@ def test_import_uses_no_pyplot_or_global_state() -> None:
         "import sys, matplotlib\n"
         "def settings(): return {k: matplotlib.rcParams[k] for k in matplotlib.rcParams if k != 'backend'}\n"
         "before = settings()\n"
-        "from components import plots\n"
+        "from components.modeling import plots\n"
         "figure = plots.roc_figure([0, 1, 1], [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]], [0, 1])\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
         "assert settings() == before, 'rcParams changed'\n"
