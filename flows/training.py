@@ -35,11 +35,11 @@ from components.data.quarantine import (
     trusted_batches,
     write_validation_report,
 )
-from components.inference.scoring import decision_threshold, measure_serving, read_model_info
-from components.modeling import search
-from components.modeling.evaluate import higher_is_better, paired_bootstrap, slice_metrics
+from components.inference.scoring import decision_threshold, measure_serving
+from components.modeling import gate, search
+from components.modeling.evaluate import higher_is_better, slice_metrics
 from components.modeling.prepare import FeatureSpec, Split, infer_feature_spec, split_data
-from components.modeling.promotion import Decision, Evidence, Interval, PromotionPolicy, decide_promotion
+from components.modeling.promotion import Decision, PromotionPolicy, decide_promotion
 from components.modeling.tasks import Task, TaskInference, infer_task, task_named
 from components.modeling.train import (
     FinalModel,
@@ -56,7 +56,7 @@ from components.modeling.train import (
     with_class_weight,
 )
 from components.monitoring import monitor
-from components.tracking import registry
+from components.tracking import decisions, registry
 
 GATE_ARTIFACT = "gate_model"  # the candidate as the gate judged it, beside a refitted served model
 
@@ -756,10 +756,6 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
-def _classes(model: Any) -> list[Any]:
-    return [c.item() if isinstance(c, np.generic) else c for c in getattr(model, "classes_", [])]
-
-
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
     final: FinalModel,
@@ -775,7 +771,7 @@ def evaluate_task(
     logger = get_run_logger()
     split, evaluation, task, model = prepared.split, config.evaluation, prepared.task, final.model
     threshold = decision_threshold(model)
-    classes = _classes(model)
+    classes = gate.classes_of(model)
     output = task.output(model, split.X_test)
     metrics = task.compute_metrics(split.y_test, output, classes, threshold)
     if final.interval is not None:
@@ -784,7 +780,7 @@ def evaluate_task(
         metrics["interval_width"] = 2 * final.interval.half_width
     train_metrics = task.compute_metrics(split.y_train, task.output(model, split.X_train), classes, threshold)
     dummy = task.dummy().fit(split.X_train, split.y_train)
-    dummy_metrics = task.compute_metrics(split.y_test, task.output(dummy, split.X_test), _classes(dummy))
+    dummy_metrics = task.compute_metrics(split.y_test, task.output(dummy, split.X_test), gate.classes_of(dummy))
     slices = slice_metrics(
         curated.frame.loc[split.X_test.index],
         evaluation.slices,
@@ -859,16 +855,6 @@ def _example_rows(X: pd.DataFrame, rows: int = 5) -> list[dict[str, Any]]:
     return head.where(head.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
 
 
-def _task_of(model: Any) -> str:
-    classes = getattr(model, "classes_", None)
-    return "regression" if classes is None else "binary" if len(classes) == 2 else "multiclass"
-
-
-def _check_tags(decision: Decision) -> dict[str, str]:
-    verdict = {True: "passed", False: "failed", None: "n/a"}
-    return {f"check.{c.name}": f"{verdict[c.passed]}: {c.detail}" for c in decision.checks}
-
-
 def _log_reference(run_id: str, model: Any, X_train: pd.DataFrame, config: PipelineConfig, task: Task) -> None:
     """A sample of the training rows with the model's scores: what monitoring compares new data with."""
     import tempfile
@@ -908,9 +894,86 @@ def promote_task(
     With `refit`, the registered model is the candidate refitted on every labeled row; the
     candidate as judged (fitted without the held-out rows) is logged beside it for later gates."""
     logger = get_run_logger()
-    client = registry.connect(Workspace.at(config.home))
-    split, promotion, task, model = prepared.split, config.promotion, prepared.task, final.model
-    served = refit or final
+    workspace = Workspace.at(config.home)
+    client = registry.connect(workspace)
+    split, task = prepared.split, prepared.task
+    model_uri, info = _log_candidate(final, refit, prepared, config, metric, run_id)
+    version = None
+    if not dry_run:
+        version = registry.register_model(
+            model_uri, model_name, tags={"data_fingerprint": curated.fingerprint, "run_id": run_id, "task": task.name}
+        )
+        fault_point("registered")
+    champion = registry.get_champion(client, model_name)
+    scores = gate.score_champion(
+        champion,
+        final.model,
+        evaluation.output,
+        task,
+        split.X_test,
+        split.y_test,
+        curated.frame.loc[split.X_test.index],
+        metric=metric,
+        slices=config.evaluation.slices,
+        slice_min_rows=config.evaluation.slice_min_rows,
+        promotion=config.promotion,
+        seed=config.seed,
+    )
+    serving = measure_serving(f"models:/{model_name}/{version}" if version else model_uri, _example_rows(split.X_test))
+    evidence = gate.gather_evidence(
+        len(split.y_test),
+        evaluation.metrics,
+        scores,
+        champion.version if champion else None,
+        dummy=evaluation.dummy,
+        train_gap=evaluation.train_gap,
+        candidate_slices=evaluation.slices,
+        serving=serving,
+    )
+    policy = PromotionPolicy.from_config(
+        config.promotion, metric=metric, min_score=task.floor_for(metric, config.promotion.min_score)
+    )
+    decision = decide_promotion(evidence, policy)
+    if scores.note:
+        decision = replace(decision, reason=scores.note + decision.reason)
+    candidate = {
+        "run_id": run_id,
+        "version": version,
+        "model_uri": model_uri,
+        "dry_run": dry_run,
+        "refit_rows": info.get("refit_rows"),
+        "gate_model_uri": info.get("gate_model_uri"),
+    }
+    policy_settings = config.promotion.model_dump(mode="json")
+    decisions.record_decision(run_id, decision, evidence, policy, policy_settings, candidate, champion)
+    if version is None:
+        logger.info("dry run: would %s: %s", "promote" if decision.promote else "hold", decision.reason)
+        return None, decision
+    applied = decisions.apply_decision(
+        client,
+        model_name,
+        version,
+        decision,
+        run_id=run_id,
+        expected_champion=champion.version if champion else None,
+        lock_dir=workspace.root,
+    )
+    if applied.raced:
+        logger.warning("%s", applied.decision.reason)
+    elif applied.decision.promote:
+        outgoing = f" (v{applied.outgoing} is now previous-champion)" if applied.outgoing else ""
+        logger.info("promoted %s v%s to champion%s: %s", model_name, version, outgoing, decision.reason)
+    else:
+        logger.info("kept the champion; %s v%s not promoted: %s", model_name, version, decision.reason)
+    return version, applied.decision
+
+
+def _log_candidate(
+    final: FinalModel, refit: FinalModel | None, prepared: Prepared, config: PipelineConfig, metric: str, run_id: str
+) -> tuple[str, dict[str, Any]]:
+    """Log the model to serve (and, when it was refitted on every row, the one the gate judges) with
+    the notes every loader reads, and the monitoring reference; returns its URI and the notes."""
+    split, task, served = prepared.split, prepared.task, refit or final
     info: dict[str, Any] = {"task": task.name, "metric": metric}
     if served.interval is not None:
         info["interval"] = asdict(served.interval)
@@ -920,147 +983,13 @@ def promote_task(
     if refit is not None:
         # The gate judges models fitted without the held-out rows: this run's candidate now, and
         # this model (as the champion) in later runs, where the refitted one has seen those rows.
-        info["gate_model_uri"] = registry.log_model(run_id, model, split.X_train, {**info}, name=GATE_ARTIFACT)
+        info["gate_model_uri"] = registry.log_model(run_id, final.model, split.X_train, {**info}, name=GATE_ARTIFACT)
         X_served = split.all_rows()[0]
         info["refit_rows"] = len(X_served)
     model_uri = registry.log_model(run_id, served.model, X_served, info)
     fault_point("logged")
     _log_reference(run_id, served.model, X_served, config, task)
-    version = None
-    if not dry_run:
-        version = registry.register_model(
-            model_uri, model_name, tags={"data_fingerprint": curated.fingerprint, "run_id": run_id, "task": task.name}
-        )
-        fault_point("registered")
-    champion = registry.get_champion(client, model_name)
-    champion_metrics: dict[str, float] | None = None
-    champion_slices: dict[str, float] = {}
-    interval = None
-    note = ""
-    if champion is not None:
-        try:
-            champion_info = read_model_info(champion.uri)
-            incumbent = registry.load_model(champion_info.get("gate_model_uri") or champion.uri)
-            champion_task = champion_info.get("task") or _task_of(incumbent)
-            if champion_task != task.name:
-                raise ValueError(f"it is a {champion_task} model, the candidate a {task.name} one")
-            classes = _classes(model)
-            if _classes(incumbent) != classes:
-                raise ValueError(f"its classes {_classes(incumbent)} differ from the candidate's {classes}")
-            champion_output = task.output(incumbent, split.X_test)
-            if not np.isfinite(champion_output).all():
-                raise ValueError("it answered non-finite values")
-            champion_threshold = decision_threshold(incumbent)
-            champion_metrics = task.compute_metrics(split.y_test, champion_output, classes, champion_threshold)
-            champion_scorer = task.scorer(metric, split.y_test, champion_output, classes, champion_threshold)
-            candidate_scorer = task.scorer(metric, split.y_test, evaluation.output, classes, decision_threshold(model))
-            champion_slices = slice_metrics(
-                curated.frame.loc[split.X_test.index],
-                config.evaluation.slices,
-                champion_scorer,
-                min_rows=config.evaluation.slice_min_rows,
-            )
-            gain = paired_bootstrap(
-                len(split.y_test),
-                candidate_scorer,
-                champion_scorer,
-                metric,
-                samples=promotion.bootstrap_samples,
-                confidence=promotion.confidence,
-                max_rows=promotion.bootstrap_max_rows,
-                seed=config.seed,
-            )
-            interval = Interval(**gain)  # type: ignore[arg-type]
-        except (ValueError, KeyError) as exc:
-            champion_metrics = {}
-            note = f"champion v{champion.version} could not score the held-out rows ({exc}); "
-    serving = measure_serving(f"models:/{model_name}/{version}" if version else model_uri, _example_rows(split.X_test))
-    evidence = Evidence(
-        rows=len(split.y_test),
-        candidate=evaluation.metrics,
-        champion=champion_metrics,
-        champion_version=champion.version if champion else None,
-        dummy=evaluation.dummy,
-        improvement=interval,
-        train_gap=evaluation.train_gap,
-        candidate_slices=evaluation.slices,
-        champion_slices=champion_slices,
-        serving=serving,
-    )
-    policy = PromotionPolicy.from_config(
-        promotion, metric=metric, min_score=task.floor_for(metric, promotion.min_score)
-    )
-    decision = decide_promotion(evidence, policy)
-    if note:
-        decision = replace(decision, reason=note + decision.reason)
-    if champion_metrics and metric in champion_metrics:
-        registry.log_metrics(run_id, {f"champion_{metric}_same_rows": champion_metrics[metric]})
-    if interval is not None:
-        registry.log_metrics(
-            run_id,
-            {f"gain_{metric}": interval.mean, f"gain_{metric}_low": interval.low, f"gain_{metric}_high": interval.high},
-        )
-    if serving.latency_ms is not None:
-        registry.log_metrics(run_id, {"serving_check_latency_ms": serving.latency_ms})
-    record = {
-        "decision": decision.as_dict(),
-        "evidence": asdict(evidence),
-        "policy": {**promotion.model_dump(mode="json"), "metric": metric, "min_score": policy.min_score},
-        "candidate": {
-            "run_id": run_id,
-            "version": version,
-            "model_uri": model_uri,
-            "dry_run": dry_run,
-            "refit_rows": info.get("refit_rows"),
-            "gate_model_uri": info.get("gate_model_uri"),
-        },
-        "champion": {"version": champion.version, "run_id": champion.run_id} if champion else None,
-    }
-    registry.log_dict(run_id, record, "decision.json")
-    verdict = "promote" if decision.promote else "hold"
-    registry.set_tags(run_id, {"decision": verdict, "decision.reason": decision.reason[:5000]})
-    if version is None:
-        logger.info("dry run: would %s: %s", verdict, decision.reason)
-        return None, decision
-    registry.tag_version(
-        client,
-        model_name,
-        version,
-        {"decision": verdict, "decision.reason": decision.reason, "promoted": str(decision.promote).lower()}
-        | _check_tags(decision),
-    )
-    if decision.promote:
-        try:
-            outgoing = registry.set_champion(
-                client,
-                model_name,
-                version,
-                {"promoted_at": pd.Timestamp.now(tz="UTC").isoformat()},
-                expected=champion.version if champion else None,
-                lock_dir=Workspace.at(config.home).root,
-            )
-            fault_point("promoted")
-        except registry.ChampionMoved as exc:
-            decision = replace(decision, promote=False, reason=str(exc))
-            registry.tag_version(
-                client,
-                model_name,
-                version,
-                {"decision": "hold", "decision.reason": str(exc)[:5000], "promoted": "false"},
-            )
-            registry.set_tags(run_id, {"decision": "hold", "decision.reason": str(exc)[:5000]})
-            logger.warning("%s", exc)
-            return version, decision
-        logger.info(
-            "promoted %s v%s to champion%s: %s",
-            model_name,
-            version,
-            f" (v{outgoing} is now previous-champion)" if outgoing else "",
-            decision.reason,
-        )
-    else:
-        logger.info("kept the champion; %s v%s not promoted: %s", model_name, version, decision.reason)
-    return version, decision
+    return model_uri, info
 
 
 @flow(name="training_flow")
