@@ -26,16 +26,12 @@ from components.data.quarantine import remember_accepted, screen_with, trusted_b
 from components.modeling import plots, search
 from components.modeling.evaluate import slice_metrics
 from components.modeling.prepare import infer_feature_spec, split_data
+from components.modeling.selection import plan_selection, select_model
 from components.modeling.tasks import infer_task, task_named
 from components.modeling.train import (
     build_model,
-    config_for_family,
-    families_of,
     fit_final_model,
-    member_configs,
-    model_factory,
     review_candidates,
-    with_class_weight,
 )
 
 
@@ -94,7 +90,6 @@ def main() -> None:
         strategy=config.split.strategy,
         time_column=data.time_column,
     )
-    families = families_of(config.model, task)
     review = config.label_review
     review_labels(
         {name: build_model(spec, member, seed, task=task) for name, member in review_candidates(config, task).items()},
@@ -107,25 +102,11 @@ def main() -> None:
         target_precision=review.target_precision,
         error_rate=review.error_rate,
     )
-    model_config = with_class_weight(config.model, split.y_train, task)
     metric = task.metric_for(config.promotion.metric)
-    factory = model_factory(spec, model_config, seed, task=task)
-    many = len(families) > 1
-    result = search.run_search(
-        factory,
-        families if many else families[0],
-        split.X_train,
-        split.y_train,
-        config.search if config.search.method != "none" else config.search.model_copy(update={"method": "random"}),
-        metric=config.search.metric or metric,
-        seed=seed,
-        fixed_params={f: config_for_family(model_config, f).params for f in families}
-        if many
-        else config_for_family(model_config, families[0]).params,
-        task=task,
-        by_time=split.by_time,
-    )
-    chosen = member_configs(model_config, result.best_params, families[0])
+    plan = plan_selection(spec, split, config, task)
+    chosen = select_model(
+        plan, split.X_train, split.y_train, metric=config.search.metric or metric, seed=seed, task=task
+    ).members
     final = fit_final_model(
         split.X_train,
         split.y_train,

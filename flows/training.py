@@ -36,8 +36,8 @@ from components.data.quarantine import (
     write_validation_report,
 )
 from components.inference.scoring import decision_threshold, measure_serving
-from components.modeling import gate, search
-from components.modeling.evaluate import higher_is_better, slice_metrics
+from components.modeling import gate, search, selection
+from components.modeling.evaluate import slice_metrics
 from components.modeling.prepare import FeatureSpec, Split, infer_feature_spec, split_data
 from components.modeling.promotion import Decision, PromotionPolicy, decide_promotion
 from components.modeling.tasks import Task, TaskInference, infer_task, task_named
@@ -45,15 +45,9 @@ from components.modeling.train import (
     FinalModel,
     ThresholdChoice,
     build_model,
-    config_for_family,
-    describe_members,
-    families_of,
     fit_final_model,
-    member_configs,
-    model_factory,
     model_params,
     review_candidates,
-    with_class_weight,
 )
 from components.monitoring import monitor
 from components.tracking import decisions, registry
@@ -533,19 +527,13 @@ def select_model_task(
     prepared: Prepared, config: PipelineConfig, metric: str, run_id: str, experiment_id: str
 ) -> Selected:
     """Hyperparameter search across the configured model families, by cross-validation on the
-    training split (folds forward in time under a time split)."""
+    training split (folds forward in time under a time split): `selection.select_model`, its
+    trials recorded as child runs and, with workers or a scheduler, spread over Dask."""
     logger = get_run_logger()
-    split, spec, cfg, task = prepared.split, prepared.spec, config.search, prepared.task
-    model = with_class_weight(config.model, split.y_train, task)
-    if model is not config.model:
-        logger.info("class weights: balanced (the rarest class is under %s of the rows)", model.imbalance_threshold)
-    families = families_of(model, task)
-    by_time = split.by_time
-    folds = task.usable_folds(split.y_train, cfg.cv_folds) if not by_time else cfg.cv_folds
-    if folds < cfg.cv_folds:
-        logger.info("%d-fold cross-validation: the rarest class has too few rows for %d", folds, cfg.cv_folds)
-    cfg = cfg.model_copy(update={"cv_folds": folds})
-    factory = model_factory(spec, model, config.seed, prepared.clip, task)
+    split, task = prepared.split, prepared.task
+    plan = selection.plan_selection(prepared.spec, split, config, task, prepared.clip)
+    for note in plan.notes:
+        logger.info("%s", note)
     client = registry.connect(Workspace.at(config.home))
 
     def log_trial(result: search.TrialResult) -> None:
@@ -564,90 +552,50 @@ def select_model_task(
             failed=result.error is not None,
         )
 
-    many = len(families) > 1
-    fixed: dict[str, Any] = (
-        {family: config_for_family(model, family).params for family in families}
-        if many
-        else dict(config_for_family(model, families[0]).params)
-    )
-    # every family's defaults are tried, whatever the budget
-    search_cfg = cfg.model_copy(update={"trials": max(cfg.trials, len(families))})
-    if cfg.method == "none":
-        # No search: the families' defaults (with the fixed params), compared by cross-validation.
-        search_cfg = cfg.model_copy(update={"method": "random", "trials": len(families), "workers": 1})
-
-    def run(evaluate_batch: Callable[..., list[search.TrialResult]] | None) -> search.SearchResult:
-        return search.run_search(
-            factory,
-            families if many else families[0],
+    def select(evaluate_batch: Callable[..., list[search.TrialResult]] | None = None) -> selection.Selection:
+        return selection.select_model(
+            plan,
             split.X_train,
             split.y_train,
-            search_cfg,
             metric=metric,
             seed=config.seed,
-            fixed_params=fixed,
-            evaluate_batch=evaluate_batch,
-            on_trial=log_trial,
             task=task,
-            by_time=by_time,
+            on_trial=log_trial,
+            evaluate_batch=evaluate_batch,
         )
 
-    if cfg.method != "none" and (cfg.workers > 1 or cfg.dask_address):
-        # the rows run_search scores in-process: its seeded (stratified) sample
-        X, y = search.sample_rows(
-            split.X_train,
-            split.y_train,
-            max_rows=cfg.max_rows,
-            seed=config.seed,
-            stratify=task.classification and not by_time,
-        )
+    if plan.parallel:
+        X, y = selection.trial_rows(plan, split.X_train, split.y_train, config.seed, task)
+        repeats = selection.trial_repeats(plan, len(X))
 
-        @flow(name="search_trials", task_runner=_dask_runner(cfg))
-        def search_trials_flow() -> search.SearchResult:
+        @flow(name="search_trials", task_runner=_dask_runner(plan.search))
+        def search_trials_flow() -> selection.Selection:
             def on_dask(batch: list[tuple[int, dict[str, Any]]]) -> list[search.TrialResult]:
-                repeats = 1 if by_time else search.cv_repeats(cfg, len(X))
                 futures = [
                     trial_task.submit(
-                        factory, params, X, y, metric, cfg.cv_folds, config.seed, number, task, by_time, repeats
+                        plan.factory, params, X, y, metric, plan.folds, config.seed, number, task, plan.by_time, repeats
                     )
                     for number, params in batch
                 ]
                 return [future.result() for future in futures]
 
-            return run(on_dask)
+            return select(on_dask)
 
-        result = search_trials_flow()
+        chosen = search_trials_flow()
     else:
-        result = run(None)
-    best = result.best
-    params = dict(result.best_params)
-    members = member_configs(model, params, families[0])
-    family = describe_members(members)
-    params.pop("estimator", None)
-    registry.log_dict(run_id, result.as_dict(), "search/trials.json")
-    registry.set_tags(run_id, {"model.family": family})
-    logger.info(
-        "%s: %d trial(s) over %s on %d rows, best cv %s %.4f (± %.4f): %s with %s",
-        "search" if cfg.method != "none" else "no search, defaults compared",
-        len(result.trials),
-        ", ".join(families),
-        result.rows_used,
-        metric,
-        best.score,
-        best.score_std,
-        family,
-        params,
-    )
+        chosen = select()
+    registry.log_dict(run_id, chosen.result.as_dict(), "search/trials.json")
+    registry.set_tags(run_id, {"model.family": chosen.family})
+    logger.info("%s", chosen.summary(plan, metric))
     registry.log_metrics(
         run_id,
         {
-            f"validation_{metric}": best.score,
-            f"train_cv_{metric}": best.train_score,
-            "train_gap": (best.train_score - best.score) * (1 if higher_is_better(metric) else -1),
+            f"validation_{metric}": chosen.validation_score,
+            f"train_cv_{metric}": chosen.train_score,
+            "train_gap": chosen.train_gap,
         },
     )
-    gap = best.train_score - best.score
-    return Selected(members, best.score, best.train_score, gap if higher_is_better(metric) else -gap)
+    return Selected(chosen.members, chosen.validation_score, chosen.train_score, chosen.train_gap)
 
 
 def _tune_threshold(y: pd.Series, positive: np.ndarray) -> ThresholdChoice:
