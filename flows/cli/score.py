@@ -73,6 +73,7 @@ def score(
     with --on-invalid fail), 1 on any other error. A file at the output path is always a complete one.
     """
     from components.inference import batch
+    from components.inference.scoring import InputError
 
     model_name, config = _model(config_path, name, "`mlops score`")
     if rejects_path is not None and on_invalid is OnInvalid.fail:
@@ -87,7 +88,7 @@ def score(
     )
     try:
         batch.check_paths(input_path, output_path, rejects)  # before Prefect starts
-    except batch.InputError as exc:
+    except InputError as exc:
         _fail(str(exc))
     _prefect_api(config, workspace)
 

@@ -1,0 +1,177 @@
+"""Batch scoring of one partition: its chunks checked, scored through `predict_frame` and written to
+part files (answers, and rejected rows with their reason)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.data.rows import as_floats
+from components.inference.batch.checking import (
+    _check_rows,
+    _Checked,
+)
+from components.inference.batch.plan import (
+    ERROR_EXAMPLES,
+    InvalidRows,
+    Partition,
+    ScoringPlan,
+    ScoringStopped,
+)
+from components.inference.batch.reading import (
+    _batches,
+)
+from components.inference.scoring import predict_frame
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    index: int
+    rows: int  # input rows read
+    scored: int
+    rejected: int
+    output: Path
+    rejects: Path | None  # None when the partition rejected nothing
+
+
+ProgressCallback = Callable[[int, int], None]  # (rows done, bytes done) in this partition
+
+
+def _frame(plan: ScoringPlan, arrays: Mapping[str, pa.Array], keep: pa.Array | None) -> pd.DataFrame:
+    data: dict[str, Any] = {}
+    for column in plan.schema.columns:
+        values = arrays[column] if keep is None else arrays[column].filter(keep)
+        data[column] = as_floats(values) if column in plan.schema.numeric else values.to_pandas()
+    return pd.DataFrame(data)
+
+
+def _scored_table(
+    plan: ScoringPlan, model: Any, checked: _Checked, keep: pa.Array | None, first_row: int, rows: int
+) -> pa.Table:
+    frame = _frame(plan, checked.arrays, keep)
+    n = len(frame)
+    if plan.id_column is not None:
+        ids = checked.arrays[plan.id_column]
+        key = ids if keep is None else ids.filter(keep)
+    else:
+        positions = pa.array(np.arange(first_row, first_row + rows, dtype=np.int64))
+        key = positions if keep is None else positions.filter(keep)
+    fields = plan.output_schema
+    empty = pa.array([], type=pa.float64())
+    columns: dict[str, pa.Array] = {
+        fields.field(0).name: key.cast(fields.field(0).type),
+        "model_version": pa.repeat(pa.scalar(plan.model_version, pa.string()), n),
+        "scored_at": pa.repeat(pa.scalar(plan.scored_at, fields.field("scored_at").type), n),
+    }
+    answer = predict_frame(model, frame, plan.schema, plan.half_width) if n else None
+    columns["prediction"] = pa.array(answer.labels if answer else [], type=fields.field("prediction").type)
+    if "probability" in fields.names:
+        columns["probability"] = pa.array(answer.probabilities, type=pa.float64()) if answer else empty
+    if answer is not None and answer.class_probabilities is not None:
+        matrix = np.asarray(answer.class_probabilities, dtype="float64")
+        for position, label in enumerate(answer.classes):
+            columns[f"probability_{label}"] = pa.array(matrix[:, position])
+    if "lower" in fields.names:
+        columns["lower"] = pa.array(answer.lower, type=pa.float64()) if answer and answer.lower else empty
+        columns["upper"] = pa.array(answer.upper, type=pa.float64()) if answer and answer.upper else empty
+    return pa.Table.from_arrays([columns.get(name, empty) for name in fields.names], schema=fields)
+
+
+def _rejected_table(plan: ScoringPlan, batch: pa.RecordBatch, checked: _Checked, first_row: int) -> pa.Table:
+    assert plan.rejects_schema is not None and checked.invalid is not None
+    rows = np.flatnonzero(checked.invalid)
+    picked = batch.take(pa.array(rows))
+    arrays = []
+    for name in plan.columns:
+        values = picked.column(name)
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        arrays.append(values.cast(plan.rejects_schema.field(name).type))
+    arrays += [pa.array(rows + first_row, type=pa.int64()), pa.array(checked.reasons, type=pa.string())]
+    return pa.Table.from_arrays(arrays, schema=plan.rejects_schema)
+
+
+def _where(plan: ScoringPlan, part: Partition, row: int, first_row: int | None) -> str:
+    """A row's position for an error message; a CSV partition past the first may not know its first row."""
+    if plan.format == "parquet":
+        first_row = part.start
+    elif part.start == plan.data_start:
+        first_row = 0
+    if first_row is None:
+        return f"data row {row} of the lines from byte {part.start}"
+    return f"row {first_row + row}"
+
+
+def score_partition(
+    model: Any,
+    plan: ScoringPlan,
+    part: Partition,
+    output: Path,
+    rejects: Path | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    use_threads: bool = True,
+    first_row: int | None = None,
+) -> PartitionResult:
+    """Score one partition chunk by chunk into `output` (and its rejected rows into `rejects`).
+
+    Raises InvalidRows at the first chunk with a row breaking the contract when `plan.on_invalid` is
+    `fail`. The part files are removed when it raises. `first_row`, the input row number of the
+    partition's first row, is only needed for error messages about a CSV partition past the first.
+    """
+    writer = pq.ParquetWriter(output, plan.output_schema, use_dictionary=plan.dictionary_columns)
+    reject_writer: pq.ParquetWriter | None = None
+    rows = scored = rejected = 0
+    done = False
+    try:
+        for batch, consumed in _batches(plan, part, use_threads):
+            if should_stop is not None and should_stop():
+                raise ScoringStopped(f"partition {part.index} stopped: another partition failed")
+            checked = _check_rows(plan, batch)
+            keep = None
+            if checked.invalid is not None:
+                bad = np.flatnonzero(checked.invalid)
+                if plan.on_invalid == "fail":
+                    examples = "; ".join(
+                        f"{_where(plan, part, rows + int(r), first_row)}: {checked.reasons[i]}"
+                        for i, r in enumerate(bad[:ERROR_EXAMPLES])
+                    )
+                    more = f" (and {len(bad) - ERROR_EXAMPLES} more in this chunk)" if len(bad) > ERROR_EXAMPLES else ""
+                    raise InvalidRows(
+                        f"{plan.input_path}: rows break the contract (suite {plan.contract.suite!r}): "
+                        f"{examples}{more}; nothing was written. Fix the data, or score the valid rows and "
+                        "set the others aside with --on-invalid reject (scoring.on_invalid: reject)"
+                    )
+                if rejects is None:
+                    raise ValueError("reject mode needs a rejects path")
+                table = _rejected_table(plan, batch, checked, rows)
+                if reject_writer is None:
+                    reject_writer = pq.ParquetWriter(rejects, plan.rejects_schema)
+                reject_writer.write_table(table)
+                rejected += len(bad)
+                keep = pa.array(~checked.invalid)
+            table = _scored_table(plan, model, checked, keep, rows, batch.num_rows)
+            if table.num_rows:
+                writer.write_table(table)
+            scored += table.num_rows
+            rows += batch.num_rows
+            if on_progress is not None:
+                on_progress(rows, consumed)
+        done = True
+    finally:
+        writer.close()
+        if reject_writer is not None:
+            reject_writer.close()
+        if not done:
+            output.unlink(missing_ok=True)
+            if rejects is not None:
+                rejects.unlink(missing_ok=True)
+    return PartitionResult(part.index, rows, scored, rejected, output, rejects if rejected else None)
