@@ -565,8 +565,7 @@ def select_model_task(
         )
 
     if plan.parallel:
-        X, y = selection.trial_rows(plan, split.X_train, split.y_train, config.seed, task)
-        repeats = selection.trial_repeats(plan, len(X))
+        (X, y), repeats = selection.trial_inputs(plan, split.X_train, split.y_train, config.seed, task)
 
         @flow(name="search_trials", task_runner=_dask_runner(plan.search))
         def search_trials_flow() -> selection.Selection:

@@ -259,7 +259,7 @@ def _numeric_expectations(
         # that is never negative, no lower than a quarter of the first quartile), so that a
         # drifted batch reaches monitoring and retraining instead of being rejected as corrupt;
         # the range check, drift's, is the one `tolerance` widens.
-        iqr = q75 - q25
+        iqr, median = q75 - q25, float(finite.median())
         median_low, median_high = q25 - UNIT_IQRS * iqr, q75 + UNIT_IQRS * iqr
         if low >= 0:
             median_low = max(median_low, q25 / 4)
@@ -271,7 +271,7 @@ def _numeric_expectations(
             # retraining to learn, never beyond half an order of magnitude (MAX_DRIFT_FACTOR: a
             # median moved further is nearer x10 than x1). Features keep the tighter bound: a
             # feature that doubles at once (x1.8 + 32 on an amount) is more likely a unit change.
-            factor = min((q75 / q25) ** UNIT_IQRS, MAX_DRIFT_FACTOR / (q75 / float(finite.median())))
+            factor = min((q75 / q25) ** UNIT_IQRS, MAX_DRIFT_FACTOR * median / q75)
             if q75 * factor > median_high:
                 median_high = q75 * factor
                 unit_evidence = "a positive target: quartiles +- one IQR, above on the log scale (concept drift)"
@@ -282,7 +282,7 @@ def _numeric_expectations(
                 min_value=_round_bound(median_low, up=False),
                 max_value=_round_bound(median_high, up=True),
                 meta_kind="unit",
-                observed=round(float(finite.median()), 6),
+                observed=round(median, 6),
                 evidence=unit_evidence,
             )
         )

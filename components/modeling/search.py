@@ -316,6 +316,16 @@ def _default_point(
     return point
 
 
+def search_rows(
+    X: pd.DataFrame, y: pd.Series, config: SearchConfig, *, seed: int, task: Task, by_time: bool = False
+) -> tuple[Sample, int]:
+    """The rows a search scores (a seeded sample, stratified for classes unless the folds run forward
+    in time) and how many times each trial repeats its folds on them: what `run_search` uses, and
+    what a custom `evaluate_batch` must use."""
+    sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=task.classification and not by_time)
+    return sample, 1 if by_time else cv_repeats(config, len(sample.X))
+
+
 def sample_rows(X: pd.DataFrame, y: pd.Series, *, max_rows: int | None, seed: int, stratify: bool = True) -> Sample:
     """At most `max_rows` rows, seeded (stratified for classes), in their original order.
 
@@ -502,11 +512,10 @@ def run_search(
     names = [estimator] if isinstance(estimator, str) else list(estimator)
     many = len(names) > 1
     fixed = (fixed_params or {}) if many else {names[0]: dict(fixed_params or {})}
-    sample = sample_rows(X, y, max_rows=config.max_rows, seed=seed, stratify=task.classification and not by_time)
+    sample, repeats = search_rows(X, y, config, seed=seed, task=task, by_time=by_time)
     _check_folds(sample.y, config.cv_folds, task)
     # the rows each fold's model is fitted on (forward-in-time folds fit on fewer; this is their largest)
     families = _families(names, fixed, task, len(sample.X) * (config.cv_folds - 1) // config.cv_folds)
-    repeats = 1 if by_time else cv_repeats(config, len(sample.X))
 
     def score(params: dict[str, Any], number: int, fold_seed: int) -> TrialResult:
         return cross_validate_params(

@@ -158,15 +158,8 @@ def select_model(
     )
 
 
-def trial_rows(
+def trial_inputs(
     plan: SelectionPlan, X: pd.DataFrame, y: pd.Series, seed: int, task: Task
-) -> tuple[pd.DataFrame, pd.Series]:
-    """The rows the search scores (its seeded, stratified sample), for trials run elsewhere."""
-    return search.sample_rows(
-        X, y, max_rows=plan.search.max_rows, seed=seed, stratify=task.classification and not plan.by_time
-    )
-
-
-def trial_repeats(plan: SelectionPlan, rows: int) -> int:
-    """How many times a trial's folds are repeated on this many rows (small tables: more)."""
-    return 1 if plan.by_time else search.cv_repeats(plan.search, rows)
+) -> tuple[search.Sample, int]:
+    """The rows the search scores and its fold repeats (`search.search_rows`), for trials run elsewhere."""
+    return search.search_rows(X, y, plan.search, seed=seed, task=task, by_time=plan.by_time)

@@ -15,12 +15,12 @@ from rich.console import Console
 
 from components.core.config import ConfigError, PipelineConfig
 from components.core.environment import workspace_environment
+from components.core.errors import EXIT_ERROR
 from components.core.project import Project, load_project
 from components.core.secrets import install_log_redaction, redact
 from components.core.workspace import Workspace
 
 EXIT_OK = 0
-EXIT_ERROR = 1
 EXIT_REJECTED = 3
 EXIT_RETRAIN = 4
 
@@ -192,7 +192,14 @@ def _run_settings(
                 f"--name {twins[0]}; to make a new model of it anyway, pass --name with a new name"
             )
     proposal = propose_model(frame, model_name, data, target, task=task, id_column=id_column, time_column=time_column)
-    config = project.adhoc_config(
+    return _proposed_config(project, proposal, data, query, target, model_name), proposal
+
+
+def _proposed_config(
+    project: Project, proposal: Any, data: str, query: str | None, target: str, model_name: str
+) -> PipelineConfig:
+    """The settings of a new model from its data and what `propose_model` inferred about it."""
+    return project.adhoc_config(
         {
             "source": data,
             "query": query,
@@ -203,7 +210,6 @@ def _run_settings(
         },
         task=proposal.task.task,
     )
-    return config, proposal
 
 
 def _same_roles(

@@ -24,6 +24,7 @@ from flows.cli.common import (
     _prefect_api,
     _print_data_note,
     _project,
+    _proposed_config,
     _read_frame,
     _report_unexpected,
     _run_settings,
@@ -182,17 +183,7 @@ def init(
             id_column=id_column,
             time_column=time_column,
         )
-        settings = project.adhoc_config(
-            {
-                "source": data,
-                "query": query,
-                "target": target,
-                "id_column": proposal.id_column.column,
-                "time_column": proposal.time_column.column,
-                "name": model_name,
-            },
-            task=proposal.task.task,
-        )
+        settings = _proposed_config(project, proposal, data, query, target, model_name)
         profiled = contract.profile_from_config(frame, model_name, settings, task=proposal.task.task)
     except (UserError, ValueError) as exc:
         _fail(str(exc))
