@@ -173,6 +173,124 @@ def _cut(
     return int(others[k]), float(precision[k]), float(recall[k]), best
 
 
+def _fold_count(y: pd.Series, folds: int, regression: bool) -> int:
+    """The folds review can use: at most half the rows (regression), or the smallest class's rows."""
+    if regression:
+        if len(y) < MIN_REGRESSION_ROWS:
+            raise LabelReviewError(f"label review needs at least {MIN_REGRESSION_ROWS} training rows; got {len(y)}")
+        return min(folds, len(y) // 2)
+    counts = y.value_counts()
+    if len(counts) < 2 or int(counts.min()) < MIN_ROWS_PER_CLASS:
+        raise LabelReviewError(
+            f"label review needs at least {MIN_ROWS_PER_CLASS} training rows per class; got {counts.to_dict()}"
+        )
+    return min(folds, int(counts.min()))
+
+
+def _suspicion(answer: np.ndarray, labels: pd.Series, classes: np.ndarray, regression: bool) -> np.ndarray:
+    """How wrong each label looks: its residual's robust z-score, or one minus its probability."""
+    if regression:
+        return _residual_z(labels.to_numpy(dtype="float64"), answer)
+    return _self_suspicion(answer, classes, labels)
+
+
+@dataclass(frozen=True)
+class _Detection:
+    """Each reviewer's out-of-fold answers on the labels with replacements, how well each ranked the
+    replaced ones (average precision), the best of them and the cut it allows (see `_cut`)."""
+
+    answers: dict[str, np.ndarray]
+    scores: dict[str, float]
+    chosen: str
+    classes: np.ndarray
+    count: int | None
+    precision: float
+    recall: float
+    best: float
+
+
+def _detect(
+    candidates: dict[str, Pipeline],
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    folds: int,
+    seed: int,
+    regression: bool,
+    target_precision: float,
+    error_rate: float,
+) -> _Detection:
+    """Replace labels at known rows, cross-validate every candidate on that copy, and keep the one
+    that ranks the replaced labels highest."""
+    from sklearn.metrics import average_precision_score
+
+    noisy, rows = _replace_labels(y, np.random.default_rng([seed, INJECTION_STREAM]), regression)
+    replaced = np.zeros(len(y), dtype=bool)
+    replaced[rows] = True
+    answers = {name: _out_of_fold(model, X, noisy, folds, seed, regression) for name, model in candidates.items()}
+    if len(answers) > 1:
+        answers[AVERAGE] = np.mean(list(answers.values()), axis=0)
+    classes = np.array(sorted(pd.unique(noisy)))
+    scores = {
+        name: round(float(average_precision_score(replaced, _suspicion(answer, noisy, classes, regression))), 4)
+        for name, answer in answers.items()
+    }
+    chosen = max(scores, key=lambda name: scores[name])
+    suspicion = _suspicion(answers[chosen], noisy, classes, regression)
+    count, precision, recall, best = _cut(suspicion, replaced, target_precision, error_rate)
+    return _Detection(answers, scores, chosen, classes, count, precision, recall, best)
+
+
+@dataclass(frozen=True)
+class _Flags:
+    """The reviewer's answers on the labels as given, each row's suspicion, and the flagged rows."""
+
+    answer: np.ndarray
+    suspicion: np.ndarray
+    flagged: np.ndarray
+
+
+def _flag(
+    found: _Detection,
+    candidates: dict[str, Pipeline],
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    folds: int,
+    seed: int,
+    regression: bool,
+) -> _Flags:
+    """The rows the chosen reviewer flags on the labels as given (none when no cut reached the target)."""
+    if found.count is None:
+        answer = found.answers[found.chosen]
+        return _Flags(answer, _suspicion(answer, y, found.classes, regression), np.array([], dtype=int))
+    # The flags are on the labels as given: as many rows as the cut flagged besides the replaced
+    # ones, ranked by the chosen reviewer cross-validated on these labels (models that learned
+    # from fewer wrong labels rank the wrong ones higher, so precision is at least the estimate's).
+    members = list(candidates) if found.chosen == AVERAGE else [found.chosen]
+    answer = np.mean([_out_of_fold(candidates[m], X, y, folds, seed, regression) for m in members], axis=0)
+    given = _suspicion(answer, y, found.classes, regression)
+    flagged = np.argsort(-given, kind="stable")[: found.count]
+    # ... and only rows the reviewer itself finds wrong: a residual beyond `RESIDUAL_Z` robust
+    # standard deviations, or another class more likely than the given one.
+    if regression:
+        flagged = flagged[given[flagged] > RESIDUAL_Z]
+    else:
+        labels = np.searchsorted(found.classes, y.to_numpy())
+        flagged = flagged[answer[flagged].argmax(axis=1) != labels[flagged]]
+    return _Flags(answer, given, flagged)
+
+
+def _per_class(issues: pd.DataFrame, regression: bool) -> dict[str, int]:
+    """Flagged rows per given class, or above and below their prediction (regression)."""
+    if regression:
+        return {
+            "above_prediction": int((issues["residual"] > 0).sum()),
+            "below_prediction": int((issues["residual"] < 0).sum()),
+        }
+    return {str(k): int(v) for k, v in issues["given_label"].value_counts().sort_index().items()}
+
+
 def review_labels(
     reviewers: Pipeline | dict[str, Pipeline],
     X: pd.DataFrame,
@@ -194,81 +312,36 @@ def review_labels(
         X, y = X.loc[keep], y.loc[keep]
         ids = ids.loc[keep] if ids is not None else None
     candidates = reviewers if isinstance(reviewers, dict) else {"reviewer": reviewers}
-    if regression:
-        if len(X) < MIN_REGRESSION_ROWS:
-            raise LabelReviewError(f"label review needs at least {MIN_REGRESSION_ROWS} training rows; got {len(X)}")
-        folds = min(folds, len(X) // 2)
-    else:
-        counts = y.value_counts()
-        if len(counts) < 2 or int(counts.min()) < MIN_ROWS_PER_CLASS:
-            raise LabelReviewError(
-                f"label review needs at least {MIN_ROWS_PER_CLASS} training rows per class; got {counts.to_dict()}"
-            )
-        folds = min(folds, int(counts.min()))
-    from sklearn.metrics import average_precision_score
-
-    noisy, rows = _replace_labels(y, np.random.default_rng([seed, INJECTION_STREAM]), regression)
-    replaced = np.zeros(len(y), dtype=bool)
-    replaced[rows] = True
-    answers = {name: _out_of_fold(model, X, noisy, folds, seed, regression) for name, model in candidates.items()}
-    if len(answers) > 1:
-        answers[AVERAGE] = np.mean(list(answers.values()), axis=0)
-    classes = np.array(sorted(pd.unique(noisy)))
-
-    def suspicion(answer: np.ndarray, labels: pd.Series) -> np.ndarray:
-        if regression:
-            return _residual_z(labels.to_numpy(dtype="float64"), answer)
-        return _self_suspicion(answer, classes, labels)
-
-    detection = {
-        name: round(float(average_precision_score(replaced, suspicion(answer, noisy))), 4)
-        for name, answer in answers.items()
-    }
-    chosen = max(detection, key=lambda name: detection[name])
-    count, precision, recall, best = _cut(suspicion(answers[chosen], noisy), replaced, target_precision, error_rate)
+    folds = _fold_count(y, folds, regression)
+    found = _detect(
+        candidates,
+        X,
+        y,
+        folds=folds,
+        seed=seed,
+        regression=regression,
+        target_precision=target_precision,
+        error_rate=error_rate,
+    )
     note = ""
-    answer = answers[chosen]
-    if count is None:
-        flagged = np.array([], dtype=int)
+    if found.count is None:
         note = (
-            f"no cut flags labels with precision {target_precision:.0%} on this table (best {best:.0%} with "
-            f"{chosen}): its labels are too ambiguous to tell errors from noise; nothing flagged"
+            f"no cut flags labels with precision {target_precision:.0%} on this table (best {found.best:.0%} with "
+            f"{found.chosen}): its labels are too ambiguous to tell errors from noise; nothing flagged"
         )
-        given = suspicion(answer, y)
-    else:
-        # The flags are on the labels as given: as many rows as the cut flagged besides the replaced
-        # ones, ranked by the chosen reviewer cross-validated on these labels (models that learned
-        # from fewer wrong labels rank the wrong ones higher, so precision is at least the estimate's).
-        members = list(candidates) if chosen == AVERAGE else [chosen]
-        answer = np.mean([_out_of_fold(candidates[m], X, y, folds, seed, regression) for m in members], axis=0)
-        given = suspicion(answer, y)
-        flagged = np.argsort(-given, kind="stable")[:count]
-        # ... and only rows the reviewer itself finds wrong: a residual beyond `RESIDUAL_Z` robust
-        # standard deviations, or another class more likely than the given one.
-        if regression:
-            flagged = flagged[given[flagged] > RESIDUAL_Z]
-        else:
-            labels = np.searchsorted(classes, y.to_numpy())
-            flagged = flagged[answer[flagged].argmax(axis=1) != labels[flagged]]
-    ranked = flagged[np.argsort(-given[flagged], kind="stable")]
-    issues = _issues(answer, classes, X, y, ids, ranked, given, regression)
-    if regression:
-        per = {
-            "above_prediction": int((issues["residual"] > 0).sum()),
-            "below_prediction": int((issues["residual"] < 0).sum()),
-        }
-    else:
-        per = {str(k): int(v) for k, v in issues["given_label"].value_counts().sort_index().items()}
+    flags = _flag(found, candidates, X, y, folds=folds, seed=seed, regression=regression)
+    ranked = flags.flagged[np.argsort(-flags.suspicion[flags.flagged], kind="stable")]
+    issues = _issues(flags.answer, found.classes, X, y, ids, ranked, flags.suspicion, regression)
     return LabelReview(
         issues=issues,
         reviewed_rows=len(X),
         total_rows=total,
         folds=folds,
-        per_class=per,
-        reviewer=chosen,
-        detection=detection,
-        estimated_precision=None if count is None else round(precision, 4),
-        estimated_recall=None if count is None else round(recall, 4),
+        per_class=_per_class(issues, regression),
+        reviewer=found.chosen,
+        detection=found.scores,
+        estimated_precision=None if found.count is None else round(found.precision, 4),
+        estimated_recall=None if found.count is None else round(found.recall, 4),
         note=note,
     )
 

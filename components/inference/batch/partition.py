@@ -109,6 +109,24 @@ def _where(plan: ScoringPlan, part: Partition, row: int, first_row: int | None) 
     return f"row {first_row + row}"
 
 
+def _broken_rows(
+    plan: ScoringPlan, part: Partition, checked: _Checked, rows: int, first_row: int | None
+) -> InvalidRows:
+    """The error for a chunk with rows breaking the contract, naming the first few and why."""
+    assert checked.invalid is not None
+    bad = np.flatnonzero(checked.invalid)
+    examples = "; ".join(
+        f"{_where(plan, part, rows + int(r), first_row)}: {checked.reasons[i]}"
+        for i, r in enumerate(bad[:ERROR_EXAMPLES])
+    )
+    more = f" (and {len(bad) - ERROR_EXAMPLES} more in this chunk)" if len(bad) > ERROR_EXAMPLES else ""
+    return InvalidRows(
+        f"{plan.input_path}: rows break the contract (suite {plan.contract.suite!r}): "
+        f"{examples}{more}; nothing was written. Fix the data, or score the valid rows and "
+        "set the others aside with --on-invalid reject (scoring.on_invalid: reject)"
+    )
+
+
 def score_partition(
     model: Any,
     plan: ScoringPlan,
@@ -140,16 +158,7 @@ def score_partition(
             if checked.invalid is not None:
                 bad = np.flatnonzero(checked.invalid)
                 if plan.on_invalid == "fail":
-                    examples = "; ".join(
-                        f"{_where(plan, part, rows + int(r), first_row)}: {checked.reasons[i]}"
-                        for i, r in enumerate(bad[:ERROR_EXAMPLES])
-                    )
-                    more = f" (and {len(bad) - ERROR_EXAMPLES} more in this chunk)" if len(bad) > ERROR_EXAMPLES else ""
-                    raise InvalidRows(
-                        f"{plan.input_path}: rows break the contract (suite {plan.contract.suite!r}): "
-                        f"{examples}{more}; nothing was written. Fix the data, or score the valid rows and "
-                        "set the others aside with --on-invalid reject (scoring.on_invalid: reject)"
-                    )
+                    raise _broken_rows(plan, part, checked, rows, first_row)
                 if rejects is None:
                     raise ValueError("reject mode needs a rejects path")
                 table = _rejected_table(plan, batch, checked, rows)

@@ -259,6 +259,105 @@ def _column_casts(
     return casts
 
 
+@dataclass(frozen=True)
+class _FileLayout:
+    """What the file's metadata (or a CSV's first block) says before any row is read."""
+
+    arrow_schema: pa.Schema
+    rows: int | None  # None: a CSV's row count is not known until it is read
+    data_start: int
+    data_stop: int
+    block_bytes: int
+
+    @property
+    def types(self) -> dict[str, pa.DataType]:
+        return {f.name: f.type for f in self.arrow_schema}
+
+
+def _existing_format(input_path: Path) -> FileFormat:
+    """The file's format, from its suffix, once it is known to exist."""
+    fmt = file_format(input_path)
+    if not input_path.is_file():
+        raise InputError(f"input file not found: {input_path}")
+    return fmt
+
+
+def _inspect_file(input_path: Path, fmt: FileFormat, chunk_rows: int) -> _FileLayout:
+    """A Parquet file's schema and row count, or a CSV's peeked types, data bounds and block size."""
+    if fmt == "parquet":
+        arrow_schema, total = _inspect_parquet(input_path)
+        return _FileLayout(arrow_schema, total, 0, total, 0)
+    arrow_schema, peek_rows, peek_bytes = _inspect_csv(input_path)
+    row_bytes = peek_bytes / max(peek_rows, 1)
+    block_bytes = int(min(max(row_bytes * chunk_rows, CSV_MIN_BLOCK_BYTES), CSV_MAX_BLOCK_BYTES))
+    return _FileLayout(
+        arrow_schema,
+        None if peek_rows else 0,
+        _csv_data_start(input_path),
+        input_path.stat().st_size,
+        block_bytes,
+    )
+
+
+def _check_columns(
+    input_path: Path, columns: tuple[str, ...], schema: ModelSchema, id_column: str | None, rows: int | None
+) -> None:
+    """Refuse repeated names, a column the model needs or the id column missing, and a file without rows."""
+    if len(set(columns)) != len(columns):
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        raise InvalidInput(f"{input_path} repeats column name(s) {', '.join(repeated)}")
+    missing = [c for c in schema.columns if c not in columns]
+    if missing:
+        raise InvalidInput(
+            f"{input_path} lacks column(s) the model needs: {', '.join(missing)} (it needs {', '.join(schema.columns)})"
+        )
+    if id_column is not None and id_column not in columns:
+        raise InvalidInput(
+            f"id column {id_column!r} is not in {input_path}; pass --id-column with one of its columns: "
+            f"{', '.join(columns)}"
+        )
+    if rows == 0:
+        raise InvalidInput(f"{input_path} has no rows to score")
+
+
+def _check_added_columns(
+    input_path: Path, columns: tuple[str, ...], id_column: str | None, on_invalid: OnInvalid
+) -> None:
+    """Refuse input columns named like those the output or the rejects file adds."""
+    if on_invalid == "reject":
+        clash = [c for c in (INPUT_ROW, REJECT_REASON) if c in columns]
+        if clash:
+            raise InvalidInput(
+                f"{input_path} has column(s) {', '.join(clash)}, which the rejects file adds; rename them"
+            )
+    if id_column is None and INPUT_ROW in columns:
+        raise InvalidInput(f"{input_path} has a column {INPUT_ROW!r}, which the output adds when there is no id column")
+
+
+def _output_schema(model: Any, half_width: float | None, key: pa.Field) -> pa.Schema:
+    """The answer file's columns: the row's key, the model's answers, the version and the time."""
+    answers = answer_fields(model, half_width)
+    clash = [f.name for f in answers if f.name in (key.name, "model_version", "scored_at")]
+    if clash:
+        raise InvalidInput(f"the output would hold column {clash[0]!r} twice; rename the id column")
+    return pa.schema(
+        [
+            key,
+            *answers,
+            pa.field("model_version", pa.string()),
+            pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
+def _rejects_schema(columns: tuple[str, ...], file_types: Mapping[str, pa.DataType]) -> pa.Schema:
+    """The rejects file's columns: each row as read, its position and why it was set aside."""
+    return pa.schema(
+        [pa.field(c, file_types[c]) for c in columns]
+        + [pa.field(INPUT_ROW, pa.int64()), pa.field(REJECT_REASON, pa.string())]
+    )
+
+
 def plan_scoring(
     input_path: Path,
     model: Any,
@@ -278,75 +377,25 @@ def plan_scoring(
     Raises InvalidInput for an unreadable file, a missing model or id column, a column whose type
     cannot hold the contract's, or a file without rows; nothing has been written at that point.
     """
-    fmt = file_format(input_path)
-    if not input_path.is_file():
-        raise InputError(f"input file not found: {input_path}")
+    fmt = _existing_format(input_path)
     schema = schema or ModelSchema.of(model)
-    if fmt == "parquet":
-        arrow_schema, total = _inspect_parquet(input_path)
-        rows: int | None = total
-        data_start, data_stop, block_bytes = 0, total, 0
-        peek_types = {f.name: f.type for f in arrow_schema}
-    else:
-        arrow_schema, peek_rows, peek_bytes = _inspect_csv(input_path)
-        rows = None if peek_rows else 0
-        data_start, data_stop = _csv_data_start(input_path), input_path.stat().st_size
-        row_bytes = peek_bytes / max(peek_rows, 1)
-        block_bytes = int(min(max(row_bytes * chunk_rows, CSV_MIN_BLOCK_BYTES), CSV_MAX_BLOCK_BYTES))
-        peek_types = {f.name: f.type for f in arrow_schema}
-    columns = tuple(arrow_schema.names)
-    if len(set(columns)) != len(columns):
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
-        raise InvalidInput(f"{input_path} repeats column name(s) {', '.join(repeated)}")
-    missing = [c for c in schema.columns if c not in columns]
-    if missing:
-        raise InvalidInput(
-            f"{input_path} lacks column(s) the model needs: {', '.join(missing)} (it needs {', '.join(schema.columns)})"
-        )
-    if id_column is not None and id_column not in columns:
-        raise InvalidInput(
-            f"id column {id_column!r} is not in {input_path}; pass --id-column with one of its columns: "
-            f"{', '.join(columns)}"
-        )
-    if rows == 0:
-        raise InvalidInput(f"{input_path} has no rows to score")
+    layout = _inspect_file(input_path, fmt, chunk_rows)
+    peek_types = layout.types
+    columns = tuple(layout.arrow_schema.names)
+    _check_columns(input_path, columns, schema, id_column, layout.rows)
     row_contract = compile_contract(suite, columns, required=schema.columns, target=target)
     used = list(dict.fromkeys([*schema.columns, *([id_column] if id_column else []), *row_contract.columns]))
     casts = _column_casts(input_path, fmt, used, peek_types, schema, row_contract, id_column)
-    if on_invalid == "reject":
-        clash = [c for c in (INPUT_ROW, REJECT_REASON) if c in columns]
-        if clash:
-            raise InvalidInput(
-                f"{input_path} has column(s) {', '.join(clash)}, which the rejects file adds; rename them"
-            )
-    if id_column is None and INPUT_ROW in columns:
-        raise InvalidInput(f"{input_path} has a column {INPUT_ROW!r}, which the output adds when there is no id column")
+    _check_added_columns(input_path, columns, id_column, on_invalid)
     read_columns = None if on_invalid == "reject" else tuple(c for c in columns if c in used)
     # Rejected rows keep their columns as read: a CSV's text as it was, a Parquet file's types.
     file_types = {c: pa.string() if fmt == "csv" else _value_type(peek_types[c]) for c in columns}
     if id_column is not None:
-        id_type = casts.get(id_column) or file_types[id_column]
-        key = pa.field(id_column, id_type)
+        key = pa.field(id_column, casts.get(id_column) or file_types[id_column])
     else:
         key = pa.field(INPUT_ROW, pa.int64())
-    answers = answer_fields(model, half_width)
-    clash = [f.name for f in answers if f.name in (key.name, "model_version", "scored_at")]
-    if clash:
-        raise InvalidInput(f"the output would hold column {clash[0]!r} twice; rename the id column")
-    output_schema = pa.schema(
-        [
-            key,
-            *answers,
-            pa.field("model_version", pa.string()),
-            pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-        ]
-    )
-    rejects_schema = None
-    if on_invalid == "reject":
-        rejects_schema = pa.schema(
-            [pa.field(c, file_types[c]) for c in columns]
-            + [pa.field(INPUT_ROW, pa.int64()), pa.field(REJECT_REASON, pa.string())]
-        )
+    output_schema = _output_schema(model, half_width, key)
+    rejects_schema = _rejects_schema(columns, file_types) if on_invalid == "reject" else None
     return ScoringPlan(
         input_path=input_path,
         format=fmt,
@@ -360,10 +409,10 @@ def plan_scoring(
         rejects_schema=rejects_schema,
         on_invalid=on_invalid,
         chunk_rows=chunk_rows,
-        rows=rows,
-        data_start=data_start,
-        data_stop=data_stop,
-        csv_block_bytes=block_bytes,
+        rows=layout.rows,
+        data_start=layout.data_start,
+        data_stop=layout.data_stop,
+        csv_block_bytes=layout.block_bytes,
         model_version=str(model_version),
         scored_at=scored_at or datetime.now(UTC),
         half_width=half_width,
