@@ -184,28 +184,16 @@ def screen_batches(
     Every rejection is validated again through `validate`, so Data Docs show its failed expectations.
     """
     batches, aside, too_bad = set_rows_aside(batches, suite, row_contract, max_bad_row_share)
-    rejected = [*too_bad, *(Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None)]
     readable = [b for b in batches if b.frame is not None]
-    survivors: list[Batch] = []
-    drifted: dict[str, str] = {}
-    if len(readable) > 1:
-        for batch in readable:
-            report = None if batch.name in trusted else validate_quietly(batch.frame)  # type: ignore[arg-type]
-            if report is not None and report.success and report.judgement == "drift":
-                drifted[batch.name] = report.why
-            if report is None or report.success:
-                survivors.append(batch)
-            else:  # validate it again through the checkpoint, so Data Docs show why it was rejected
-                rejected.append(Rejection(batch, validate(batch.frame)))  # type: ignore[arg-type]
-    else:
-        survivors = readable
+    each = _screen_each(readable, trusted, validate, validate_quietly)
+    unreadable = [Rejection(b, unreadable_report(suite, b)) for b in batches if b.frame is None]
+    rejected = [*too_bad, *unreadable, *each.rejected]
+    survivors, drifted = each.accepted, dict(each.drifted)
     if not survivors:
         return Screening(accepted=(), rejected=tuple(rejected), report=rejected[0].report)
     combined: ValidationReport | None = None
-    if all(_columns(b) == _columns(survivors[0]) for b in survivors):
-        frames = [b.frame for b in survivors]
-        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        assert frame is not None
+    frame = _together(survivors)
+    if frame is not None:
         combined = validate(frame)
         if len(survivors) == 1 and combined.success and combined.judgement == "drift":
             drifted[survivors[0].name] = combined.why
@@ -221,7 +209,60 @@ def screen_batches(
         if len(survivors) == 1:
             rejected.append(Rejection(survivors[0], combined))
             return Screening(accepted=(), rejected=tuple(rejected), report=combined)
+    ordered = _add_in_order(survivors, suite, validate, validate_quietly)
+    rejected += ordered.rejected
+    names = {b.name for b in ordered.accepted}
+    return Screening(
+        accepted=tuple(ordered.accepted),
+        rejected=tuple(rejected),
+        report=combined or rejected[0].report,
+        set_aside=_of(aside, ordered.accepted),
+        drifted={name: why for name, why in drifted.items() if name in names},
+    )
+
+
+def _together(batches: list[Batch]) -> pd.DataFrame | None:
+    """The batches' rows in one frame, or None when their columns differ."""
+    if not all(_columns(b) == _columns(batches[0]) for b in batches):
+        return None
+    frames = [b.frame for b in batches]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    """Batches accepted so far, those rejected, and the drift an accepted batch showed on its own."""
+
+    accepted: list[Batch]
+    rejected: list[Rejection]
+    drifted: dict[str, str] = field(default_factory=dict)
+
+
+def _screen_each(
+    readable: list[Batch], trusted: Collection[str], validate: Validate, validate_quietly: Validate
+) -> _Sorted:
+    """Step 2 of `screen_batches`: with several batches, validate each on its own unless trusted."""
+    if len(readable) <= 1:
+        return _Sorted(readable, [])
+    survivors: list[Batch] = []
+    rejected: list[Rejection] = []
+    drifted: dict[str, str] = {}
+    for batch in readable:
+        report = None if batch.name in trusted else validate_quietly(batch.frame)  # type: ignore[arg-type]
+        if report is not None and report.success and report.judgement == "drift":
+            drifted[batch.name] = report.why
+        if report is None or report.success:
+            survivors.append(batch)
+        else:  # validate it again through the checkpoint, so Data Docs show why it was rejected
+            rejected.append(Rejection(batch, validate(batch.frame)))  # type: ignore[arg-type]
+    return _Sorted(survivors, rejected, drifted)
+
+
+def _add_in_order(survivors: list[Batch], suite: str, validate: Validate, validate_quietly: Validate) -> _Sorted:
+    """Step 3 of `screen_batches` when the batches fail together: add them in order, rejecting each
+    one whose addition breaks the contract."""
     accepted: list[Batch] = []
+    rejected: list[Rejection] = []
     for batch in survivors:
         assert batch.frame is not None
         if accepted and _columns(batch) != _columns(accepted[0]):
@@ -238,14 +279,7 @@ def screen_batches(
             accepted.append(batch)
         else:
             rejected.append(Rejection(batch, validate(frame)))
-    names = {b.name for b in accepted}
-    return Screening(
-        accepted=tuple(accepted),
-        rejected=tuple(rejected),
-        report=combined or rejected[0].report,
-        set_aside=_of(aside, accepted),
-        drifted={name: why for name, why in drifted.items() if name in names},
-    )
+    return _Sorted(accepted, rejected)
 
 
 def _of(aside: Sequence[SetAside], accepted: Sequence[Batch]) -> tuple[SetAside, ...]:

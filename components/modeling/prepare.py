@@ -186,6 +186,80 @@ def event_times(values: pd.Series, column: str) -> pd.Series:
     return parsed
 
 
+@dataclass(frozen=True)
+class _Learnable:
+    """The rows a model can learn from: labeled, of classes with enough rows; and what was left out."""
+
+    target: pd.Series
+    rows: pd.DataFrame
+    unlabeled: int
+    rare: dict[str, int]
+
+
+def _learnable_rows(frame: pd.DataFrame, spec: FeatureSpec, task: Task) -> _Learnable:
+    """Leave out unlabeled rows and classes too rare to split; refuse a target with fewer than 2 classes."""
+    target = labeled_target(frame[spec.target])
+    unlabeled = len(frame) - len(target)
+    labeled = frame.loc[target.index]
+    if not task.classification:
+        return _Learnable(target, labeled, unlabeled, {})
+    counts = target.value_counts()
+    if len(counts) < 2:
+        raise PreparationError(
+            f"target {spec.target!r} has {len(counts)} class(es) {counts.index.tolist()}; need at least 2"
+        )
+    too_rare = counts[counts < MIN_ROWS_PER_CLASS]
+    rare = {str(k): int(v) for k, v in too_rare.items()}
+    if rare:
+        keep = ~target.isin(too_rare.index)
+        target, labeled = target[keep], labeled[keep]
+        if target.nunique() < 2:
+            raise PreparationError(
+                f"class(es) {list(rare)} of {spec.target!r} have fewer than {MIN_ROWS_PER_CLASS} rows each; "
+                "without them fewer than 2 classes are left to learn"
+            )
+    return _Learnable(target, labeled, unlabeled, rare)
+
+
+def _test_rows(target: pd.Series, test_size: float, min_test_rows: int, task: Task) -> int:
+    """How many rows to hold out; PreparationError when too few are left on either side."""
+    classes = target.nunique() if task.classification else 1
+    # A small table holds out more than `test_size` so that the gate gets `min_test_rows` to judge,
+    # as long as two thirds of the rows are left to train on.
+    n_test = max(int(np.ceil(len(target) * test_size)), min(min_test_rows, len(target) // 3))
+    if n_test < max(classes, 2) or len(target) - n_test < max(classes, 2) * 2:
+        raise PreparationError(
+            f"{len(target)} labeled rows are too few for a test split of {test_size:.0%}"
+            + (f" over {classes} classes" if task.classification else "")
+        )
+    return n_test
+
+
+def _split_by_time(
+    X: pd.DataFrame, data: _Learnable, n_test: int, time_column: str | None, spec: FeatureSpec, task: Task
+) -> Split:
+    """The newest `n_test` rows held out; training rows in time order."""
+    labeled, target = data.rows, data.target
+    if not time_column:
+        raise PreparationError("split.strategy 'time' needs data.time_column")
+    if time_column not in labeled.columns:
+        raise PreparationError(f"time column {time_column!r} is not in the data")
+    times = event_times(labeled[time_column], time_column)
+    if times.isna().any():
+        raise PreparationError(f"time column {time_column!r} has missing values; a time split needs every time")
+    order = np.argsort(times.to_numpy(), kind="stable")
+    train_rows, test_rows = order[: len(order) - n_test], order[len(order) - n_test :]
+    y_test = target.iloc[test_rows]
+    if task.classification and y_test.nunique() < 2:
+        raise PreparationError(
+            f"the newest {n_test} rows hold a single class of {spec.target!r}: a time split cannot score them; "
+            "use split.strategy: random or more data"
+        )
+    return Split(
+        X.iloc[train_rows], X.iloc[test_rows], target.iloc[train_rows], y_test, data.unlabeled, data.rare, by_time=True
+    )
+
+
 def split_data(
     frame: pd.DataFrame,
     spec: FeatureSpec,
@@ -208,64 +282,20 @@ def split_data(
     At least `min_test_rows` are held out when that leaves two thirds of the rows to train on.
     """
     task = task or TASKS["binary"]
-    target = labeled_target(frame[spec.target])
-    unlabeled = len(frame) - len(target)
-    labeled = frame.loc[target.index]
-    rare: dict[str, int] = {}
-    if task.classification:
-        counts = target.value_counts()
-        if len(counts) < 2:
-            raise PreparationError(
-                f"target {spec.target!r} has {len(counts)} class(es) {counts.index.tolist()}; need at least 2"
-            )
-        too_rare = counts[counts < MIN_ROWS_PER_CLASS]
-        rare = {str(k): int(v) for k, v in too_rare.items()}
-        if rare:
-            keep = ~target.isin(too_rare.index)
-            target, labeled = target[keep], labeled[keep]
-            if target.nunique() < 2:
-                raise PreparationError(
-                    f"class(es) {list(rare)} of {spec.target!r} have fewer than {MIN_ROWS_PER_CLASS} rows each; "
-                    "without them fewer than 2 classes are left to learn"
-                )
-    classes = target.nunique() if task.classification else 1
-    # A small table holds out more than `test_size` so that the gate gets `min_test_rows` to judge,
-    # as long as two thirds of the rows are left to train on.
-    n_test = max(int(np.ceil(len(target) * test_size)), min(min_test_rows, len(target) // 3))
-    if n_test < max(classes, 2) or len(target) - n_test < max(classes, 2) * 2:
-        raise PreparationError(
-            f"{len(target)} labeled rows are too few for a test split of {test_size:.0%}"
-            + (f" over {classes} classes" if task.classification else "")
-        )
+    data = _learnable_rows(frame, spec, task)
+    target, labeled = data.target, data.rows
+    n_test = _test_rows(target, test_size, min_test_rows, task)
     X = features_frame(labeled, spec)
     if strategy == "time":
-        if not time_column:
-            raise PreparationError("split.strategy 'time' needs data.time_column")
-        if time_column not in labeled.columns:
-            raise PreparationError(f"time column {time_column!r} is not in the data")
-        times = event_times(labeled[time_column], time_column)
-        if times.isna().any():
-            raise PreparationError(f"time column {time_column!r} has missing values; a time split needs every time")
-        order = np.argsort(times.to_numpy(), kind="stable")
-        train_rows, test_rows = order[: len(order) - n_test], order[len(order) - n_test :]
-        y_test = target.iloc[test_rows]
-        if task.classification and y_test.nunique() < 2:
-            raise PreparationError(
-                f"the newest {n_test} rows hold a single class of {spec.target!r}: a time split cannot score them; "
-                "use split.strategy: random or more data"
-            )
-        return Split(
-            X.iloc[train_rows], X.iloc[test_rows], target.iloc[train_rows], y_test, unlabeled, rare, by_time=True
-        )
+        return _split_by_time(X, data, n_test, time_column, spec, task)
     keys = split_keys(labeled, seed, spec.id_column)
     test = _held_out(
         keys, target, n_test / len(target), task.classification, at_least=min(min_test_rows, len(target) // 3)
     )
     order = np.argsort(keys, kind="stable")  # a seeded shuffle that is the same for the same rows
     train_rows, test_rows = order[~test[order]], order[test[order]]
-    return Split(
-        X.iloc[train_rows], X.iloc[test_rows], target.iloc[train_rows], target.iloc[test_rows], unlabeled, rare
-    )
+    y_train, y_test = target.iloc[train_rows], target.iloc[test_rows]
+    return Split(X.iloc[train_rows], X.iloc[test_rows], y_train, y_test, data.unlabeled, data.rare)
 
 
 def split_keys(frame: pd.DataFrame, seed: int, id_column: str | None = None) -> np.ndarray:

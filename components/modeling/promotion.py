@@ -110,6 +110,80 @@ def required_improvement(champion_score: float, policy: PromotionPolicy) -> floa
     return max(policy.min_improvement, policy.min_relative_improvement * abs(champion_score))
 
 
+def _beats_dummy(evidence: Evidence, policy: PromotionPolicy) -> Check:
+    metric = policy.metric
+    score = evidence.candidate.get(metric)
+    dummy = (evidence.dummy or {}).get(metric)
+    if not policy.require_beats_dummy:
+        return Check("beats_dummy", None, "not required")
+    if score is None or dummy is None:
+        return Check("beats_dummy", False, "no dummy baseline score to compare with")
+    gain = _better(metric, score, dummy)
+    return Check("beats_dummy", gain > 0, f"{metric} {score:.4f} vs dummy baseline {dummy:.4f}")
+
+
+def _train_gap(evidence: Evidence, policy: PromotionPolicy) -> Check:
+    if policy.max_train_gap is None or evidence.train_gap is None:
+        gap = "not measured" if evidence.train_gap is None else f"{evidence.train_gap:.4f}"
+        return Check("train_gap", None, f"train - validation gap {gap}; no limit configured")
+    ok = evidence.train_gap <= policy.max_train_gap
+    return Check("train_gap", ok, f"train - validation gap {evidence.train_gap:.4f} (limit {policy.max_train_gap})")
+
+
+def _beats_champion(evidence: Evidence, policy: PromotionPolicy) -> Check:
+    metric = policy.metric
+    score = evidence.candidate.get(metric)
+    champion = (evidence.champion or {}).get(metric)
+    if evidence.champion is None:
+        return Check("beats_champion", None, "no champion yet")
+    if score is None or champion is None:
+        return Check("beats_champion", False, "the champion could not be scored on the same rows")
+    need = required_improvement(champion, policy)
+    interval = evidence.improvement
+    if interval is None:
+        gain = _better(metric, score, champion)
+        return Check(
+            "beats_champion",
+            gain > need,
+            f"{metric} {score:.4f} vs champion {champion:.4f}: gain {gain:+.4f}, required > {need:.4f}",
+        )
+    return Check(
+        "beats_champion",
+        interval.low > need,
+        f"{metric} {score:.4f} vs champion {champion:.4f} on the same rows: gain {interval.mean:+.4f}, "
+        f"{interval.confidence:.0%} interval [{interval.low:+.4f}, {interval.high:+.4f}]; "
+        f"the lower bound must exceed {need:.4f}",
+    )
+
+
+def _slices(evidence: Evidence, policy: PromotionPolicy) -> Check:
+    regressions = []
+    compared = 0
+    for name, value in sorted(evidence.candidate_slices.items()):
+        before = evidence.champion_slices.get(name)
+        if before is None:
+            continue
+        compared += 1
+        loss = -_better(policy.metric, value, before)
+        if loss > policy.slice_tolerance:
+            regressions.append(f"{name}: {before:.4f} -> {value:.4f}")
+    if not compared:
+        return Check("slices", None, "no slice to compare with a champion")
+    detail = "; ".join(regressions) if regressions else f"{compared} slice(s) within {policy.slice_tolerance}"
+    return Check("slices", not regressions, detail)
+
+
+def _serving(evidence: Evidence, policy: PromotionPolicy) -> Check:
+    serving = evidence.serving
+    if serving is None:
+        return Check("serving", None, "not checked")
+    if not serving.loaded or serving.latency_ms is None:
+        return Check("serving", False, f"could not be loaded and queried as the service does: {serving.detail}")
+    budget = policy.latency_budget_ms
+    ok = budget is None or serving.latency_ms <= budget
+    return Check("serving", ok, f"answered its input example in {serving.latency_ms:.1f} ms (budget {budget} ms)")
+
+
 def _checks(evidence: Evidence, policy: PromotionPolicy) -> list[Check]:
     metric = policy.metric
     score = evidence.candidate.get(metric)
@@ -124,81 +198,14 @@ def _checks(evidence: Evidence, policy: PromotionPolicy) -> list[Check]:
         else Check(f"floor:{metric}", None, f"no floor on {metric} configured (promotion.min_score)"),
     ]
     checks += [_floor(name, evidence.candidate.get(name), floor) for name, floor in sorted(policy.floors.items())]
-
-    dummy = (evidence.dummy or {}).get(metric)
-    if not policy.require_beats_dummy:
-        checks.append(Check("beats_dummy", None, "not required"))
-    elif score is None or dummy is None:
-        checks.append(Check("beats_dummy", False, "no dummy baseline score to compare with"))
-    else:
-        gain = _better(metric, score, dummy)
-        checks.append(Check("beats_dummy", gain > 0, f"{metric} {score:.4f} vs dummy baseline {dummy:.4f}"))
-
-    if policy.max_train_gap is None or evidence.train_gap is None:
-        gap = "not measured" if evidence.train_gap is None else f"{evidence.train_gap:.4f}"
-        checks.append(Check("train_gap", None, f"train - validation gap {gap}; no limit configured"))
-    else:
-        ok = evidence.train_gap <= policy.max_train_gap
-        checks.append(
-            Check("train_gap", ok, f"train - validation gap {evidence.train_gap:.4f} (limit {policy.max_train_gap})")
-        )
-
-    champion = (evidence.champion or {}).get(metric)
-    if evidence.champion is None:
-        checks.append(Check("beats_champion", None, "no champion yet"))
-    elif score is None or champion is None:
-        checks.append(Check("beats_champion", False, "the champion could not be scored on the same rows"))
-    else:
-        need = required_improvement(champion, policy)
-        interval = evidence.improvement
-        if interval is None:
-            gain = _better(metric, score, champion)
-            checks.append(
-                Check(
-                    "beats_champion",
-                    gain > need,
-                    f"{metric} {score:.4f} vs champion {champion:.4f}: gain {gain:+.4f}, required > {need:.4f}",
-                )
-            )
-        else:
-            checks.append(
-                Check(
-                    "beats_champion",
-                    interval.low > need,
-                    f"{metric} {score:.4f} vs champion {champion:.4f} on the same rows: gain {interval.mean:+.4f}, "
-                    f"{interval.confidence:.0%} interval [{interval.low:+.4f}, {interval.high:+.4f}]; "
-                    f"the lower bound must exceed {need:.4f}",
-                )
-            )
-
-    regressions = []
-    compared = 0
-    for name, value in sorted(evidence.candidate_slices.items()):
-        before = evidence.champion_slices.get(name)
-        if before is None:
-            continue
-        compared += 1
-        loss = -_better(metric, value, before)
-        if loss > policy.slice_tolerance:
-            regressions.append(f"{name}: {before:.4f} -> {value:.4f}")
-    if not compared:
-        checks.append(Check("slices", None, "no slice to compare with a champion"))
-    else:
-        detail = "; ".join(regressions) if regressions else f"{compared} slice(s) within {policy.slice_tolerance}"
-        checks.append(Check("slices", not regressions, detail))
-
-    serving = evidence.serving
-    if serving is None:
-        checks.append(Check("serving", None, "not checked"))
-    elif not serving.loaded or serving.latency_ms is None:
-        checks.append(Check("serving", False, f"could not be loaded and queried as the service does: {serving.detail}"))
-    else:
-        budget = policy.latency_budget_ms
-        ok = budget is None or serving.latency_ms <= budget
-        checks.append(
-            Check("serving", ok, f"answered its input example in {serving.latency_ms:.1f} ms (budget {budget} ms)")
-        )
-    return checks
+    return [
+        *checks,
+        _beats_dummy(evidence, policy),
+        _train_gap(evidence, policy),
+        _beats_champion(evidence, policy),
+        _slices(evidence, policy),
+        _serving(evidence, policy),
+    ]
 
 
 def decide_promotion(evidence: Evidence, policy: PromotionPolicy) -> Decision:
