@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint actionlint format typecheck bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
+.PHONY: help uv venv run test test-fast lint actionlint format typecheck docs docs-serve bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,14 @@ format: venv ## Format the code with ruff
 
 typecheck: venv ## mypy over components, flows and serving
 	.venv/bin/mypy components flows serving
+
+docs: uv ## Build the documentation site strictly (MkDocs Material) into site/
+	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group docs
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+
+docs-serve: uv ## Preview the documentation site at http://127.0.0.1:8000, rebuilt on every change
+	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group docs
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
 bench: bench-quality bench-contract bench-labels bench-training bench-serving bench-scoring ## Run every benchmark
 
