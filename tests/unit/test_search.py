@@ -437,7 +437,7 @@ def test_leaf_sizes_fit_the_rows_a_fold_fits_on() -> None:
     """On 89 rows a leaf of 45 is the whole tree: a small table's search keeps leaves it can hold."""
     from optuna.distributions import IntDistribution
 
-    from components.modeling.search import _space
+    from components.modeling.search.spaces import family_space as _space
 
     small = _space("hist_gradient_boosting", fit_rows=89)["min_samples_leaf"]
     assert isinstance(small, IntDistribution) and small.high == 8 and 1 <= small.low <= small.high
