@@ -1,0 +1,198 @@
+"""Registered versions and the `champion` alias: registering, promoting, rolling back, tagging."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.core.faults import fault_point
+from components.tracking.registry.connection import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """The model version the `champion` alias points at."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+    promoted_at: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{CHAMPION}"
+
+
+def register_model(model_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """Create a new version of `name` from a logged model; returns the version number."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    return str(version.version)
+
+
+def _champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def get_champion(client: MlflowClient, name: str) -> ChampionInfo | None:
+    version = _champion_version(client, name)
+    if version is None:
+        return None
+    return ChampionInfo(
+        name=name,
+        version=str(version.version),
+        run_id=version.run_id,
+        source=str(version.source),
+        tags=dict(version.tags or {}),
+        promoted_at=(version.tags or {}).get("promoted_at"),
+    )
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+class ChampionMoved(RegistryError):
+    """Another run moved `champion` after this candidate was compared with the one before."""
+
+
+_UNCHECKED = object()
+
+
+@contextlib.contextmanager
+def alias_lock(lock_dir: Path | None) -> Iterator[None]:
+    """Serialize alias changes among processes sharing a workspace (an advisory file lock)."""
+    if lock_dir is None:
+        yield
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / "registry-alias.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def set_champion(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    tags: dict[str, str],
+    *,
+    expected: str | object | None = _UNCHECKED,
+    lock_dir: Path | None = None,
+) -> str | None:
+    """Tag the version with why it was promoted, keep the outgoing champion as `previous-champion`,
+    then move `champion` in one registry call. Returns the outgoing champion's version.
+
+    `expected` is the champion the candidate was compared with (None: there was none). If the alias
+    moved since, nothing changes and `ChampionMoved` is raised: two runs racing to promote never
+    replace a champion neither was compared with. Processes sharing `lock_dir` (the workspace) are
+    serialized; against a remote registry the check and a read-back after the move narrow the race
+    to the server's round trips, and the alias, like any MLflow alias, names one version only.
+    """
+    with alias_lock(lock_dir):
+        outgoing = _alias_version(client, name, CHAMPION)
+        if expected is not _UNCHECKED and outgoing != expected:
+            raise ChampionMoved(
+                f"{name}: champion is now v{outgoing}, not "
+                f"{'absent' if expected is None else f'v{expected}'} as when v{version} was evaluated; "
+                "not promoted (a new run will compare against the current champion)"
+            )
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, str(value)[:5000])
+        if outgoing is not None and outgoing != version:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
+        fault_point("alias")  # between the two alias moves
+        client.set_registered_model_alias(name, CHAMPION, version)
+        now = _alias_version(client, name, CHAMPION)
+        if now != version:
+            raise ChampionMoved(f"{name}: another run moved champion to v{now} while v{version} was being promoted")
+    return outgoing
+
+
+@dataclass(frozen=True)
+class Rollback:
+    name: str
+    restored: str
+    demoted: str
+    reason: str
+    at: str
+
+
+def rollback(
+    client: MlflowClient,
+    name: str,
+    reason: str,
+    *,
+    expected: str | None = None,
+    lock_dir: Path | None = None,
+) -> Rollback:
+    """Point `champion` back at `previous-champion` in one call; the demoted version becomes the
+    new `previous-champion` (so a second rollback undoes the first). Both versions are tagged.
+
+    Under the same lock as promotion (`alias_lock`), so a promotion and a rollback never interleave;
+    with `expected`, only while the champion is still that version (`ChampionMoved` otherwise: a
+    champion promoted since the caller looked is never rolled back unseen). A read-back after the
+    move catches a remote registry changed by a process outside the lock.
+    """
+    from datetime import UTC, datetime
+
+    with alias_lock(lock_dir):
+        previous = _alias_version(client, name, PREVIOUS_CHAMPION)
+        current = _alias_version(client, name, CHAMPION)
+        if previous is None:
+            raise RegistryError(f"{name!r} has no {PREVIOUS_CHAMPION!r} version to roll back to")
+        if current is None:
+            raise RegistryError(f"{name!r} has no champion to roll back")
+        if expected is not None and current != expected:
+            raise ChampionMoved(f"{name}: champion is v{current}, not v{expected}: nothing rolled back")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+        now = _alias_version(client, name, CHAMPION)
+        if now != previous:
+            raise ChampionMoved(f"{name}: another process moved champion to v{now} during the rollback")
+    note = f"{at}: {reason}"[:5000]
+    client.set_model_version_tag(name, current, "rolled_back", note)
+    client.set_model_version_tag(name, previous, "restored_by_rollback", note)
+    client.set_registered_model_tag(name, "last_rollback", f"v{current} -> v{previous}; {note}"[:5000])
+    return Rollback(name, previous, current, reason, at)
+
+
+def list_models(client: MlflowClient) -> list[str]:
+    return sorted(m.name for m in client.search_registered_models())
+
+
+def tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value)[:5000])
