@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+from pydantic_settings import EnvSettingsSource
 
 from components.core.errors import UserError
 from components.core.secrets import redact
@@ -591,19 +592,51 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+class _EnvOverrides(EnvSettingsSource):
+    """`MLOPS__<SECTION>__<KEY>` variables as nested overrides, read by pydantic-settings from a given
+    environment. Values are parsed as YAML, like the file: "0.8" a number, "[a, b]" a list, "null" None."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self._environ = environ
+        super().__init__(
+            PipelineConfig,  # type: ignore[arg-type]  # a plain model: only its fields are read
+            case_sensitive=False,
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter="__",
+        )
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{ENV_PREFIX}{field_name.upper()}: not valid YAML: {exc}") from exc
+
+
+def _nulls(node: Any) -> Any:
+    """Empty or `null` scalars mean None, as they do in the YAML file."""
+    if isinstance(node, dict):
+        return {key: _nulls(value) for key, value in node.items()}
+    if isinstance(node, str) and node.strip() in ("", "~", "null", "Null", "NULL"):
+        return None
+    return node
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        if not keys:
-            continue
-        node = overrides
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        # YAML parsing turns "0.8" into a float and "[a, b]" into a list, like the file would.
-        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    unknown = sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].split("__")[0].lower() not in PipelineConfig.model_fields
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) in the environment: {', '.join(unknown)}; "
+            f"the sections are {', '.join(PipelineConfig.model_fields)}"
+        )
+    overrides: dict[str, Any] = _nulls(_EnvOverrides(environ)())
     if "MLOPS_HOME" in environ and environ["MLOPS_HOME"].strip():
         overrides["home"] = environ["MLOPS_HOME"]
     return overrides

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from components.core.config import ModelConfig, PipelineConfig, SearchConfig
+from components.core.config import ModelConfig, SearchConfig
 from components.modeling import search
 from components.modeling.evaluate import higher_is_better
 from components.modeling.prepare import FeatureSpec, Split
@@ -77,14 +77,16 @@ class Selection:
 def plan_selection(
     spec: FeatureSpec,
     split: Split,
-    config: PipelineConfig,
+    model_config: ModelConfig,
+    cfg: SearchConfig,
+    seed: int,
     task: Task,
     clip: dict[str, tuple[float, float]] | None = None,
 ) -> SelectionPlan:
     """The search's settings for this training split."""
-    cfg, notes = config.search, []
-    model = with_class_weight(config.model, split.y_train, task)
-    if model is not config.model:
+    notes: list[str] = []
+    model = with_class_weight(model_config, split.y_train, task)
+    if model is not model_config:
         notes.append(f"class weights: balanced (the rarest class is under {model.imbalance_threshold} of the rows)")
     families = families_of(model, task)
     folds = cfg.cv_folds if split.by_time else task.usable_folds(split.y_train, cfg.cv_folds)
@@ -109,7 +111,7 @@ def plan_selection(
         search=run_cfg,
         folds=folds,
         by_time=split.by_time,
-        factory=model_factory(spec, model, config.seed, clip, task),
+        factory=model_factory(spec, model, seed, clip, task),
         searched=cfg.method != "none",
         notes=tuple(notes),
     )

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import FixedThresholdClassifier, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from components.core.config import ModelConfig, PipelineConfig
+from components.core.config import LabelReviewConfig, ModelConfig
 from components.core.errors import UserError
 from components.modeling.prepare import FeatureSpec, build_preprocessor
 from components.modeling.tasks import TASKS, Task
@@ -360,12 +360,12 @@ def _member_pipelines(model: Any) -> list[tuple[str, Pipeline]]:
     return [("estimator.", inner)]
 
 
-def review_candidates(config: PipelineConfig, task: Task) -> dict[str, ModelConfig]:
+def review_candidates(review: LabelReviewConfig, model: ModelConfig, task: Task) -> dict[str, ModelConfig]:
     """Label review's candidate reviewers: `label_review.estimator` alone, else every searched family."""
-    estimator = config.label_review.estimator
+    estimator = review.estimator
     if estimator:
-        reviewer = config_for_family(config.model, estimator)
-        if config.model.estimator not in ("auto", estimator):
+        reviewer = config_for_family(model, estimator)
+        if model.estimator not in ("auto", estimator):
             reviewer = reviewer.model_copy(update={"params": {}})  # the served model's params need not fit it
         return {estimator: reviewer}
-    return {family: config_for_family(config.model, family) for family in families_of(config.model, task)}
+    return {family: config_for_family(model, family) for family in families_of(model, task)}

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from flows.cli import deploy, expectations, monitor, score, serve, server, simulation, status, train
+from flows.cli import deploy, expectations, monitor, score, serve, server, settings, simulation, status, train
 from flows.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, EXIT_RETRAIN, app, expectations_app, server_app
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_REJECTED", "EXIT_RETRAIN", "app", "main"]
@@ -23,6 +23,7 @@ app.command()(train.run)
 app.command()(train.init)
 app.command()(simulation.simulate)
 app.command()(status.status)
+app.command()(settings.config)
 app.command()(train.rollback)
 app.command()(serve.serve)
 app.command()(serve.build)

@@ -86,3 +86,35 @@ def test_workspaces_do_not_pin_each_other_but_a_user_server_wins(tmp_path, monke
     assert registry.tracking_uri(second) == second.tracking_uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     assert registry.tracking_uri(second) == "http://mlflow.internal:5000"
+
+
+def test_environment_values_read_like_yaml_and_unknown_sections_are_refused() -> None:
+    config = load_config(
+        None,
+        environ={
+            "MLOPS__MODEL__FAMILIES": "[linear, random_forest]",
+            "MLOPS__PROMOTION__FLOORS": "{recall: 0.5}",
+            "MLOPS__SERVING__PREDICTION_LOG__ENABLED": "false",
+            "MLOPS__DATA__ID_COLUMN": "null",
+            "MLOPS__DATA__NAME": "2024",  # a string field keeps digits as text
+            "MLOPS__SEED": "7",
+        },
+    )
+    assert config.model.families == ("linear", "random_forest")
+    assert config.promotion.floors == {"recall": 0.5}
+    assert config.serving.prediction_log.enabled is False
+    assert config.data.id_column is None and config.data.name == "2024" and config.seed == 7
+    with pytest.raises(ConfigError, match="MLOPS__SEARC__TRIALS"):
+        load_config(None, environ={"MLOPS__SEARC__TRIALS": "3"})
+    with pytest.raises(ConfigError, match=r"search\.trials"):
+        load_config(None, environ={"MLOPS__SEARCH__TRIALS": "many"})
+
+
+def test_the_project_file_restates_no_default() -> None:
+    """One set of defaults, in code: the repository's mlops.yaml sets only the workspace's folders."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    written = yaml.safe_load((repo / "mlops.yaml").read_text())
+    assert set(written) <= {"home", "models_dir", "validation"}
+    assert set(written.get("validation", {})) <= {"suite_dir"}

@@ -173,3 +173,24 @@ def test_the_written_model_file_is_a_valid_model_of_the_project(tmp_path: Path) 
     )
     assert config.split.strategy == "time" and config.promotion.metric == "roc_auc"
     assert config.evaluation.slices == ("plan",)
+
+
+def test_mlops_config_prints_the_effective_settings_defaults_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    path = _project(tmp_path, "home: ws\nsearch:\n  trials: 7\n", prices="data:\n  source: p.csv\n  target: price\n")
+    monkeypatch.setenv("MLOPS__SEARCH__CV_FOLDS", "4")
+    shown = CliRunner().invoke(app, ["config", "--config", str(path), "--name", "prices"])
+    assert shown.exit_code == 0, shown.output
+    settings = yaml.safe_load(shown.stdout)
+    assert settings["search"]["trials"] == 7 and settings["search"]["cv_folds"] == 4  # file, then environment
+    assert settings["data"]["target"] == "price" and settings["promotion"]["confidence"] == 0.95  # the code's default
+    project = CliRunner().invoke(app, ["config", "--config", str(path), "--json"])
+    assert project.exit_code == 0 and json.loads(project.stdout)["data"]["target"] is None
+    missing = CliRunner().invoke(app, ["config", "--config", str(path), "--name", "nope"])
+    assert missing.exit_code == 1 and "known models: prices" in missing.output

@@ -26,14 +26,18 @@ def _config(**search: object) -> PipelineConfig:
     )
 
 
+def _plan(spec, split, config: PipelineConfig, task):  # type: ignore[no-untyped-def]
+    return plan_selection(spec, split, config.model, config.search, config.seed, task)
+
+
 def test_the_plan_settles_weights_folds_and_where_trials_run(table: pd.DataFrame) -> None:
     task = task_named("binary")
     spec = infer_feature_spec(table, "y")
     split = split_data(table, spec, 0.25, 0, task=task)
-    plan = plan_selection(spec, split, _config(workers=4), task)
+    plan = _plan(spec, split, _config(workers=4), task)
     assert plan.parallel and plan.searched and plan.folds == 3
     assert plan.search.trials >= len(plan.families)  # every family's defaults are tried
-    defaults = plan_selection(spec, split, _config(method="none", dask_address="tcp://scheduler:8786"), task)
+    defaults = _plan(spec, split, _config(method="none", dask_address="tcp://scheduler:8786"), task)
     assert not defaults.parallel and not defaults.searched  # nothing to spread: the defaults, compared here
     assert defaults.search.trials == len(defaults.families)
 
@@ -42,7 +46,7 @@ def test_select_model_runs_without_prefect_and_explains_its_choice(table: pd.Dat
     task = task_named("binary")
     spec = infer_feature_spec(table, "y")
     split = split_data(table, spec, 0.25, 0, task=task)
-    plan = plan_selection(spec, split, _config(), task)
+    plan = _plan(spec, split, _config(), task)
     seen: list[int] = []
     chosen = select_model(
         plan,
