@@ -21,14 +21,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from components.core.config import (
-    ConfigError,
-    PipelineConfig,
-    _deep_merge,
-    _env_overrides,
-    _resolve_relative,
-    find_config_file,
-)
+from components.core.config import ConfigError, PipelineConfig
+from components.core.config.loading import deep_merge, env_overrides, find_config_file, resolve_relative
 
 MODEL_FILE_SUFFIXES = (".yaml", ".yml")
 # Keys that describe one model's dataset: never project-wide.
@@ -105,7 +99,7 @@ class Project:
         """The project's defaults, with the code's relative defaults (workspace, contracts) anchored
         at the project's folder rather than the current directory."""
         code = {"home": str(self.root / ".mlops"), "validation": {"suite_dir": str(self.root / "expectations")}}
-        return _deep_merge(code, self.defaults)
+        return deep_merge(code, self.defaults)
 
     @property
     def models_dir(self) -> Path:
@@ -134,7 +128,7 @@ class Project:
 
     def base(self) -> PipelineConfig:
         """The project defaults alone (workspace, servers): for commands that act on no one model."""
-        data = _deep_merge(self._anchored(), _env_overrides(self.environ))
+        data = deep_merge(self._anchored(), env_overrides(self.environ))
         return _validated(data, f" in {self.config_file}" if self.config_file else "")
 
     def model_config(self, name: str) -> PipelineConfig:
@@ -152,8 +146,8 @@ class Project:
         given = data_section.get("name")
         if given is not None and given != name:
             raise ConfigError(f"{path}: data.name is {given!r}, but a model file's name is its model's ({name!r})")
-        own = _resolve_relative({**own, "data": {**data_section, "name": name}}, self.root)
-        merged = _deep_merge(_deep_merge(self._anchored(), own), _env_overrides(self.environ))
+        own = resolve_relative({**own, "data": {**data_section, "name": name}}, self.root)
+        merged = deep_merge(deep_merge(self._anchored(), own), env_overrides(self.environ))
         return _validated(merged, f" in {path}")
 
     def adhoc_config(self, data: dict[str, Any], task: str | None = None, **sections: Any) -> PipelineConfig:
@@ -162,7 +156,7 @@ class Project:
         if task:
             own["task"] = task
         own.update({k: v for k, v in sections.items() if v is not None})
-        merged = _deep_merge(_deep_merge(self._anchored(), own), _env_overrides(self.environ))
+        merged = deep_merge(deep_merge(self._anchored(), own), env_overrides(self.environ))
         return _validated(merged, "")
 
     def registered_config(self, name: str) -> PipelineConfig:
@@ -226,7 +220,7 @@ def load_project(path: Path | None = None, environ: dict[str, str] | None = None
             "holds project-wide defaults only"
         )
     root = path.resolve().parent
-    defaults = _resolve_relative(loaded, root)
+    defaults = resolve_relative(loaded, root)
     project = Project(path, root, defaults, environ)
     project.base()  # fail early on an invalid project file
     return project

@@ -255,14 +255,19 @@ def curate(
         assumptions=assumptions,
         curation=curated,
     )
+    _record_card(card, rows_before, len(frame), forest, dedup, run)
+    return Curated(frame=frame, spec=spec, fingerprint=card["fingerprint"], outlier_mask=mask)
+
+
+def _record_card(
+    card: dict[str, Any], rows_before: int, rows: int, forest: int, dedup: DedupSummary | None, run: RunLog
+) -> None:
     run.log_dict(card, "data_card.json")
     run.set_tags({"data.fingerprint": card["fingerprint"]})
     removed = {"duplicates_removed": dedup.rows_in - dedup.rows_out} if dedup else {}
     run.log_metrics(
-        {"data_rows_before_curation": rows_before, "data_rows": len(frame), "outliers_isolation_forest": forest}
-        | removed
+        {"data_rows_before_curation": rows_before, "data_rows": rows, "outliers_isolation_forest": forest} | removed
     )
-    return Curated(frame=frame, spec=spec, fingerprint=card["fingerprint"], outlier_mask=mask)
 
 
 def _log_deduplication(dedup: DedupSummary, tolerance: float, log: Log) -> None:
