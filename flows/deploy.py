@@ -49,6 +49,7 @@ from rich.table import Table
 
 from components.core.config import (
     ConfigError,
+    DeployConfig,
     PipelineConfig,
     dataset_name,
     find_config_file,
@@ -289,27 +290,8 @@ def plan_landing(
     return landing
 
 
-def plan_deployments(
-    config: PipelineConfig, config_file: Path | None, workspace: Workspace, configured: bool = False
-) -> DeployPlan:
-    """One model's deployments, from its `deploy` section; nothing is sent to the API.
-
-    `configured`: the model has its own file, which its runs load (with the project file) by name."""
-    deploy = config.deploy
-    try:
-        model = dataset_name(config)
-    except ConfigError as exc:
-        raise DeployError(str(exc)) from exc
-    try:
-        ZoneInfo(deploy.timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise DeployError(f"deploy.timezone: unknown time zone {deploy.timezone!r}") from exc
-    config_file = config_file.resolve() if config_file else None
-    base = {"config_file": str(config_file) if config_file else None, "model": model if configured else None}
-    tz = deploy.timezone
-    notes: list[str] = []
-    landing = plan_landing(config, config_file, workspace, model, notes)
-
+def _training_triggers(model: str, deploy: DeployConfig, landing: Landing | None) -> list[DeploymentEventTrigger]:
+    """The events that start a training run: sustained drift (when asked for) and landed files."""
     resource: dict[str, str | list[str]] = {"prefect.resource.id": model_event_resource(model)}
     triggers: list[DeploymentEventTrigger] = []
     if deploy.drift_trigger:
@@ -332,56 +314,95 @@ def plan_deployments(
                 parameters={"trigger": LANDED_EVENT, "files": "{{ event.payload.files }}"},
             )
         )
+    return triggers
+
+
+def _planned_training(
+    model: str, base: dict[str, Any], deploy: DeployConfig, triggers: list[DeploymentEventTrigger]
+) -> Planned:
+    tz = deploy.timezone
     training_schedules = [_cron(deploy.training.cron, tz, "training")] if deploy.training.cron else []
-    planned = [
-        Planned(
-            _deployment(
-                training_job_flow,
-                model,
-                base,
-                f"Train {model} and promote through the gate.",
-                training_schedules,
-                triggers,
-            ),
-            f"{deploy.training.cron} ({tz})" if deploy.training.cron else None,
-            tuple(event for t in triggers for event in sorted(t.expect)),
-        )
-    ]
-    if deploy.monitoring.cron:
-        planned.append(
-            Planned(
-                _deployment(
-                    monitoring_job_flow,
-                    model,
-                    base,
-                    f"Judge {model}'s prediction log against its champion; ask for retraining on sustained drift.",
-                    [_cron(deploy.monitoring.cron, tz, "monitoring")],
-                    # An overlapping check adds nothing: skip it rather than queue it.
-                    on_collision=ConcurrencyLimitStrategy.CANCEL_NEW,
-                ),
-                f"{deploy.monitoring.cron} ({tz})",
-                (),
-            )
-        )
-    else:
-        notes.append("monitoring: no schedule (deploy.monitoring.cron is null), not deployed")
+    return Planned(
+        _deployment(
+            training_job_flow,
+            model,
+            base,
+            f"Train {model} and promote through the gate.",
+            training_schedules,
+            triggers,
+        ),
+        f"{deploy.training.cron} ({tz})" if deploy.training.cron else None,
+        tuple(event for t in triggers for event in sorted(t.expect)),
+    )
+
+
+def _planned_monitoring(model: str, base: dict[str, Any], deploy: DeployConfig) -> Planned | None:
+    """The monitoring job, or None when it has no schedule."""
+    if not deploy.monitoring.cron:
+        return None
+    return Planned(
+        _deployment(
+            monitoring_job_flow,
+            model,
+            base,
+            f"Judge {model}'s prediction log against its champion; ask for retraining on sustained drift.",
+            [_cron(deploy.monitoring.cron, deploy.timezone, "monitoring")],
+            # An overlapping check adds nothing: skip it rather than queue it.
+            on_collision=ConcurrencyLimitStrategy.CANCEL_NEW,
+        ),
+        f"{deploy.monitoring.cron} ({deploy.timezone})",
+        (),
+    )
+
+
+def _planned_scoring(model: str, base: dict[str, Any], deploy: DeployConfig) -> Planned | None:
+    """The scoring job, or None when it has no schedule; DeployError when it has one but no files."""
     scoring = deploy.scoring
     if scoring.cron and scoring.input and scoring.output:
-        planned.append(
-            Planned(
-                _deployment(
-                    scoring_job_flow,
-                    model,
-                    base,
-                    f"Score {scoring.input} with {model}'s champion into {scoring.output}.",
-                    [_cron(scoring.cron, tz, "scoring")],
-                ),
-                f"{scoring.cron} ({tz})",
-                (),
-            )
+        return Planned(
+            _deployment(
+                scoring_job_flow,
+                model,
+                base,
+                f"Score {scoring.input} with {model}'s champion into {scoring.output}.",
+                [_cron(scoring.cron, deploy.timezone, "scoring")],
+            ),
+            f"{scoring.cron} ({deploy.timezone})",
+            (),
         )
-    elif scoring.cron:
+    if scoring.cron:
         raise DeployError("deploy.scoring.cron is set: deploy.scoring.input and deploy.scoring.output are needed too")
+    return None
+
+
+def plan_deployments(
+    config: PipelineConfig, config_file: Path | None, workspace: Workspace, configured: bool = False
+) -> DeployPlan:
+    """One model's deployments, from its `deploy` section; nothing is sent to the API.
+
+    `configured`: the model has its own file, which its runs load (with the project file) by name."""
+    deploy = config.deploy
+    try:
+        model = dataset_name(config)
+    except ConfigError as exc:
+        raise DeployError(str(exc)) from exc
+    try:
+        ZoneInfo(deploy.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DeployError(f"deploy.timezone: unknown time zone {deploy.timezone!r}") from exc
+    config_file = config_file.resolve() if config_file else None
+    base = {"config_file": str(config_file) if config_file else None, "model": model if configured else None}
+    notes: list[str] = []
+    landing = plan_landing(config, config_file, workspace, model, notes)
+    planned = [_planned_training(model, base, deploy, _training_triggers(model, deploy, landing))]
+    monitoring = _planned_monitoring(model, base, deploy)
+    if monitoring is not None:
+        planned.append(monitoring)
+    else:
+        notes.append("monitoring: no schedule (deploy.monitoring.cron is null), not deployed")
+    scoring = _planned_scoring(model, base, deploy)
+    if scoring is not None:
+        planned.append(scoring)
     return DeployPlan(model, config_file, planned, landing, notes)
 
 

@@ -25,6 +25,7 @@ from components.core.config import PipelineConfig, dataset_name
 from components.core.files import write_text_atomic
 from components.core.workspace import Workspace
 from components.data import contract
+from components.data.contract import ValidationReport
 from components.data.extract import Batch, ExtractionError, combine, read_batches
 from components.data.quarantine import Screening, screen_with
 from components.inference.predlog import LOGGED_AT, PREDICTION, PROBABILITY, read_prediction_log
@@ -333,6 +334,106 @@ def emit_retrain_event(report: monitor.DriftReport) -> str | None:
     return str(event.id) if event is not None else None
 
 
+@dataclass(frozen=True)
+class _CheckedWindow:
+    """A window after the contract: the rows judged, what the contract said, and its failing report."""
+
+    frame: pd.DataFrame
+    contract: str = "not validated"
+    set_aside: int = 0
+    failed: ValidationReport | None = None
+
+
+def _apply_contract(validation: Screening | None, frame: pd.DataFrame, logger: Any) -> _CheckedWindow:
+    """The window's rows without those set aside by row rules, or the report it fails."""
+    if validation is None:
+        return _CheckedWindow(frame)
+    if not validation.success:
+        return _CheckedWindow(frame, failed=validation.rejected[0].report if validation.rejected else validation.report)
+    judged = validation.report
+    contract_note = f"{judged.judgement}: {judged.why}"
+    set_aside = validation.rows_set_aside
+    if set_aside:
+        reasons = "; ".join(f"{k} ({v})" for a in validation.set_aside for k, v in a.reasons().items())
+        logger.warning("%d row(s) of the window set aside by row rules: %s", set_aside, reasons)
+        assert validation.frame is not None
+        frame = validation.frame
+    logger.info("contract: %s", contract_note)
+    return _CheckedWindow(frame, contract_note, set_aside)
+
+
+def _debounce(report: monitor.DriftReport, history_path: Path, config: PipelineConfig) -> monitor.DriftReport:
+    """Record the window in the model's history, then judge it over the recent windows."""
+    monitor.append_history(
+        history_path,
+        monitor.Window(
+            at=report.created_at,
+            window=report.window,
+            model_version=report.model_version,
+            drift=report.drift,
+            decay=None if report.decay is None else report.decay.decayed,
+            rows=report.current_rows,
+        ),
+    )
+    return monitor.decide(report, monitor.read_history(history_path), config.monitoring)
+
+
+@dataclass(frozen=True)
+class _Retraining:
+    status: str  # none | ran | event | off
+    training: dict[str, Any] | None = None
+
+
+def _retrain(
+    report: monitor.DriftReport, action: str, history_path: Path, config: PipelineConfig, logger: Any
+) -> _Retraining:
+    """On a retrain verdict: note it in the history, then train here, emit the event, or do nothing ('off')."""
+    if report.verdict != "retrain":
+        return _Retraining("none")
+    if action == "off":
+        return _Retraining("off")
+    monitor.note_retraining(history_path, report.model_version, report.window)
+    if action == "event":
+        event_id = emit_retrain_event(report)
+        logger.info("emitted %s (event %s) for %s", monitor.RETRAIN_EVENT, event_id, report.model_name)
+        return _Retraining("event")
+    from flows.training import training_flow
+
+    outcome = training_flow(config)
+    return _Retraining("ran", json.loads(outcome.as_json()))
+
+
+def _result(
+    report: monitor.DriftReport,
+    checked: _CheckedWindow,
+    paths: tuple[Path, Path],
+    run_id: str,
+    retraining: _Retraining,
+) -> MonitorResult:
+    html_path, json_path = paths
+    return MonitorResult(
+        model_name=report.model_name,
+        model_version=report.model_version,
+        window=report.window,
+        verdict=report.verdict,
+        reason=report.reason,
+        rows=report.current_rows,
+        drift=report.drift,
+        drift_share=report.drift_share,
+        drifted_features=report.drifted_features,
+        score_distance=report.score.js_distance if report.score else None,
+        decay=asdict(report.decay) if report.decay else None,
+        quality=[f"{q.column}: {q.detail}" for q in report.quality],
+        report_html=str(html_path),
+        report_json=str(json_path),
+        mlflow_run_id=run_id,
+        retraining=retraining.status,
+        training=retraining.training,
+        contract=checked.contract,
+        rows_set_aside=checked.set_aside,
+    )
+
+
 @flow(name="monitoring_flow")
 def monitoring_flow(
     config: PipelineConfig, data: str | None = None, labels: str | None = None, retrain: str | None = None
@@ -352,82 +453,25 @@ def monitoring_flow(
     champion = fetch_champion_task(config, model_name)
     version = champion.info.version
     window, frame = read_window_task(config, model_name, data)
-    contract_note, set_aside = "not validated", 0
     if len(frame) < config.monitoring.min_rows:
         reason = f"{len(frame)} row(s) in the window; a verdict needs at least {config.monitoring.min_rows}"
         logger.info("%s: %s", window, reason)
         return MonitorResult(model_name, version, window, "insufficient", reason, len(frame))
-    if data is not None:
-        validation = validate_window_task(frame, config, model_name)
-        if validation is not None and not validation.success:
-            failed = validation.rejected[0].report if validation.rejected else validation.report
-            reason = f"the window breaks the data contract: {failed.summary()}"
-            logger.error("%s", reason)
-            return MonitorResult(
-                model_name, version, window, "rejected", reason, len(frame), contract="corrupt: " + failed.why
-            )
-        if validation is not None:
-            judged = validation.report
-            contract_note = f"{judged.judgement}: {judged.why}"
-            set_aside = validation.rows_set_aside
-            if set_aside:
-                reasons = "; ".join(f"{k} ({v})" for a in validation.set_aside for k, v in a.reasons().items())
-                logger.warning("%d row(s) of the window set aside by row rules: %s", set_aside, reasons)
-                assert validation.frame is not None
-                frame = validation.frame
-            logger.info("contract: %s", contract_note)
-    report = judge_window_task(champion, window, frame, labels, config)
+    validation = validate_window_task(frame, config, model_name) if data is not None else None
+    checked = _apply_contract(validation, frame, logger)
+    if checked.failed is not None:
+        reason = f"the window breaks the data contract: {checked.failed.summary()}"
+        logger.error("%s", reason)
+        return MonitorResult(
+            model_name, version, window, "rejected", reason, len(frame), contract="corrupt: " + checked.failed.why
+        )
+    report = judge_window_task(champion, window, checked.frame, labels, config)
     history_path = monitor.history_file(workspace.monitoring, model_name)
-    monitor.append_history(
-        history_path,
-        monitor.Window(
-            at=report.created_at,
-            window=window,
-            model_version=version,
-            drift=report.drift,
-            decay=None if report.decay is None else report.decay.decayed,
-            rows=report.current_rows,
-        ),
-    )
-    report = monitor.decide(report, monitor.read_history(history_path), config.monitoring)
+    report = _debounce(report, history_path, config)
     html_path, json_path = _write_report(report, workspace)
     run_id = log_report_task(report, html_path, json_path, config)
     logger.info(
         "%s v%s, %s: %s: %s (report: %s)", model_name, version, window, report.verdict, report.reason, html_path
     )
-    retraining, training = "none", None
-    if report.verdict == "retrain":
-        if action != "off":
-            monitor.note_retraining(history_path, version, window)
-        if action == "off":
-            retraining = "off"
-        elif action == "event":
-            event_id = emit_retrain_event(report)
-            logger.info("emitted %s (event %s) for %s", monitor.RETRAIN_EVENT, event_id, model_name)
-            retraining = "event"
-        else:
-            from flows.training import training_flow
-
-            outcome = training_flow(config)
-            training, retraining = json.loads(outcome.as_json()), "ran"
-    return MonitorResult(
-        model_name=model_name,
-        model_version=version,
-        window=window,
-        verdict=report.verdict,
-        reason=report.reason,
-        rows=report.current_rows,
-        drift=report.drift,
-        drift_share=report.drift_share,
-        drifted_features=report.drifted_features,
-        score_distance=report.score.js_distance if report.score else None,
-        decay=asdict(report.decay) if report.decay else None,
-        quality=[f"{q.column}: {q.detail}" for q in report.quality],
-        report_html=str(html_path),
-        report_json=str(json_path),
-        mlflow_run_id=run_id,
-        retraining=retraining,
-        training=training,
-        contract=contract_note,
-        rows_set_aside=set_aside,
-    )
+    retraining = _retrain(report, action, history_path, config, logger)
+    return _result(report, checked, (html_path, json_path), run_id, retraining)

@@ -392,14 +392,7 @@ def scoring_flow(
         plan = plan_task(config, ref, input_path, id_column, datetime.now(UTC))
         scoring_started = time.perf_counter()
         with batch.scratch_dir(output_path) as scratch, _Progress(plan, show_progress) as progress:
-            address = cluster.address if cluster is not None else scoring.dask_address
-            if address:
-                results, workers = _score_on_dask(address, plan, ref, scratch, progress)
-                if cluster is not None:
-                    cluster.release()
-            else:
-                partitions = batch.split_partitions(plan, 1)
-                results, workers = _run_partitions(plan, partitions, ref.path, scratch, progress, False), 1
+            results, workers = _score_here_or_on_dask(plan, ref, scratch, progress, cluster, scoring.dask_address)
             summary = assemble_task(plan, results, output_path, rejects)
     finally:
         if cluster is not None:
@@ -420,19 +413,43 @@ def scoring_flow(
         workers=workers,
         partitions=len(results),
     )
+    _log_scored(logger, result, seconds)
+    return result
+
+
+def _score_here_or_on_dask(
+    plan: batch.ScoringPlan,
+    ref: ModelRef,
+    scratch: Path,
+    progress: _Progress,
+    cluster: _LocalCluster | None,
+    dask_address: str | None,
+) -> tuple[list[batch.PartitionResult], int]:
+    """The partitions' results and the worker slots used: on the local cluster or the configured
+    scheduler (the local cluster is released once its work is done), else one partition here."""
+    address = cluster.address if cluster is not None else dask_address
+    if address:
+        results, workers = _score_on_dask(address, plan, ref, scratch, progress)
+        if cluster is not None:
+            cluster.release()
+        return results, workers
+    partitions = batch.split_partitions(plan, 1)
+    return _run_partitions(plan, partitions, ref.path, scratch, progress, False), 1
+
+
+def _log_scored(logger: Any, result: ScoringResult, seconds: float) -> None:
     logger.info(
         "scored %d of %d rows (%d rejected) with %s v%s in %.1f s (%.0f rows/s, %d worker(s)) -> %s",
-        summary.scored,
-        summary.rows,
-        summary.rejected,
-        name,
-        ref.version,
+        result.scored,
+        result.rows,
+        result.rejected,
+        result.model_name,
+        result.model_version,
         seconds,
         result.rows_per_second,
-        workers,
-        summary.output,
+        result.workers,
+        result.output,
     )
-    return result
 
 
 def dask_setup(worker: Any) -> None:
