@@ -8,6 +8,7 @@ wants no tracking server records into a `MemoryRun`, which keeps everything for 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ class RunLog(Protocol):
     @property
     def run_id(self) -> str | None: ...
 
-    def log_metrics(self, metrics: dict[str, float]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float]) -> None: ...
 
     def log_params(self, params: dict[str, Any]) -> None: ...
 
@@ -44,10 +45,10 @@ class MlflowRun:
     def run_id(self) -> str | None:
         return self.id
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
         from components.tracking import registry
 
-        registry.log_metrics(self.id, metrics)
+        registry.log_metrics(self.id, dict(metrics))
 
     def log_params(self, params: dict[str, Any]) -> None:
         from components.tracking import registry
@@ -97,7 +98,7 @@ class MemoryRun:
     def run_id(self) -> str | None:
         return None
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
         self.metrics.update({k: float(v) for k, v in metrics.items()})
 
     def log_params(self, params: dict[str, Any]) -> None:
