@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from components.core.config import ConfigError
+from components.core.config import ConfigError, PipelineConfig
 from flows.cli.common import (
     ConfigOption,
     _fail,
@@ -19,6 +20,11 @@ from flows.cli.common import (
     err,
     out,
 )
+
+if TYPE_CHECKING:
+    from components.core.project import Project
+    from components.core.workspace import Workspace
+    from flows.deploy import DeployPlan
 
 
 def deploy(
@@ -49,24 +55,11 @@ def deploy(
     needed), whose UI shows them.
     """
     project = _project(config_path)
-    names = list(name or project.model_names())
-    if not names:
-        _fail(f"no model is configured in {project.models_dir}: create one with `mlops init`")
-    try:
-        configs = {model: project.model_config(model) for model in names}
-    except ConfigError as exc:
-        _fail(str(exc))
+    configs = _model_configs(project, name)
     config = _load(config_path)
     workspace = _workspace(config)
     if not dry_run:
-        from flows.prefect_server import PrefectServerError, configure_prefect_api
-
-        if not os.environ.get("PREFECT_API_URL") and config.prefect.server == "ephemeral":
-            err.print("deployments need a server that outlives this command: using the workspace's local server")
-        try:
-            configure_prefect_api(workspace.prefect_home, "local", config.prefect.idle_minutes)
-        except PrefectServerError as exc:
-            _fail(str(exc))
+        _local_server(config, workspace)
     from prefect.settings import get_current_settings
 
     from flows import deploy as deployments
@@ -78,16 +71,7 @@ def deploy(
         ]
     except deployments.DeployError as exc:
         _fail(str(exc))
-    ui_url = None if dry_run else get_current_settings().ui_url
-
-    def show(ids: dict[str, Any] | None) -> None:
-        infos = [deployments.describe(plan, ids, ui_url) for plan in plans]
-        if as_json:
-            print(json.dumps({"models": infos}, sort_keys=True), flush=True)
-        else:
-            for info in infos:
-                deployments.print_plan(out, info)
-
+    show = _shower(plans, None if dry_run else get_current_settings().ui_url, as_json)
     try:
         if dry_run or no_serve:
             show(deployments.register(plans) if no_serve else None)
@@ -99,3 +83,41 @@ def deploy(
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
     err.print("stopped serving: the schedules are paused until the next `mlops deploy`")
+
+
+def _model_configs(project: Project, name: list[str] | None) -> dict[str, PipelineConfig]:
+    """The settings of each model named (default: every configured one)."""
+    names = list(name or project.model_names())
+    if not names:
+        _fail(f"no model is configured in {project.models_dir}: create one with `mlops init`")
+    try:
+        return {model: project.model_config(model) for model in names}
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _local_server(config: PipelineConfig, workspace: Workspace) -> None:
+    """Deployments go to the workspace's local Prefect server (started if needed) unless PREFECT_API_URL is set."""
+    from flows.prefect_server import PrefectServerError, configure_prefect_api
+
+    if not os.environ.get("PREFECT_API_URL") and config.prefect.server == "ephemeral":
+        err.print("deployments need a server that outlives this command: using the workspace's local server")
+    try:
+        configure_prefect_api(workspace.prefect_home, "local", config.prefect.idle_minutes)
+    except PrefectServerError as exc:
+        _fail(str(exc))
+
+
+def _shower(plans: list[DeployPlan], ui_url: str | None, as_json: bool) -> Callable[[dict[str, Any] | None], None]:
+    """What prints the deployments (with their ids once registered): a table each, or one line of JSON."""
+    from flows import deploy as deployments
+
+    def show(ids: dict[str, Any] | None) -> None:
+        infos = [deployments.describe(plan, ids, ui_url) for plan in plans]
+        if as_json:
+            print(json.dumps({"models": infos}, sort_keys=True), flush=True)
+        else:
+            for info in infos:
+                deployments.print_plan(out, info)
+
+    return show

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -21,6 +21,9 @@ from flows.cli.common import (
     _workspace,
     err,
 )
+
+if TYPE_CHECKING:
+    from components.data.quarantine import Screening
 
 DataOption = Annotated[
     str | None, typer.Option("--data", help="CSV/Parquet file, folder or glob (default: the model's source).")
@@ -153,6 +156,13 @@ def expectations_validate(
                 }
             )
         )
+    _print_screening(screening, folders, report_path, run_id)
+    if not screening.success:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _print_screening(screening: Screening, folders: list[Path], report_path: Path, run_id: str) -> None:
+    """Accepted (with the rows a run would set aside) or rejected (and where to), then where the reports are."""
     if screening.success:
         err.print(f"[green]accepted ({screening.report.why}):[/] {screening.report.summary()}", highlight=False)
         for aside in screening.set_aside:
@@ -171,8 +181,6 @@ def expectations_validate(
     if screening.report.docs_url:
         err.print(f"Data Docs: {screening.report.docs_url}", highlight=False, soft_wrap=True)
     err.print(f"report: {report_path}\nMLflow run {run_id}", highlight=False, soft_wrap=True)
-    if not screening.success:
-        raise typer.Exit(EXIT_REJECTED)
 
 
 def expectations_diff(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,10 @@ from flows.cli.common import (
     _workspace,
     err,
 )
+
+if TYPE_CHECKING:
+    from components.core.config import PipelineConfig
+    from flows.monitoring import MonitorResult
 
 
 class Retrain(StrEnum):
@@ -64,17 +68,32 @@ def monitor(
     _, config = _model(config_path, name, "`mlops monitor`")
     workspace = _workspace(config)
     _prefect_api(config, workspace)
+    result = _monitor(config, data, labels, retrain)
+    _print_verdict(result)
+    if as_json:
+        print(result.as_json())
+    if result.verdict == "rejected":
+        raise typer.Exit(EXIT_REJECTED)
+    if result.verdict == "retrain":
+        raise typer.Exit(EXIT_RETRAIN)
 
+
+def _monitor(config: PipelineConfig, data: str | None, labels: str | None, retrain: Retrain | None) -> MonitorResult:
+    """The monitoring flow's result; a user's error exits with its status, any other error 1."""
     from flows.monitoring import monitoring_flow
     from flows.prefect_server import flow_run_settings
 
     try:
         with flow_run_settings(config.prefect.heartbeat_seconds):
-            result = monitoring_flow(config, data=data, labels=labels, retrain=retrain.value if retrain else None)
+            return monitoring_flow(config, data=data, labels=labels, retrain=retrain.value if retrain else None)
     except UserError as exc:
         _fail(str(exc), exc.exit_status)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
+
+
+def _print_verdict(result: MonitorResult) -> None:
+    """The verdict, what the contract and the data-quality checks said, the report and any retraining."""
     colour = {"stable": "green", "watching": "yellow", "retrain": "red", "rejected": "red"}.get(result.verdict, "dim")
     err.print(
         f"{result.model_name} v{result.model_version}, {result.window} ({result.rows:,} rows): "
@@ -96,9 +115,3 @@ def monitor(
         err.print(f"retrained: v{t.get('model_version')} {verdict}: {t.get('reason')}", highlight=False, soft_wrap=True)
     elif result.retraining == "event":
         err.print("retraining requested: emitted mlops.retrain.requested", highlight=False)
-    if as_json:
-        print(result.as_json())
-    if result.verdict == "rejected":
-        raise typer.Exit(EXIT_REJECTED)
-    if result.verdict == "retrain":
-        raise typer.Exit(EXIT_RETRAIN)

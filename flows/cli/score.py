@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,10 @@ from flows.cli.common import (
     _workspace,
     err,
 )
+
+if TYPE_CHECKING:
+    from components.core.config import PipelineConfig
+    from flows.scoring import ScoringResult
 
 
 class OnInvalid(StrEnum):
@@ -72,39 +76,74 @@ def score(
     data breaks the contract (unreadable, a model column missing or of the wrong type, or invalid rows
     with --on-invalid fail), 1 on any other error. A file at the output path is always a complete one.
     """
-    from components.inference import batch
-    from components.inference.scoring import InputError
-
     model_name, config = _model(config_path, name, "`mlops score`")
+    config = _scoring_settings(config, on_invalid, rejects_path, workers, dask_address, chunk_rows)
+    workspace = _workspace(config)
+    rejects = _checked_rejects(config, input_path, output_path, rejects_path)
+    _prefect_api(config, workspace)
+    show_progress = err.is_terminal if progress is None else progress
+    result = _score(config, model_name, input_path, output_path, id_column, rejects, show_progress)
+    _print_scored(result, as_json)
+
+
+def _scoring_settings(
+    config: PipelineConfig,
+    on_invalid: OnInvalid | None,
+    rejects_path: Path | None,
+    workers: int | None,
+    dask_address: str | None,
+    chunk_rows: int | None,
+) -> PipelineConfig:
+    """The model's scoring settings with the command's options over them."""
     if rejects_path is not None and on_invalid is OnInvalid.fail:
         _fail("--rejects sets invalid rows aside: it cannot be combined with --on-invalid fail")
     mode = on_invalid.value if on_invalid else "reject" if rejects_path else None
-    config = config.with_overrides(
+    return config.with_overrides(
         scoring={"on_invalid": mode, "workers": workers, "dask_address": dask_address, "chunk_rows": chunk_rows}
     )
-    workspace = _workspace(config)
+
+
+def _checked_rejects(
+    config: PipelineConfig, input_path: Path, output_path: Path, rejects_path: Path | None
+) -> Path | None:
+    """The rejects file (in reject mode), once the paths are checked: before Prefect starts."""
+    from components.inference import batch
+    from components.inference.scoring import InputError
+
     rejects = (
         (rejects_path or batch.default_rejects_path(output_path)) if config.scoring.on_invalid == "reject" else None
     )
     try:
-        batch.check_paths(input_path, output_path, rejects)  # before Prefect starts
+        batch.check_paths(input_path, output_path, rejects)
     except InputError as exc:
         _fail(str(exc))
-    _prefect_api(config, workspace)
+    return rejects
 
+
+def _score(
+    config: PipelineConfig,
+    model_name: str,
+    input_path: Path,
+    output_path: Path,
+    id_column: str | None,
+    rejects: Path | None,
+    show_progress: bool,
+) -> ScoringResult:
+    """The scoring flow's result; a contract failure exits 3, any other error 1."""
+    from components.inference import batch
     from flows.prefect_server import flow_run_settings
     from flows.scoring import scoring_flow
 
     try:
         with flow_run_settings(config.prefect.heartbeat_seconds):
-            result = scoring_flow(
+            return scoring_flow(
                 config,
                 input_path,
                 output_path,
                 model_name=model_name,
                 id_column=id_column,
                 rejects_path=rejects,
-                show_progress=err.is_terminal if progress is None else progress,
+                show_progress=show_progress,
             )
     except batch.InvalidInput as exc:
         _fail(f"rejected: {exc}", EXIT_REJECTED)
@@ -112,6 +151,9 @@ def score(
         _fail(str(exc), exc.exit_status)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
+
+
+def _print_scored(result: ScoringResult, as_json: bool) -> None:
     err.print(
         f"scored {result.scored:,} of {result.rows:,} rows with {result.model_name} v{result.model_version} "
         f"in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s, {result.workers} worker(s)) "

@@ -69,6 +69,17 @@ def status(
     if not champions:
         out.print("no models yet: create one with `mlops init --data FILE --target COLUMN`, then `mlops run`")
         return
+    out.print(_champion_table(project, champions))
+    out.print(
+        f"settings: {_shown(project.models_dir, project.root)}/<model>.yaml (ad hoc: project defaults only)\n"
+        "every metric: mlops status --json",
+        style="dim",
+        highlight=False,
+    )
+
+
+def _champion_table(project: Any, champions: list[dict[str, Any]]) -> Table:
+    """One row per model: its task, champion, when it was promoted and its headline test metrics."""
     table = Table("model", "task", "champion", "promoted (UTC)", "test metrics")
     table.columns[0].no_wrap = table.columns[-1].no_wrap = True
     for row in champions:
@@ -80,13 +91,7 @@ def status(
             (row.get("promoted_at") or "-")[:16].replace("T", " "),
             "\n".join(_headline(row.get("metrics") or {}, row.get("task"), gate)),
         )
-    out.print(table)
-    out.print(
-        f"settings: {_shown(project.models_dir, project.root)}/<model>.yaml (ad hoc: project defaults only)\n"
-        "every metric: mlops status --json",
-        style="dim",
-        highlight=False,
-    )
+    return table
 
 
 HEADLINE = {

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from components.core.config import ConfigError, resolve_source
+from components.core.config import ConfigError, PipelineConfig, resolve_source
 from components.core.errors import UserError
 from flows.cli.common import (
     EXIT_REJECTED,
@@ -32,6 +32,10 @@ from flows.cli.common import (
     _workspace,
     err,
 )
+
+if TYPE_CHECKING:
+    from components.core.project import Project
+    from flows.training import TrainingResult
 
 
 def run(
@@ -79,6 +83,16 @@ def run(
         )
     except UserError as exc:
         _fail(str(exc), exc.exit_status)
+    _prepare_training(config, new_model)
+    result = _train(config, new_model, dry_run, as_json)
+    _print_trained(result)
+    if as_json:
+        print(json.dumps({**json.loads(result.as_json()), "new_model": new_model is not None}, sort_keys=True))
+
+
+def _prepare_training(config: PipelineConfig, new_model: Any) -> None:
+    """Everything that can fail before Prefect starts (the workspace, the data source), a new model
+    announced, then the Prefect API."""
     workspace = _workspace(config)
     try:
         resolve_source(config, workspace.root)  # a bad source or a missing target fails before Prefect starts
@@ -89,13 +103,17 @@ def run(
 
         _announce_new_model(new_model, suite_path(config.validation.suite_dir, new_model.name))
     _prefect_api(config, workspace)
+
+
+def _train(config: PipelineConfig, new_model: Any, dry_run: bool, as_json: bool) -> TrainingResult:
+    """The training flow's result; rejected data exits 3 (nothing registered), any other error 1."""
     from components.data.contract import DataRejected
     from flows.prefect_server import flow_run_settings
     from flows.training import training_flow
 
     try:
         with flow_run_settings(config.prefect.heartbeat_seconds):
-            result = training_flow(config, dry_run=dry_run)
+            return training_flow(config, dry_run=dry_run)
     except DataRejected as exc:
         err.print(f"[bold red]rejected:[/] {exc}", highlight=False, soft_wrap=True)
         err.print("nothing was registered; the champion is unchanged.")
@@ -116,6 +134,10 @@ def run(
         _fail(str(exc), exc.exit_status)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
+
+
+def _print_trained(result: TrainingResult) -> None:
+    """The gate's decision (or what it would be, in a dry run), the MLflow run, and notes on the data."""
     if result.dry_run:
         verdict = "[green]would be promoted[/]" if result.would_promote else "[yellow]would be held back[/]"
         err.print(
@@ -131,8 +153,6 @@ def run(
             highlight=False,
         )
     _print_data_note(result.data)
-    if as_json:
-        print(json.dumps({**json.loads(result.as_json()), "new_model": new_model is not None}, sort_keys=True))
 
 
 def init(
@@ -156,22 +176,12 @@ def init(
     git. Then `mlops run --name <name>` trains it.
     """
     from components.core.modelfile import propose_model, render_model_file
-    from components.core.project import check_name
     from components.data import contract
-    from components.data.extract import dataset_name_for, is_database_url
+    from components.data.extract import is_database_url
     from components.modeling.tasks import task_named
 
     project = _project(config_path)
-    try:
-        model_name = check_name(name or dataset_name_for(data))
-    except ConfigError as exc:
-        _fail(str(exc))
-    model_file = project.model_file(model_name)
-    base = _load(config_path)
-    suite = contract.suite_path(base.validation.suite_dir, model_name)
-    existing = [str(p) for p in (model_file, suite) if p.exists()]
-    if existing and not force:
-        _fail(f"model {model_name!r} exists ({', '.join(existing)}); pass --force to replace it, or another --name")
+    model_name, model_file, suite = _new_model_paths(project, config_path, name, data, force)
     frame = _read_frame(data, query)
     try:
         proposal = propose_model(
@@ -196,9 +206,39 @@ def init(
     model_file.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(model_file, text)
     contract.save_suite(profiled, suite)
-    table = Table(title=f"new model {model_name!r} ({proposal.rows:,} rows)", show_header=False)
+    err.print(_new_model_table(project, proposal, metric, model_file, suite, profiled))
+    err.print(f"review both files and commit them; then: mlops run --name {model_name}", highlight=False)
+
+
+def _new_model_paths(
+    project: Project, config_path: Path | None, name: str | None, data: str, force: bool
+) -> tuple[str, Path, Path]:
+    """(name, settings file, contract file) of the model `mlops init` creates; refuses to replace one
+    that exists unless forced."""
+    from components.core.project import check_name
+    from components.data import contract
+    from components.data.extract import dataset_name_for
+
+    try:
+        model_name = check_name(name or dataset_name_for(data))
+    except ConfigError as exc:
+        _fail(str(exc))
+    model_file = project.model_file(model_name)
+    base = _load(config_path)
+    suite = contract.suite_path(base.validation.suite_dir, model_name)
+    existing = [str(p) for p in (model_file, suite) if p.exists()]
+    if existing and not force:
+        _fail(f"model {model_name!r} exists ({', '.join(existing)}); pass --force to replace it, or another --name")
+    return model_name, model_file, suite
+
+
+def _new_model_table(
+    project: Project, proposal: Any, metric: str, model_file: Path, suite: Path, profiled: dict[str, Any]
+) -> Table:
+    """What `mlops init` inferred and wrote, for review."""
+    table = Table(title=f"new model {proposal.name!r} ({proposal.rows:,} rows)", show_header=False)
     table.add_row("task", f"{proposal.task.task} ({proposal.task.reason})")
-    table.add_row("target", f"{target}: {proposal.task.summary}")
+    table.add_row("target", f"{proposal.target}: {proposal.task.summary}")
     if proposal.task.unlabeled_rows:
         table.add_row("unlabeled rows", f"{proposal.task.unlabeled_rows} (left out of training)")
     table.add_row("id column", f"{proposal.id_column.column or '-'} ({proposal.id_column.reason})")
@@ -214,8 +254,7 @@ def init(
         f"{_shown(suite, project.root)} ({len(profiled['expectations'])} expectations inferred from "
         f"{profiled['meta']['reference_rows']:,} rows; each says its evidence)",
     )
-    err.print(table)
-    err.print(f"review both files and commit them; then: mlops run --name {model_name}", highlight=False)
+    return table
 
 
 def _relative_source(data: str, root: Path) -> str:
