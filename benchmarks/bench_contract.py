@@ -213,6 +213,79 @@ def _reasons(screening: Screening) -> list[str]:
     return [f"{f.expectation}({f.column})" for report in reports for f in report.breaks]
 
 
+Screen = Callable[[pd.DataFrame], Screening]
+DriftTest = Callable[..., Any]
+Roles = tuple[str | None, str | None]  # the numeric and the categorical feature that corruptions and shifts move
+
+
+def _screen_clean(
+    outcome: Outcome,
+    batches: list[pd.DataFrame],
+    screen: Screen,
+    reference: pd.DataFrame,
+    tests: dict[str, DriftTest],
+    monitoring: MonitoringConfig,
+) -> None:
+    """Clean batches: how many the contract rejects, the rows it sets aside, what monitoring flags."""
+    rejected = aside = flagged = tested = 0
+    for batch in batches:
+        screening = screen(batch)
+        aside += screening.rows_set_aside
+        if not screening.success:
+            rejected += 1
+            outcome.clean_reasons += _reasons(screening)
+            continue
+        outcome.clean_reasons += [r for a in screening.set_aside for r in a.reasons()]
+        assert screening.frame is not None
+        drifted = sum(test(c, reference[c], screening.frame[c], monitoring).drifted for c, test in tests.items())
+        flagged, tested = flagged + drifted, tested + len(tests)
+        outcome.clean_drifted += int(drifted >= monitoring.drift_share * len(tests))
+    outcome.clean_flagged = (flagged, tested)
+    outcome.clean = (rejected, len(batches))
+    outcome.clean_set_aside = (aside, sum(len(b) for b in batches))
+
+
+def _try_corruptions(outcome: Outcome, source: Source, probe: pd.DataFrame, screen: Screen, roles: Roles) -> None:
+    """Each corruption of a clean batch: let through when accepted without its broken rows set aside."""
+    num, cat = roles
+    before = {int(i) for a in screen(probe).set_aside for i in a.rows.index}
+    for name, (corrupt, broken) in _corruptions(source, num, cat).items():
+        outcome.corrupt_tried += 1
+        screening = screen(corrupt(probe))
+        if screening.success:
+            caught = {int(i) for a in screening.set_aside for i in a.rows.index} - before
+            if broken == BATCH or not set(range(broken)) <= caught | before:
+                outcome.corrupt_missed.append(name)
+
+
+def _try_shifts(
+    outcome: Outcome,
+    probe: pd.DataFrame,
+    screen: Screen,
+    roles: Roles,
+    reference: pd.DataFrame,
+    rest: pd.DataFrame,
+    tests: dict[str, DriftTest],
+    monitoring: MonitoringConfig,
+    seed: int,
+) -> None:
+    """Each plausible shift: refused (wrongly), accepted as drift, and flagged by monitoring's test."""
+    num, cat = roles
+    for name, shift in _shifts(num, cat, reference, rest, seed).items():
+        outcome.shift_tried += 1
+        screening = screen(shift(probe))
+        if not screening.success:
+            outcome.shift_rejected.append(f"{name}: " + ", ".join(_reasons(screening)))
+            continue
+        if screening.report.judgement == "drift":
+            outcome.shift_drift += 1
+        assert screening.frame is not None
+        column = str(cat if name == "category mix" else num)
+        test = tests.get(column, categorical_drift if name == "category mix" else numeric_drift)
+        if test(column, reference[column], screening.frame[column], monitoring).drifted:
+            outcome.shift_monitored += 1
+
+
 def run_source(source: Source, size: int, validator: Validator, seed: int) -> Outcome:
     started = time.perf_counter()
     frame = source.frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -235,45 +308,11 @@ def run_source(source: Source, size: int, validator: Validator, seed: int) -> Ou
     monitoring = MonitoringConfig()
     spec = infer_feature_spec(reference, source.target, source.id_column)  # what monitoring compares
     tests = {c: numeric_drift for c in spec.numeric} | {c: categorical_drift for c in spec.categorical}
-    rejected = aside = flagged = tested = 0
-    for batch in batches:
-        screening = screen(batch)
-        aside += screening.rows_set_aside
-        if not screening.success:
-            rejected += 1
-            outcome.clean_reasons += _reasons(screening)
-            continue
-        outcome.clean_reasons += [r for a in screening.set_aside for r in a.reasons()]
-        assert screening.frame is not None
-        drifted = sum(test(c, reference[c], screening.frame[c], monitoring).drifted for c, test in tests.items())
-        flagged, tested = flagged + drifted, tested + len(tests)
-        outcome.clean_drifted += int(drifted >= monitoring.drift_share * len(tests))
-    outcome.clean_flagged = (flagged, tested)
-    outcome.clean = (rejected, len(batches))
-    outcome.clean_set_aside = (aside, sum(len(b) for b in batches))
+    _screen_clean(outcome, batches, screen, reference, tests, monitoring)
     probe = batches[0].reset_index(drop=True)
-    num, cat = _roles(source, reference)
-    before = {int(i) for a in screen(probe).set_aside for i in a.rows.index}
-    for name, (corrupt, broken) in _corruptions(source, num, cat).items():
-        outcome.corrupt_tried += 1
-        screening = screen(corrupt(probe))
-        if screening.success:
-            caught = {int(i) for a in screening.set_aside for i in a.rows.index} - before
-            if broken == BATCH or not set(range(broken)) <= caught | before:
-                outcome.corrupt_missed.append(name)
-    for name, shift in _shifts(num, cat, reference, rest, seed).items():
-        outcome.shift_tried += 1
-        screening = screen(shift(probe))
-        if not screening.success:
-            outcome.shift_rejected.append(f"{name}: " + ", ".join(_reasons(screening)))
-            continue
-        if screening.report.judgement == "drift":
-            outcome.shift_drift += 1
-        assert screening.frame is not None
-        column = str(cat if name == "category mix" else num)
-        test = tests.get(column, categorical_drift if name == "category mix" else numeric_drift)
-        if test(column, reference[column], screening.frame[column], monitoring).drifted:
-            outcome.shift_monitored += 1
+    roles = _roles(source, reference)
+    _try_corruptions(outcome, source, probe, screen, roles)
+    _try_shifts(outcome, probe, screen, roles, reference, rest, tests, monitoring, seed)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -315,25 +354,8 @@ def review(source: Source, seed: int, rows: int = 20_000) -> dict[str, Any] | st
     hits = len(flagged & set(flipped.tolist()))
     wrong = np.zeros(len(frame), dtype=bool)
     wrong[flipped] = True
-    # What any cut could reach, chosen in hindsight (knowing the flipped rows): each candidate's
-    # out-of-fold suspicion on the labels as given, and for the generator its true P(default | x).
-    given = frame[source.target]
-    ceilings = {
-        name: _best_recall(_self_suspicion(_out_of_fold(model, X, given, 5, seed, False), classes, given), wrong)
-        for name, model in (
-            (name, build_model(spec, member, seed, None, task))
-            for name, member in review_candidates(config, task).items()
-        )
-    }
-    if source.name == "loans":
-        p = default_probability(frame)  # missing inputs filled as the generator's formula fills them
-        ceilings["true P(default | x)"] = _best_recall(
-            np.where(labels == 1, NOISE * (1 - p) / (NOISE * (1 - p) + (1 - NOISE) * p), 0.0)
-            + np.where(labels == 0, NOISE * p / (NOISE * p + (1 - NOISE) * (1 - p)), 0.0),
-            wrong,
-        )
     return {
-        "ceilings": ceilings,
+        "ceilings": _ceilings(source, frame, X, spec, classes, wrong, seed),
         "rows": len(frame),
         "reviewer": found.reviewer,
         "estimated": (found.estimated_precision, found.estimated_recall),
@@ -345,6 +367,37 @@ def review(source: Source, seed: int, rows: int = 20_000) -> dict[str, Any] | st
     }
 
 
+def _ceilings(
+    source: Source,
+    frame: pd.DataFrame,
+    X: pd.DataFrame,
+    spec: Any,
+    classes: np.ndarray,
+    wrong: np.ndarray,
+    seed: int,
+) -> dict[str, float]:
+    """What any cut could reach, chosen in hindsight (knowing the flipped rows): each candidate's
+    out-of-fold suspicion on the labels as given, and for the generator its true P(default | x)."""
+    config, task = _config(source), task_named(source.task)
+    given = frame[source.target]
+    ceilings = {
+        name: _best_recall(_self_suspicion(_out_of_fold(model, X, given, 5, seed, False), classes, given), wrong)
+        for name, model in (
+            (name, build_model(spec, member, seed, None, task))
+            for name, member in review_candidates(config, task).items()
+        )
+    }
+    if source.name == "loans":
+        labels = given.to_numpy()
+        p = default_probability(frame)  # missing inputs filled as the generator's formula fills them
+        ceilings["true P(default | x)"] = _best_recall(
+            np.where(labels == 1, NOISE * (1 - p) / (NOISE * (1 - p) + (1 - NOISE) * p), 0.0)
+            + np.where(labels == 0, NOISE * p / (NOISE * p + (1 - NOISE) * (1 - p)), 0.0),
+            wrong,
+        )
+    return ceilings
+
+
 def _best_recall(suspicion: np.ndarray, wrong: np.ndarray) -> float:
     """The highest recall of the flipped rows at precision >= the goal, over every cut of a ranking."""
     order = np.argsort(-suspicion, kind="stable")
@@ -354,7 +407,7 @@ def _best_recall(suspicion: np.ndarray, wrong: np.ndarray) -> float:
     return float(hits[good].max() / max(wrong.sum(), 1)) if good.any() else 0.0
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join((*DEFAULT_TABLES, "loans")), help="comma-separated names")
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
@@ -365,10 +418,11 @@ def main() -> None:
         default=",".join(LABEL_TABLES),
         help="classification tables reviewed besides --tables (too small for the contract part)",
     )
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    sources = _sources(args.tables.split(","), args.seed)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    return parser.parse_args()
+
+
+def _contract_part(sources: list[Source], sizes: list[int], seed: int) -> list[Outcome]:
+    """Each table at each reference size: clean batches, corruptions and shifts through the contract."""
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory() as gx:
         validator = Validator(Path(gx), data_docs=False)
@@ -376,7 +430,7 @@ def main() -> None:
             for size in sizes:
                 if len(source.frame) < size + BATCH_ROWS:
                     continue
-                outcome = run_source(source, size, validator, args.seed)
+                outcome = run_source(source, size, validator, seed)
                 outcomes.append(outcome)
                 refused = outcome.corrupt_tried - len(outcome.corrupt_missed)
                 accepted = outcome.shift_tried - len(outcome.shift_rejected)
@@ -386,6 +440,11 @@ def main() -> None:
                     f"shifts accepted {accepted}/{outcome.shift_tried} ({outcome.seconds:.0f} s)",
                     flush=True,
                 )
+    return outcomes
+
+
+def _print_outcomes(outcomes: list[Outcome]) -> None:
+    """The contract part's table, what each table let through or refused, and the goals."""
     print(
         f"\n{'table':<16}{'reference':>10}{'clean rejected':>16}{'clean rows aside':>18}"
         f"{'corrupt refused':>17}{'shifts accepted':>17}{'as drift':>10}{'monitoring':>12}{'clean flagged':>15}"
@@ -422,17 +481,19 @@ def main() -> None:
         f"shifts refused: {refused} (goal 0: {'met' if refused == 0 else 'NOT met'}); "
         f"shifts monitoring flags: {monitored} of {tried}; clean batches monitoring calls drift: {false_windows}"
     )
-    if args.no_labels:
-        return
+
+
+def _label_part(sources: list[Source], label_tables: str, seed: int) -> None:
+    """Label review of every classification table, with flipped labels at known rows."""
     print(
         f"\nlabel review, {NOISE:.0%} of labels flipped at known rows, the defaults (reviewer chosen on labels "
         "it replaces itself; est. = its own estimate):"
     )
-    extra = [t for t in args.label_tables.split(",") if t and t not in {s.name for s in sources}]
-    for source in [*sources, *_sources(extra, args.seed)]:
+    extra = [t for t in label_tables.split(",") if t and t not in {s.name for s in sources}]
+    for source in [*sources, *_sources(extra, seed)]:
         if source.task == "regression":
             continue
-        result = review(source, args.seed)
+        result = review(source, seed)
         if isinstance(result, str):
             print(f"  {source.name}: skipped: {result}")
             continue
@@ -448,6 +509,17 @@ def main() -> None:
         )
         ceilings = ", ".join(f"{name} {recall:.2f}" for name, recall in result["ceilings"].items())
         print(f"    best recall at precision >= {GOAL_PRECISION} with the cut chosen in hindsight: {ceilings}")
+
+
+def main() -> None:
+    args = _parse_args()
+    warnings.filterwarnings("ignore")
+    sources = _sources(args.tables.split(","), args.seed)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    _print_outcomes(_contract_part(sources, sizes, args.seed))
+    if args.no_labels:
+        return
+    _label_part(sources, args.label_tables, args.seed)
 
 
 if __name__ == "__main__":

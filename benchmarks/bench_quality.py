@@ -121,18 +121,12 @@ def _score(task: str, y: pd.Series, predicted: pd.Series, probability: pd.Series
     return float(skm.r2_score(y, predicted))
 
 
-def run_table(table: tables.Table, folder: Path, seed: int) -> Outcome:
-    frame = tables.load(table)
-    name = f"bench_{table.name}"
-    stratify = frame[table.target] if table.task != "regression" else None
-    train, holdout = train_test_split(frame, test_size=0.2, random_state=seed, stratify=stratify)
-    folder.mkdir(parents=True, exist_ok=True)
-    train_file, holdout_file, scores = folder / "train.csv", folder / "holdout.csv", folder / "scores.parquet"
-    train.to_csv(train_file, index=False)
-    holdout.drop(columns=[table.target]).to_csv(holdout_file, index=False)
-    env, log = _environment(folder), folder / "commands.log"
-    started = time.perf_counter()
-    trained = _mlops(["run", "--data", str(train_file), "--target", table.target, "--name", name, "--json"], env, log)
+def _train_and_score(
+    target: str, name: str, train_file: Path, holdout_file: Path, scores: Path, env: dict[str, str], log: Path
+) -> tuple[dict[str, object] | None, dict[str, object] | None]:
+    """`mlops run` on the training rows, then `mlops score` of the holdout when a version was registered:
+    each command's JSON outcome (None when it printed none)."""
+    trained = _mlops(["run", "--data", str(train_file), "--target", target, "--name", name, "--json"], env, log)
     scored = None
     if trained and trained.get("model_version"):
         scored = _mlops(
@@ -151,6 +145,21 @@ def run_table(table: tables.Table, folder: Path, seed: int) -> Outcome:
             env,
             log,
         )
+    return trained, scored
+
+
+def run_table(table: tables.Table, folder: Path, seed: int) -> Outcome:
+    frame = tables.load(table)
+    name = f"bench_{table.name}"
+    stratify = frame[table.target] if table.task != "regression" else None
+    train, holdout = train_test_split(frame, test_size=0.2, random_state=seed, stratify=stratify)
+    folder.mkdir(parents=True, exist_ok=True)
+    train_file, holdout_file, scores = folder / "train.csv", folder / "holdout.csv", folder / "scores.parquet"
+    train.to_csv(train_file, index=False)
+    holdout.drop(columns=[table.target]).to_csv(holdout_file, index=False)
+    env, log = _environment(folder), folder / "commands.log"
+    started = time.perf_counter()
+    trained, scored = _train_and_score(table.target, name, train_file, holdout_file, scores, env, log)
     seconds = time.perf_counter() - started
     model = _baseline(train, table.target, table.task)
     features = holdout.drop(columns=[table.target])

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,110 +136,115 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=5_000_000, help="N: rows of the main file (2N for memory)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the workspace and files in this folder")
-    parser.add_argument("--baseline", nargs=2, type=Path, metavar=("FILE", "MODEL_DIR"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.baseline:
-        baseline(*args.baseline)
-        return
+@dataclass(frozen=True)
+class _Scorer:
+    """Runs `mlops score` on the benchmark's files, each figure the median of `repeats` runs."""
 
-    from components.core.environment import TELEMETRY_OFF
+    work: Path
+    logs: Path
+    config: Path
+    files: dict[int, Path]
+    env: dict[str, str]
+    repeats: int
+
+    @property
+    def mlops(self) -> list[str]:
+        return [str(BIN / "mlops")]
+
+    def score(self, rows: int, *extra: str) -> dict[str, Any]:
+        runs = []
+        for i in range(self.repeats):
+            out = self.work / f"scores_{rows}.parquet"
+            cmd = [*self.mlops, "score", "--config", str(self.config), "-i", str(self.files[rows]), "-o", str(out)]
+            wall, rss, stdout = _run(
+                [*cmd, *extra, "--json"], self.env, self.logs / f"score_{rows}{''.join(extra)}_{i}.log"
+            )
+            runs.append({**_last_json(stdout), "wall": wall, "rss": rss})
+            out.unlink()
+        best = dict(runs[0])
+        for key in ("wall", "seconds", "scoring_seconds", "rss"):
+            best[key] = statistics.median(r[key] for r in runs)
+        print(
+            f"  mlops score {rows:,} rows {' '.join(extra) or '(1 process)'}: wall {best['wall']:.1f} s, "
+            f"flow {best['seconds']:.1f} s, after the plan {best['scoring_seconds']:.1f} s, "
+            f"peak RSS {best['rss'] / GIB:.2f} GiB",
+            flush=True,
+        )
+        return best
+
+
+@dataclass(frozen=True)
+class _Figures:
+    n: int
+    repeats: int
+    predict_seconds: float
+    one: dict[str, Any]
+    dask: dict[str, Any]
+    one_double: dict[str, Any]
+    dask_double: dict[str, Any]
+    capacity: tuple[float, float]  # cores two busy processes got, before and after the measurements
+
+
+def _prepare(work: Path, config: Path, env: dict[str, str], logs: Path, n: int) -> dict[int, Path]:
+    """Train the champion, start the workspace's Prefect server, and write the files of N and 2N rows."""
     from components.simulation.simulate import write_batches
 
-    env = {**os.environ, **TELEMETRY_OFF}
-    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_CONFIG"):
-        env.pop(name, None)
-    n, repeats = args.rows, args.repeats
-    with tempfile.TemporaryDirectory(prefix="mlops-bench-scoring-") as tmp:
-        work = args.keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        home, logs = work / "ws", work / "logs"
-        logs.mkdir(exist_ok=True)
-        env["MLOPS_HOME"] = str(home)
-        config = _config(work, home, work / "train", work / "suites")
-        mlops = [str(BIN / "mlops")]
-        try:
-            print(f"setup: training a champion on {TRAINING_ROWS[0] * TRAINING_ROWS[1]:,} rows ...", flush=True)
-            write_batches(work / "train", *TRAINING_ROWS, seed=42)
-            _run([*mlops, "run", "--config", str(config)], env, logs / "train.log")
-            _run([*mlops, "server", "start", "--config", str(config)], env, logs / "server.log")
-            files = {}
-            for rows in (n, 2 * n):
-                files[rows] = work / f"score_{rows}.parquet"
-                if not files[rows].exists():
-                    print(f"setup: writing {rows:,} rows to {files[rows].name} ...", flush=True)
-                    _write_scoring_file(files[rows], rows)
+    mlops = [str(BIN / "mlops")]
+    print(f"setup: training a champion on {TRAINING_ROWS[0] * TRAINING_ROWS[1]:,} rows ...", flush=True)
+    write_batches(work / "train", *TRAINING_ROWS, seed=42)
+    _run([*mlops, "run", "--config", str(config)], env, logs / "train.log")
+    _run([*mlops, "server", "start", "--config", str(config)], env, logs / "server.log")
+    files = {}
+    for rows in (n, 2 * n):
+        files[rows] = work / f"score_{rows}.parquet"
+        if not files[rows].exists():
+            print(f"setup: writing {rows:,} rows to {files[rows].name} ...", flush=True)
+            _write_scoring_file(files[rows], rows)
+    return files
 
-            def score(rows: int, *extra: str) -> dict[str, Any]:
-                runs = []
-                for i in range(repeats):
-                    out = work / f"scores_{rows}.parquet"
-                    cmd = [*mlops, "score", "--config", str(config), "-i", str(files[rows]), "-o", str(out)]
-                    wall, rss, stdout = _run(
-                        [*cmd, *extra, "--json"], env, logs / f"score_{rows}{''.join(extra)}_{i}.log"
-                    )
-                    runs.append({**_last_json(stdout), "wall": wall, "rss": rss})
-                    out.unlink()
-                best = dict(runs[0])
-                for key in ("wall", "seconds", "scoring_seconds", "rss"):
-                    best[key] = statistics.median(r[key] for r in runs)
-                print(
-                    f"  mlops score {rows:,} rows {' '.join(extra) or '(1 process)'}: wall {best['wall']:.1f} s, "
-                    f"flow {best['seconds']:.1f} s, after the plan {best['scoring_seconds']:.1f} s, "
-                    f"peak RSS {best['rss'] / GIB:.2f} GiB",
-                    flush=True,
-                )
-                return best
 
-            # The first command downloads the champion into the workspace cache; not a figure.
-            _run(
-                [*mlops, "score", "--config", str(config), "-i", str(files[n]), "-o", str(work / "warm.parquet")],
-                env,
-                logs / "warmup.log",
-            )
-            model_dir = next((home / "cache" / "models" / "bench_loans").iterdir())
-            capacity = [parallel_capacity()]
-            print(f"measuring ... (two busy processes get {capacity[0]:.2f} cores)", flush=True)
-            base_runs = []
-            for _ in range(repeats):
-                _, base_rss, stdout = _run(
-                    [str(BIN / "python"), __file__, "--baseline", str(files[n]), str(model_dir)],
-                    env,
-                    logs / "baseline.log",
-                )
-                base_runs.append(_last_json(stdout))
-            predict_seconds = statistics.median(r["predict_seconds"] for r in base_runs)
-            read_seconds = statistics.median(r["read_seconds"] for r in base_runs)
-            print(
-                f"  predict_frame, whole frame, {n:,} rows: {predict_seconds:.1f} s "
-                f"(+ {read_seconds:.1f} s to read it), peak RSS {base_rss / GIB:.2f} GiB",
-                flush=True,
-            )
-            one = score(n)
-            dask = score(n, "--workers", "2")
-            one_double = score(2 * n)
-            dask_double = score(2 * n, "--workers", "2")
-            capacity.append(parallel_capacity())
-        finally:
-            subprocess.run(
-                [*mlops, "server", "stop", "--config", str(config)], env=env, cwd=ROOT, capture_output=True, check=False
-            )
+def _measure(scorer: _Scorer, home: Path, n: int) -> _Figures:
+    """Whole-frame predict_frame in its own process, then `mlops score` in one process and on Dask, at N and 2N."""
+    # The first command downloads the champion into the workspace cache; not a figure.
+    warm = [*scorer.mlops, "score", "--config", str(scorer.config), "-i", str(scorer.files[n])]
+    _run([*warm, "-o", str(scorer.work / "warm.parquet")], scorer.env, scorer.logs / "warmup.log")
+    model_dir = next((home / "cache" / "models" / "bench_loans").iterdir())
+    before = parallel_capacity()
+    print(f"measuring ... (two busy processes get {before:.2f} cores)", flush=True)
+    base_runs = []
+    for _ in range(scorer.repeats):
+        _, base_rss, stdout = _run(
+            [str(BIN / "python"), __file__, "--baseline", str(scorer.files[n]), str(model_dir)],
+            scorer.env,
+            scorer.logs / "baseline.log",
+        )
+        base_runs.append(_last_json(stdout))
+    predict_seconds = statistics.median(r["predict_seconds"] for r in base_runs)
+    read_seconds = statistics.median(r["read_seconds"] for r in base_runs)
+    print(
+        f"  predict_frame, whole frame, {n:,} rows: {predict_seconds:.1f} s "
+        f"(+ {read_seconds:.1f} s to read it), peak RSS {base_rss / GIB:.2f} GiB",
+        flush=True,
+    )
+    one = scorer.score(n)
+    dask = scorer.score(n, "--workers", "2")
+    one_double = scorer.score(2 * n)
+    dask_double = scorer.score(2 * n, "--workers", "2")
+    capacity = (before, parallel_capacity())
+    return _Figures(n, scorer.repeats, predict_seconds, one, dask, one_double, dask_double, capacity)
 
-    base_rate = n / predict_seconds
+
+Row = tuple[str, str, str, str]  # figure, value, goal, result
+
+
+def _single_process_rows(f: _Figures) -> list[Row]:
+    """Throughput against whole-frame predict_frame, and peak memory at N and 2N rows."""
+    n, one, one_double = f.n, f.one, f.one_double
+    base_rate = n / f.predict_seconds
     ours_rate = n / one["seconds"]
     ratio = ours_rate / base_rate
     growth = one_double["rss"] / one["rss"]
-    speedup = one["wall"] / dask["wall"]
-    speedup_double = one_double["wall"] / dask_double["wall"]
-    phase = one["scoring_seconds"] / dask["scoring_seconds"]
-    phase_double = one_double["scoring_seconds"] / dask_double["scoring_seconds"]
-    print()
-    print(f"{'figure':<62}{'value':>28}{'goal':>12}  result")
-    rows = [
+    return [
         (f"predict_frame on the whole frame, {n:,} rows", f"{base_rate:,.0f} rows/s", "", ""),
         (
             f"mlops score, 1 process, {n:,} rows (flow time)",
@@ -271,6 +277,17 @@ def main() -> None:
             _verdict(one_double["rss"] <= GOAL_MEMORY),
         ),
         ("  growth when the file doubles", f"{growth:.2f}x", f"<= {GOAL_FLAT}x", _verdict(growth <= GOAL_FLAT)),
+    ]
+
+
+def _dask_rows(f: _Figures) -> list[Row]:
+    """Dask with 2 workers against one process, after the plan and by wall time, at N and 2N rows."""
+    n, one, dask, one_double, dask_double = f.n, f.one, f.dask, f.one_double, f.dask_double
+    speedup = one["wall"] / dask["wall"]
+    speedup_double = one_double["wall"] / dask_double["wall"]
+    phase = one["scoring_seconds"] / dask["scoring_seconds"]
+    phase_double = one_double["scoring_seconds"] / dask_double["scoring_seconds"]
+    return [
         (
             f"Dask 2 workers vs 1 process, {n:,} rows, after the plan",
             f"{one['scoring_seconds']:.1f} s / {dask['scoring_seconds']:.1f} s = {phase:.2f}x",
@@ -296,12 +313,56 @@ def main() -> None:
             "",
         ),
     ]
-    for name, value, goal, result in rows:
+
+
+def _print_figures(f: _Figures) -> None:
+    print()
+    print(f"{'figure':<62}{'value':>28}{'goal':>12}  result")
+    for name, value, goal, result in [*_single_process_rows(f), *_dask_rows(f)]:
         print(f"{name:<62}{value:>28}{goal:>12}  {result}")
     print(
-        f"({os.cpu_count()} CPUs; two busy processes got {capacity[0]:.2f} and {capacity[1]:.2f} cores before and "
-        f"after the measurements; median of {repeats} run(s) per figure; whole processes, one at a time)"
+        f"({os.cpu_count()} CPUs; two busy processes got {f.capacity[0]:.2f} and {f.capacity[1]:.2f} cores before and "
+        f"after the measurements; median of {f.repeats} run(s) per figure; whole processes, one at a time)"
     )
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5_000_000, help="N: rows of the main file (2N for memory)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the workspace and files in this folder")
+    parser.add_argument("--baseline", nargs=2, type=Path, metavar=("FILE", "MODEL_DIR"), help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.baseline:
+        baseline(*args.baseline)
+        return
+
+    from components.core.environment import TELEMETRY_OFF
+
+    env = {**os.environ, **TELEMETRY_OFF}
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_CONFIG"):
+        env.pop(name, None)
+    n, repeats = args.rows, args.repeats
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-scoring-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        home, logs = work / "ws", work / "logs"
+        logs.mkdir(exist_ok=True)
+        env["MLOPS_HOME"] = str(home)
+        config = _config(work, home, work / "train", work / "suites")
+        mlops = [str(BIN / "mlops")]
+        try:
+            files = _prepare(work, config, env, logs, n)
+            figures = _measure(_Scorer(work, logs, config, files, env, repeats), home, n)
+        finally:
+            subprocess.run(
+                [*mlops, "server", "stop", "--config", str(config)], env=env, cwd=ROOT, capture_output=True, check=False
+            )
+    _print_figures(figures)
 
 
 if __name__ == "__main__":

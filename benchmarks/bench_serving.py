@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -455,17 +456,10 @@ def _goals(inproc: dict[str, Any] | None, runs: dict[str, dict[str, Any]], high:
     return goals
 
 
-def _print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
+def _runs_table(report: dict[str, Any]) -> Any:
+    """One row per measured case (the in-process predict first): latency, throughput and CPU shares."""
     from rich.table import Table
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    meta = report["meta"]
-    console.print()
-    console.print(
-        f"Serving benchmark: {meta['model_uri']} (v{meta['model_version']}, {meta['estimator']}), "
-        f"{meta['cpus']} CPUs, load average before {meta['loadavg_before']}, after {meta['loadavg_after']}"
-    )
     table = Table(title=None)
     for column, justify in [
         ("case", "left"),
@@ -515,13 +509,11 @@ def _print_report(report: dict[str, Any]) -> None:
             f"{run['client_cpu_share']:.0%}",
             "-" if run.get("other_cpu_share") is None else f"{max(0.0, run['other_cpu_share']):.0%}",
         )
-    console.print(table)
-    console.print(
-        "s: measured seconds (after the warm-up). CPU ms/req: the server process tree's CPU time per answered "
-        "request (in-process: mean wall time per call). Server / loadgen CPU: share of one core over the measured "
-        "window used by the server's process tree / by the load generator process; other CPU: by everything else "
-        f"on the machine ({os.cpu_count()} cores = {os.cpu_count() * 100}%), i.e. how shared the machine was."
-    )
+    return table
+
+
+def _print_details(console: Any, report: dict[str, Any]) -> None:
+    """Each case's errors and micro-batching counters, the in-process breakdown, and the notes."""
     for case, run in report["runs"].items():
         if "error" in run:
             console.print(f"[red]{case}: {run['error']}[/red]")
@@ -533,7 +525,7 @@ def _print_report(report: dict[str, Any]) -> None:
             counters = ", ".join(f"{k} {v}" for k, v in batching.items())
             mean = batching.get("rows", 0) / batching["batches"]
             console.print(f"{case}: micro-batching (warm-up included) {counters}; mean batch {mean:.1f} rows")
-    breakdown = (inproc or {}).get("breakdown")
+    breakdown = (report.get("in_process") or {}).get("breakdown")
     if isinstance(breakdown, dict):
         parts = ", ".join(f"{k.removesuffix('_ms')} {v:.3f}" for k, v in breakdown.items())
         console.print(f"In-process single row, median ms: {parts}")
@@ -541,6 +533,26 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(f"In-process breakdown {breakdown}")
     for note in report.get("notes", []):
         console.print(note)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    meta = report["meta"]
+    console.print()
+    console.print(
+        f"Serving benchmark: {meta['model_uri']} (v{meta['model_version']}, {meta['estimator']}), "
+        f"{meta['cpus']} CPUs, load average before {meta['loadavg_before']}, after {meta['loadavg_after']}"
+    )
+    console.print(_runs_table(report))
+    console.print(
+        "s: measured seconds (after the warm-up). CPU ms/req: the server process tree's CPU time per answered "
+        "request (in-process: mean wall time per call). Server / loadgen CPU: share of one core over the measured "
+        "window used by the server's process tree / by the load generator process; other CPU: by everything else "
+        f"on the machine ({os.cpu_count()} cores = {os.cpu_count() * 100}%), i.e. how shared the machine was."
+    )
+    _print_details(console, report)
     console.print()
     console.print("Goals:")
     for goal in report["goals"]:
@@ -577,8 +589,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    """This process's environment for the benchmark (telemetry off, no one else's state in a fresh
+    workspace, the venv's tools on PATH), and a copy of it for the servers."""
     from components.core.environment import TELEMETRY_OFF
 
     os.environ.update(TELEMETRY_OFF)
@@ -587,8 +600,240 @@ def main(argv: list[str] | None = None) -> int:
         for name in [*FOREIGN_STATE, *(n for n in os.environ if n.startswith("MLOPS__"))]:
             os.environ.pop(name, None)
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # mlflow serve runs `uvicorn`
-    env = dict(os.environ)
+    return dict(os.environ)
 
+
+def _config_path(args: argparse.Namespace, work: Path, env: dict[str, str]) -> Path:
+    """The project file of the workspace to benchmark: --config's, or a fresh one trained here."""
+    if args.config is not None:
+        return Path(args.config.resolve())
+    setup_env = {
+        **env,
+        # The temporary Prefect server's 20 s default is too short on a busy 2-core machine.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": env.get(
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"
+        ),
+    }
+    return _setup(work, args.estimator, setup_env)
+
+
+@dataclass
+class _Bench:
+    """One benchmark's champion, request bodies and settings; each server's figures go into `report`."""
+
+    args: argparse.Namespace
+    env: dict[str, str]
+    work: Path
+    config_path: Path
+    name: str
+    champion: Any
+    tracking: str
+    workers: int
+    rows: list[dict[str, Any]]
+    mlflow_rows: list[dict[str, Any]]
+    ours_bodies: Path
+    mlflow_bodies: Path
+    report: dict[str, Any]
+    answers: dict[str, Any] = field(default_factory=dict)  # each server's predictions of the probe rows
+
+    @property
+    def levels(self) -> list[tuple[int, float]]:
+        return [(1, self.args.c1_duration), (self.args.concurrency, self.args.duration)]
+
+    @property
+    def check_rows(self) -> list[dict[str, Any]]:
+        return self.rows[:20]
+
+
+def _prepare(
+    args: argparse.Namespace, env: dict[str, str], work: Path, config_path: Path, report: dict[str, Any]
+) -> _Bench:
+    """The workspace's champion and the request bodies both servers get."""
+    from components.core.project import load_project
+    from components.core.workspace import Workspace
+    from components.tracking import registry
+
+    project = load_project(config_path)
+    name = os.environ.get("MLOPS_MODEL_NAME") or project.resolve_name(None, "the benchmark")
+    config = project.config_for(name)
+    workspace = Workspace.at(config.home)
+    client = registry.connect(workspace)
+    champion = registry.get_champion(client, name)
+    if champion is None:
+        raise BenchError(f"registered model {name!r} has no champion in {registry.tracking_uri(workspace)}")
+    tracking = registry.tracking_uri(workspace)
+    workers = int(getattr(config.serving, "workers", 1))
+    rows = _request_rows(config, workspace.root, args.rows, config.seed)
+    signature = _signature_columns(champion.uri)
+    mlflow_rows = [{k: r[k] for k in signature if k in r} for r in rows] if signature else rows
+    ours_bodies = _write_bodies(work / "ours_bodies.jsonl", [{"rows": [r]} for r in rows])
+    mlflow_bodies = _write_bodies(work / "mlflow_bodies.jsonl", [{"dataframe_records": [r]} for r in mlflow_rows])
+    if signature:
+        extra = sorted(set(rows[0]) - set(signature))
+        report["notes"].append(
+            f"mlflow rows carry the signature's {len(signature)} columns only (without {extra}), "
+            "sparing it a warning logged per request; ours get every column but the target and time."
+        )
+    return _Bench(
+        args=args,
+        env=env,
+        work=work,
+        config_path=config_path,
+        name=name,
+        champion=champion,
+        tracking=tracking,
+        workers=workers,
+        rows=rows,
+        mlflow_rows=mlflow_rows,
+        ours_bodies=ours_bodies,
+        mlflow_bodies=mlflow_bodies,
+        report=report,
+    )
+
+
+def _bench_ours(bench: _Bench, stack: ExitStack) -> int:
+    """`mlops serve` probed, then loaded at each concurrency (with its micro-batching counters); 1 when it failed."""
+    args, report, champion = bench.args, bench.report, bench.champion
+    headers = {"Authorization": f"Bearer {os.environ['MLOPS_API_KEY']}"} if os.environ.get("MLOPS_API_KEY") else {}
+    ours_port = _free_port()
+    ours = Server(
+        "ours",
+        [
+            str(BIN / "mlops"),
+            "serve",
+            "--config",
+            str(bench.config_path),
+            "--port",
+            str(ours_port),
+            "--name",
+            bench.name,
+        ],
+        bench.env,
+        ours_port,
+        bench.work / "ours_server.log",
+    )
+    stack.callback(ours.stop)
+    try:
+        ours.start(("/readyz", "/healthz"))
+        code, body = _probe(ours, "/predict", {"rows": bench.check_rows}, headers)
+        if code != 200:
+            report["notes"].append(f"ours answered the probe with {code}: {body}")
+        else:
+            bench.answers["ours"] = body.get("predictions")
+            if str(body.get("model_version")) != str(champion.version):
+                report["notes"].append(f"ours serves v{body.get('model_version')}, champion is v{champion.version}")
+        for concurrency, duration in bench.levels:
+            before = _batching(ours, headers)
+            run = _load(ours, "/predict", bench.ours_bodies, concurrency, duration, args.warmup, bench.env)
+            after = _batching(ours, headers)
+            if before is not None and after is not None:
+                run["batching"] = {k: after[k] - before.get(k, 0) for k in after if k != "largest_batch_rows"}
+                run["batching"]["largest_batch_rows"] = after.get("largest_batch_rows")
+            report["runs"][f"ours c={concurrency}"] = run
+    except BenchError as exc:
+        report["runs"].setdefault(f"ours c={args.concurrency}", {"error": str(exc).splitlines()[0]})
+        _log(str(exc))
+        return 1
+    finally:
+        ours.stop()
+    return 0
+
+
+def _bench_mlflow(bench: _Bench, stack: ExitStack) -> int:
+    """`mlflow models serve` on the same model, workers and thread settings; 1 when it failed."""
+    args, report = bench.args, bench.report
+    mlflow_port = _free_port()
+    mlflow_env = {**bench.env, "MLFLOW_TRACKING_URI": bench.tracking}
+    for variable in THREAD_VARIABLES:  # as `mlops serve` sets them
+        mlflow_env.setdefault(variable, "1")
+    mlflow = Server(
+        "mlflow",
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            bench.champion.uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mlflow_port),
+            "--workers",
+            str(bench.workers),
+        ],
+        mlflow_env,
+        mlflow_port,
+        bench.work / "mlflow_server.log",
+    )
+    stack.callback(mlflow.stop)
+    try:
+        mlflow.start(("/ping", "/health"))
+        check = {"dataframe_records": bench.mlflow_rows[: len(bench.check_rows)]}
+        code, body = _probe(mlflow, "/invocations", check, {})
+        if code != 200:
+            report["notes"].append(f"mlflow answered the probe with {code}: {body}")
+        else:
+            bench.answers["mlflow"] = body.get("predictions") if isinstance(body, dict) else None
+        for concurrency, duration in bench.levels:
+            report["runs"][f"mlflow c={concurrency}"] = _load(
+                mlflow, "/invocations", bench.mlflow_bodies, concurrency, duration, args.warmup, bench.env
+            )
+    except BenchError as exc:
+        report["runs"].setdefault(f"mlflow c={args.concurrency}", {"error": str(exc).splitlines()[0]})
+        _log(str(exc))
+        return 1
+    finally:
+        mlflow.stop()
+    return 0
+
+
+def _meta(bench: _Bench, loadavg_before: str) -> dict[str, Any]:
+    """What was measured, where and how busy the machine was."""
+    return {
+        "model_uri": bench.champion.uri,
+        "model_name": bench.name,
+        "model_version": bench.champion.version,
+        "estimator": bench.report.get("in_process", {}).get("estimator", "?"),
+        "tracking_uri": bench.tracking,
+        "workers": bench.workers,
+        "cpus": os.cpu_count(),
+        "loadavg_before": loadavg_before,
+        "loadavg_after": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "python": platform.python_version(),
+        "argv": sys.argv[1:],
+        "workspace": str(bench.work) if bench.args.config is None else str(bench.config_path),
+    }
+
+
+def _measure(bench: _Bench, stack: ExitStack, loadavg_before: str) -> int:
+    """In-process, then each server alone; the goals judged and the report printed. 1 when a server failed."""
+    args, report, champion = bench.args, bench.report, bench.champion
+    _log(f"in-process: {args.predict_calls} single-row predictions of {champion.uri} (v{champion.version})")
+    report["in_process"] = _in_process(champion.uri, bench.rows, args.predict_calls, args.profile)
+    if args.profile:
+        print(report["in_process"]["profile"], file=sys.stderr)
+    status = _bench_ours(bench, stack)
+    if not args.skip_mlflow:
+        status = _bench_mlflow(bench, stack) or status
+    if "ours" in bench.answers and "mlflow" in bench.answers:
+        same = bench.answers["ours"] == bench.answers["mlflow"]
+        report["notes"].append(
+            f"same predictions from both servers on {len(bench.check_rows)} probe rows: {'yes' if same else 'NO'}"
+        )
+    report["meta"] = _meta(bench, loadavg_before)
+    ok_runs = {k: v for k, v in report["runs"].items() if "error" not in v}
+    report["goals"] = _goals(report.get("in_process"), ok_runs, args.concurrency)
+    _print_report(report)
+    if args.keep:
+        print(f"\nworkspace kept: {bench.work} (rerun with --config {bench.config_path})")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    env = _environment(args)
     # SIGTERM (e.g. from make) must still stop the servers: turn it into an exception.
     signal.signal(signal.SIGTERM, _interrupt)
     _become_subreaper()
@@ -601,163 +846,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-bench-serving-")))
         try:
-            if args.config is None:
-                setup_env = {
-                    **env,
-                    # The temporary Prefect server's 20 s default is too short on a busy 2-core machine.
-                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": env.get(
-                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"
-                    ),
-                }
-                config_path = _setup(work, args.estimator, setup_env)
-            else:
-                config_path = args.config.resolve()
-
-            from components.core.project import load_project
-            from components.core.workspace import Workspace
-            from components.tracking import registry
-
-            project = load_project(config_path)
-            name = os.environ.get("MLOPS_MODEL_NAME") or project.resolve_name(None, "the benchmark")
-            config = project.config_for(name)
-            workspace = Workspace.at(config.home)
-            client = registry.connect(workspace)
-            champion = registry.get_champion(client, name)
-            if champion is None:
-                raise BenchError(f"registered model {name!r} has no champion in {registry.tracking_uri(workspace)}")
-            tracking = registry.tracking_uri(workspace)
-            workers = int(getattr(config.serving, "workers", 1))
-            rows = _request_rows(config, workspace.root, args.rows, config.seed)
-            signature = _signature_columns(champion.uri)
-            mlflow_rows = [{k: r[k] for k in signature if k in r} for r in rows] if signature else rows
-            ours_bodies = _write_bodies(work / "ours_bodies.jsonl", [{"rows": [r]} for r in rows])
-            mlflow_bodies = _write_bodies(
-                work / "mlflow_bodies.jsonl", [{"dataframe_records": [r]} for r in mlflow_rows]
-            )
-            if signature:
-                extra = sorted(set(rows[0]) - set(signature))
-                report["notes"].append(
-                    f"mlflow rows carry the signature's {len(signature)} columns only (without {extra}), "
-                    "sparing it a warning logged per request; ours get every column but the target and time."
-                )
-
-            _log(f"in-process: {args.predict_calls} single-row predictions of {champion.uri} (v{champion.version})")
-            report["in_process"] = _in_process(champion.uri, rows, args.predict_calls, args.profile)
-            if args.profile:
-                print(report["in_process"]["profile"], file=sys.stderr)
-
-            headers = (
-                {"Authorization": f"Bearer {os.environ['MLOPS_API_KEY']}"} if os.environ.get("MLOPS_API_KEY") else {}
-            )
-            levels = [(1, args.c1_duration), (args.concurrency, args.duration)]
-            check_rows = rows[:20]
-            answers: dict[str, Any] = {}
-
-            ours_port = _free_port()
-            ours = Server(
-                "ours",
-                [str(BIN / "mlops"), "serve", "--config", str(config_path), "--port", str(ours_port), "--name", name],
-                env,
-                ours_port,
-                work / "ours_server.log",
-            )
-            stack.callback(ours.stop)
-            try:
-                ours.start(("/readyz", "/healthz"))
-                code, body = _probe(ours, "/predict", {"rows": check_rows}, headers)
-                if code != 200:
-                    report["notes"].append(f"ours answered the probe with {code}: {body}")
-                else:
-                    answers["ours"] = body.get("predictions")
-                    if str(body.get("model_version")) != str(champion.version):
-                        report["notes"].append(
-                            f"ours serves v{body.get('model_version')}, champion is v{champion.version}"
-                        )
-                for concurrency, duration in levels:
-                    before = _batching(ours, headers)
-                    run = _load(ours, "/predict", ours_bodies, concurrency, duration, args.warmup, env)
-                    after = _batching(ours, headers)
-                    if before is not None and after is not None:
-                        run["batching"] = {k: after[k] - before.get(k, 0) for k in after if k != "largest_batch_rows"}
-                        run["batching"]["largest_batch_rows"] = after.get("largest_batch_rows")
-                    report["runs"][f"ours c={concurrency}"] = run
-            except BenchError as exc:
-                status = 1
-                report["runs"].setdefault(f"ours c={args.concurrency}", {"error": str(exc).splitlines()[0]})
-                _log(str(exc))
-            finally:
-                ours.stop()
-
-            if not args.skip_mlflow:
-                mlflow_port = _free_port()
-                mlflow_env = {**env, "MLFLOW_TRACKING_URI": tracking}
-                for variable in THREAD_VARIABLES:  # as `mlops serve` sets them
-                    mlflow_env.setdefault(variable, "1")
-                mlflow = Server(
-                    "mlflow",
-                    [
-                        str(BIN / "mlflow"),
-                        "models",
-                        "serve",
-                        "-m",
-                        champion.uri,
-                        "--env-manager",
-                        "local",
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        str(mlflow_port),
-                        "--workers",
-                        str(workers),
-                    ],
-                    mlflow_env,
-                    mlflow_port,
-                    work / "mlflow_server.log",
-                )
-                stack.callback(mlflow.stop)
-                try:
-                    mlflow.start(("/ping", "/health"))
-                    check = {"dataframe_records": mlflow_rows[: len(check_rows)]}
-                    code, body = _probe(mlflow, "/invocations", check, {})
-                    if code != 200:
-                        report["notes"].append(f"mlflow answered the probe with {code}: {body}")
-                    else:
-                        answers["mlflow"] = body.get("predictions") if isinstance(body, dict) else None
-                    for concurrency, duration in levels:
-                        report["runs"][f"mlflow c={concurrency}"] = _load(
-                            mlflow, "/invocations", mlflow_bodies, concurrency, duration, args.warmup, env
-                        )
-                except BenchError as exc:
-                    status = 1
-                    report["runs"].setdefault(f"mlflow c={args.concurrency}", {"error": str(exc).splitlines()[0]})
-                    _log(str(exc))
-                finally:
-                    mlflow.stop()
-            if "ours" in answers and "mlflow" in answers:
-                same = answers["ours"] == answers["mlflow"]
-                report["notes"].append(
-                    f"same predictions from both servers on {len(check_rows)} probe rows: {'yes' if same else 'NO'}"
-                )
-
-            report["meta"] = {
-                "model_uri": champion.uri,
-                "model_name": name,
-                "model_version": champion.version,
-                "estimator": report.get("in_process", {}).get("estimator", "?"),
-                "tracking_uri": tracking,
-                "workers": workers,
-                "cpus": os.cpu_count(),
-                "loadavg_before": loadavg_before,
-                "loadavg_after": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
-                "python": platform.python_version(),
-                "argv": sys.argv[1:],
-                "workspace": str(work) if args.config is None else str(config_path),
-            }
-            ok_runs = {k: v for k, v in report["runs"].items() if "error" not in v}
-            report["goals"] = _goals(report.get("in_process"), ok_runs, args.concurrency)
-            _print_report(report)
-            if args.keep:
-                print(f"\nworkspace kept: {work} (rerun with --config {config_path})")
+            config_path = _config_path(args, work, env)
+            bench = _prepare(args, env, work, config_path, report)
+            status = _measure(bench, stack, loadavg_before)
         except BenchError as exc:
             _log(str(exc))
             return 1

@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -78,81 +79,47 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank]
 
 
-async def _run(args: argparse.Namespace, bodies: list[bytes | None], headers: dict[str, str]) -> dict:
-    watched = _Watched(args.watch_pid)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    window_start = started + args.warmup
-    window_end = window_start + args.duration
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    errors: list[str] = []
-    non_2xx = 0
-    sent_total = 0
-    last_end = window_start
-    marks: dict[str, float | None] = {}
+def _cpu_used(marks: dict[str, float | None], key: str) -> float | None:
+    start, end = marks[key], marks[f"{key}_end"]
+    return end - start if start is not None and end is not None else None
 
-    async def mark_window() -> None:
-        await asyncio.sleep(max(0.0, window_start - loop.time()))
-        marks["self"], marks["server"], marks["machine"] = _cpu_self(), watched.cpu(), _busy_cpu()
-        await asyncio.sleep(max(0.0, window_end - loop.time()))
-        marks["self_end"], marks["server_end"], marks["machine_end"] = _cpu_self(), watched.cpu(), _busy_cpu()
 
-    connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=args.timeout)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers, skip_auto_headers=("User-Agent",)
-    ) as session:
+@dataclass
+class _Tally:
+    """What the measured window saw; a request sent during the warm-up is only counted as sent."""
 
-        async def worker(index: int) -> None:
-            nonlocal non_2xx, sent_total, last_end
-            i = index * max(1, len(bodies) // args.concurrency)
-            while True:
-                sent = loop.time()
-                if sent >= window_end:
-                    return
-                body = bodies[i % len(bodies)]
-                i += 1
-                status = 0
-                text = ""
-                try:
-                    async with session.request(args.method, args.url, data=body) as response:
-                        payload = await response.read()
-                        status = response.status
-                        if not 200 <= status < 300:
-                            text = payload[:500].decode("utf-8", "replace")
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    text = f"{type(exc).__name__}: {exc}"
-                ended = loop.time()
-                sent_total += 1
-                if sent < window_start:
-                    continue  # warm-up: neither counted nor timed
-                latencies.append(ended - sent)
-                last_end = max(last_end, ended)
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
-                if not 200 <= status < 300:
-                    non_2xx += 1
-                    if len(errors) < KEPT_ERRORS:
-                        errors.append(f"{status or 'no answer'}: {text}")
+    window_start: float
+    window_end: float
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    non_2xx: int = 0
+    sent_total: int = 0
+    last_end: float = 0.0
 
-        marker = asyncio.create_task(mark_window())
-        await asyncio.gather(*(worker(k) for k in range(args.concurrency)))
-        await marker
+    def __post_init__(self) -> None:
+        self.last_end = self.window_start
 
-    latencies.sort()
-    elapsed = max(last_end, window_end) - window_start if latencies else args.duration
+    def record(self, sent: float, ended: float, status: int, text: str) -> None:
+        self.sent_total += 1
+        if sent < self.window_start:
+            return  # warm-up: neither counted nor timed
+        self.latencies.append(ended - sent)
+        self.last_end = max(self.last_end, ended)
+        self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+        if not 200 <= status < 300:
+            self.non_2xx += 1
+            if len(self.errors) < KEPT_ERRORS:
+                self.errors.append(f"{status or 'no answer'}: {text}")
+
+
+def _summary(args: argparse.Namespace, pool: int, tally: _Tally, marks: dict[str, float | None]) -> dict:
+    """The measured window's figures: latency percentiles, throughput, answers, and the CPU each side used."""
+    latencies = sorted(tally.latencies)
+    elapsed = max(tally.last_end, tally.window_end) - tally.window_start if latencies else args.duration
     ms = [v * 1000 for v in latencies]
     self_cpu = marks["self_end"] - marks["self"]
-    server_cpu = (
-        marks["server_end"] - marks["server"]
-        if marks["server"] is not None and marks["server_end"] is not None
-        else None
-    )
-    machine_cpu = (
-        marks["machine_end"] - marks["machine"]
-        if marks["machine"] is not None and marks["machine_end"] is not None
-        else None
-    )
+    server_cpu, machine_cpu = _cpu_used(marks, "server"), _cpu_used(marks, "machine")
     # Everything else the machine ran meanwhile (other jobs on a shared host): the noise to judge by.
     other_cpu = machine_cpu - self_cpu - (server_cpu or 0.0) if machine_cpu is not None else None
     return {
@@ -162,16 +129,16 @@ async def _run(args: argparse.Namespace, bodies: list[bytes | None], headers: di
         "warmup_s": args.warmup,
         "measured_s": elapsed,
         "count": len(latencies),
-        "requests_including_warmup": sent_total,
+        "requests_including_warmup": tally.sent_total,
         "rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
         "p50_ms": _percentile(ms, 50),
         "p90_ms": _percentile(ms, 90),
         "p99_ms": _percentile(ms, 99),
         "max_ms": ms[-1] if ms else None,
         "mean_ms": sum(ms) / len(ms) if ms else None,
-        "non_2xx": non_2xx,
-        "statuses": statuses,
-        "errors": errors,
+        "non_2xx": tally.non_2xx,
+        "statuses": tally.statuses,
+        "errors": tally.errors,
         "client_cpu_s": self_cpu,
         "client_cpu_share": self_cpu / args.duration,  # of one core, over the measured window
         "server_cpu_s": server_cpu,
@@ -179,8 +146,65 @@ async def _run(args: argparse.Namespace, bodies: list[bytes | None], headers: di
         "machine_cpu_share": machine_cpu / args.duration if machine_cpu is not None else None,
         "other_cpu_share": other_cpu / args.duration if other_cpu is not None else None,
         "cpus": os.cpu_count(),
-        "body_pool": len(bodies),
+        "body_pool": pool,
     }
+
+
+async def _mark_window(
+    loop: asyncio.AbstractEventLoop, tally: _Tally, watched: _Watched, marks: dict[str, float | None]
+) -> None:
+    """CPU counters (this process, the server, the machine) when the measured window opens and closes."""
+    await asyncio.sleep(max(0.0, tally.window_start - loop.time()))
+    marks["self"], marks["server"], marks["machine"] = _cpu_self(), watched.cpu(), _busy_cpu()
+    await asyncio.sleep(max(0.0, tally.window_end - loop.time()))
+    marks["self_end"], marks["server_end"], marks["machine_end"] = _cpu_self(), watched.cpu(), _busy_cpu()
+
+
+async def _worker(
+    index: int,
+    args: argparse.Namespace,
+    bodies: list[bytes | None],
+    session: aiohttp.ClientSession,
+    loop: asyncio.AbstractEventLoop,
+    tally: _Tally,
+) -> None:
+    """One closed-loop client: its next request goes out when the last one is answered, until the window ends."""
+    i = index * max(1, len(bodies) // args.concurrency)
+    while True:
+        sent = loop.time()
+        if sent >= tally.window_end:
+            return
+        body = bodies[i % len(bodies)]
+        i += 1
+        status = 0
+        text = ""
+        try:
+            async with session.request(args.method, args.url, data=body) as response:
+                payload = await response.read()
+                status = response.status
+                if not 200 <= status < 300:
+                    text = payload[:500].decode("utf-8", "replace")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            text = f"{type(exc).__name__}: {exc}"
+        tally.record(sent, loop.time(), status, text)
+
+
+async def _run(args: argparse.Namespace, bodies: list[bytes | None], headers: dict[str, str]) -> dict:
+    watched = _Watched(args.watch_pid)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    window_start = started + args.warmup
+    tally = _Tally(window_start, window_start + args.duration)
+    marks: dict[str, float | None] = {}
+    connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers, skip_auto_headers=("User-Agent",)
+    ) as session:
+        marker = asyncio.create_task(_mark_window(loop, tally, watched, marks))
+        await asyncio.gather(*(_worker(k, args, bodies, session, loop, tally) for k in range(args.concurrency)))
+        await marker
+    return _summary(args, len(bodies), tally, marks)
 
 
 def main(argv: list[str] | None = None) -> int:
