@@ -50,36 +50,23 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tables  # the sibling module, found from any working directory
+from contract_labels import GOAL_PRECISION, GOAL_RECALL, review
+from contract_sources import Source, config_for, load_sources
 
-from components.core.config import MonitoringConfig, PipelineConfig
+from components.core.config import MonitoringConfig
 from components.data.contract import Validator, profile_from_config
 from components.data.extract import Batch
-from components.data.label_review import LabelReviewError, _out_of_fold, _self_suspicion, review_labels
 from components.data.quarantine import Screening, screen_with
 from components.modeling.prepare import infer_feature_spec
-from components.modeling.tasks import task_named
-from components.modeling.train import build_model, review_candidates
 from components.monitoring.monitor import categorical_drift, numeric_drift
-from components.simulation.simulate import ID_COLUMN, TARGET, default_probability, generate_batches
 
 SIZES = (500, 2_000, 20_000)
 BATCH_ROWS = 1_000
 MAX_CLEAN_BATCHES = 10
 NOISE = 0.05
-GOAL_PRECISION, GOAL_RECALL = 0.8, 0.6
 DEFAULT_TABLES = ("arrests", "loanapp", "seattle_weather", "happiness", "nyc_weather", "census2000")
 LABEL_TABLES = ("penguins", "titanic", "cars", "hearts")
 UNSEEN = "zz-never-seen"
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    task: str
-    target: str
-    frame: pd.DataFrame
-    id_column: str | None = None
 
 
 @dataclass
@@ -98,26 +85,6 @@ class Outcome:
     clean_flagged: tuple[int, int] = (0, 0)  # features of accepted clean batches monitoring flags, tested
     clean_drifted: int = 0  # accepted clean batches monitoring would call drift (drift_share of features)
     seconds: float = 0.0
-
-
-def _sources(names: list[str], seed: int) -> list[Source]:
-    found = []
-    for name in names:
-        if name == "loans":
-            batches = generate_batches(8, 5_000, seed=seed)
-            frame = pd.concat([b.frame for b in batches], ignore_index=True)
-            found.append(Source("loans", "binary", TARGET, frame, ID_COLUMN))
-            continue
-        table = tables.find(name)
-        frame = tables.load(table).drop(columns=list(table.drop), errors="ignore")
-        found.append(Source(name, table.task, table.target, frame))
-    return found
-
-
-def _config(source: Source) -> PipelineConfig:
-    return PipelineConfig.model_validate(
-        {"task": source.task, "data": {"name": source.name, "target": source.target, "id_column": source.id_column}}
-    )
 
 
 def _roles(source: Source, frame: pd.DataFrame) -> tuple[str | None, str | None]:
@@ -290,7 +257,7 @@ def run_source(source: Source, size: int, validator: Validator, seed: int) -> Ou
     started = time.perf_counter()
     frame = source.frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     reference, rest = frame.iloc[:size], frame.iloc[size:].reset_index(drop=True)
-    config = _config(source)
+    config = config_for(source)
     suite = profile_from_config(reference, f"bench_{source.name}_{size}", config, task=source.task)
 
     def screen(batch: pd.DataFrame) -> Screening:
@@ -315,96 +282,6 @@ def run_source(source: Source, size: int, validator: Validator, seed: int) -> Ou
     _try_shifts(outcome, probe, screen, roles, reference, rest, tests, monitoring, seed)
     outcome.seconds = time.perf_counter() - started
     return outcome
-
-
-def review(source: Source, seed: int, rows: int = 20_000) -> dict[str, Any] | str:
-    """Flip 5% of the labels at known rows and review them as the training flow does."""
-    frame = source.frame.dropna(subset=[source.target])
-    frame = frame.sample(n=min(rows, len(frame)), random_state=seed).reset_index(drop=True)
-    rng = np.random.default_rng(seed)
-    classes = np.array(sorted(frame[source.target].unique()))
-    flipped = rng.choice(len(frame), size=round(NOISE * len(frame)), replace=False)
-    labels = frame[source.target].to_numpy().copy()
-    for row in flipped:
-        labels[row] = rng.choice(classes[classes != labels[row]])
-    frame[source.target] = labels
-    config = _config(source)
-    task = task_named(source.task)
-    spec = infer_feature_spec(frame, source.target, source.id_column)
-    X = frame.loc[:, list(spec.features)]
-    started = time.perf_counter()
-    try:
-        found = review_labels(
-            {
-                name: build_model(spec, member, seed, None, task)
-                for name, member in review_candidates(config, task).items()
-            },
-            X,
-            frame[source.target],
-            folds=config.label_review.folds,
-            seed=seed,
-            max_rows=config.label_review.max_rows,
-            target_precision=config.label_review.target_precision,
-            error_rate=config.label_review.error_rate,
-        )
-    except LabelReviewError as exc:
-        return str(exc)
-    seconds = time.perf_counter() - started
-    flagged = set(found.issues["row"].tolist())
-    hits = len(flagged & set(flipped.tolist()))
-    wrong = np.zeros(len(frame), dtype=bool)
-    wrong[flipped] = True
-    return {
-        "ceilings": _ceilings(source, frame, X, spec, classes, wrong, seed),
-        "rows": len(frame),
-        "reviewer": found.reviewer,
-        "estimated": (found.estimated_precision, found.estimated_recall),
-        "note": found.note,
-        "flagged": len(flagged),
-        "precision": hits / max(len(flagged), 1),
-        "recall": hits / max(len(flipped), 1),
-        "seconds": seconds,
-    }
-
-
-def _ceilings(
-    source: Source,
-    frame: pd.DataFrame,
-    X: pd.DataFrame,
-    spec: Any,
-    classes: np.ndarray,
-    wrong: np.ndarray,
-    seed: int,
-) -> dict[str, float]:
-    """What any cut could reach, chosen in hindsight (knowing the flipped rows): each candidate's
-    out-of-fold suspicion on the labels as given, and for the generator its true P(default | x)."""
-    config, task = _config(source), task_named(source.task)
-    given = frame[source.target]
-    ceilings = {
-        name: _best_recall(_self_suspicion(_out_of_fold(model, X, given, 5, seed, False), classes, given), wrong)
-        for name, model in (
-            (name, build_model(spec, member, seed, None, task))
-            for name, member in review_candidates(config, task).items()
-        )
-    }
-    if source.name == "loans":
-        labels = given.to_numpy()
-        p = default_probability(frame)  # missing inputs filled as the generator's formula fills them
-        ceilings["true P(default | x)"] = _best_recall(
-            np.where(labels == 1, NOISE * (1 - p) / (NOISE * (1 - p) + (1 - NOISE) * p), 0.0)
-            + np.where(labels == 0, NOISE * p / (NOISE * p + (1 - NOISE) * (1 - p)), 0.0),
-            wrong,
-        )
-    return ceilings
-
-
-def _best_recall(suspicion: np.ndarray, wrong: np.ndarray) -> float:
-    """The highest recall of the flipped rows at precision >= the goal, over every cut of a ranking."""
-    order = np.argsort(-suspicion, kind="stable")
-    hits = np.cumsum(wrong[order])
-    precision = hits / np.arange(1, len(order) + 1)
-    good = precision >= GOAL_PRECISION
-    return float(hits[good].max() / max(wrong.sum(), 1)) if good.any() else 0.0
 
 
 def _parse_args() -> argparse.Namespace:
@@ -490,7 +367,7 @@ def _label_part(sources: list[Source], label_tables: str, seed: int) -> None:
         "it replaces itself; est. = its own estimate):"
     )
     extra = [t for t in label_tables.split(",") if t and t not in {s.name for s in sources}]
-    for source in [*sources, *_sources(extra, seed)]:
+    for source in [*sources, *load_sources(extra, seed)]:
         if source.task == "regression":
             continue
         result = review(source, seed)
@@ -514,7 +391,7 @@ def _label_part(sources: list[Source], label_tables: str, seed: int) -> None:
 def main() -> None:
     args = _parse_args()
     warnings.filterwarnings("ignore")
-    sources = _sources(args.tables.split(","), args.seed)
+    sources = load_sources(args.tables.split(","), args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
     _print_outcomes(_contract_part(sources, sizes, args.seed))
     if args.no_labels:

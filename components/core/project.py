@@ -204,11 +204,11 @@ class Project:
         return str(self.config_file) if self.config_file else "mlops.yaml"
 
 
-def load_project(path: Path | None = None, environ: dict[str, str] | None = None) -> Project:
+def load_project(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Project:
     """The project file (MLOPS_CONFIG, else the nearest mlops.yaml), checked to hold project-wide
     settings only; without one, the current directory with the code's defaults."""
     environ = dict(os.environ if environ is None else environ)
-    path = path or find_config_file()
+    path = Path(path) if path else find_config_file()
     if path is None:
         return Project(None, Path.cwd().resolve(), {}, environ)
     loaded = _read_yaml(path)

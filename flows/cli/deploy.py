@@ -24,7 +24,7 @@ from flows.cli.common import (
 if TYPE_CHECKING:
     from components.core.project import Project
     from components.core.workspace import Workspace
-    from flows.deploy import DeployPlan
+    from flows.deployments import DeployPlan
 
 
 def deploy(
@@ -62,7 +62,7 @@ def deploy(
         _local_server(config, workspace)
     from prefect.settings import get_current_settings
 
-    from flows import deploy as deployments
+    from flows import deploy_serve, deployments
 
     try:
         plans = [
@@ -74,10 +74,10 @@ def deploy(
     show = _shower(plans, None if dry_run else get_current_settings().ui_url, as_json)
     try:
         if dry_run or no_serve:
-            show(deployments.register(plans) if no_serve else None)
+            show(deploy_serve.register(plans) if no_serve else None)
             err.print("registered; runs wait until `mlops deploy` serves them" if no_serve else "dry run: nothing sent")
             return
-        deployments.serve(plans, show, heartbeat_seconds=config.prefect.heartbeat_seconds)
+        deploy_serve.serve(plans, show, heartbeat_seconds=config.prefect.heartbeat_seconds)
     except deployments.DeployError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
@@ -110,7 +110,7 @@ def _local_server(config: PipelineConfig, workspace: Workspace) -> None:
 
 def _shower(plans: list[DeployPlan], ui_url: str | None, as_json: bool) -> Callable[[dict[str, Any] | None], None]:
     """What prints the deployments (with their ids once registered): a table each, or one line of JSON."""
-    from flows import deploy as deployments
+    from flows import deployments
 
     def show(ids: dict[str, Any] | None) -> None:
         infos = [deployments.describe(plan, ids, ui_url) for plan in plans]

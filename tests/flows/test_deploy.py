@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from components.core.workspace import Workspace
 from components.data.landing import announcement_id
 from components.simulation.simulate import write_batches
-from flows import deploy
+from flows import deploy, deploy_serve, deployments
 from flows.cli import app
 from tests.conftest import load_model, write_config
 
@@ -49,8 +49,8 @@ def _workspace(tmp_path: Path, name: str, deploy_section: str = DEPLOY) -> tuple
     return path, load_model(path, name)
 
 
-def _plan(path: Path, config: Any) -> deploy.DeployPlan:
-    return deploy.plan_deployments(config, path, Workspace.at(config.home).ensure(), configured=True)
+def _plan(path: Path, config: Any) -> deployments.DeployPlan:
+    return deployments.plan_deployments(config, path, Workspace.at(config.home).ensure(), configured=True)
 
 
 def _runs(deployment_id: UUID) -> list[FlowRun]:
@@ -73,7 +73,7 @@ def _wait_for_runs(deployment_id: UUID, count: int, timeout: float = 60.0) -> li
 
 def test_deployments_carry_the_configured_schedules_and_triggers(tmp_path: Path) -> None:
     path, config = _workspace(tmp_path, "deployed")
-    ids = deploy.register([_plan(path, config)])
+    ids = deploy_serve.register([_plan(path, config)])
     assert sorted(ids) == ["monitoring-job/deployed", "scoring-job/deployed", "training-job/deployed"]
     with get_client(sync_client=True) as client:
         deployments = {name: client.read_deployment(deployment_id) for name, deployment_id in ids.items()}
@@ -108,7 +108,7 @@ def test_deployments_carry_the_configured_schedules_and_triggers(tmp_path: Path)
     assert by_event["mlops.data.landed"].actions[0].parameters["files"] == "{{ event.payload.files }}"
 
     # Registering again (a restart of `mlops deploy`) replaces the automations instead of adding more.
-    assert deploy.register([_plan(path, config)]) == ids
+    assert deploy_serve.register([_plan(path, config)]) == ids
     with get_client(sync_client=True) as client:
         again = client.read_resource_related_automations(f"prefect.deployment.{ids['training-job/deployed']}")
     assert len(again) == 2
@@ -121,7 +121,7 @@ def test_switches_in_the_config_remove_schedules_and_triggers(tmp_path: Path) ->
     assert [p.name for p in plan.deployments] == ["training-job/bare"]
     assert (plan.deployments[0].schedule, plan.deployments[0].triggers, plan.landing) == (None, (), None)
     assert any("monitoring" in note for note in plan.notes)
-    ids = deploy.register([plan])
+    ids = deploy_serve.register([plan])
     with get_client(sync_client=True) as client:
         assert client.read_deployment(ids["training-job/bare"]).schedules == []
         assert client.read_resource_related_automations(f"prefect.deployment.{ids['training-job/bare']}") == []
@@ -177,7 +177,7 @@ def test_cli_registers_on_the_api_it_is_given(tmp_path: Path, monkeypatch) -> No
 def test_drift_and_landed_events_start_training_runs(tmp_path: Path) -> None:
     path, config = _workspace(tmp_path, "evented")
     plan = _plan(path, config)
-    training_id = deploy.register([plan])["training-job/evented"]
+    training_id = deploy_serve.register([plan])["training-job/evented"]
     assert _runs(training_id) == []
 
     # The monitor's event, sent as flows/monitoring.py sends it.
@@ -197,7 +197,7 @@ def test_drift_and_landed_events_start_training_runs(tmp_path: Path) -> None:
     (plan.landing.folder / "batch_0002.parquet").write_bytes((tmp_path / "data" / "batch_0001.parquet").read_bytes())
     old = time.time() - 10
     os.utime(plan.landing.folder / "batch_0002.parquet", (old, old))
-    watcher = deploy.LandingWatcher(zone, "evented", plan.landing.poll_seconds)
+    watcher = deploy_serve.LandingWatcher(zone, "evented", plan.landing.poll_seconds)
     assert watcher.poll_once() == []
     (announced,) = watcher.poll_once()
     assert Path(announced.target) == tmp_path / "data" / "batch_0002.parquet"
@@ -208,7 +208,7 @@ def test_drift_and_landed_events_start_training_runs(tmp_path: Path) -> None:
     assert watcher.poll_once() == []  # announced once
     # A repeat of the announcement (a crash between sending it and recording it) has the same id:
     # the server's triggers recognise it and start nothing.
-    deploy.announce_landed("evented", [announced], announcement_id([announced]))
+    deploy_serve.announce_landed("evented", [announced], announcement_id([announced]))
     time.sleep(5)
     assert len(_runs(training_id)) == 2  # nothing else asked for training
 
