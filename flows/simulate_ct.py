@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,81 @@ def _add_to_window(path: Path, window_dir: Path, archive: Path, keep: int) -> No
         old.replace(archive / old.name)
 
 
+@dataclass
+class _Replay:
+    """One simulation's settings, folders and registry, to replay its batches one at a time."""
+
+    config: PipelineConfig
+    stream: ctsim.Stream
+    home: Path
+    workspace: Workspace
+    client: Any
+    rows: int
+    window: int
+    served_models: dict[str, Any] = field(default_factory=dict)  # each champion version loaded once
+
+    @property
+    def window_dir(self) -> Path:
+        return self.home / "data" / "window"
+
+    def _served(self, version: str) -> Any:
+        if version not in self.served_models:
+            self.served_models[version] = registry.load_model(f"models:/{self.stream.name}/{version}")
+        return self.served_models[version]
+
+    def batch(self, planned: ctsim.PlannedBatch) -> ctsim.TimelineRow:
+        """The batch arrives: the champion's and the best model's figures on it, then the monitor's
+        verdict, the batch filed (window or quarantine), and a retraining when the verdict says so."""
+        from flows.monitoring import monitoring_flow
+
+        stream, seed = self.stream, self.config.seed
+        champion = registry.get_champion(self.client, stream.name)
+        assert champion is not None
+        frame = stream.batch(self.rows, seed, planned.scenario, 100 + planned.index)
+        path = self.home / "data" / "incoming" / f"batch_{100 + planned.index:04d}.parquet"
+        frame.to_parquet(path)
+        served = self._served(champion.version)
+        served_score = best_score = None
+        if planned.kind != "corrupted":
+            best = ctsim.best_model(
+                stream, planned.scenario, self.config, 2 * self.rows, seed, batch_index=1000 + planned.index
+            )
+            served_score, best_score = ctsim.score(stream, served, frame), ctsim.score(stream, best, frame)
+        result = monitoring_flow(self.config, data=str(path), retrain="off")
+        row = ctsim.TimelineRow(
+            batch=planned.index,
+            kind=planned.kind,
+            validation="rejected" if result.verdict == "rejected" else "passed",
+            drift="-" if result.verdict == "rejected" else result.verdict,
+            retrained=False,
+            promoted=None,
+            served_version=champion.version,
+            served_score=served_score,
+            best_score=best_score,
+            detail=result.reason.splitlines()[0],
+        )
+        if result.verdict == "rejected":
+            quarantine = self.home / "quarantine"
+            quarantine.mkdir(exist_ok=True)
+            path.replace(quarantine / path.name)
+        else:
+            _add_to_window(path, self.window_dir, self.home / "data" / "archive", self.window)
+        if result.verdict == "retrain":
+            self._retrain(row, champion.version, result.window)
+        return row
+
+    def _retrain(self, row: ctsim.TimelineRow, version: str, window: str) -> None:
+        """Train on the window; the gate's decision goes into the batch's row."""
+        from flows.training import training_flow
+
+        history = monitor.history_file(self.workspace.monitoring, self.stream.name)
+        monitor.note_retraining(history, version, window)
+        trained = training_flow(self.config)
+        row.retrained = True
+        row.promoted = trained.model_version if trained.promoted else None
+        row.detail = f"{row.detail}; {'promoted' if trained.promoted else 'held back'}: {trained.reason}"
+
+
 def simulate_ct(
     base: PipelineConfig,
     home: Path,
@@ -74,67 +150,27 @@ def simulate_ct(
     on_row: Callable[[ctsim.TimelineRow], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[list[ctsim.TimelineRow], list[ctsim.Goal]]:
-    from flows.monitoring import monitoring_flow
     from flows.training import training_flow
 
     plan = ctsim.plan_batches(batches, drift_at=drift_at, concept_at=concept_at, corrupt_at=corrupt_at)
     if home.exists() and any(home.iterdir()):
         raise FileExistsError(f"{home} is not empty: the simulation needs a workspace of its own")
     config = simulation_config(base, home, trials, stream)
-    name = stream.name
     workspace = Workspace.at(home).ensure()
-    window_dir, incoming, archive = home / "data" / "window", home / "data" / "incoming", home / "data" / "archive"
+    window_dir, incoming = home / "data" / "window", home / "data" / "incoming"
     for folder in (window_dir, incoming):
         folder.mkdir(parents=True, exist_ok=True)
-    seed = config.seed
     # Batch indexes: 0-1 the initial window, 100+ the replayed batches, 1000+ fresh rows for the best model.
     for index in range(2):
-        stream.batch(rows, seed, batch_index=index).to_parquet(window_dir / f"batch_{index:04d}.parquet")
+        stream.batch(rows, config.seed, batch_index=index).to_parquet(window_dir / f"batch_{index:04d}.parquet")
     log(f"training the first {stream.name} champion ({stream.task.name}) on 2 stable batches of {rows:,} rows ...")
     first = training_flow(config)
     if not first.promoted:
         raise RuntimeError(f"the first champion was not promoted: {first.reason}")
-    client = registry.connect(workspace)
+    replay = _Replay(config, stream, home, workspace, registry.connect(workspace), rows, window)
     timeline: list[ctsim.TimelineRow] = []
-    served_models: dict[str, Any] = {}  # each champion version loaded once
     for planned in plan:
-        champion = registry.get_champion(client, name)
-        assert champion is not None
-        frame = stream.batch(rows, seed, planned.scenario, 100 + planned.index)
-        path = incoming / f"batch_{100 + planned.index:04d}.parquet"
-        frame.to_parquet(path)
-        if champion.version not in served_models:
-            served_models[champion.version] = registry.load_model(f"models:/{name}/{champion.version}")
-        served = served_models[champion.version]
-        served_score = best_score = None
-        if planned.kind != "corrupted":
-            best = ctsim.best_model(stream, planned.scenario, config, 2 * rows, seed, batch_index=1000 + planned.index)
-            served_score, best_score = ctsim.score(stream, served, frame), ctsim.score(stream, best, frame)
-        result = monitoring_flow(config, data=str(path), retrain="off")
-        row = ctsim.TimelineRow(
-            batch=planned.index,
-            kind=planned.kind,
-            validation="rejected" if result.verdict == "rejected" else "passed",
-            drift="-" if result.verdict == "rejected" else result.verdict,
-            retrained=False,
-            promoted=None,
-            served_version=champion.version,
-            served_score=served_score,
-            best_score=best_score,
-            detail=result.reason.splitlines()[0],
-        )
-        if result.verdict == "rejected":
-            quarantine = home / "quarantine"
-            quarantine.mkdir(exist_ok=True)
-            path.replace(quarantine / path.name)
-        else:
-            _add_to_window(path, window_dir, archive, window)
-        if result.verdict == "retrain":
-            monitor.note_retraining(monitor.history_file(workspace.monitoring, name), champion.version, result.window)
-            trained = training_flow(config)
-            row.retrained = True
-            row.promoted = trained.model_version if trained.promoted else None
-            row.detail = f"{row.detail}; {'promoted' if trained.promoted else 'held back'}: {trained.reason}"
+        row = replay.batch(planned)
         timeline.append(row)
         if on_row is not None:
             on_row(row)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +28,9 @@ from flows.cli.common import (
     err,
     out,
 )
+
+if TYPE_CHECKING:
+    from components.core.config import PipelineConfig
 
 
 class StreamChoice(StrEnum):
@@ -122,15 +127,10 @@ def simulate_ct(
     no retraining on stable batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
     """
     from components.simulation.ctsim import STREAMS
-    from flows import simulate_ct as sim
 
     if task not in STREAMS:
         _fail(f"--task must be one of {', '.join(STREAMS)}, not {task!r}")
     stream = STREAMS[task]
-
-    def default(value: int | None, fallback: int) -> int | None:
-        return fallback if value is None else (None if value < 0 else value)
-
     config = _load(config_path)
     workspace = _workspace(config)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -138,37 +138,75 @@ def simulate_ct(
     _prefect_api(config, workspace)
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(variable, None)  # the simulation's registry is its own workspace's, never a shared server
-    table = Table(
-        title=f"continuous training of {stream.name} ({task}), {batches} batches of {rows:,} rows ({sim_home})"
+    view = _TimelineView(
+        stream, f"continuous training of {stream.name} ({task}), {batches} batches of {rows:,} rows ({sim_home})"
     )
-    for column in (
-        "batch",
-        "scenario",
-        "validation",
-        "drift verdict",
-        "retrained",
-        "promoted",
-        "served",
-        f"served {stream.figure}",
-        f"best {stream.figure}",
-        "gap (pts)",
-    ):
-        table.add_column(
-            column,
-            justify="right" if column in ("batch", "gap (pts)") or "served " in column or "best " in column else "left",
-        )
+    replay = _ReplayOptions(batches, rows, drift_at, concept_at, corrupt_at, window, trials)
+    timeline, goals = _replay(config, sim_home, stream, replay, view.show)
+    _print_goals(view.table, timeline, goals, sim_home, as_json)
 
-    def show(row: Any) -> None:
+
+@dataclass(frozen=True)
+class _ReplayOptions:
+    """`mlops simulate-ct`'s options for the replay; a scenario's batch defaults from the batch count."""
+
+    batches: int
+    rows: int
+    drift_at: int | None
+    concept_at: int | None
+    corrupt_at: int | None
+    window: int
+    trials: int
+
+    def scenario(self) -> dict[str, int | None]:
+        """Where each scenario starts: as given, the default when not (None), none when negative."""
+
+        def default(value: int | None, fallback: int) -> int | None:
+            return fallback if value is None else (None if value < 0 else value)
+
+        return {
+            "drift_at": default(self.drift_at, self.batches // 3),
+            "concept_at": default(self.concept_at, 2 * self.batches // 3),
+            "corrupt_at": default(self.corrupt_at, self.batches // 2),
+        }
+
+
+class _TimelineView:
+    """Each replayed batch as a line on stderr while it runs, and as a row of the table printed at the end."""
+
+    def __init__(self, stream: Any, title: str) -> None:
+        self.figure = stream.figure
+        self.table = Table(title=title)
+        for column in (
+            "batch",
+            "scenario",
+            "validation",
+            "drift verdict",
+            "retrained",
+            "promoted",
+            "served",
+            f"served {self.figure}",
+            f"best {self.figure}",
+            "gap (pts)",
+        ):
+            self.table.add_column(
+                column,
+                justify="right"
+                if column in ("batch", "gap (pts)") or "served " in column or "best " in column
+                else "left",
+            )
+
+    def show(self, row: Any) -> None:
         gap = "" if row.gap is None else f"{100 * row.gap:+.1f}"
         acc = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
         err.print(
             f"batch {row.batch:>2} {row.kind:<15} {row.validation:<8} {row.drift:<9} "
             f"{'retrained' if row.retrained else '':<9} {('v' + row.promoted) if row.promoted else '':<4} "
-            f"served v{row.served_version} {stream.figure} {acc(row.served_score)} best {acc(row.best_score)} {gap}",
+            f"served v{row.served_version} {self.figure} {acc(row.served_score)} best {acc(row.best_score)} {gap}",
             highlight=False,
             soft_wrap=True,
         )
-        table.add_row(
+        self.table.add_row(
             str(row.batch),
             row.kind,
             row.validation,
@@ -181,21 +219,25 @@ def simulate_ct(
             gap,
         )
 
+
+def _replay(
+    config: PipelineConfig, sim_home: Path, stream: Any, options: _ReplayOptions, show: Callable[[Any], None]
+) -> tuple[list[Any], list[Any]]:
+    """The replay's timeline and goals; a user's error exits 1 with its message, any other error 1."""
+    from flows import simulate_ct as sim
     from flows.prefect_server import flow_run_settings
 
     handled: tuple[type[BaseException], ...] = (ValueError, FileExistsError, UserError)
     try:
         with flow_run_settings(config.prefect.heartbeat_seconds):
-            timeline, goals = sim.simulate_ct(
+            return sim.simulate_ct(
                 config,
                 sim_home,
-                batches=batches,
-                rows=rows,
-                drift_at=default(drift_at, batches // 3),
-                concept_at=default(concept_at, 2 * batches // 3),
-                corrupt_at=default(corrupt_at, batches // 2),
-                window=window,
-                trials=trials,
+                batches=options.batches,
+                rows=options.rows,
+                **options.scenario(),
+                window=options.window,
+                trials=options.trials,
                 stream=stream,
                 on_row=show,
                 log=lambda message: err.print(message, highlight=False),
@@ -204,6 +246,12 @@ def simulate_ct(
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
         _report_unexpected(exc)
+
+
+def _print_goals(table: Table, timeline: list[Any], goals: list[Any], sim_home: Path, as_json: bool) -> None:
+    """The timeline's table, each goal met or missed, and where everything is; exit 4 when a goal was missed."""
+    from flows import simulate_ct as sim
+
     (out if out.is_terminal else Console(width=140)).print(table)  # a log file gets the table unsquashed
     for goal in goals:
         mark = "[green]PASS[/]" if goal.met else "[bold red]FAIL[/]"
