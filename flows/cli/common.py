@@ -6,19 +6,22 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from components.core.config import ConfigError, PipelineConfig
 from components.core.environment import workspace_environment
-from components.core.errors import EXIT_ERROR
+from components.core.errors import EXIT_ERROR, UserError
 from components.core.project import Project, load_project
 from components.core.secrets import install_log_redaction, redact
 from components.core.workspace import Workspace
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_REJECTED = 3
@@ -125,6 +128,32 @@ def _report_unexpected(exc: BaseException) -> NoReturn:
     else:
         err.print("[dim](set MLOPS_DEBUG=1 for the traceback)[/]")
     _fail(f"{type(exc).__name__}: {exc}")
+
+
+def _run_flow(
+    config: PipelineConfig,
+    run: Callable[[], T],
+    on_user_error: Callable[[UserError], None] | None = None,
+    user_errors: tuple[type[BaseException], ...] = (UserError,),
+    passthrough: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Run a flow under the run settings (heartbeats) and map its outcome to the CLI's: a user's
+    error exits with its status (`UserError.exit_status`) and message, after `on_user_error` has had
+    its say (it may exit another way); `passthrough` errors are the caller's to handle; anything else
+    exits 1, its traceback behind MLOPS_DEBUG=1."""
+    from flows.prefect_server import flow_run_settings
+
+    try:
+        with flow_run_settings(config.prefect.heartbeat_seconds):
+            return run()
+    except passthrough:
+        raise
+    except user_errors as exc:
+        if on_user_error is not None and isinstance(exc, UserError):
+            on_user_error(exc)
+        _fail(str(exc), exc.exit_status if isinstance(exc, UserError) else EXIT_ERROR)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
+        _report_unexpected(exc)
 
 
 def _read_frame(source: str, query: str | None) -> Any:

@@ -7,16 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from components.core.errors import UserError
 from flows.cli.common import (
     EXIT_REJECTED,
     EXIT_RETRAIN,
     ConfigOption,
     ModelOption,
-    _fail,
     _model,
     _prefect_api,
-    _report_unexpected,
+    _run_flow,
     _workspace,
     err,
 )
@@ -81,15 +79,11 @@ def monitor(
 def _monitor(config: PipelineConfig, data: str | None, labels: str | None, retrain: Retrain | None) -> MonitorResult:
     """The monitoring flow's result; a user's error exits with its status, any other error 1."""
     from flows.monitoring import monitoring_flow
-    from flows.prefect_server import flow_run_settings
 
-    try:
-        with flow_run_settings(config.prefect.heartbeat_seconds):
-            return monitoring_flow(config, data=data, labels=labels, retrain=retrain.value if retrain else None)
-    except UserError as exc:
-        _fail(str(exc), exc.exit_status)
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
-        _report_unexpected(exc)
+    return _run_flow(
+        config,
+        lambda: monitoring_flow(config, data=data, labels=labels, retrain=retrain.value if retrain else None),
+    )
 
 
 def _print_verdict(result: MonitorResult) -> None:

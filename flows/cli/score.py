@@ -16,7 +16,7 @@ from flows.cli.common import (
     _fail,
     _model,
     _prefect_api,
-    _report_unexpected,
+    _run_flow,
     _workspace,
     err,
 )
@@ -131,26 +131,25 @@ def _score(
 ) -> ScoringResult:
     """The scoring flow's result; a contract failure exits 3, any other error 1."""
     from components.inference import batch
-    from flows.prefect_server import flow_run_settings
     from flows.scoring import scoring_flow
 
-    try:
-        with flow_run_settings(config.prefect.heartbeat_seconds):
-            return scoring_flow(
-                config,
-                input_path,
-                output_path,
-                model_name=model_name,
-                id_column=id_column,
-                rejects_path=rejects,
-                show_progress=show_progress,
-            )
-    except batch.InvalidInput as exc:
-        _fail(f"rejected: {exc}", EXIT_REJECTED)
-    except UserError as exc:
-        _fail(str(exc), exc.exit_status)
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
-        _report_unexpected(exc)
+    def rejected(exc: UserError) -> None:
+        if isinstance(exc, batch.InvalidInput):
+            _fail(f"rejected: {exc}", EXIT_REJECTED)
+
+    return _run_flow(
+        config,
+        lambda: scoring_flow(
+            config,
+            input_path,
+            output_path,
+            model_name=model_name,
+            id_column=id_column,
+            rejects_path=rejects,
+            show_progress=show_progress,
+        ),
+        on_user_error=rejected,
+    )
 
 
 def _print_scored(result: ScoringResult, as_json: bool) -> None:

@@ -23,7 +23,7 @@ from flows.cli.common import (
     _fail,
     _load,
     _prefect_api,
-    _report_unexpected,
+    _run_flow,
     _workspace,
     err,
     out,
@@ -225,27 +225,27 @@ def _replay(
 ) -> tuple[list[Any], list[Any]]:
     """The replay's timeline and goals; a user's error exits 1 with its message, any other error 1."""
     from flows import simulate_ct as sim
-    from flows.prefect_server import flow_run_settings
 
-    handled: tuple[type[BaseException], ...] = (ValueError, FileExistsError, UserError)
-    try:
-        with flow_run_settings(config.prefect.heartbeat_seconds):
-            return sim.simulate_ct(
-                config,
-                sim_home,
-                batches=options.batches,
-                rows=options.rows,
-                **options.scenario(),
-                window=options.window,
-                trials=options.trials,
-                stream=stream,
-                on_row=show,
-                log=lambda message: err.print(message, highlight=False),
-            )
-    except handled as exc:
-        _fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
-        _report_unexpected(exc)
+    def one(exc: UserError) -> None:
+        _fail(str(exc))  # every error of the replay's settings exits 1
+
+    return _run_flow(
+        config,
+        lambda: sim.simulate_ct(
+            config,
+            sim_home,
+            batches=options.batches,
+            rows=options.rows,
+            **options.scenario(),
+            window=options.window,
+            trials=options.trials,
+            stream=stream,
+            on_row=show,
+            log=lambda message: err.print(message, highlight=False),
+        ),
+        on_user_error=one,
+        user_errors=(ValueError, FileExistsError, UserError),
+    )
 
 
 def _print_goals(table: Table, timeline: list[Any], goals: list[Any], sim_home: Path, as_json: bool) -> None:

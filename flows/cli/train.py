@@ -26,7 +26,7 @@ from flows.cli.common import (
     _project,
     _proposed_config,
     _read_frame,
-    _report_unexpected,
+    _run_flow,
     _run_settings,
     _shown,
     _workspace,
@@ -108,13 +108,9 @@ def _prepare_training(config: PipelineConfig, new_model: Any) -> None:
 def _train(config: PipelineConfig, new_model: Any, dry_run: bool, as_json: bool) -> TrainingResult:
     """The training flow's result; rejected data exits 3 (nothing registered), any other error 1."""
     from components.data.contract import DataRejected
-    from flows.prefect_server import flow_run_settings
     from flows.training import training_flow
 
-    try:
-        with flow_run_settings(config.prefect.heartbeat_seconds):
-            return training_flow(config, dry_run=dry_run)
-    except DataRejected as exc:
+    def rejected(exc: DataRejected) -> None:
         err.print(f"[bold red]rejected:[/] {exc}", highlight=False, soft_wrap=True)
         err.print("nothing was registered; the champion is unchanged.")
         if as_json:
@@ -129,11 +125,13 @@ def _train(config: PipelineConfig, new_model: Any, dry_run: bool, as_json: bool)
                     }
                 )
             )
-        raise typer.Exit(EXIT_REJECTED) from None
-    except UserError as exc:
-        _fail(str(exc), exc.exit_status)
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 1
-        _report_unexpected(exc)
+        raise typer.Exit(EXIT_REJECTED)
+
+    try:
+        return _run_flow(config, lambda: training_flow(config, dry_run=dry_run), passthrough=(DataRejected,))
+    except DataRejected as exc:  # an expected outcome, not a user's error: the data is at fault
+        rejected(exc)
+        raise
 
 
 def _print_trained(result: TrainingResult) -> None:
