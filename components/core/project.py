@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from components.core.config import ConfigError, PipelineConfig
-from components.core.config.loading import deep_merge, env_overrides, find_config_file, resolve_relative
+from components.core.config.loading import (
+    deep_merge,
+    env_overrides,
+    find_config_file,
+    read_yaml,
+    resolve_relative,
+    validated,
+)
 
 MODEL_FILE_SUFFIXES = (".yaml", ".yml")
 # Keys that describe one model's dataset: never project-wide.
@@ -48,18 +52,6 @@ class ModelNotFound(ConfigError):
     """No model of that name is configured or registered; the message names the choices."""
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
-    return loaded
-
-
 def _has(data: dict[str, Any], keys: tuple[str, ...]) -> bool:
     node: Any = data
     for key in keys:
@@ -67,14 +59,6 @@ def _has(data: dict[str, Any], keys: tuple[str, ...]) -> bool:
             return False
         node = node[key]
     return node is not None and node != [] and node != {}
-
-
-def _validated(data: dict[str, Any], where: str) -> PipelineConfig:
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigError(f"invalid configuration{where}: {problems}") from exc
 
 
 def check_name(name: str) -> str:
@@ -129,14 +113,14 @@ class Project:
     def base(self) -> PipelineConfig:
         """The project defaults alone (workspace, servers): for commands that act on no one model."""
         data = deep_merge(self._anchored(), env_overrides(self.environ))
-        return _validated(data, f" in {self.config_file}" if self.config_file else "")
+        return validated(data, f" in {self.config_file}" if self.config_file else "")
 
     def model_config(self, name: str) -> PipelineConfig:
         """One configured model's settings: project defaults, its own file, then the environment."""
         path = self.model_file(name)
         if not path.is_file():
             raise ModelNotFound(f"no model {name!r} is configured: {path} does not exist{self._choices()}")
-        own = _read_yaml(path)
+        own = read_yaml(path)
         stray = [key for key in PROJECT_ONLY if key in own]
         if stray:
             raise ConfigError(f"{path}: {', '.join(stray)} belong(s) to the project, in {self._project_file_name()}")
@@ -148,7 +132,7 @@ class Project:
             raise ConfigError(f"{path}: data.name is {given!r}, but a model file's name is its model's ({name!r})")
         own = resolve_relative({**own, "data": {**data_section, "name": name}}, self.root)
         merged = deep_merge(deep_merge(self._anchored(), own), env_overrides(self.environ))
-        return _validated(merged, f" in {path}")
+        return validated(merged, f" in {path}")
 
     def adhoc_config(self, data: dict[str, Any], task: str | None = None, **sections: Any) -> PipelineConfig:
         """Project defaults for a model without a file: its data (and task) given here."""
@@ -157,7 +141,7 @@ class Project:
             own["task"] = task
         own.update({k: v for k, v in sections.items() if v is not None})
         merged = deep_merge(deep_merge(self._anchored(), own), env_overrides(self.environ))
-        return _validated(merged, "")
+        return validated(merged, "")
 
     def registered_config(self, name: str) -> PipelineConfig:
         """A model without a file (registered by an ad-hoc run): its column roles from its contract."""
@@ -211,7 +195,7 @@ def load_project(path: Path | str | None = None, environ: dict[str, str] | None 
     path = Path(path) if path else find_config_file()
     if path is None:
         return Project(None, Path.cwd().resolve(), {}, environ)
-    loaded = _read_yaml(path)
+    loaded = read_yaml(path)
     misplaced = [".".join(keys) for keys in MODEL_ONLY if _has(loaded, keys)]
     if misplaced:
         raise ConfigError(

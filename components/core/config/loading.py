@@ -112,27 +112,33 @@ def find_config_file(start: Path | None = None) -> Path | None:
     return None
 
 
-def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> PipelineConfig:
-    """Load the YAML config (if any), apply environment overrides, and validate."""
-    environ = dict(os.environ if environ is None else environ)
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
-        data = resolve_relative(loaded, path.resolve().parent)
-    data = deep_merge(data, env_overrides(environ))
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A settings file's mapping of sections; a clear error when it is missing, not YAML or not a mapping."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def validated(data: dict[str, Any], where: str = "") -> PipelineConfig:
+    """The merged settings as a `PipelineConfig`; every problem named by its dotted key."""
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        where = f" in {path}" if path else ""
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid configuration{where}: {problems}") from exc
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> PipelineConfig:
+    """Load the YAML config (if any), apply environment overrides, and validate."""
+    environ = dict(os.environ if environ is None else environ)
+    data = resolve_relative(read_yaml(path), path.resolve().parent) if path is not None else {}
+    return validated(deep_merge(data, env_overrides(environ)), f" in {path}" if path else "")
 
 
 def dataset_name(config: PipelineConfig) -> str:

@@ -68,7 +68,7 @@ class ModelConfig(_Section):
         return dict(self.params)
 
 
-CLASSIFICATION_METRICS = (
+ClassificationMetric = Literal[
     "roc_auc",
     "average_precision",
     "f1",
@@ -79,24 +79,11 @@ CLASSIFICATION_METRICS = (
     "precision",
     "recall",
     "calibration_error",
-)
-REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
-MetricName = Literal[
-    "roc_auc",
-    "average_precision",
-    "f1",
-    "balanced_accuracy",
-    "accuracy",
-    "log_loss",
-    "brier",
-    "precision",
-    "recall",
-    "calibration_error",
-    "rmse",
-    "mae",
-    "r2",
-    "mape",
 ]
+RegressionMetric = Literal["rmse", "mae", "r2", "mape"]
+MetricName = Literal[ClassificationMetric, RegressionMetric]
+CLASSIFICATION_METRICS: tuple[str, ...] = get_args(ClassificationMetric)
+REGRESSION_METRICS: tuple[str, ...] = get_args(RegressionMetric)
 LOWER_IS_BETTER_METRICS = frozenset({"log_loss", "brier", "calibration_error", "rmse", "mae", "mape"})
 
 
