@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-fast lint actionlint format typecheck docs docs-serve bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
+.PHONY: help uv venv run test test-stack test-fast lint actionlint format typecheck docs docs-serve bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,10 @@ run: venv ## Generate the example loan data (if absent) and train its model (mod
 
 test: venv ## Run the whole test suite
 	.venv/bin/pytest
+
+test-stack: venv ## The server stack as real processes (PostgreSQL, MLflow + Prefect servers, workers, Dask), end to end
+	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --extra server
+	.venv/bin/pytest tests/stack -m stack
 
 test-fast: venv ## Run the tests not marked slow
 	.venv/bin/pytest -m "not slow"

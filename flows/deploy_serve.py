@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -87,12 +88,7 @@ def serve(
         for plan in plans
         for item in plan.deployments
     }
-    watchers = []
-    for plan in plans:
-        if plan.landing is not None:
-            zone = plan.landing.zone()
-            zone.prepare()
-            watchers.append(LandingWatcher(zone, plan.model_name, plan.landing.poll_seconds))
+    watchers = _watchers(plans)
     on_ready(ids)
     for watcher in watchers:
         watcher.start()
@@ -105,7 +101,40 @@ def serve(
             watcher.stop()
 
 
+def watch_landing(plans: Sequence[DeployPlan]) -> bool:
+    """Run the plans' landing watchers until Ctrl-C or SIGTERM (the deployments run elsewhere, on a
+    work pool's workers); False at once when no model has a landing folder."""
+    watchers = _watchers(plans)
+    if not watchers:
+        return False
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    for watcher in watchers:
+        watcher.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for watcher in watchers:
+            watcher.stop()
+    return True
+
+
 # ---------------------------------------------------------------- the landing watcher
+
+
+def _watchers(plans: Sequence[DeployPlan]) -> list[LandingWatcher]:
+    """A watcher per model with a landing folder, its folders created."""
+    watchers = []
+    for plan in plans:
+        if plan.landing is not None:
+            zone = plan.landing.zone()
+            zone.prepare()
+            watchers.append(LandingWatcher(zone, plan.model_name, plan.landing.poll_seconds))
+    return watchers
 
 
 def announce_landed(model_name: str, files: Sequence[Landed], event_id: str) -> None:

@@ -263,8 +263,11 @@ def plan_deployments(
     return DeployPlan(model, config_file, planned, landing, notes)
 
 
-def describe(plan: DeployPlan, ids: dict[str, uuid.UUID] | None = None, ui_url: str | None = None) -> dict[str, Any]:
-    """What is (or would be) served, as JSON-ready data."""
+def describe(
+    plan: DeployPlan, ids: dict[str, uuid.UUID] | None = None, ui_url: str | None = None, work_pool: str | None = None
+) -> dict[str, Any]:
+    """What is (or would be) served, as JSON-ready data; `work_pool`: where workers pick the runs up
+    (None: the `mlops deploy` process runs them)."""
     rows = []
     for item in plan.deployments:
         deployment_id = (ids or {}).get(item.name)
@@ -293,6 +296,7 @@ def describe(plan: DeployPlan, ids: dict[str, uuid.UUID] | None = None, ui_url: 
         else None,
         "notes": plan.notes,
         "ui_url": ui_url,
+        "work_pool": work_pool,
     }
 
 
@@ -305,6 +309,8 @@ def print_plan(console: Console, info: dict[str, Any]) -> None:
         table.add_row(row["name"], row["schedule"] or "-", "\n".join(row["triggers"]) or "-")
     console.print(table)
     lines = [f"  {row['name']}: {row['url']}" for row in info["deployments"] if row["url"]]
+    if info.get("work_pool"):
+        lines.append(f"runs on work pool {info['work_pool']}: `prefect worker start --pool {info['work_pool']}`")
     if landing := info["landing"]:
         lines.append(
             f"landing watcher (in this process): {landing['folder']} -> {landing['destination']}, "

@@ -17,6 +17,13 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/stack (the server stack as real processes) is collected only when asked for: `-m stack`."""
+    if collection_path == Path(__file__).parent / "stack":
+        return "stack" not in (config.getoption("markexpr") or "") or None
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may read the developer's workspace, config or tracking server."""

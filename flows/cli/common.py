@@ -141,9 +141,11 @@ def _run_flow(
     error exits with its status (`UserError.exit_status`) and message, after `on_user_error` has had
     its say (it may exit another way); `passthrough` errors are the caller's to handle; anything else
     exits 1, its traceback behind MLOPS_DEBUG=1."""
+    from components.tracking.registry import check_store
     from flows.prefect_server import flow_run_settings
 
     try:
+        check_store(Workspace.at(config.home))
         with flow_run_settings(config.prefect.heartbeat_seconds):
             return run()
     except passthrough:
@@ -291,6 +293,10 @@ def _announce_new_model(proposal: Any, suite: Path) -> None:
 def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
     from components.tracking import registry
 
+    try:
+        registry.check_store(workspace)
+    except registry.TrackingUnreachable as exc:
+        _fail(str(exc), exc.exit_status)
     client = registry.connect(workspace)
     registered = set(registry.list_models(client))
     rows: list[dict[str, Any]] = []

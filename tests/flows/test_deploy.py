@@ -291,3 +291,41 @@ def test_mlops_deploy_serves_the_landing_folder_and_stops_cleanly_on_sigterm(tmp
     assert "stopped serving" in output
     with get_client(sync_client=True) as client:
         assert client.read_deployment(training_id).paused
+
+
+def test_cli_registers_on_a_work_pool_with_the_runs_environment_and_the_crash_automation(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from prefect.automations import Automation
+    from prefect.settings import PREFECT_API_URL
+
+    from flows import deploy_pool
+
+    path, _ = _workspace(tmp_path, "pooled")
+    result = CliRunner().invoke(app, ["deploy", "--config", str(path), "--work-pool", "pool-a", "--no-serve", "--json"])
+    assert result.exit_code == 1 and "PREFECT_API_URL" in result.output  # the workers must reach the server too
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    for _ in range(2):  # a second registration updates, it adds nothing
+        result = CliRunner().invoke(
+            app, ["deploy", "--config", str(path), "--work-pool", "pool-a", "--no-serve", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+    (info,) = json.loads(result.stdout.strip().splitlines()[-1])["models"]
+    assert info["work_pool"] == "pool-a"
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool("pool-a").type == "process"  # created, as none had the name
+        deployment = client.read_deployment_by_name("training-job/pooled")
+        assert deployment.work_pool_name == "pool-a" and deployment.global_concurrency_limit.limit == 1
+        env = deployment.job_variables["env"]
+        assert json.loads(env[deploy.SERVED_CONFIGS]) == [str(path.resolve())]
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(deploy_pool.DEFAULT_HEARTBEAT_S)
+        assert len(client.read_automations_by_name(deploy_pool.ZOMBIE_AUTOMATION)) == 1
+    automation = Automation.read(name=deploy_pool.ZOMBIE_AUTOMATION)
+    assert automation.trigger.within.total_seconds() == 3 * deploy_pool.DEFAULT_HEARTBEAT_S
+    assert automation.actions[0].state.value == "CRASHED"
+    # An existing pool of another type is used as it is, not replaced.
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        client.create_work_pool(WorkPoolCreate(name="pool-k", type="kubernetes", base_job_template={}))
+    assert deploy_pool.ensure_work_pool("pool-k") == ("kubernetes", False)

@@ -26,6 +26,8 @@ from components.tracking.registry.aliases import (
 from components.tracking.registry.aliases import _alias_version as _alias_version  # tests read aliases with it
 from components.tracking.registry.connection import (
     RegistryError,
+    TrackingUnreachable,
+    check_store,
     connect,
     ensure_experiment,
     is_embedded,
@@ -81,8 +83,10 @@ __all__ = [
     "ChampionMoved",
     "RegistryError",
     "Rollback",
+    "TrackingUnreachable",
     "UnsafeModel",
     "alias_lock",
+    "check_store",
     "connect",
     "download_artifact",
     "download_model",
