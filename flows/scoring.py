@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 
+from components.core.cluster import ClusterError, ClusterInfo, check_cluster
 from components.core.config import PipelineConfig, dataset_name
 from components.core.files import write_text_atomic
 from components.core.logs import PREFECT_RUN_LOGGERS, exception_of, quiet
@@ -79,11 +80,13 @@ class ScoringResult:
 
 def _input_error_line(record: logging.LogRecord) -> str | None:
     exc = exception_of(record)
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, (InputError, batch.ScoringStopped)) else None
+    expected = (InputError, batch.ScoringStopped, ClusterError)
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, expected) else None
 
 
 def quiet_input_errors() -> None:
-    """Bad input is an expected outcome: Prefect's run loggers say so in one line, without a traceback."""
+    """Bad input (or a Dask cluster that cannot take the job) is an expected outcome: Prefect's run
+    loggers say so in one line, without a traceback."""
     quiet("input errors", PREFECT_RUN_LOGGERS, _input_error_line)
 
 
@@ -332,6 +335,20 @@ class _LocalCluster:
             self._pool.shutdown()
 
 
+@task(name="check_cluster", cache_policy=NO_CACHE)
+def check_cluster_task(address: str, plan: batch.ScoringPlan, ref: ModelRef, scratch: Path) -> ClusterInfo:
+    """Before any partition: a scheduler's workers must read the input and the model folder and write
+    in the output folder (the scratch folder's parent), at the paths this process uses."""
+    info = check_cluster(address, read=(plan.input_path, ref.path), write=(scratch.parent,))
+    get_run_logger().info(
+        "Dask scheduler %s: %d worker(s), %d thread(s), each sees the input, the model and the output folder",
+        address,
+        len(info.workers),
+        info.threads,
+    )
+    return info
+
+
 def _score_on_dask(
     address: str, plan: batch.ScoringPlan, ref: ModelRef, scratch: Path, progress: _Progress
 ) -> tuple[list[batch.PartitionResult], int]:
@@ -428,6 +445,8 @@ def _score_here_or_on_dask(
     """The partitions' results and the worker slots used: on the local cluster or the configured
     scheduler (the local cluster is released once its work is done), else one partition here."""
     address = cluster.address if cluster is not None else dask_address
+    if cluster is None and address:  # only a given scheduler: our own cluster shares this machine's files
+        check_cluster_task(address, plan, ref, scratch)
     if address:
         results, workers = _score_on_dask(address, plan, ref, scratch, progress)
         if cluster is not None:

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from components.core.cluster import ClusterError, check_cluster
 from components.core.config import PipelineConfig, SearchConfig
 from components.core.logs import PREFECT_RUN_LOGGERS, exception_of, quiet
 from components.data.contract import DataRejected
@@ -31,6 +32,8 @@ __all__ = ["TrainingResult", "quiet_rejections", "training_flow"]
 
 def _rejection_line(record: logging.LogRecord) -> str | None:
     exc = exception_of(record)
+    if isinstance(exc, ClusterError):
+        return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, DataRejected) or "DataRejected" in record.getMessage():
         where = f"; report: {exc.report_path}" if isinstance(exc, DataRejected) and exc.report_path else ""
         return f"data rejected by the contract (failed expectations above){where}"
@@ -39,7 +42,8 @@ def _rejection_line(record: logging.LogRecord) -> str | None:
 
 def quiet_rejections() -> None:
     """A rejection is an expected outcome, not a crash: Prefect's task and flow loggers report it
-    in one line instead of a traceback that repeats every failed expectation."""
+    in one line instead of a traceback that repeats every failed expectation (and a Dask scheduler
+    that cannot take the trials in one line too)."""
     quiet("rejections", PREFECT_RUN_LOGGERS, _rejection_line)
 
 
@@ -113,7 +117,11 @@ def _spread_on_dask(
     plan: selection.SelectionPlan, choose: Callable[..., selection.Selection], X: pd.DataFrame, y: pd.Series,
     metric: str, seed: int, task: Task,
 ) -> selection.Selection:  # fmt: skip
-    """The search with its trials as tasks of a nested flow on a Dask task runner."""
+    """The search with its trials as tasks of a nested flow on a Dask task runner; a configured
+    scheduler is checked first (reachable, with workers, on this project's and scikit-learn's versions)."""
+    if plan.search.dask_address:
+        info = check_cluster(plan.search.dask_address)
+        get_run_logger().info("trials on %s: %d worker(s), %d thread(s)", info.address, len(info.workers), info.threads)
     (X_rows, y_rows), repeats = selection.trial_inputs(plan, X, y, seed, task)
 
     @flow(name="search_trials", task_runner=_dask_runner(plan.search))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from distributed import LocalCluster
 from typer.testing import CliRunner
 
 from components.core.workspace import Workspace
@@ -18,6 +20,22 @@ from flows.cli import EXIT_REJECTED, app
 from flows.scoring import scoring_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Dask scheduler with two single-threaded worker processes that work in a folder of their own,
+    as on another machine: they see absolute paths as this process does, relative ones elsewhere."""
+    elsewhere = tmp_path_factory.mktemp("worker-folder")
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP routes on a free port, not 8787
+        preload=[f"import os; os.chdir({str(elsewhere)!r})"],
+    ) as cluster:
+        yield cluster.scheduler_address
 
 
 def _champion(config) -> registry.ChampionInfo:
@@ -114,21 +132,42 @@ def test_cli_refuses_a_file_without_the_model_columns_before_writing(trained, tm
 
 
 @pytest.mark.slow
-def test_dask_with_two_workers_gives_the_same_output_as_one_process(trained, tmp_path: Path) -> None:
+def test_dask_with_two_workers_gives_the_same_output_as_one_process(trained, scheduler: str, tmp_path: Path) -> None:
     _, config, _ = trained
     frame = _new_rows(tmp_path / "new", 4000, seed=5)
     frame.loc[[10, 2500, 3999], "region"] = "atlantis"
     source = tmp_path / "new.csv"  # CSV partitions: byte ranges whose row numbers are only known at the end
     frame.to_csv(source, index=False)
-    runs = {}
-    for workers in (1, 2):
-        scoring = {"workers": workers, "chunk_rows": 300, "on_invalid": "reject"}
-        runs[workers] = scoring_flow(config.with_overrides(scoring=scoring), source, tmp_path / f"w{workers}.parquet")
-    one, two = runs[1], runs[2]
-    assert two.workers == 2 and two.partitions == 2 and one.partitions == 1
-    assert (two.rows, two.scored, two.rejected) == (one.rows, one.scored, one.rejected) == (4000, 3997, 3)
-    a, b = (pd.read_parquet(r.output).drop(columns="scored_at") for r in (one, two))
-    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
-    ra, rb = (pd.read_parquet(r.rejects) for r in (one, two))
-    pd.testing.assert_frame_equal(ra, rb)
-    assert rb["input_row"].tolist() == [10, 2500, 3999]
+    where = {"here": {"workers": 1}, "local": {"workers": 2}, "scheduler": {"dask_address": scheduler}}
+    runs = {
+        name: scoring_flow(
+            config.with_overrides(scoring={**place, "chunk_rows": 300, "on_invalid": "reject"}),
+            source,
+            tmp_path / f"{name}.parquet",
+        )
+        for name, place in where.items()
+    }
+    one, two, remote = runs["here"], runs["local"], runs["scheduler"]
+    assert two.workers == remote.workers == 2 and two.partitions == remote.partitions == 2 and one.partitions == 1
+    for other in (two, remote):
+        assert (other.rows, other.scored, other.rejected) == (one.rows, one.scored, one.rejected) == (4000, 3997, 3)
+        a, b = (pd.read_parquet(r.output).drop(columns="scored_at") for r in (one, other))
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
+        ra, rb = (pd.read_parquet(r.rejects) for r in (one, other))
+        pd.testing.assert_frame_equal(ra, rb)
+        assert rb["input_row"].tolist() == [10, 2500, 3999]
+
+
+def test_cli_refuses_a_scheduler_whose_workers_cannot_see_the_input(
+    trained, scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path, _, _ = trained
+    monkeypatch.chdir(tmp_path)
+    _new_rows(tmp_path / "new", 50).to_parquet("new.parquet", index=False)  # relative: elsewhere on the workers
+    out = tmp_path / "out" / "scores.parquet"
+    result = _score(config_path, "-i", "new.parquet", "-o", str(out), "--dask-address", scheduler)
+    assert result.exit_code == 1, result.output
+    assert f"error: the Dask workers of {scheduler} cannot take this job" in result.output
+    assert "cannot read new.parquet: not found, relative to the worker's folder" in result.output
+    assert "MLOPS_HOME" in result.output and "Traceback" not in result.output
+    assert not out.exists() and list(out.parent.iterdir()) == []  # nothing scored, the scratch folder gone
