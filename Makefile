@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-stack test-fast lint actionlint format typecheck docs docs-serve bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring serve deploy build status stop clean
+.PHONY: help uv venv run test test-stack test-fast lint actionlint format typecheck docs docs-serve bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring bench-stack serve deploy build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,6 +91,10 @@ bench-serving: venv ## Serving: p50/p99 and req/s at concurrency 1 and 32, ours 
 
 bench-scoring: venv ## Batch scoring of 5M rows: rows/s vs whole-frame predict, peak memory at 5M/10M, Dask x2 vs 1 process
 	.venv/bin/python benchmarks/bench_scoring.py
+
+bench-stack: venv ## Training and scoring on the embedded default vs the server stack (PostgreSQL, servers, Dask)
+	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --extra server
+	.venv/bin/python benchmarks/bench_stack.py
 
 serve: venv ## Serve the champion of the only configured model over HTTP on 127.0.0.1:3000
 	$(MLOPS) serve

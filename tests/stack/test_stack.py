@@ -144,9 +144,10 @@ def _runs_of(project: Project, deployment: str) -> list[Any]:
 def _wait_new_run(project: Project, deployment: str, before: set[Any], trigger: str, timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        new = [r for r in _runs_of(project, deployment) if r.id not in before]
+        # (registering again adds the schedule's next runs: those are not the ones looked for)
+        runs = _runs_of(project, deployment)
+        new = [r for r in runs if r.id not in before and r.parameters.get("trigger") == trigger]
         if new:
-            assert new[0].parameters.get("trigger") == trigger, new[0].parameters
             return new[0]
         time.sleep(1.0)
     raise AssertionError(f"no run of {deployment} started by {trigger}")
@@ -184,12 +185,17 @@ def test_files_in_the_landing_folder_start_training_on_the_pool(project: Project
 
 def _wait_task(project: Project, run_id: Any, task_name: str, timeout: float = 300) -> None:
     """Until the flow run has started the task (it is mid-run, past its imports and data steps)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
     deadline = time.monotonic() + timeout
     with prefect_api(project.env["PREFECT_API_URL"]) as client:
         while time.monotonic() < deadline:
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            # the steps are tasks of the job's subflow, `training_flow`
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
+            )
+            ids = [run_id, *(child.id for child in children)]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
             if any(t.name.startswith(task_name) for t in tasks):
                 return
             time.sleep(0.5)

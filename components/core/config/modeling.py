@@ -122,7 +122,11 @@ class SearchConfig(_Section):
     workers: int = Field(
         default=1, ge=1, description="Trials run at once; more than 1 runs them on a local Dask cluster."
     )
-    dask_address: str | None = Field(default=None, description="A Dask scheduler to run trials on (tcp://host:8786).")
+    dask_address: str | None = Field(
+        default=None,
+        description="A Dask scheduler to run trials on (tcp://host:8786); checked before the first trial: "
+        "reachable, with workers running the same Python, project and scikit-learn versions.",
+    )
 
 
 class EvaluationConfig(_Section):

@@ -60,7 +60,7 @@ class ScoringConfig(_Section):
     dask_address: str | None = Field(
         default=None,
         description="A Dask scheduler to score partitions on (tcp://host:8786); its workers must see the input, "
-        "the output folder and the workspace at the same paths.",
+        "the output folder and the workspace at the same paths (checked before scoring starts).",
     )
 
 
