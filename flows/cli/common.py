@@ -290,13 +290,20 @@ def _announce_new_model(proposal: Any, suite: Path) -> None:
     )
 
 
-def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
+def _reachable_store(workspace: Workspace) -> None:
+    """Exit naming the tracking store when it cannot be used (before MLflow's minutes of retries)."""
     from components.tracking import registry
 
     try:
         registry.check_store(workspace)
     except registry.TrackingUnreachable as exc:
         _fail(str(exc), exc.exit_status)
+
+
+def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
+    from components.tracking import registry
+
+    _reachable_store(workspace)
     client = registry.connect(workspace)
     registered = set(registry.list_models(client))
     rows: list[dict[str, Any]] = []

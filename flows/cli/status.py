@@ -15,6 +15,7 @@ from flows.cli.common import (
     _champions,
     _load,
     _project,
+    _reachable_store,
     _shown,
     _workspace,
     out,
@@ -42,6 +43,7 @@ def status(
     config = _load(config_path)
     workspace = _workspace(config)
     configured = project.model_names()
+    _reachable_store(workspace)
     names = [name] if name else sorted(set(configured) | set(registry.list_models(registry.connect(workspace))))
     champions = _champions(workspace, names)
     for row in champions:

@@ -292,7 +292,8 @@ class Stack:
             "--artifacts-destination", (self.root / "mlflow-artifacts").as_uri(),
             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "2",
         ]  # fmt: skip
-        env: dict[str, str] = {}
+        # MLflow's job runner (GenAI evaluation jobs: seven idle consumer processes) is not used here.
+        env: dict[str, str] = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         if auth:
             self.mlflow_auth = self.mlflow_auth or ("admin", secrets.token_urlsafe(12))
             ini = self.root / "mlflow-auth.ini"
