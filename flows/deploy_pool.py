@@ -60,6 +60,7 @@ def zombie_automation(heartbeat_seconds: int) -> Any:
     """The automation that marks a flow run `Crashed` when its heartbeats stop before it ended
     (Prefect's documented recipe), waiting `MISSED_HEARTBEATS` periods."""
     from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
@@ -80,8 +81,10 @@ def zombie_automation(heartbeat_seconds: int) -> Any:
         ),
         actions=[
             ChangeFlowRunState(
-                state="CRASHED",
+                name=None,
+                state=StateType.CRASHED,
                 message=f"no heartbeat for {MISSED_HEARTBEATS * heartbeat_seconds} s: its worker or machine died",
+                force=False,
             )
         ],
     )
@@ -93,10 +96,12 @@ def ensure_zombie_automation(heartbeat_seconds: int) -> uuid.UUID:
     from prefect.exceptions import ObjectNotFound
 
     wanted = zombie_automation(heartbeat_seconds)
+    # Called from synchronous code, Prefect's dual sync/async methods return their results.
     try:
-        existing = Automation.read(name=ZOMBIE_AUTOMATION)
+        existing: Any = Automation.read(name=ZOMBIE_AUTOMATION)
     except (ObjectNotFound, ValueError):
-        return cast(uuid.UUID, wanted.create().id)
+        created: Any = wanted.create()
+        return cast(uuid.UUID, created.id)
     wanted.id = existing.id
     wanted.update()
     return cast(uuid.UUID, existing.id)
