@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from project import loan_model, write_project  # noqa: E402 - the sibling module
+from project import loan_model, timed_command, write_project  # noqa: E402 - the sibling module
 
 from tests.stack.harness import stack  # noqa: E402 - the repository's stack harness
 
@@ -39,13 +39,7 @@ REQUEST = re.compile(r'"(GET|POST|PATCH|DELETE|PUT) /(api|ajax-api)/')
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout[-3000:] + result.stderr[-5000:])
-        raise SystemExit(f"benchmark command failed ({result.returncode}): {' '.join(cmd)}")
-    return elapsed
+    return timed_command(cmd, env, ROOT)
 
 
 def _requests(log: Path) -> int:

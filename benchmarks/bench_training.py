@@ -13,12 +13,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from project import loan_model, write_project  # noqa: E402 - the sibling module
+from project import loan_model, timed_command, write_project  # noqa: E402 - the sibling module
 
 BIN = Path(sys.executable).parent
 GOALS = {"default": 1.5, "1M": 1.15}
@@ -38,13 +37,7 @@ def _config(folder: Path, home: Path, source: Path, suites: Path) -> Path:
 
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout[-3000:] + result.stderr[-5000:])
-        raise SystemExit(f"benchmark command failed ({result.returncode}): {' '.join(cmd)}")
-    return elapsed
+    return timed_command(cmd, env, ROOT)
 
 
 def main() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +28,14 @@ def loan_model(source: Path, **sections: Any) -> dict[str, Any]:
         "promotion": {"metric": "roc_auc", "min_score": 0.6},
         **sections,
     }
+
+
+def timed_command(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Wall seconds of a command run to completion; a failure stops the benchmark with its output."""
+    started = time.perf_counter()
+    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-3000:] + result.stderr[-5000:])
+        raise SystemExit(f"benchmark command failed ({result.returncode}): {' '.join(cmd)}")
+    return elapsed

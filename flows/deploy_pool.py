@@ -11,7 +11,6 @@ automation registered here, which releases its deployment's concurrency slot for
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -19,7 +18,7 @@ from typing import Any, cast
 
 from components.core.errors import UserError
 from flows.deploy import SERVED_CONFIGS, DeployError
-from flows.deployments import DeployPlan
+from flows.deployments import DeployPlan, served_configs
 
 ZOMBIE_AUTOMATION = "mlops: crash flow runs whose heartbeat stopped"
 DEFAULT_HEARTBEAT_S = 30  # Prefect's minimum
@@ -52,8 +51,7 @@ def ensure_work_pool(name: str) -> tuple[str, bool]:
 
 def run_environment(plans: Sequence[DeployPlan], heartbeat_seconds: int) -> dict[str, str]:
     """The variables every run on the pool gets (merged over its worker's environment)."""
-    served = sorted({str(plan.config_file) for plan in plans if plan.config_file})
-    return {SERVED_CONFIGS: json.dumps(served), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds)}
+    return {SERVED_CONFIGS: served_configs(plans), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds)}
 
 
 def zombie_automation(heartbeat_seconds: int) -> Any:

@@ -7,7 +7,6 @@ the logic and the state), moves complete files into the training source and anno
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import threading
@@ -21,7 +20,7 @@ from prefect.logging import get_logger
 from components.data.landing import Landed, LandingZone
 from components.monitoring.monitor import model_event_resource
 from flows.deploy import LANDED_EVENT, MAX_BACKOFF_S, SERVED_CONFIGS, DeployError
-from flows.deployments import DeployPlan
+from flows.deployments import DeployPlan, served_configs
 
 
 def check_api() -> None:
@@ -78,7 +77,7 @@ def serve(
 
     check_api()
     # the runs this process starts inherit it: they accept no config file but these
-    os.environ[SERVED_CONFIGS] = json.dumps(sorted({str(plan.config_file) for plan in plans if plan.config_file}))
+    os.environ[SERVED_CONFIGS] = served_configs(plans)
     names = "-".join(plan.model_name for plan in plans)
     runner = Runner(name=f"mlops-{names}"[:100], pause_on_shutdown=True, heartbeat_seconds=heartbeat_seconds)
     runner.handle_sigterm = _stop_on_sigterm(runner)  # type: ignore[method-assign]

@@ -6,7 +6,9 @@ starts their runs."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,6 +263,11 @@ def plan_deployments(
     if scoring is not None:
         planned.append(scoring)
     return DeployPlan(model, config_file, planned, landing, notes)
+
+
+def served_configs(plans: Sequence[DeployPlan]) -> str:
+    """`MLOPS_SERVED_CONFIGS` for the plans' runs: the config files they may be given, as JSON."""
+    return json.dumps(sorted({str(plan.config_file) for plan in plans if plan.config_file}))
 
 
 def describe(

@@ -303,7 +303,6 @@ def _reachable_store(workspace: Workspace) -> None:
 def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
     from components.tracking import registry
 
-    _reachable_store(workspace)
     client = registry.connect(workspace)
     registered = set(registry.list_models(client))
     rows: list[dict[str, Any]] = []

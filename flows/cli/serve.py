@@ -17,6 +17,7 @@ from flows.cli.common import (
     _champions,
     _fail,
     _model,
+    _reachable_store,
     _workspace,
     err,
 )
@@ -62,6 +63,7 @@ def serve(
             "answers and fill its prediction log. Set MLOPS_API_KEY, or pass --allow-unauthenticated"
         )
     workspace = _workspace(config)
+    _reachable_store(workspace)
     champions = _champions(workspace, [model_name])
     if not champions or champions[0]["version"] is None:
         _fail(f"registered model {model_name!r} has no champion yet; run `mlops run` first")

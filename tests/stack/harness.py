@@ -29,15 +29,10 @@ from typing import Any
 
 import psutil
 
+from components.core.environment import TELEMETRY_OFF
+from flows.scoring import ONE_THREAD
+
 BIN = Path(sys.executable).parent
-TELEMETRY_OFF = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-}
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PG_USER = "mlops"
 
 
@@ -183,6 +178,9 @@ class Stack:
     prefect_port: int = 0
     dask_port: int = 0
     mlflow_auth: tuple[str, str] | None = None
+    mlflow_db: str | None = None  # the tracking server's database, and its users' (basic auth)
+    auth_db: str | None = None
+    pg_base: Path | None = None  # the local PostgreSQL's folder, when this stack started one
 
     # ------------------------------------------------------------ processes
 
@@ -255,7 +253,7 @@ class Stack:
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
             **as_user,
         )  # fmt: skip
-        self._pg_base = base
+        self.pg_base = base
         self.postgres = Postgres("127.0.0.1", port, PG_USER, password)
         deadline = time.monotonic() + 60
         while True:
@@ -281,14 +279,14 @@ class Stack:
         """An MLflow tracking server on PostgreSQL, serving artifacts itself; with `auth`, MLflow's
         basic-auth app (its users in PostgreSQL too) and an admin whose credentials go to `env`."""
         assert self.postgres is not None
-        if not hasattr(self, "_mlflow_db"):
-            self._mlflow_db = self.create_database("mlflow")
+        if self.mlflow_db is None:
+            self.mlflow_db = self.create_database("mlflow")
             if auth:
-                self._auth_db = self.create_database("mlflowauth")
+                self.auth_db = self.create_database("mlflowauth")
         self.mlflow_port = port or self.mlflow_port or free_port()
         args = [
             str(BIN / "mlflow"), "server",
-            "--backend-store-uri", self.postgres.url(self._mlflow_db),
+            "--backend-store-uri", self.postgres.url(self.mlflow_db),
             "--artifacts-destination", (self.root / "mlflow-artifacts").as_uri(),
             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "2",
         ]  # fmt: skip
@@ -299,7 +297,7 @@ class Stack:
             ini = self.root / "mlflow-auth.ini"
             ini.write_text(
                 "[mlflow]\ndefault_permission = READ\n"
-                f"database_uri = {self.postgres.url(self._auth_db)}\n"
+                f"database_uri = {self.postgres.url(self.auth_db)}\n"
                 f"admin_username = {self.mlflow_auth[0]}\nadmin_password = {self.mlflow_auth[1]}\n"
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             )
@@ -411,6 +409,5 @@ def stack(
         yield running
     finally:
         running.close()
-        base = getattr(running, "_pg_base", None)
-        if base is not None:
-            shutil.rmtree(base, ignore_errors=True)
+        if running.pg_base is not None:
+            shutil.rmtree(running.pg_base, ignore_errors=True)

@@ -47,7 +47,7 @@ def assert_registry_whole(project: Project, name: str) -> None:
     assert versions and all(v.status == "READY" for v in versions), [(v.version, v.status) for v in versions]
     rows = project.stack.postgres.execute(  # type: ignore[union-attr]
         f"SELECT alias, version FROM registered_model_aliases WHERE name = '{name}' AND alias = 'champion'",
-        project.stack._mlflow_db,
+        project.stack.mlflow_db,
     )
     assert len(rows) == 1, rows
     for version in versions:
@@ -85,7 +85,7 @@ def test_two_workers_train_two_models_at_once_and_one_models_runs_never_overlap(
     assert a0 >= c1 or c0 >= a1, "two runs of one model overlapped"
     # The registry lives in PostgreSQL: two versions of cancer (the second held back: same data), one of diabetes.
     rows = project.stack.postgres.execute(  # type: ignore[union-attr]
-        "SELECT name, count(*) FROM model_versions GROUP BY name ORDER BY name", project.stack._mlflow_db
+        "SELECT name, count(*) FROM model_versions GROUP BY name ORDER BY name", project.stack.mlflow_db
     )
     assert rows == [("cancer", 2), ("diabetes", 1)]
     assert champion(project, "cancer") == 1 and champion(project, "diabetes") == 1
