@@ -43,7 +43,9 @@ from typing import Any
 from components.core.environment import TELEMETRY_OFF
 from components.core.errors import UserError
 
-DEFAULT_PORT = 4200
+# Not Prefect's own 4200: that is where an operator starts a real server (`prefect server start`,
+# docs/stack.md), which a workspace's private server left running by `mlops run` would block.
+DEFAULT_PORT = 4280
 START_TIMEOUT_S = 180.0
 AUTH_USER = "mlops"
 MODULE = "flows.prefect_server"  # how a server of ours shows in the process table
