@@ -32,7 +32,7 @@ from components.core.logs import PREFECT_RUN_LOGGERS, exception_of, quiet
 from components.core.workspace import Workspace
 from components.data import contract
 from components.inference import batch
-from components.inference.scoring import InputError, read_model_info
+from components.inference.scoring import InputError
 from components.tracking import registry
 
 # One partition per worker thread: with two per worker (finer balancing) 5M rows on 2 workers took
@@ -116,12 +116,17 @@ def plan_task(
     if id_column is None:
         id_column = config.data.id_column if same_dataset else meta.get("id_column")
     target = meta.get("target") or (config.data.target if same_dataset else None)
-    model, schema = batch.load_model_dir(ref.path)
-    interval = read_model_info(str(ref.path)).get("interval") or {}
+    served = batch.load_model_dir(ref.path)
+    logger.info(
+        "answers through the %s%s",
+        served.inference.name if served.inference else "pipeline",
+        f" ({served.inference.reason})" if served.inference and served.inference.reason else "",
+    )
+    interval = served.info.get("interval") or {}
     plan = batch.plan_scoring(
         input_path,
-        model,
-        schema=schema,
+        served.model,
+        schema=served.schema,
         model_version=ref.version,
         suite=suite,
         id_column=id_column,
@@ -168,7 +173,7 @@ def score_partition_task(
 ) -> batch.PartitionResult:
     """Score one partition into part files under `scratch`; the model is loaded once per process."""
     started = time.perf_counter()
-    model, _ = batch.load_model_dir(model_dir)
+    model = batch.load_model_dir(model_dir)
     loaded = time.perf_counter()
     output, rejects = batch.part_paths(scratch, part)
     progress = scratch / f"{part.index:05d}.progress"

@@ -68,6 +68,7 @@ class LoadedModel:
             "decision_threshold": decision_threshold(model),
             "calibration": self.served.info.get("calibration"),
             "interval": self.served.info.get("interval"),
+            "inference": self.served.inference.describe() if self.served.inference is not None else None,
             "signature": {
                 "inputs": [{"name": c.name, "type": c.type, "required": c.required} for c in self.columns],
                 "output": self.output_type,

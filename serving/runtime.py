@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from components.core.config import PipelineConfig, ServingConfig
+from components.inference.inputs import inputs_from_records
 from components.inference.predlog import PredictionLog
-from components.inference.scoring import InputError, Predictions, coerce_rows, predict_coerced
+from components.inference.scoring import InputError, Predictions
 from serving.batching import Job, MicroBatcher, Overloaded
 from serving.champion import BundleSource, LoadedModel, RegistrySource
 from serving.schema import Column
@@ -46,21 +44,6 @@ def _one_thread() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
-
-
-def _rows_frame(rows: list[Any], columns: tuple[Column, ...]) -> pd.DataFrame:
-    """Validated rows as typed columns: numbers as float64 (null as NaN), the rest as objects.
-
-    Plain lists would make pandas infer Arrow-backed strings that `coerce_rows` converts back.
-    """
-    data: dict[str, Any] = {}
-    for column in columns:
-        values = [getattr(row, column.name) for row in rows]
-        if column.type in ("double", "float", "long", "integer"):
-            data[column.name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
-        else:
-            data[column.name] = pd.Series(values, dtype=object)
-    return pd.DataFrame(data)
 
 
 @dataclass(frozen=True)
@@ -157,19 +140,20 @@ class ServiceRuntime:
         return results
 
     def _predict_together(self, model: LoadedModel, jobs: list[Job]) -> list[Any]:
-        rows = [row for job in jobs for row in job.rows]
-        X = coerce_rows(_rows_frame(rows, self.settings.columns), model.served.schema)
+        rows = [vars(row) for job in jobs for row in job.rows]  # the validated fields, without a copy
+        schema = model.served.schema
+        inputs = inputs_from_records(rows, schema.numeric, schema.categorical)
         try:
-            answer = predict_coerced(model.served.model, X, model.served.half_width)
+            answer = model.served.predict_inputs(inputs)
         except ValueError as exc:  # scikit-learn's input checks, e.g. a value that overflows to infinity
             raise InputError(f"the model cannot score these values: {exc}") from exc
         if not answer.finite:
             raise InputError("the model cannot score these values: the answers are not finite")
-        if self.log is not None:
+        if self.log is not None:  # queued as arrays; the writer thread builds the log rows
             ids = [job.request_id for job in jobs for _ in job.rows]
             id_column = self.id_column
-            extra = {id_column: [getattr(row, id_column) for row in rows]} if id_column is not None else None
-            self.log.append_batch(X, ids, model.version, answer.labels, answer.probabilities, extra)
+            extra = {id_column: [row[id_column] for row in rows]} if id_column is not None else None
+            self.log.append_batch(inputs.columns(), ids, model.version, answer.labels, answer.probabilities, extra)
         out: list[Any] = []
         start = 0
         for job in jobs:

@@ -105,7 +105,7 @@ class PredictionLog:
 
     def append_batch(
         self,
-        features: pd.DataFrame,
+        features: pd.DataFrame | Mapping[str, np.ndarray],
         request_ids: Sequence[str],
         model_version: str,
         labels: Sequence[Any],
@@ -115,10 +115,12 @@ class PredictionLog:
     ) -> None:
         """Queue one scored batch; the log rows are built on the writer thread, not the caller's.
 
-        `features` must not be modified afterwards (the service builds a new frame per batch).
+        `features` (a frame, or each column's values under its name) must not be modified afterwards
+        (the service builds new arrays per batch).
         """
         at = at or datetime.now(UTC)
-        self._enqueue(len(features), (features, request_ids, model_version, labels, probabilities, extra, at))
+        item = (features, request_ids, model_version, labels, probabilities, extra, at)
+        self._enqueue(len(request_ids), item)
 
     def _enqueue(self, rows: int, item: Any) -> None:
         if rows == 0 or self._stopped.is_set():
@@ -203,7 +205,7 @@ class PredictionLog:
 
 
 def _item_rows(item: Any) -> int:
-    return len(item) if isinstance(item, pd.DataFrame) else len(item[0])
+    return len(item) if isinstance(item, pd.DataFrame) else len(item[1])
 
 
 def _arrow(values: np.ndarray, kind: pa.DataType | None = None) -> pa.Array:
@@ -278,15 +280,20 @@ def _as_text(table: pa.Table) -> pa.Table:
 
 def _batch_names(item: tuple[Any, ...]) -> tuple[str, ...]:
     features, extra = item[0], item[5]
-    return (*features.columns, *(extra or {}))
+    return (*_feature_names(features), *(extra or {}))
+
+
+def _feature_names(features: pd.DataFrame | Mapping[str, np.ndarray]) -> list[str]:
+    return list(features.columns) if isinstance(features, pd.DataFrame) else list(features)
 
 
 def _batches_table(batches: list[tuple[Any, ...]]) -> pa.Table:
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*_batch_names(batches[0]), *LOG_COLUMNS)}
     for features, request_ids, model_version, labels, probabilities, extra, at in batches:
-        rows = len(features)
-        for name in features.columns:
-            parts[name].append(features[name].to_numpy())
+        rows = len(request_ids)
+        for name in _feature_names(features):
+            values = features[name]
+            parts[name].append(values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values))
         for name, values in (extra or {}).items():
             parts[name].append(np.asarray(values, dtype=object))
         parts[REQUEST_ID].append(np.asarray(request_ids, dtype=object))

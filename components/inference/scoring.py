@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from components.core.errors import UserError
-from components.modeling.prepare import MISSING_TOKENS, numbers_from_text
+from components.inference.inputs import InputError, Inputs, inputs_from_frame, inputs_from_records
 
 if TYPE_CHECKING:
+    from components.inference.compiled import InferencePath
     from components.modeling.promotion import ServingCheck
 
+logger = logging.getLogger(__name__)
 
-class InputError(UserError, ValueError):
-    """Rows cannot be scored: missing columns or values of the wrong type."""
+__all__ = ["InputError", "Inputs", "ModelSchema", "Predictions", "ServingModel", "coerce_rows", "predict_frame"]
 
 
 @dataclass(frozen=True)
@@ -79,40 +80,8 @@ def coerce_rows(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
     """The model's columns, in order, with numbers as float and categories as objects.
 
     Raises InputError naming every missing column and every value that is not a number.
-    Builds the result in one DataFrame construction: per-column assignment costs ~0.3 ms a
-    column in pandas, which dominated the time to answer one row.
     """
-    missing = [c for c in schema.columns if c not in frame.columns]
-    if missing:
-        raise InputError(f"missing column(s): {', '.join(missing)}")
-    data: dict[str, Any] = {}
-    problems = []
-    for column in schema.numeric:
-        values = frame[column]
-        if pd.api.types.is_bool_dtype(values.dtype) or not pd.api.types.is_numeric_dtype(values.dtype):
-            converted = numbers_from_text(values, force=True)
-            assert converted is not None
-            bad = converted.isna() & values.notna() & ~values.astype(str).str.strip().str.lower().isin(MISSING_TOKENS)
-            if pd.api.types.is_bool_dtype(values.dtype) or bad.any():
-                example = values[bad].iloc[0] if bad.any() else values.iloc[0]
-                problems.append(f"{column} must be a number, got {example!r}")
-                continue
-            values = converted
-        data[column] = values.to_numpy(dtype="float64", na_value=np.nan)
-    for column in schema.categorical:
-        values = frame[column]
-        if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-            nested = values.map(lambda v: isinstance(v, (dict, list, tuple, set)))
-            if nested.any():
-                problems.append(f"{column} must be a single value, got {values[nested].iloc[0]!r}")
-                continue
-        categories = values.to_numpy(dtype=object, copy=True)
-        categories[pd.isna(categories)] = None
-        # An explicit object Series: pandas 3 would otherwise infer its own string dtype.
-        data[column] = pd.Series(categories, index=frame.index, dtype=object, copy=False)
-    if problems:
-        raise InputError("; ".join(problems))
-    return pd.DataFrame(data, index=frame.index, columns=list(schema.columns))
+    return inputs_from_frame(frame, schema.numeric, schema.categorical).frame()
 
 
 MODEL_METADATA_KEY = "mlops"  # in the MLmodel file's `metadata`: task, interval, calibration
@@ -155,16 +124,22 @@ def predict_frame(
 
 
 def predict_coerced(model: Any, X: pd.DataFrame, half_width: float | None = None) -> Predictions:
-    """`predict_frame` on rows `coerce_rows` already checked (the service logs them too)."""
+    """`predict_frame` on rows `coerce_rows` already checked, through the scikit-learn pipeline."""
+    method = "predict_proba" if hasattr(model, "classes_") else "predict"
+    return answer_of(model, getattr(model, method)(X), half_width)
+
+
+def answer_of(model: Any, output: np.ndarray, half_width: float | None = None) -> Predictions:
+    """The answer from the model's output: class probabilities (classifiers) or predictions."""
     classes_ = getattr(model, "classes_", None)
     if classes_ is None:
-        predicted = np.asarray(model.predict(X), dtype="float64")
+        predicted = np.asarray(output, dtype="float64")
         if half_width is None:
             return Predictions(predicted.tolist(), [], [])
         return Predictions(
             predicted.tolist(), [], [], None, (predicted - half_width).tolist(), (predicted + half_width).tolist()
         )
-    proba = model.predict_proba(X)
+    proba = np.asarray(output)
     classes = np.asarray(classes_)
     threshold = decision_threshold(model)
     if len(classes) == 2:
@@ -187,12 +162,14 @@ def predict_records(
 
 @dataclass(frozen=True)
 class ServingModel:
-    """A registered model as the service holds it: the fitted model, its input schema and what its
-    answers carry (`info`: the MLmodel metadata the training flow wrote)."""
+    """A registered model as the service holds it: the fitted model, its input schema, what its
+    answers carry (`info`: the MLmodel metadata the training flow wrote) and the path that answers
+    (`inference`: the compiled model when proven equivalent at load, else the pipeline)."""
 
     model: Any
     schema: ModelSchema
     info: Mapping[str, Any] = field(default_factory=dict)
+    inference: InferencePath | None = None
 
     @property
     def task(self) -> str:
@@ -211,11 +188,23 @@ class ServingModel:
         interval = self.info.get("interval") or {}
         return float(interval["coverage"]) if "coverage" in interval else None
 
+    def predict_inputs(self, inputs: Inputs, half_width: float | None = None) -> Predictions:
+        """The compiled path when it was proven for this model, else the pipeline (and for rows with
+        an infinite number, which the pipeline's own checks refuse). `half_width` overrides the
+        model's interval."""
+        half_width = self.half_width if half_width is None else half_width
+        compiled = self.inference.compiled if self.inference is not None else None
+        if compiled is not None and inputs.finite():
+            return answer_of(self.model, compiled.output(inputs), half_width)
+        return predict_coerced(self.model, inputs.frame(), half_width)
+
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> Predictions:
-        return predict_records(self.model, rows, self.schema, self.half_width)
+        if not rows:
+            raise InputError("no rows to score")
+        return self.predict_inputs(inputs_from_records(rows, self.schema.numeric, self.schema.categorical))
 
     def predict_frame(self, frame: pd.DataFrame) -> Predictions:
-        return predict_frame(self.model, frame, self.schema, self.half_width)
+        return self.predict_inputs(inputs_from_frame(frame, self.schema.numeric, self.schema.categorical))
 
 
 def read_model_info(model_uri: str) -> dict[str, Any]:
@@ -227,12 +216,60 @@ def read_model_info(model_uri: str) -> dict[str, Any]:
     return dict(meta.get(MODEL_METADATA_KEY) or {})
 
 
-def load_serving_model(model_uri: str) -> ServingModel:
-    """The one loading path of the service, batch scoring and the gate's serving check."""
-    from components.tracking.registry import load_model
+def reference_rows(folder: Path) -> pd.DataFrame | None:
+    """The rows logged with the model (its input example), or None when it has none."""
+    from mlflow.models import Model
 
-    model = load_model(model_uri)
-    return ServingModel(model, ModelSchema.of(model), read_model_info(model_uri))
+    try:
+        example = Model.load(str(folder)).load_input_example(str(folder))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("%s: its input example is unreadable (%s); checking on edge cases only", folder, exc)
+        return None
+    return example if isinstance(example, pd.DataFrame) else None
+
+
+def local_model_folder(model_uri: str) -> Path:
+    """A local folder of the logged model (downloaded when the URI is not one)."""
+    folder = Path(model_uri)
+    if (folder / "MLmodel").is_file():
+        return folder
+    from mlflow.artifacts import download_artifacts
+
+    return Path(download_artifacts(artifact_uri=model_uri))
+
+
+def load_serving_model(model_uri: str, compiled: bool = True) -> ServingModel:
+    """The one loading path of the service, batch scoring and the gate's serving check: the model,
+    compiled and checked against its pipeline (`compiled=False`: the pipeline only)."""
+    from components.inference.compiled import InferencePath, prepare_path
+    from components.tracking.registry import load_model_folder
+
+    folder = local_model_folder(model_uri)
+    model = load_model_folder(folder, model_uri)
+    schema = ModelSchema.of(model)
+    if compiled:
+        path = prepare_path(model, schema.numeric, schema.categorical, reference_rows(folder))
+    else:
+        path = InferencePath(None, "compiled path turned off")
+    if path.compiled is None:
+        logger.warning("%s answers through the scikit-learn pipeline: %s", model_uri, path.reason)
+    else:
+        assert path.equivalence is not None
+        logger.info(
+            "%s answers through its compiled form (checked on %d rows, largest difference %.2g)",
+            model_uri,
+            path.equivalence.rows,
+            path.equivalence.max_difference,
+        )
+    return ServingModel(model, schema, read_model_info(str(folder)), path)
+
+
+def serving_model_of(model: Any, info: Mapping[str, Any] | None = None) -> ServingModel:
+    """A fitted model (not loaded from a model folder) as the service would hold it, compiled and checked."""
+    from components.inference.compiled import prepare_path
+
+    schema = ModelSchema.of(model)
+    return ServingModel(model, schema, dict(info or {}), prepare_path(model, schema.numeric, schema.categorical))
 
 
 def measure_serving(model_uri: str, rows: Sequence[Mapping[str, Any]], calls: int = 5) -> ServingCheck:
@@ -257,4 +294,7 @@ def measure_serving(model_uri: str, rows: Sequence[Mapping[str, Any]], calls: in
         return ServingCheck(False, None, f"{type(exc).__name__}: {exc}")
     if len(answer.labels) != len(rows) or not answer.finite:
         return ServingCheck(False, None, "answered with missing or non-finite predictions")
-    return ServingCheck(True, float(np.median(timings)), f"{len(rows)} row(s)")
+    inference = served.inference
+    path = "pipeline" if inference is None else inference.name
+    reason = f" ({inference.reason})" if inference is not None and inference.reason else ""
+    return ServingCheck(True, float(np.median(timings)), f"{len(rows)} row(s) through the {path}{reason}", path)

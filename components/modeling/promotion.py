@@ -51,6 +51,7 @@ class ServingCheck:
     loaded: bool
     latency_ms: float | None
     detail: str = ""
+    inference: str | None = None  # compiled | pipeline: the path the service will answer through
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from components.inference.batch.plan import (
     plan_scoring,
     split_partitions,
 )
+from components.inference.scoring import ServingModel, serving_model_of
 
 
 @dataclass(frozen=True)
@@ -140,13 +141,16 @@ def score_file(
     scored_at: datetime | None = None,
     half_width: float | None = None,
 ) -> ScoreSummary:
-    """Plan, score every partition in this process, and assemble: the scoring flow without Prefect."""
+    """Plan, score every partition in this process, and assemble: the scoring flow without Prefect.
+
+    `model` is a loaded `ServingModel`, or a fitted pipeline (then compiled and checked here)."""
+    served = model if isinstance(model, ServingModel) else serving_model_of(model)
     if on_invalid == "reject" and rejects_path is None:
         rejects_path = default_rejects_path(output_path)
     check_paths(input_path, output_path, rejects_path)
     plan = plan_scoring(
         input_path,
-        model,
+        served.model,
         model_version=model_version,
         suite=suite,
         id_column=id_column,
@@ -161,5 +165,5 @@ def score_file(
         for part in split_partitions(plan, partitions):
             out, rejected = part_paths(folder, part)
             before = sum(r.rows for r in results)
-            results.append(score_partition(model, plan, part, out, rejected, first_row=before))
+            results.append(score_partition(served, plan, part, out, rejected, first_row=before))
         return assemble(plan, results, output_path, rejects_path)

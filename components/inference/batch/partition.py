@@ -1,4 +1,5 @@
-"""Batch scoring of one partition: its chunks checked, scored through `predict_frame` and written to
+"""Batch scoring of one partition: its chunks checked, scored through the service's path (the compiled
+model when proven, else the pipeline: `ServingModel.predict_inputs`) and written to
 part files (answers, and rejected rows with their reason)."""
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from components.inference.batch.plan import (
 from components.inference.batch.reading import (
     _batches,
 )
-from components.inference.scoring import predict_frame
+from components.inference.inputs import Inputs, inputs_from_frame
+from components.inference.scoring import ServingModel
 
 
 @dataclass(frozen=True)
@@ -44,19 +46,19 @@ class PartitionResult:
 ProgressCallback = Callable[[int, int], None]  # (rows done, bytes done) in this partition
 
 
-def _frame(plan: ScoringPlan, arrays: Mapping[str, pa.Array], keep: pa.Array | None) -> pd.DataFrame:
+def _inputs(plan: ScoringPlan, arrays: Mapping[str, pa.Array], keep: pa.Array | None) -> Inputs:
     data: dict[str, Any] = {}
     for column in plan.schema.columns:
         values = arrays[column] if keep is None else arrays[column].filter(keep)
         data[column] = as_floats(values) if column in plan.schema.numeric else values.to_pandas()
-    return pd.DataFrame(data)
+    return inputs_from_frame(pd.DataFrame(data), plan.schema.numeric, plan.schema.categorical)
 
 
 def _scored_table(
-    plan: ScoringPlan, model: Any, checked: _Checked, keep: pa.Array | None, first_row: int, rows: int
+    plan: ScoringPlan, model: ServingModel, checked: _Checked, keep: pa.Array | None, first_row: int, rows: int
 ) -> pa.Table:
-    frame = _frame(plan, checked.arrays, keep)
-    n = len(frame)
+    inputs = _inputs(plan, checked.arrays, keep)
+    n = len(inputs)
     if plan.id_column is not None:
         ids = checked.arrays[plan.id_column]
         key = ids if keep is None else ids.filter(keep)
@@ -70,7 +72,7 @@ def _scored_table(
         "model_version": pa.repeat(pa.scalar(plan.model_version, pa.string()), n),
         "scored_at": pa.repeat(pa.scalar(plan.scored_at, fields.field("scored_at").type), n),
     }
-    answer = predict_frame(model, frame, plan.schema, plan.half_width) if n else None
+    answer = model.predict_inputs(inputs, plan.half_width) if n else None
     columns["prediction"] = pa.array(answer.labels if answer else [], type=fields.field("prediction").type)
     if "probability" in fields.names:
         columns["probability"] = pa.array(answer.probabilities, type=pa.float64()) if answer else empty
@@ -128,7 +130,7 @@ def _broken_rows(
 
 
 def score_partition(
-    model: Any,
+    model: ServingModel,
     plan: ScoringPlan,
     part: Partition,
     output: Path,

@@ -5,23 +5,20 @@ from __future__ import annotations
 import math
 import threading
 from pathlib import Path
-from typing import Any
 
-from components.inference.scoring import ModelSchema
+from components.inference.scoring import ServingModel, load_serving_model
 
-_MODELS: dict[str, tuple[Any, ModelSchema]] = {}
+_MODELS: dict[str, ServingModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def load_model_dir(model_dir: Path) -> tuple[Any, ModelSchema]:
-    """A downloaded model folder, loaded once per process (each Dask worker loads it once)."""
-    from components.tracking.registry import load_model
-
+def load_model_dir(model_dir: Path) -> ServingModel:
+    """A downloaded model folder, loaded (and compiled, as the service does) once per process:
+    each Dask worker loads it once."""
     key = str(Path(model_dir).resolve())
     with _MODELS_LOCK:
         if key not in _MODELS:
-            model = load_model(key)
-            _MODELS[key] = (model, ModelSchema.of(model))
+            _MODELS[key] = load_serving_model(key)
         return _MODELS[key]
 
 
