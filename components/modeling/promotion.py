@@ -182,7 +182,10 @@ def _serving(evidence: Evidence, policy: PromotionPolicy) -> Check:
         return Check("serving", False, f"could not be loaded and queried as the service does: {serving.detail}")
     budget = policy.latency_budget_ms
     ok = budget is None or serving.latency_ms <= budget
-    return Check("serving", ok, f"answered its input example in {serving.latency_ms:.1f} ms (budget {budget} ms)")
+    path = f" through the {serving.inference}" if serving.inference else ""
+    return Check(
+        "serving", ok, f"answered its input example{path} in {serving.latency_ms:.1f} ms (budget {budget} ms)"
+    )
 
 
 def _checks(evidence: Evidence, policy: PromotionPolicy) -> list[Check]:

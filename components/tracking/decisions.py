@@ -57,6 +57,8 @@ def record_decision(
         )
     if evidence.serving is not None and evidence.serving.latency_ms is not None:
         registry.log_metrics(run_id, {"serving_check_latency_ms": evidence.serving.latency_ms})
+        if evidence.serving.inference:
+            registry.set_tags(run_id, {"serving_check_inference": evidence.serving.inference})
     record = {
         "decision": decision.as_dict(),
         "evidence": asdict(evidence),

@@ -106,7 +106,7 @@ def test_first_run_records_model_selection_and_the_decision(trained) -> None:
     assert record["evidence"]["serving"]["latency_ms"] < config.promotion.latency_budget_ms
     version = client.get_model_version("loans", result.model_version)
     assert version.tags["decision"] == "promote"
-    assert version.tags["check.serving"].startswith("passed: answered its input example")
+    assert version.tags["check.serving"].startswith("passed: answered its input example through the compiled")
 
 
 def test_logged_model_is_the_whole_pipeline_with_signature(trained) -> None:
@@ -122,7 +122,7 @@ def test_logged_model_is_the_whole_pipeline_with_signature(trained) -> None:
     assert 0 < decision_threshold(model) < 1, "the tuned threshold travels inside the model"
     local = mlflow.artifacts.download_artifacts("models:/loans@champion")
     example = pd.DataFrame(mlflow.models.Model.load(local).load_input_example(local))
-    assert len(example) == 5 and np.isfinite(model.predict_proba(example)).all()
+    assert len(example) == 100 and np.isfinite(model.predict_proba(example)).all()
 
 
 def test_rerun_on_identical_data_keeps_the_champion(trained) -> None:

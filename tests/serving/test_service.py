@@ -80,9 +80,12 @@ def test_online_and_batch_predictions_agree(client, rows) -> None:
 
     test_client, _, _ = client
     online = test_client.post("/predict", json={"rows": rows}).json()
-    offline = predict_records(registry.load_model("models:/loans@champion"), rows)
+    offline = predict_records(registry.load_model("models:/loans@champion"), rows)  # the scikit-learn pipeline
     assert online["predictions"] == offline.labels
-    assert online["probabilities"] == pytest.approx(offline.probabilities)
+    assert online["probabilities"] == pytest.approx(offline.probabilities, rel=0, abs=1e-6)
+    for row, label, probability in zip(rows, offline.labels, offline.probabilities, strict=True):  # one by one
+        one = test_client.post("/predict", json={"rows": [row]}).json()
+        assert one["predictions"] == [label] and one["probabilities"] == pytest.approx([probability], rel=0, abs=1e-6)
 
 
 def _without(rows: list[dict], column: str) -> list[dict]:
@@ -157,6 +160,9 @@ def test_metadata_names_the_model_and_its_signature(client) -> None:
     inputs = {c["name"]: c for c in meta["signature"]["inputs"]}
     assert inputs["credit_score"]["type"] == "double" and inputs["region"]["type"] == "string"
     assert config.data.target not in inputs
+    inference = meta["inference"]  # proven equivalent to the pipeline at load, on the logged rows and edge cases
+    assert inference["path"] == "compiled" and inference["fallback_reason"] is None, inference
+    assert inference["checked_rows"] >= 100 and inference["max_difference"] <= inference["tolerance"] == 1e-6
 
 
 def test_openapi_shows_the_real_columns(client) -> None:

@@ -35,6 +35,9 @@ def signature_frame(X: pd.DataFrame) -> pd.DataFrame:
 
 
 SIGNATURE_SAMPLE_ROWS = 500
+# The input example holds this many training rows: the rows every loader checks the compiled
+# inference path against (`components.inference.compiled`), and the gate's serving check asks.
+EXAMPLE_ROWS = 100
 
 
 def signature_sample(X: pd.DataFrame, rows: int = SIGNATURE_SAMPLE_ROWS) -> pd.DataFrame:
@@ -57,7 +60,8 @@ def log_model(
     info: dict[str, Any] | None = None,
     name: str = MODEL_ARTIFACT,
 ) -> str:
-    """Log the fitted pipeline with signature and input example; returns the model URI.
+    """Log the fitted pipeline with signature and input example (up to `EXAMPLE_ROWS` of the
+    training rows); returns the model URI.
 
     `info` (the task, a prediction interval, ...) is kept in the MLmodel file's metadata under
     `mlops`, where every loader of the model reads it (`scoring.read_model_info`).
@@ -68,7 +72,8 @@ def log_model(
 
     from components.inference.scoring import MODEL_METADATA_KEY
 
-    example = signature_frame(X_example.head(5))
+    picked = X_example if len(X_example) <= EXAMPLE_ROWS else X_example.sample(n=EXAMPLE_ROWS, random_state=0)
+    example = signature_frame(picked)
     sample = signature_sample(X_example)
     signature = infer_signature(sample, model.predict(sample))
     _quiet_pip_version_warning()
