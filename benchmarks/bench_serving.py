@@ -1,25 +1,28 @@
-"""Serving benchmark (issue 5): our BentoML service against `mlflow models serve`, same model, one run.
+"""Serving benchmark: the compiled inference path, our BentoML service and `mlflow models serve`, for every
+model family x task the project trains, side by side in one run.
 
-Figures, side by side, on the same registered champion and the same machine:
+For each case (binary, multiclass and regression x linear, random forest, histogram boosting) a fresh
+workspace trains and registers a champion with `mlops run` (a short search), then, on that champion:
 
-- in-process: `load_serving_model("models:/<name>@champion").predict([row])` — the call the service
-  makes per request — timed over `--predict-calls` single rows with one BLAS/OpenMP thread;
-- ours: `mlops serve` (POST /predict, one row per request) at concurrency 1 and `--concurrency`;
-- mlflow: `mlflow models serve --env-manager local` (POST /invocations, `dataframe_records`) on the
-  same model URI, same number of workers, same thread settings, at the same concurrencies.
+- in-process: `load_serving_model(...).predict([row])` (the service's per-request call: rows to arrays,
+  the compiled model, the answer) against the scikit-learn pipeline's own `predict_proba` / `predict`
+  on the same row's one-row DataFrame, one BLAS/OpenMP thread, `--predict-calls` rows;
+- ours: `mlops serve` (POST /predict, one row per request) at concurrency 1 and `--concurrency`, and its
+  `GET /healthz` at concurrency 1 (the HTTP floor of the same server);
+- mlflow: `mlflow models serve --env-manager local` (POST /invocations) on the same model URI, same
+  workers and thread settings, at `--concurrency`;
+- batch: `batch.score_file` (the scoring flow's per-partition code, chunked, through the same path as
+  the service) against whole-frame `predict_frame` (the pipeline) on the same `--batch-rows` rows read
+  whole into memory; peak memory of the `mlops score` command at 5M rows is `make bench-scoring`'s.
 
-Load comes from `benchmarks/loadgen.py` in a separate process over loopback: closed loop, keep-alive,
-a pool of real generated rows (target and time columns removed) so no input repeats back to back;
-each server runs alone while it is measured. The load generator shares the machine with the server,
-so the table shows the CPU both used during each measured window.
+Load comes from `benchmarks/loadgen.py` in a separate process over loopback (closed loop, keep-alive, a
+pool of real rows); the tables show the CPU the load generator itself used, so a figure bounded by the
+client on a small machine is visible as such. Each server runs alone while it is measured.
 
-Goals: no non-2xx answer at concurrency 32 over 30 s; requests/s at concurrency 32 at least 10x
-`mlflow models serve`'s; p50 at concurrency 1 at most 3x the in-process single-row predict time.
-The exit status is 0 whenever everything was measured, goals met or not; 1 when a server could not
-be started or the setup failed.
-
-Without `--config` a temporary workspace is created: generated loan data (`mlops simulate`
-defaults: 4 batches x 5,000 rows), a small search (3 trials) and `mlops run` to register a champion.
+Goals per case: in-process >= 15x the pipeline's call; service p50 at concurrency 1 <= 2x its /healthz
+p50; at concurrency 32 over 30 s zero non-2xx, p99 <= 3x p50 and req/s >= 10x mlflow's; batch rows/s
+>= 1.5x whole-frame. The exit status is 0 whenever everything was measured, goals met or not; 1 when
+a server could not be started or the setup failed.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from project import loan_model, write_project  # noqa: E402 - the sibling modules
+from project import write_project  # noqa: E402 - the sibling modules
 from serving_inproc import in_process  # noqa: E402
-from serving_report import goals, print_report  # noqa: E402
+from serving_report import goals, print_report, print_summary  # noqa: E402
 from serving_servers import (  # noqa: E402
     BenchError,
     Server,
@@ -56,7 +59,8 @@ from serving_servers import (  # noqa: E402
 )
 
 BIN = Path(sys.executable).parent
-ESTIMATORS = ("logistic_regression", "hist_gradient_boosting", "random_forest")
+ESTIMATORS = ("linear", "random_forest", "hist_gradient_boosting")
+TASKS = ("binary", "multiclass", "regression")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Variables that would point a fresh benchmark workspace at someone else's state.
 FOREIGN_STATE = (
@@ -69,20 +73,42 @@ FOREIGN_STATE = (
 )
 
 
-MODEL = "bench_serving"
+def _write_data(folder: Path, task: str) -> dict[str, Any]:
+    """The case's training table (generated, 20,000 rows) and its model's data settings."""
+    import pandas as pd
+
+    from components.simulation.simulate import TRIP_ID, TRIP_TARGET, TRIP_TIME, generate_batches, generate_trips
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{task}.csv"
+    if task == "regression":
+        generate_trips(20_000, seed=7).frame.to_csv(path, index=False)
+        return {"source": str(path), "target": TRIP_TARGET, "id_column": TRIP_ID, "time_column": TRIP_TIME}
+    frame = pd.concat([b.frame for b in generate_batches(4, 5_000, seed=7)], ignore_index=True)
+    if task == "multiclass":  # the rate band a loan gets, from the applicant's other columns
+        frame["rate_band"] = pd.qcut(frame.pop("interest_rate"), 3, labels=["low", "mid", "high"]).astype(str)
+        frame = frame.drop(columns=["default"])
+    frame.to_csv(path, index=False)
+    target = "rate_band" if task == "multiclass" else "default"
+    return {"source": str(path), "target": target, "id_column": "loan_id", "time_column": "application_time"}
 
 
-def _write_config(folder: Path, work: Path, estimator: str | None) -> Path:
+def _write_config(folder: Path, work: Path, task: str, estimator: str) -> Path:
     project = {
         "home": str(work / "ws"),
         "seed": 7,
         "validation": {"suite_dir": str(work / "expectations")},
         "search": {"trials": 3},
         "evaluation": {"plots": False},
+        "label_review": {"enabled": False},
         "prefect": {"server": "ephemeral"},  # nothing left running after the setup
     }
-    model = loan_model(work / "data", **({"model": {"estimator": estimator}} if estimator else {}))
-    return write_project(folder, project, MODEL, model)
+    model = {"data": _write_data(work / "data", task), "model": {"estimator": estimator}}
+    return write_project(folder, project, _model_name(task, estimator), model)
+
+
+def _model_name(task: str, estimator: str) -> str:
+    return f"{task}_{estimator}"
 
 
 def _run_step(cmd: list[str], env: dict[str, str], log: Path) -> None:
@@ -93,13 +119,11 @@ def _run_step(cmd: list[str], env: dict[str, str], log: Path) -> None:
         raise BenchError(f"{' '.join(cmd)} exited {result.returncode}:\n{tail(log)}")
 
 
-def _setup(work: Path, estimator: str | None, env: dict[str, str]) -> Path:
-    config = _write_config(work, work, estimator)
+def _setup(work: Path, task: str, estimator: str, env: dict[str, str]) -> Path:
+    config = _write_config(work, work, task, estimator)
     log = work / "setup.log"
-    mlops = str(BIN / "mlops")
-    _run_step([mlops, "simulate", "--out", str(work / "data"), "--config", str(config)], env, log)
     started = time.perf_counter()
-    _run_step([mlops, "run", "--config", str(config), "--name", MODEL], env, log)
+    _run_step([str(BIN / "mlops"), "run", "--config", str(config), "--name", _model_name(task, estimator)], env, log)
     say(f"trained and registered in {time.perf_counter() - started:.0f} s (log: {log})")
     return config
 
@@ -144,21 +168,27 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None, help="Reuse this workspace's champion (no training).")
-    parser.add_argument("--estimator", choices=ESTIMATORS, default=None, help="Fresh workspace: the model family.")
+    parser.add_argument("--config", type=Path, default=None, help="Reuse this workspace's champion (one case).")
+    parser.add_argument("--task", choices=TASKS, action="append", help="Only these tasks (repeatable; default all).")
+    parser.add_argument(
+        "--estimator", choices=ESTIMATORS, action="append", help="Only these families (repeatable; default all)."
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="Measured seconds at the high concurrency.")
     parser.add_argument("--c1-duration", type=float, default=10.0, help="Measured seconds at concurrency 1.")
+    parser.add_argument("--mlflow-duration", type=float, default=10.0, help="Measured seconds for mlflow.")
+    parser.add_argument("--healthz-duration", type=float, default=5.0, help="Measured seconds of GET /healthz.")
     parser.add_argument("--warmup", type=float, default=3.0, help="Seconds of load before each measurement.")
     parser.add_argument("--concurrency", type=int, default=32, help="The high concurrency.")
     parser.add_argument("--rows", type=int, default=500, help="Pool of distinct request rows.")
     parser.add_argument("--predict-calls", type=int, default=1000, help="In-process single-row calls timed.")
+    parser.add_argument("--batch-rows", type=int, default=1_000_000, help="Batch figure's rows (0: skip it).")
     parser.add_argument("--profile", action="store_true", help="Print a cProfile of the in-process predict path.")
     parser.add_argument("--skip-mlflow", action="store_true", help="Measure our service only (no throughput goal).")
-    parser.add_argument("--keep", action="store_true", help="Keep the temporary workspace (and server logs).")
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary workspaces (and server logs).")
     parser.add_argument("--json", type=Path, default=None, help="Also write every figure to this JSON file.")
     args = parser.parse_args(argv)
-    if args.config and args.estimator:
-        parser.error("--estimator trains a fresh workspace; --config reuses one: pass one of them")
+    if args.config and (args.estimator or args.task):
+        parser.error("--task/--estimator train fresh workspaces; --config reuses one: pass one of them")
     return args
 
 
@@ -176,7 +206,7 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
     return dict(os.environ)
 
 
-def _config_path(args: argparse.Namespace, work: Path, env: dict[str, str]) -> Path:
+def _config_path(args: argparse.Namespace, work: Path, env: dict[str, str], task: str, estimator: str) -> Path:
     """The project file of the workspace to benchmark: --config's, or a fresh one trained here."""
     if args.config is not None:
         return Path(args.config.resolve())
@@ -187,7 +217,7 @@ def _config_path(args: argparse.Namespace, work: Path, env: dict[str, str]) -> P
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"
         ),
     }
-    return _setup(work, args.estimator, setup_env)
+    return _setup(work, task, estimator, setup_env)
 
 
 @dataclass
@@ -212,6 +242,10 @@ class _Bench:
     @property
     def levels(self) -> list[tuple[int, float]]:
         return [(1, self.args.c1_duration), (self.args.concurrency, self.args.duration)]
+
+    @property
+    def case(self) -> str:
+        return self.name
 
     @property
     def check_rows(self) -> list[dict[str, Any]]:
@@ -295,6 +329,9 @@ def _bench_ours(bench: _Bench, stack: ExitStack) -> int:
             bench.answers["ours"] = body.get("predictions")
             if str(body.get("model_version")) != str(champion.version):
                 report["notes"].append(f"ours serves v{body.get('model_version')}, champion is v{champion.version}")
+        report["runs"]["ours GET /healthz c=1"] = load(
+            ours, "/healthz", None, 1, args.healthz_duration, args.warmup, bench.env
+        )
         for concurrency, duration in bench.levels:
             before = batching(ours, headers)
             run = load(ours, "/predict", bench.ours_bodies, concurrency, duration, args.warmup, bench.env)
@@ -349,10 +386,9 @@ def _bench_mlflow(bench: _Bench, stack: ExitStack) -> int:
             report["notes"].append(f"mlflow answered the probe with {code}: {body}")
         else:
             bench.answers["mlflow"] = body.get("predictions") if isinstance(body, dict) else None
-        for concurrency, duration in bench.levels:
-            report["runs"][f"mlflow c={concurrency}"] = load(
-                mlflow, "/invocations", bench.mlflow_bodies, concurrency, duration, args.warmup, bench.env
-            )
+        report["runs"][f"mlflow c={args.concurrency}"] = load(
+            mlflow, "/invocations", bench.mlflow_bodies, args.concurrency, args.mlflow_duration, args.warmup, bench.env
+        )
     except BenchError as exc:
         report["runs"].setdefault(f"mlflow c={args.concurrency}", {"error": str(exc).splitlines()[0]})
         say(str(exc))
@@ -380,8 +416,48 @@ def _meta(bench: _Bench, loadavg_before: str) -> dict[str, Any]:
     }
 
 
+def _batch(bench: _Bench) -> dict[str, Any]:
+    """Batch scoring's path against whole-frame `predict_frame` on the same rows, in this process."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.inference import batch
+    from components.inference.scoring import load_serving_model, predict_frame
+
+    n = bench.args.batch_rows
+    tile = pd.DataFrame.from_records(bench.rows)
+    frame = pd.concat([tile] * (n // len(tile) + 1), ignore_index=True).head(n)
+    source, out = bench.work / "batch.parquet", bench.work / "batch_scores.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), source)
+    del frame
+    served = load_serving_model(bench.champion.uri)
+    say(f"batch: {n:,} rows, score_file then whole-frame predict_frame")
+    started = time.perf_counter()
+    batch.score_file(served, source, out, model_version=str(bench.champion.version), id_column=None)
+    ours = time.perf_counter() - started
+    whole = pd.read_parquet(source)
+    started = time.perf_counter()
+    predict_frame(served.model, whole, served.schema, served.half_width)
+    baseline = time.perf_counter() - started
+    scored = pq.read_table(out, columns=["prediction"]).num_rows
+    source.unlink()
+    out.unlink()
+    return {
+        "rows": n,
+        "scored": scored,
+        "ours_s": ours,
+        "whole_frame_s": baseline,
+        "ours_rows_per_s": n / ours,
+        "whole_frame_rows_per_s": n / baseline,
+        "ratio": baseline / ours,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+    }
+
+
 def _measure(bench: _Bench, stack: ExitStack, loadavg_before: str) -> int:
-    """In-process, then each server alone; the goals judged and the report printed. 1 when a server failed."""
+    """In-process, then each server alone, then batch; the goals judged and the case's report printed.
+    1 when a server failed."""
     args, report, champion = bench.args, bench.report, bench.champion
     say(f"in-process: {args.predict_calls} single-row predictions of {champion.uri} (v{champion.version})")
     report["in_process"] = in_process(champion.uri, bench.rows, args.predict_calls, args.profile)
@@ -391,17 +467,54 @@ def _measure(bench: _Bench, stack: ExitStack, loadavg_before: str) -> int:
     if not args.skip_mlflow:
         status = _bench_mlflow(bench, stack) or status
     if "ours" in bench.answers and "mlflow" in bench.answers:
-        same = bench.answers["ours"] == bench.answers["mlflow"]
+        same = _same_answers(bench.answers["ours"], bench.answers["mlflow"])
         report["notes"].append(
             f"same predictions from both servers on {len(bench.check_rows)} probe rows: {'yes' if same else 'NO'}"
         )
+    if args.batch_rows > 0:
+        report["batch"] = _batch(bench)
     report["meta"] = _meta(bench, loadavg_before)
     ok_runs = {k: v for k, v in report["runs"].items() if "error" not in v}
-    report["goals"] = goals(report.get("in_process"), ok_runs, args.concurrency)
+    report["goals"] = goals(report.get("in_process"), ok_runs, args.concurrency, report.get("batch"))
     print_report(report)
     if args.keep:
         print(f"\nworkspace kept: {bench.work} (rerun with --config {bench.config_path})")
     return status
+
+
+def _same_answers(ours: Any, mlflow: Any) -> bool:
+    """Same labels (a regression's numbers within 1e-9 relative: JSON round trips)."""
+    if not isinstance(ours, list) or not isinstance(mlflow, list) or len(ours) != len(mlflow):
+        return False
+    if all(isinstance(v, float) for v in ours):
+        return all(abs(a - float(b)) <= 1e-9 * max(1.0, abs(a)) for a, b in zip(ours, mlflow, strict=True))
+    return ours == mlflow
+
+
+def _cases(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.config is not None:
+        return [("", "")]
+    return [(t, e) for t in (args.task or TASKS) for e in (args.estimator or ESTIMATORS)]
+
+
+def _run_case(args: argparse.Namespace, env: dict[str, str], task: str, estimator: str) -> tuple[dict[str, Any], int]:
+    report: dict[str, Any] = {"runs": {}, "notes": [], "case": f"{task} {estimator}".strip()}
+    loadavg_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    with ExitStack() as stack:
+        if args.keep:
+            work = Path(tempfile.mkdtemp(prefix="mlops-bench-serving-"))
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-bench-serving-")))
+        say(f"=== {report['case'] or 'workspace ' + str(args.config)}")
+        try:
+            config_path = _config_path(args, work, env, task, estimator)
+            bench = _prepare(args, env, work, config_path, report)
+            status = _measure(bench, stack, loadavg_before)
+        except BenchError as exc:
+            say(str(exc))
+            report["error"] = str(exc).splitlines()[0]
+            return report, 1
+    return report, status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,28 +523,22 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (e.g. from make) must still stop the servers: turn it into an exception.
     signal.signal(signal.SIGTERM, _interrupt)
     become_subreaper()
-    report: dict[str, Any] = {"runs": {}, "notes": []}
+    reports: list[dict[str, Any]] = []
     status = 0
-    loadavg_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    with ExitStack() as stack:
-        if args.keep:
-            work = Path(tempfile.mkdtemp(prefix="mlops-bench-serving-"))
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-bench-serving-")))
-        try:
-            config_path = _config_path(args, work, env)
-            bench = _prepare(args, env, work, config_path, report)
-            status = _measure(bench, stack, loadavg_before)
-        except BenchError as exc:
-            say(str(exc))
-            return 1
-        except KeyboardInterrupt:
-            say("interrupted; stopping the servers")
-            return 130
-        finally:
-            if args.json and "meta" in report:
+    try:
+        for task, estimator in _cases(args):
+            report, failed = _run_case(args, env, task, estimator)
+            reports.append(report)
+            status = status or failed
+    except KeyboardInterrupt:
+        say("interrupted; stopping the servers")
+        return 130
+    finally:
+        if args.json:
+            for report in reports:
                 report.get("in_process", {}).pop("profile", None)
-                args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+            args.json.write_text(json.dumps(reports, indent=2, default=str) + "\n")
+    print_summary(reports)
     return status
 
 

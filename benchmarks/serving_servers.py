@@ -157,15 +157,21 @@ def batching(server: Server, headers: dict[str, str]) -> dict[str, Any] | None:
 
 
 def load(
-    server: Server, path: str, bodies: Path, concurrency: int, duration: float, warmup: float, env: dict[str, str]
+    server: Server,
+    path: str,
+    bodies: Path | None,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    env: dict[str, str],
 ) -> dict[str, Any]:
+    """The load generator's figures for `path` (POST of `bodies`, or GET without them)."""
     cmd = [
         str(BIN / "python"),
         str(LOADGEN),
         "--url",
         server.base + path,
-        "--body-file",
-        str(bodies),
+        *(["--body-file", str(bodies)] if bodies is not None else ["--method", "GET"]),
         "--concurrency",
         str(concurrency),
         "--duration",
