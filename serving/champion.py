@@ -84,12 +84,22 @@ def _output_type(signature: Any) -> str | None:
     return str(getattr(kind, "name", kind))
 
 
+# A full collection walks every long-lived object, and BentoML's request timeout keeps each answered
+# request's timer (its future, context and tracing span) alive for the whole timeout: at 1,300 req/s
+# that is ~500,000 objects, a 100-200 ms stall of every request in flight about once a second (p99
+# 210 ms against a p50 of 14 ms at concurrency 32). Full collections 50x less often: p99 33-37 ms
+# (prediction log off; 47 ms with it, see `predlog.CONVERT_SECONDS`).
+FULL_COLLECTION_THRESHOLD = 500  # young collections between full ones (CPython's default: 10)
+
+
 def settle_heap() -> None:
     """Move everything alive now (imported libraries, the loaded models) out of the garbage
-    collector's reach: a full collection otherwise walks millions of long-lived objects and
-    stalls every request in flight for hundreds of milliseconds."""
+    collector's reach, and make full collections rare: a full collection otherwise walks millions
+    of long-lived objects and stalls every request in flight for hundreds of milliseconds."""
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_THRESHOLD)
 
 
 def warm_up(served: ServingModel) -> None:

@@ -7,8 +7,11 @@ row: its feature columns under their own names, plus the columns in `LOG_COLUMNS
 the class as text (with its `_probability`), or a regression model's number (`_probability` null).
 
 Writing happens on a background thread: `PredictionLog.append` only queues a frame, so a
-request never waits for the disk. When the disk falls behind by more than `max_pending_rows`,
-new rows are dropped and counted rather than delaying answers or exhausting memory.
+request never waits for the disk. The thread turns what was queued into Arrow every
+`CONVERT_SECONDS`, in small pieces, and writes a file every `flush_seconds`: converting a whole
+flush at once held the GIL in bursts that stalled a busy service's requests. When the disk
+falls behind by more than `max_pending_rows`, new rows are dropped and counted rather than
+delaying answers or exhausting memory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +75,13 @@ def log_frame(
     return frame
 
 
+# Queued rows become Arrow this often, so the conversion's CPU is spread evenly instead of arriving
+# in one burst per file: with 5-second bursts (7,500 rows, ~75 ms of GIL-bound work interleaved with
+# the requests) a service at concurrency 32 had p99 75 ms against a p50 of 21 ms (37 ms with the log
+# off); converted every quarter second: p99 47 ms against 21-25 ms.
+CONVERT_SECONDS = 0.25
+
+
 class PredictionLog:
     """Appends log frames to Parquet files from a background thread."""
 
@@ -87,7 +98,8 @@ class PredictionLog:
         self.flush_rows = flush_rows
         self.max_pending_rows = max_pending_rows
         self._pending: list[Any] = []
-        self._pending_rows = 0
+        self._pending_rows = 0  # queued or converted, not yet written
+        self._converted: list[pa.Table] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -145,10 +157,8 @@ class PredictionLog:
 
     def flush(self) -> None:
         """Write whatever is queued now (on the caller's thread)."""
-        with self._lock:
-            frames, self._pending, self._pending_rows = self._pending, [], 0
-        if frames:
-            self._write(frames)
+        self._convert()
+        self._write_converted()
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread and write what is left."""
@@ -160,30 +170,52 @@ class PredictionLog:
         self.flush()
 
     def _loop(self) -> None:
+        last_write = time.monotonic()
         while not self._stopped.is_set():
-            self._wake.wait(self.flush_seconds)
+            self._wake.wait(min(self.flush_seconds, CONVERT_SECONDS))
             self._wake.clear()
             try:
-                self.flush()
+                self._convert()
+                with self._lock:
+                    full = self._pending_rows >= self.flush_rows
+                if full or time.monotonic() - last_write >= self.flush_seconds:
+                    last_write = time.monotonic()
+                    self._write_converted()
             except Exception as exc:
                 logger.exception("prediction log write failed")
                 with self._lock:
                     self._last_error = f"{type(exc).__name__}: {exc}"
 
-    def _write(self, items: list[Any]) -> None:
+    def _convert(self) -> None:
+        """Queued items to Arrow tables, kept until the next write."""
+        with self._lock:
+            items, self._pending = self._pending, []
+        if not items:
+            return
+        tables = self._tables(items)
+        with self._lock:
+            self._converted.extend(tables)
+
+    def _tables(self, items: list[Any]) -> list[pa.Table]:
         try:
-            table = _items_table(items)
+            return [_items_table(items)]
         except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
             if len(items) > 1:  # one bad item loses only itself
-                for item in items:
-                    self._write([item])
-                return
+                return [table for item in items for table in self._tables([item])]
             rows = _item_rows(items[0])
             logger.warning("prediction log: %d row(s) dropped, not writable: %s", rows, exc)
             with self._lock:
                 self._dropped_rows += rows
+                self._pending_rows -= rows
                 self._last_error = f"{type(exc).__name__}: {exc}"
+            return []
+
+    def _write_converted(self) -> None:
+        with self._lock:
+            tables, self._converted = self._converted, []
+        if not tables:
             return
+        table = _joined(tables)
         now = datetime.now(UTC)
         folder = self.directory / f"date={now:%Y-%m-%d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -197,9 +229,11 @@ class PredictionLog:
         except BaseException:
             with self._lock:
                 self._dropped_rows += table.num_rows
+                self._pending_rows -= table.num_rows
             raise
         with self._lock:
             self._written_rows += table.num_rows
+            self._pending_rows -= table.num_rows
             self._written_files += 1
             self._last_error = None
 
@@ -259,8 +293,12 @@ def _items_table(items: list[Any]) -> pa.Table:
             close_run()
         run.append(item)
     close_run()
-    # A column that was all-null in one flush and not in another: null promotes to the other type;
-    # one that is text in one part and numbers in another is text.
+    return _joined(tables)
+
+
+def _joined(tables: list[pa.Table]) -> pa.Table:
+    """One table of several: a column all-null in one part and not in another promotes to the other
+    type; one that is text in one part and numbers in another is text."""
     if len(tables) == 1:
         return tables[0]
     try:

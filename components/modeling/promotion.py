@@ -183,9 +183,7 @@ def _serving(evidence: Evidence, policy: PromotionPolicy) -> Check:
     budget = policy.latency_budget_ms
     ok = budget is None or serving.latency_ms <= budget
     path = f" through the {serving.inference}" if serving.inference else ""
-    return Check(
-        "serving", ok, f"answered its input example{path} in {serving.latency_ms:.1f} ms (budget {budget} ms)"
-    )
+    return Check("serving", ok, f"answered its input example{path} in {serving.latency_ms:.1f} ms (budget {budget} ms)")
 
 
 def _checks(evidence: Evidence, policy: PromotionPolicy) -> list[Check]:

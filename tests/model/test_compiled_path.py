@@ -175,9 +175,7 @@ def test_records_convert_without_pandas_as_the_frame_would(table: pd.DataFrame) 
 def test_a_model_the_compiler_does_not_cover_falls_back_to_the_pipeline_and_says_why(table: pd.DataFrame) -> None:
     final, split = _fit(table, "binary", "linear", "none", None)
     pipeline = final.model.estimator_
-    knn = Pipeline([("preprocess", pipeline[0]), ("model", KNeighborsClassifier(5))]).fit(
-        split.X_train, split.y_train
-    )
+    knn = Pipeline([("preprocess", pipeline[0]), ("model", KNeighborsClassifier(5))]).fit(split.X_train, split.y_train)
     schema = ModelSchema.of(knn)
     path = prepare_path(knn, schema.numeric, schema.categorical)
     assert path.name == PIPELINE and path.compiled is None
