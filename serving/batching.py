@@ -1,12 +1,13 @@
 """Adaptive batching inside the service process.
 
 Requests that arrive while the model is busy are predicted together in the next call, up to
-`max_batch_rows` rows. A small request that finds nothing waiting, and that `inline` says is cheap
-(a few rows through the compiled path), is answered on the event loop itself. At low load a request is predicted at once (no batching window to
-wait out); under load the batch grows with the queue, so the per-call cost of the pipeline
-is shared and throughput rises instead of requests being refused. A request is answered
-503 only when it has waited longer than `timeout` or the queue holds more than
-`max_queued_rows` rows: a real overload, not a mis-tuned latency target.
+`max_batch_rows` rows. At low load a request is predicted at once (no batching window to wait
+out); a batch that `inline` says is cheap (a few rows through the compiled path) is predicted on
+the event loop itself, sparing the hand-off to the prediction thread. Under load the batch grows
+with the queue, so the per-call cost of the model is shared and throughput rises instead of
+requests being refused. A request is answered 503 only when it has waited longer than `timeout`
+or the queue holds more than `max_queued_rows` rows: a real overload, not a mis-tuned latency
+target.
 
 BentoML's own batching (`batchable=True`) merges requests in a dispatcher that answers
 503 "process is overloaded" once its latency estimate exceeds `max_latency_ms`, and it
@@ -81,14 +82,6 @@ class MicroBatcher:
             raise Overloaded(f"{self._queued_rows} rows are already waiting; retry later")
         loop = asyncio.get_running_loop()
         job = Job(rows, request_id, loop.create_future())
-        idle = not self._queue and (self._worker is None or self._worker.done())
-        if idle and self.inline is not None and self.inline([job]):
-            # Nothing waits and the answer is cheap: answered here, without a queue round trip.
-            self._count([job])
-            result = self.handle([job])[0]
-            if isinstance(result, BaseException):
-                raise result
-            return result
         self._queue.append(job)
         self._queued_rows += len(rows)
         if self._worker is None or self._worker.done():
