@@ -9,7 +9,8 @@ groups of 1Mi rows (pyarrow's default). Every figure comes from its own child pr
   memory. Ours is the scoring flow's own time (champion download check, plan, reading, contract,
   prediction, writing, assembly: the `seconds` of `--json`); the baseline times `predict_frame` alone,
   after the read. The command's wall time (imports, Prefect flow-run bookkeeping) is shown beside it.
-  Goal: >= 0.8x.
+  Ours goes through the compiled model (proven equivalent at load), the baseline through the
+  scikit-learn pipeline. Goal: >= 1.5x.
 * peak resident memory (ru_maxrss of the `mlops score` process) at N and 2N rows. Goals: <= 1 GiB,
   and flat when the file doubles (2N within 10% of N).
 * `mlops score --workers 2` (a local Dask cluster, started by the command) against one process on
@@ -41,7 +42,7 @@ from project import loan_model, write_project  # noqa: E402 - the sibling module
 
 BIN = Path(sys.executable).parent
 GIB = 1024**3
-GOAL_THROUGHPUT = 0.8
+GOAL_THROUGHPUT = 1.5  # issue 18: the compiled path; 0.8 before it
 GOAL_MEMORY = 1 * GIB
 GOAL_FLAT = 1.10
 GOAL_DASK = 1.5

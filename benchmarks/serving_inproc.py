@@ -107,16 +107,17 @@ def _breakdown(served: Any, rows: list[dict[str, Any]], pd: Any) -> dict[str, fl
         pipeline = pipeline_of(model)
         preprocess = pipeline.named_steps["preprocess"]
         estimator = pipeline.steps[-1][1]
+        method = "predict_proba" if hasattr(model, "classes_") else "predict"
         frames = {i: pd.DataFrame.from_records([row]) for i, row in enumerate(rows)}
         index = {id(row): i for i, row in enumerate(rows)}
         transformed = {i: preprocess.transform(frame) for i, frame in frames.items()}
         return {
             "service_predict_ms": _median_ms(lambda r: served.predict([r]), rows),
             "dataframe_from_records_ms": _median_ms(lambda r: pd.DataFrame.from_records([r]), rows),
-            "model_predict_proba_ms": _median_ms(lambda r: model.predict_proba(frames[index[id(r)]]), rows),
+            f"model_{method}_ms": _median_ms(lambda r: getattr(model, method)(frames[index[id(r)]]), rows),
             "column_transformer_ms": _median_ms(lambda r: preprocess.transform(frames[index[id(r)]]), rows),
-            "estimator_predict_proba_ms": _median_ms(
-                lambda r: estimator.predict_proba(transformed[index[id(r)]]), rows
+            f"estimator_{method}_ms": _median_ms(
+                lambda r: getattr(estimator, method)(transformed[index[id(r)]]), rows
             ),
         }
     except Exception as exc:  # noqa: BLE001 - informational only; the internals may change

@@ -108,7 +108,7 @@ def inputs_from_frame(frame: pd.DataFrame, numeric: Sequence[str], categorical: 
 
 
 _NUMBER_TYPES = (float, int, type(None))  # exactly these: a bool is refused, like `inputs_from_frame` does
-_CATEGORY_TYPES = (str, type(None))
+_CATEGORY_TYPES = (str, bool, int, float, type(None))  # scalars, kept as they are (NaN: None)
 
 
 def inputs_from_records(
@@ -133,6 +133,6 @@ def inputs_from_records(
     columns = []
     for values in categories:
         column = np.empty(len(rows), dtype=object)
-        column[:] = values
+        column[:] = [None if v != v else v for v in values]  # NaN is missing, as the frame's path has it
         columns.append(column)
     return Inputs(len(rows), tuple(numeric), matrix, tuple(categorical), tuple(columns))

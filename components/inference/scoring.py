@@ -129,26 +129,47 @@ def predict_coerced(model: Any, X: pd.DataFrame, half_width: float | None = None
     return answer_of(model, getattr(model, method)(X), half_width)
 
 
-def answer_of(model: Any, output: np.ndarray, half_width: float | None = None) -> Predictions:
-    """The answer from the model's output: class probabilities (classifiers) or predictions."""
+@dataclass(frozen=True)
+class AnswerArrays:
+    """`Predictions` as arrays, for batch scoring (the lists are for JSON answers)."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None  # None for regression
+    classes: list[Any]
+    class_probabilities: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+
+def answer_arrays(model: Any, output: np.ndarray, half_width: float | None = None) -> AnswerArrays:
+    """The answer from the model's output (class probabilities, or predictions) as arrays."""
     classes_ = getattr(model, "classes_", None)
     if classes_ is None:
         predicted = np.asarray(output, dtype="float64")
         if half_width is None:
-            return Predictions(predicted.tolist(), [], [])
-        return Predictions(
-            predicted.tolist(), [], [], None, (predicted - half_width).tolist(), (predicted + half_width).tolist()
-        )
+            return AnswerArrays(predicted, None, [])
+        return AnswerArrays(predicted, None, [], None, predicted - half_width, predicted + half_width)
     proba = np.asarray(output)
     classes = np.asarray(classes_)
     threshold = decision_threshold(model)
     if len(classes) == 2:
         labels = classes[(proba[:, 1] >= (0.5 if threshold is None else threshold)).astype(int)]
-        return Predictions(labels.tolist(), proba[:, 1].tolist(), _plain_labels(classes))
+        return AnswerArrays(labels, proba[:, 1], _plain_labels(classes))
     winner = proba.argmax(axis=1)
-    labels = classes[winner]
-    scores = proba[np.arange(len(proba)), winner]
-    return Predictions(labels.tolist(), scores.tolist(), _plain_labels(classes), proba.tolist())
+    return AnswerArrays(classes[winner], proba[np.arange(len(proba)), winner], _plain_labels(classes), proba)
+
+
+def answer_of(model: Any, output: np.ndarray, half_width: float | None = None) -> Predictions:
+    """The answer from the model's output: class probabilities (classifiers) or predictions."""
+    a = answer_arrays(model, output, half_width)
+    return Predictions(
+        a.labels.tolist(),
+        a.probabilities.tolist() if a.probabilities is not None else [],
+        a.classes,
+        a.class_probabilities.tolist() if a.class_probabilities is not None else None,
+        a.lower.tolist() if a.lower is not None else None,
+        a.upper.tolist() if a.upper is not None else None,
+    )
 
 
 def predict_records(
@@ -188,15 +209,24 @@ class ServingModel:
         interval = self.info.get("interval") or {}
         return float(interval["coverage"]) if "coverage" in interval else None
 
-    def predict_inputs(self, inputs: Inputs, half_width: float | None = None) -> Predictions:
-        """The compiled path when it was proven for this model, else the pipeline (and for rows with
-        an infinite number, which the pipeline's own checks refuse). `half_width` overrides the
-        model's interval."""
-        half_width = self.half_width if half_width is None else half_width
+    def output(self, inputs: Inputs, threads: int = 1) -> np.ndarray:
+        """Class probabilities or predictions: through the compiled path when it was proven for this
+        model, else the pipeline (and for rows with an infinite number, which the pipeline's own
+        checks refuse). `threads`: what a forest may use on a large batch."""
         compiled = self.inference.compiled if self.inference is not None else None
         if compiled is not None and inputs.finite():
-            return answer_of(self.model, compiled.output(inputs), half_width)
-        return predict_coerced(self.model, inputs.frame(), half_width)
+            return compiled.output(inputs, threads=threads)
+        X = inputs.frame()
+        return self.model.predict_proba(X) if hasattr(self.model, "classes_") else self.model.predict(X)
+
+    def predict_inputs(self, inputs: Inputs, half_width: float | None = None) -> Predictions:
+        """The answer to checked rows (`half_width` overrides the model's interval)."""
+        return answer_of(self.model, self.output(inputs), self.half_width if half_width is None else half_width)
+
+    def predict_arrays(self, inputs: Inputs, half_width: float | None = None, threads: int = 1) -> AnswerArrays:
+        """`predict_inputs` as arrays, for batch scoring."""
+        hw = self.half_width if half_width is None else half_width
+        return answer_arrays(self.model, self.output(inputs, threads), hw)
 
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> Predictions:
         if not rows:

@@ -170,6 +170,12 @@ def test_records_convert_without_pandas_as_the_frame_would(table: pd.DataFrame) 
     assert inputs_from_records([{**rows[0], "age": "42"}], numeric, categorical).numeric[0, 0] == 42.0
     with pytest.raises(InputError, match="missing column"):
         inputs_from_records([{"age": 1}], numeric, categorical)
+    # Booleans and numbers as categories stay as they are (a NaN is a missing one), without pandas.
+    odd = [{**rows[0], "region": True}, {**rows[1], "region": float("nan"), "purpose": 3}]
+    fast = inputs_from_records(odd, numeric, categorical)
+    slow = inputs_from_frame(pd.DataFrame.from_records(odd), numeric, categorical)
+    assert list(fast.categorical[0]) == [True, None] and list(slow.categorical[0]) == [True, None]
+    assert fast.categorical[1][1] == slow.categorical[1][1] == 3
 
 
 def test_a_model_the_compiler_does_not_cover_falls_back_to_the_pipeline_and_says_why(table: pd.DataFrame) -> None:

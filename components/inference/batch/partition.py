@@ -4,6 +4,7 @@ part files (answers, and rejected rows with their reason)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,13 @@ def _inputs(plan: ScoringPlan, arrays: Mapping[str, pa.Array], keep: pa.Array | 
 
 
 def _scored_table(
-    plan: ScoringPlan, model: ServingModel, checked: _Checked, keep: pa.Array | None, first_row: int, rows: int
+    plan: ScoringPlan,
+    model: ServingModel,
+    checked: _Checked,
+    keep: pa.Array | None,
+    first_row: int,
+    rows: int,
+    threads: int = 1,
 ) -> pa.Table:
     inputs = _inputs(plan, checked.arrays, keep)
     n = len(inputs)
@@ -72,17 +79,18 @@ def _scored_table(
         "model_version": pa.repeat(pa.scalar(plan.model_version, pa.string()), n),
         "scored_at": pa.repeat(pa.scalar(plan.scored_at, fields.field("scored_at").type), n),
     }
-    answer = model.predict_inputs(inputs, plan.half_width) if n else None
+    answer = model.predict_arrays(inputs, plan.half_width, threads) if n else None
     columns["prediction"] = pa.array(answer.labels if answer else [], type=fields.field("prediction").type)
     if "probability" in fields.names:
-        columns["probability"] = pa.array(answer.probabilities, type=pa.float64()) if answer else empty
+        probabilities = answer.probabilities if answer else None
+        columns["probability"] = pa.array(probabilities, type=pa.float64()) if probabilities is not None else empty
     if answer is not None and answer.class_probabilities is not None:
-        matrix = np.asarray(answer.class_probabilities, dtype="float64")
         for position, label in enumerate(answer.classes):
-            columns[f"probability_{label}"] = pa.array(matrix[:, position])
+            columns[f"probability_{label}"] = pa.array(answer.class_probabilities[:, position])
     if "lower" in fields.names:
-        columns["lower"] = pa.array(answer.lower, type=pa.float64()) if answer and answer.lower else empty
-        columns["upper"] = pa.array(answer.upper, type=pa.float64()) if answer and answer.upper else empty
+        bounds = answer is not None and answer.lower is not None and answer.upper is not None
+        columns["lower"] = pa.array(answer.lower, type=pa.float64()) if bounds else empty  # type: ignore[union-attr]
+        columns["upper"] = pa.array(answer.upper, type=pa.float64()) if bounds else empty  # type: ignore[union-attr]
     return pa.Table.from_arrays([columns.get(name, empty) for name in fields.names], schema=fields)
 
 
@@ -147,6 +155,8 @@ def score_partition(
     `fail`. The part files are removed when it raises. `first_row`, the input row number of the
     partition's first row, is only needed for error messages about a CSV partition past the first.
     """
+    # One process alone uses the machine's cores for a forest's trees too; a worker among several, one.
+    threads = (os.cpu_count() or 1) if use_threads else 1
     writer = pq.ParquetWriter(output, plan.output_schema, use_dictionary=plan.dictionary_columns)
     reject_writer: pq.ParquetWriter | None = None
     rows = scored = rejected = 0
@@ -169,7 +179,7 @@ def score_partition(
                 reject_writer.write_table(table)
                 rejected += len(bad)
                 keep = pa.array(~checked.invalid)
-            table = _scored_table(plan, model, checked, keep, rows, batch.num_rows)
+            table = _scored_table(plan, model, checked, keep, rows, batch.num_rows, threads)
             if table.num_rows:
                 writer.write_table(table)
             scored += table.num_rows

@@ -8,7 +8,9 @@ serves the scikit-learn pipeline.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,6 +66,10 @@ class Linear:
         return softmax(scores, copy=False)
 
 
+# Threads a forest's trees may be shared among on a large batch (set by CompiledModel.output).
+_THREADS: ContextVar[int] = ContextVar("forest_threads", default=1)
+
+
 @dataclass(frozen=True)
 class Forest:
     """A random forest: the mean of its trees' leaves (class fractions or values)."""
@@ -77,7 +83,12 @@ class Forest:
 
     def output(self, X: np.ndarray, method: str, walk: bool) -> np.ndarray:
         if not walk:
-            return getattr(self.estimator, method)(X)
+            estimator = self.estimator
+            threads = _THREADS.get()
+            if threads > 1:  # the same fitted trees, predicted by several threads (scikit-learn's own)
+                estimator = copy.copy(estimator)
+                estimator.n_jobs = threads
+            return getattr(estimator, method)(X)
         mean = self.flat.total(X) / len(self.flat.roots)
         return mean if self.classifier else mean[:, 0]
 
@@ -293,10 +304,15 @@ class CompiledModel:
     root: Node
     classifier: bool
 
-    def output(self, inputs: Inputs, walk: bool | None = None) -> np.ndarray:
-        """`walk`: trees walked as arrays (default: for up to WALK_MAX_ROWS rows) or by the estimator."""
+    def output(self, inputs: Inputs, walk: bool | None = None, threads: int = 1) -> np.ndarray:
+        """`walk`: trees walked as arrays (default: for up to WALK_MAX_ROWS rows) or by the estimator,
+        a forest's trees shared among `threads` threads (batch scoring; the service uses one)."""
         walk = len(inputs) <= WALK_MAX_ROWS if walk is None else walk
-        return self.root.output(inputs, PROBA if self.classifier else PREDICT, walk)
+        token = _THREADS.set(threads)
+        try:
+            return self.root.output(inputs, PROBA if self.classifier else PREDICT, walk)
+        finally:
+            _THREADS.reset(token)
 
 
 def compile_model(model: Any, numeric: Sequence[str], categorical: Sequence[str]) -> CompiledModel:
