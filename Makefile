@@ -86,7 +86,7 @@ bench-training: venv ## mlops run against a plain in-process script, side by sid
 bench-labels: venv ## Label review: precision/recall of flagged rows with 5% of labels flipped
 	.venv/bin/python benchmarks/bench_label_review.py
 
-bench-serving: venv ## Serving: p50/p99 and req/s at concurrency 1 and 32, ours vs mlflow models serve, same champion
+bench-serving: venv ## Serving, every family x task: compiled vs pipeline call, p50 vs /healthz, req/s vs mlflow models serve, batch rows/s
 	.venv/bin/python benchmarks/bench_serving.py
 
 bench-scoring: venv ## Batch scoring of 5M rows: rows/s vs whole-frame predict, peak memory at 5M/10M, Dask x2 vs 1 process

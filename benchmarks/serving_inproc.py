@@ -116,9 +116,7 @@ def _breakdown(served: Any, rows: list[dict[str, Any]], pd: Any) -> dict[str, fl
             "dataframe_from_records_ms": _median_ms(lambda r: pd.DataFrame.from_records([r]), rows),
             f"model_{method}_ms": _median_ms(lambda r: getattr(model, method)(frames[index[id(r)]]), rows),
             "column_transformer_ms": _median_ms(lambda r: preprocess.transform(frames[index[id(r)]]), rows),
-            f"estimator_{method}_ms": _median_ms(
-                lambda r: getattr(estimator, method)(transformed[index[id(r)]]), rows
-            ),
+            f"estimator_{method}_ms": _median_ms(lambda r: getattr(estimator, method)(transformed[index[id(r)]]), rows),
         }
     except Exception as exc:  # noqa: BLE001 - informational only; the internals may change
         return f"not measured: {type(exc).__name__}: {exc}"
