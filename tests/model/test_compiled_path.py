@@ -204,3 +204,62 @@ def test_a_compiled_form_that_answers_differently_is_refused(table: pd.DataFrame
     path = prepare_path(final.model, schema.numeric, schema.categorical, split.X_train.head(50))
     assert path.name == PIPELINE and path.equivalence is not None and not path.equivalence.ok
     assert "differ from the pipeline's" in str(path.reason) and f"tolerance {TOLERANCE:g}" in str(path.reason)
+
+
+def _sklearn_leaves(model: Any, X: np.ndarray) -> np.ndarray:
+    """scikit-learn's own leaf per row and tree, as node indices into the flattened arrays."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    if isinstance(model, RandomForestRegressor):
+        per_tree = [tree.apply(X.astype(np.float32)) for tree in model.estimators_]
+        sizes = [tree.tree_.node_count for tree in model.estimators_]
+    else:  # a boosted model's predictors
+        from sklearn.ensemble._hist_gradient_boosting.common import X_DTYPE
+
+        predictors = [p for iteration in model._predictors for p in iteration]
+        per_tree = [_boosted_leaf(p.nodes, X.astype(X_DTYPE)) for p in predictors]
+        sizes = [len(p.nodes) for p in predictors]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return np.stack(per_tree, axis=1) + offsets
+
+
+def _boosted_leaf(nodes: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Row by row, the way the predictor's Cython loop goes (NaN follows missing_go_to_left)."""
+    out = np.empty(len(X), dtype=np.intp)
+    for r, row in enumerate(X):
+        node = 0
+        while not nodes["is_leaf"][node]:
+            value = row[nodes["feature_idx"][node]]
+            go_left = nodes["missing_go_to_left"][node] if np.isnan(value) else value <= nodes["num_threshold"][node]
+            node = nodes["left"][node] if go_left else nodes["right"][node]
+        out[r] = node
+    return out
+
+
+def test_the_tree_walk_reaches_scikit_learns_leaves_with_missing_values_and_stumps() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+
+    from components.inference.compiled.trees import flatten_boosting, flatten_sklearn_forest
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    y = X[:, 0] * 2 + np.sin(X[:, 1] * 3) + rng.normal(scale=0.1, size=400)
+    X_missing = X.copy()
+    X_missing[rng.random(X.shape) < 0.2] = np.nan  # the trees learn where missing values go
+    probe = X_missing[:80]
+    forest = RandomForestRegressor(n_estimators=15, random_state=0).fit(X_missing, y)
+    boosted = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(X_missing, y)
+    constant = RandomForestRegressor(n_estimators=3).fit(X, np.ones(400))  # trees of one node, depth 0
+    stumps = RandomForestRegressor(n_estimators=5, max_depth=1, random_state=0).fit(X, y)
+    for model, flat in (
+        (forest, flatten_sklearn_forest(forest)),
+        (boosted, flatten_boosting(boosted)),
+        (stumps, flatten_sklearn_forest(stumps)),
+        (constant, flatten_sklearn_forest(constant)),
+    ):
+        expected = _sklearn_leaves(model, probe)
+        assert np.array_equal(flat.leaves(probe), expected)  # rows together
+        for r in range(len(probe)):  # and one at a time (the single-row branch)
+            assert np.array_equal(flat.leaves(probe[r : r + 1]), expected[r : r + 1])
+    assert flatten_sklearn_forest(forest).missing_left is not None
+    assert flatten_sklearn_forest(constant).depth == 0

@@ -78,6 +78,42 @@ def test_batches_respect_the_row_limit() -> None:
     assert max(batches) <= 10 and sum(batches) == 60
 
 
+def test_cheap_batches_are_answered_on_the_event_loop_and_the_rest_on_the_prediction_thread() -> None:
+    import threading
+
+    threads: list[str] = []
+    handle = _doubler([], delay=0.0)
+
+    def recording(jobs: list[Job]) -> list[object]:
+        threads.append(threading.current_thread().name)
+        return handle(jobs)
+
+    batcher = MicroBatcher(
+        recording,
+        max_batch_rows=1000,
+        timeout=10,
+        max_queued_rows=10_000,
+        inline=lambda jobs: sum(len(job.rows) for job in jobs) <= 4,
+    )
+
+    async def main() -> tuple[object, ...]:
+        lone = await batcher.submit([1, 2], "lone")  # nothing waits: answered in its own coroutine
+        with pytest.raises(ValueError, match="bad is bad"):
+            await batcher.submit(["bad"], "bad")  # its own error, raised where it was asked
+        large = await batcher.submit(list(range(10)), "large")
+        together = await asyncio.gather(*(batcher.submit([i], str(i)) for i in range(3)))
+        return lone, large, together
+
+    lone, large, together = asyncio.run(main())
+    assert lone == [2, 4] and large == [2 * i for i in range(10)] and together == [[0], [2], [4]]
+    main_thread = threading.main_thread().name
+    assert threads[:2] == [main_thread, main_thread]
+    assert threads[2].startswith("predict")
+    assert set(threads[3:]) == {main_thread}
+    assert batcher.stats.rows == 2 + 1 + 10 + 3
+    batcher.close()
+
+
 def test_overload_is_refused_not_queued_forever() -> None:
     batcher = MicroBatcher(_doubler([], delay=0.3), max_batch_rows=1, timeout=0.1, max_queued_rows=3)
 
