@@ -82,13 +82,6 @@ class MicroBatcher:
             raise Overloaded(f"{self._queued_rows} rows are already waiting; retry later")
         loop = asyncio.get_running_loop()
         job = Job(rows, request_id, loop.create_future())
-        if not self._queue and (self._worker is None or self._worker.done()) and self._inline([job]):
-            # Nothing waits and nothing predicts: answered here, without a hop through the worker task.
-            self._count([job])
-            result = self.handle([job])[0]
-            if isinstance(result, BaseException):
-                raise result
-            return result
         self._queue.append(job)
         self._queued_rows += len(rows)
         if self._worker is None or self._worker.done():
@@ -120,7 +113,7 @@ class MicroBatcher:
                 continue
             self._count(batch)
             try:
-                if self._inline(batch):
+                if self.inline is not None and self.inline(batch):
                     results = self.handle(batch)
                 else:
                     results = await loop.run_in_executor(self._executor, self.handle, batch)
@@ -133,9 +126,6 @@ class MicroBatcher:
                     job.future.set_exception(result)
                 else:
                     job.future.set_result(result)
-
-    def _inline(self, batch: list[Job]) -> bool:
-        return self.inline is not None and self.inline(batch)
 
     def _count(self, batch: list[Job]) -> None:
         size = sum(len(job.rows) for job in batch)

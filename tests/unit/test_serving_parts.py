@@ -97,7 +97,7 @@ def test_cheap_batches_are_answered_on_the_event_loop_and_the_rest_on_the_predic
     )
 
     async def main() -> tuple[object, ...]:
-        lone = await batcher.submit([1, 2], "lone")  # nothing waits: answered in its own coroutine
+        lone = await batcher.submit([1, 2], "lone")  # a few rows: predicted on the event loop
         with pytest.raises(ValueError, match="bad is bad"):
             await batcher.submit(["bad"], "bad")  # its own error, raised where it was asked
         large = await batcher.submit(list(range(10)), "large")
