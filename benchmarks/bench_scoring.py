@@ -111,12 +111,12 @@ def baseline(path: Path, model_dir: Path) -> None:
     from components.inference.batch import load_model_dir
     from components.inference.scoring import predict_frame
 
-    model, schema = load_model_dir(model_dir)
+    served = load_model_dir(model_dir)  # its `model` is the scikit-learn pipeline itself
     started = time.perf_counter()
     frame = pd.read_parquet(path)
     read = time.perf_counter() - started
     started = time.perf_counter()
-    predictions = predict_frame(model, frame, schema)
+    predictions = predict_frame(served.model, frame, served.schema)
     seconds = time.perf_counter() - started
     print(json.dumps({"rows": len(predictions.labels), "read_seconds": read, "predict_seconds": seconds}))
 
