@@ -6,6 +6,7 @@ predicts a batch of requests together and splits the answer back per request.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,15 @@ class Answer:
         return body
 
 
+def show_service_lines() -> None:
+    """BentoML's server logging passes WARNING and above from other libraries; which version
+    answers, and through which inference path, are INFO lines the service's log must show."""
+    for name in ("mlops", "components"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+
+
 def open_source(settings: ServiceSettings, bundle_path: Path | None) -> RegistrySource | BundleSource:
     """The bundled copy when the service was built with one, else the registry's champion (reloaded)."""
     if bundle_path is not None:
@@ -114,6 +124,7 @@ class ServiceRuntime:
         serving = settings.serving
         names = [c.name for c in settings.columns]
         self.id_column = settings.id_column if settings.id_column not in names else None
+        show_service_lines()
         self.source = open_source(settings, bundle_path)
         batch_rows = max(serving.max_batch_rows, serving.max_rows_per_request)
         self.batcher = MicroBatcher(

@@ -228,3 +228,23 @@ def test_a_new_version_with_other_columns_is_not_compatible() -> None:
     # ... while a version that accepts nulls where requests never have them can.
     strict = (COLUMNS[0], Column("income", "double", True), COLUMNS[2])
     assert same_columns(strict, COLUMNS)
+
+
+def test_the_service_log_shows_which_version_and_path_answer() -> None:
+    """BentoML's server logging passes WARNING and above from other loggers; the service raises its own
+    to INFO (an explicit level someone set is kept)."""
+    import logging
+
+    from serving.runtime import show_service_lines
+
+    ours, components = logging.getLogger("mlops"), logging.getLogger("components")
+    saved = ours.level, components.level
+    try:
+        ours.setLevel(logging.NOTSET)
+        components.setLevel(logging.ERROR)
+        show_service_lines()
+        assert logging.getLogger("mlops.serving").getEffectiveLevel() == logging.INFO
+        assert components.level == logging.ERROR
+    finally:
+        ours.setLevel(saved[0])
+        components.setLevel(saved[1])
