@@ -30,72 +30,112 @@ def goals(
     batch: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Each goal of issue 18 that this case measured, with its ratio and verdict."""
-    ours_hi, ours_1, mlflow_hi = runs.get(f"ours c={high}"), runs.get("ours c=1"), runs.get(f"mlflow c={high}")
-    healthz = runs.get("ours GET /healthz c=1")
-    found = []
+    ours_hi, mlflow_hi = runs.get(f"ours c={high}"), runs.get(f"mlflow c={high}")
+    return [
+        *_inproc_goal(inproc),
+        *_healthz_goal(runs.get("ours c=1"), runs.get("ours GET /healthz c=1")),
+        *_load_goals(ours_hi, high),
+        *_mlflow_goal(ours_hi, mlflow_hi, high),
+        *_batch_goal(batch),
+    ]
+
+
+def _inproc_goal(inproc: dict[str, Any] | None) -> list[dict[str, Any]]:
     pipeline = (inproc or {}).get("pipeline")
-    if inproc is not None and pipeline:
-        ratio = pipeline["p50_ms"] / inproc["p50_ms"]
-        path = (inproc.get("inference") or {}).get("path", "?")
+    if inproc is None or not pipeline:
+        return []
+    ratio = pipeline["p50_ms"] / inproc["p50_ms"]
+    path = (inproc.get("inference") or {}).get("path", "?")
+    return [
+        _goal(
+            f"in-process single row >= {MIN_INPROC_SPEEDUP:g}x faster than the pipeline's call",
+            f"{ratio:.1f}x ({inproc['p50_ms'] * 1000:.0f} vs {pipeline['p50_ms'] * 1000:.0f} µs p50; {path})",
+            ratio >= MIN_INPROC_SPEEDUP,
+            ratio,
+        )
+    ]
+
+
+def _healthz_goal(ours_1: dict[str, Any] | None, healthz: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if ours_1 is None or healthz is None or not ours_1["p50_ms"] or not healthz["p50_ms"]:
+        return []
+    ratio = ours_1["p50_ms"] / healthz["p50_ms"]
+    return [
+        _goal(
+            f"p50 at concurrency 1 <= {MAX_HEALTHZ_RATIO:g}x GET /healthz p50",
+            f"{ratio:.2f}x ({ours_1['p50_ms']:.2f} vs {healthz['p50_ms']:.2f} ms)",
+            ratio <= MAX_HEALTHZ_RATIO,
+            ratio,
+        )
+    ]
+
+
+def _load_goals(ours_hi: dict[str, Any] | None, high: int) -> list[dict[str, Any]]:
+    if ours_hi is None:
+        return []
+    note = "" if ours_hi["duration_s"] >= GOAL_DURATION_S else f" (measured {ours_hi['duration_s']:g} s, < 30 s)"
+    found = [
+        _goal(
+            f"zero non-2xx at concurrency {high} over {GOAL_DURATION_S:g} s",
+            f"{ours_hi['non_2xx']} of {ours_hi['count']}{note}",
+            ours_hi["non_2xx"] <= MAX_NON_2XX,
+        )
+    ]
+    if ours_hi["p50_ms"]:
+        ratio = ours_hi["p99_ms"] / ours_hi["p50_ms"]
         found.append(
             _goal(
-                f"in-process single row >= {MIN_INPROC_SPEEDUP:g}x faster than the pipeline's call",
-                f"{ratio:.1f}x ({inproc['p50_ms'] * 1000:.0f} vs {pipeline['p50_ms'] * 1000:.0f} µs p50; {path})",
-                ratio >= MIN_INPROC_SPEEDUP,
+                f"p99 <= {MAX_TAIL_RATIO:g}x p50 at concurrency {high}",
+                f"{ratio:.2f}x ({ours_hi['p99_ms']:.1f} vs {ours_hi['p50_ms']:.1f} ms)",
+                ratio <= MAX_TAIL_RATIO,
                 ratio,
-            )
-        )
-    if ours_1 is not None and healthz is not None and ours_1["p50_ms"] and healthz["p50_ms"]:
-        ratio = ours_1["p50_ms"] / healthz["p50_ms"]
-        found.append(
-            _goal(
-                f"p50 at concurrency 1 <= {MAX_HEALTHZ_RATIO:g}x GET /healthz p50",
-                f"{ratio:.2f}x ({ours_1['p50_ms']:.2f} vs {healthz['p50_ms']:.2f} ms)",
-                ratio <= MAX_HEALTHZ_RATIO,
-                ratio,
-            )
-        )
-    if ours_hi is not None:
-        note = "" if ours_hi["duration_s"] >= GOAL_DURATION_S else f" (measured {ours_hi['duration_s']:g} s, < 30 s)"
-        found.append(
-            _goal(
-                f"zero non-2xx at concurrency {high} over {GOAL_DURATION_S:g} s",
-                f"{ours_hi['non_2xx']} of {ours_hi['count']}{note}",
-                ours_hi["non_2xx"] <= MAX_NON_2XX,
-            )
-        )
-        if ours_hi["p50_ms"]:
-            ratio = ours_hi["p99_ms"] / ours_hi["p50_ms"]
-            found.append(
-                _goal(
-                    f"p99 <= {MAX_TAIL_RATIO:g}x p50 at concurrency {high}",
-                    f"{ratio:.2f}x ({ours_hi['p99_ms']:.1f} vs {ours_hi['p50_ms']:.1f} ms)",
-                    ratio <= MAX_TAIL_RATIO,
-                    ratio,
-                )
-            )
-    if ours_hi is not None and mlflow_hi is not None and mlflow_hi["rps"] > 0:
-        ratio = ours_hi["rps"] / mlflow_hi["rps"]
-        found.append(
-            _goal(
-                f"req/s at concurrency {high} >= {MIN_THROUGHPUT_RATIO:g}x mlflow models serve",
-                f"{ratio:.2f}x ({ours_hi['rps']:.0f} vs {mlflow_hi['rps']:.0f} req/s; load generator "
-                f"{ours_hi['client_cpu_share']:.0%} vs {mlflow_hi['client_cpu_share']:.0%} of a core)",
-                ratio >= MIN_THROUGHPUT_RATIO,
-                ratio,
-            )
-        )
-    if batch is not None:
-        found.append(
-            _goal(
-                f"batch rows/s >= {MIN_BATCH_RATIO:g}x whole-frame pipeline predict",
-                f"{batch['ratio']:.2f}x ({batch['ours_rows_per_s']:,.0f} vs {batch['whole_frame_rows_per_s']:,.0f} "
-                f"rows/s, {batch['rows']:,} rows)",
-                batch["ratio"] >= MIN_BATCH_RATIO,
-                batch["ratio"],
             )
         )
     return found
+
+
+def _mlflow_goal(ours_hi: dict[str, Any] | None, mlflow_hi: dict[str, Any] | None, high: int) -> list[dict[str, Any]]:
+    if ours_hi is None or mlflow_hi is None or mlflow_hi["rps"] <= 0:
+        return []
+    ratio = ours_hi["rps"] / mlflow_hi["rps"]
+    return [
+        _goal(
+            f"req/s at concurrency {high} >= {MIN_THROUGHPUT_RATIO:g}x mlflow models serve",
+            f"{ratio:.2f}x ({ours_hi['rps']:.0f} vs {mlflow_hi['rps']:.0f} req/s; load generator "
+            f"{ours_hi['client_cpu_share']:.0%} vs {mlflow_hi['client_cpu_share']:.0%} of a core)",
+            ratio >= MIN_THROUGHPUT_RATIO,
+            ratio,
+        )
+    ]
+
+
+def _batch_goal(batch: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if batch is None:
+        return []
+    return [
+        _goal(
+            f"batch rows/s >= {MIN_BATCH_RATIO:g}x whole-frame pipeline predict",
+            f"{batch['ratio']:.2f}x ({batch['ours_rows_per_s']:,.0f} vs {batch['whole_frame_rows_per_s']:,.0f} "
+            f"rows/s, {batch['rows']:,} rows)",
+            batch["ratio"] >= MIN_BATCH_RATIO,
+            batch["ratio"],
+        )
+    ]
+
+
+RUN_COLUMNS = (
+    "case",
+    "s",
+    "p50 ms",
+    "p99 ms",
+    "req/s",
+    "non-2xx",
+    "requests",
+    "CPU ms/req",
+    "server CPU",
+    "loadgen CPU",
+    "other CPU",
+)
 
 
 def _runs_table(report: dict[str, Any]) -> Any:
@@ -103,38 +143,42 @@ def _runs_table(report: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title=None)
-    for column, justify in [
-        ("case", "left"),
-        ("s", "right"),
-        ("p50 ms", "right"),
-        ("p99 ms", "right"),
-        ("req/s", "right"),
-        ("non-2xx", "right"),
-        ("requests", "right"),
-        ("CPU ms/req", "right"),
-        ("server CPU", "right"),
-        ("loadgen CPU", "right"),
-        ("other CPU", "right"),
-    ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    inproc = report.get("in_process")
-    if inproc and inproc.get("pipeline"):
-        pipe = inproc["pipeline"]
-        table.add_row(
-            "in-process pipeline call, 1 row",
-            "-",
-            _fmt(pipe["p50_ms"]),
-            _fmt(pipe["p99_ms"]),
-            _fmt(1000 / pipe["mean_ms"], ".0f"),
-            "-",
-            str(pipe["count"]),
-            _fmt(pipe["mean_ms"]),
-            "-",
-            "-",
-            "-",
+    for column in RUN_COLUMNS:
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for row in _inproc_rows(report.get("in_process")):
+        table.add_row(*row)
+    for case, run in report["runs"].items():
+        table.add_row(*_run_row(case, run))
+    return table
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{max(0.0, value):.0%}"
+
+
+def _inproc_rows(inproc: dict[str, Any] | None) -> list[tuple[str, ...]]:
+    """The pipeline's own call and the service's in-process predict, when measured."""
+    if not inproc:
+        return []
+    rows = []
+    if pipe := inproc.get("pipeline"):
+        rows.append(
+            (
+                "in-process pipeline call, 1 row",
+                "-",
+                _fmt(pipe["p50_ms"]),
+                _fmt(pipe["p99_ms"]),
+                _fmt(1000 / pipe["mean_ms"], ".0f"),
+                "-",
+                str(pipe["count"]),
+                _fmt(pipe["mean_ms"]),
+                "-",
+                "-",
+                "-",
+            )
         )
-    if inproc:
-        table.add_row(
+    rows.append(
+        (
             "in-process predict, 1 row",
             "-",
             _fmt(inproc["p50_ms"]),
@@ -145,28 +189,30 @@ def _runs_table(report: dict[str, Any]) -> Any:
             _fmt(inproc["mean_ms"]),
             "-",
             "-",
-            "-" if inproc.get("other_cpu_share") is None else f"{max(0.0, inproc['other_cpu_share']):.0%}",
+            _share(inproc.get("other_cpu_share")),
         )
-    for case, run in report["runs"].items():
-        if "error" in run:
-            table.add_row(case, *["-"] * 10)
-            continue
-        per_request = run["server_cpu_s"] * 1000 / run["count"] if run.get("server_cpu_s") and run["count"] else None
-        share = run.get("server_cpu_share")
-        table.add_row(
-            case,
-            f"{run['duration_s']:g}",
-            _fmt(run["p50_ms"]),
-            _fmt(run["p99_ms"]),
-            _fmt(run["rps"], ".0f"),
-            str(run["non_2xx"]),
-            str(run["count"]),
-            _fmt(per_request),
-            "-" if share is None else f"{share:.0%}",
-            f"{run['client_cpu_share']:.0%}",
-            "-" if run.get("other_cpu_share") is None else f"{max(0.0, run['other_cpu_share']):.0%}",
-        )
-    return table
+    )
+    return rows
+
+
+def _run_row(case: str, run: dict[str, Any]) -> tuple[str, ...]:
+    if "error" in run:
+        return (case, *["-"] * (len(RUN_COLUMNS) - 1))
+    per_request = run["server_cpu_s"] * 1000 / run["count"] if run.get("server_cpu_s") and run["count"] else None
+    share = run.get("server_cpu_share")
+    return (
+        case,
+        f"{run['duration_s']:g}",
+        _fmt(run["p50_ms"]),
+        _fmt(run["p99_ms"]),
+        _fmt(run["rps"], ".0f"),
+        str(run["non_2xx"]),
+        str(run["count"]),
+        _fmt(per_request),
+        "-" if share is None else f"{share:.0%}",
+        f"{run['client_cpu_share']:.0%}",
+        _share(run.get("other_cpu_share")),
+    )
 
 
 def _print_details(console: Any, report: dict[str, Any]) -> None:
