@@ -24,17 +24,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-import orjson
 from fastapi import FastAPI
 from pydantic import Field
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from components.core.logs import exception_of, quiet
-from components.inference.scoring import InputError
-from serving.batching import Overloaded
 from serving.champion import bundle_columns, registry_signature
+from serving.fastpath import PredictRoute, RouteState, predict_reply
 from serving.guard import GuardMiddleware
-from serving.runtime import Answer, ServiceRuntime, ServiceSettings
+from serving.runtime import ServiceRuntime, ServiceSettings
 from serving.schema import response_model, row_model
 
 logger = logging.getLogger("mlops.serving")
@@ -124,12 +122,6 @@ def settings_from_environment() -> ServiceSettings:
     )
 
 
-def _error(ctx: Any, status: int, message: str, request_id: str, **headers: str) -> JSONResponse:
-    # BentoML applies the context's status to whatever the API returns.
-    ctx.response.status_code = status
-    return JSONResponse({"error": message, "request_id": request_id}, status_code=status, headers=headers)
-
-
 def _validation_error_line(record: logging.LogRecord) -> str | None:
     from pydantic import ValidationError
 
@@ -143,9 +135,9 @@ def create_service(settings: ServiceSettings) -> Any:
     quiet("validation errors", ["bentoml._internal.server.http_app"], _validation_error_line, level=logging.INFO)
     Row = row_model(settings.model_name, settings.columns, settings.id_column)
     Prediction = response_model(settings.model_name, _classes_hint(settings.output_type), settings.task)
-    serving = settings.serving
-    max_rows = serving.max_rows_per_request
+    serving, max_rows = settings.serving, settings.serving.max_rows_per_request
     metadata_app = FastAPI(title="metadata")
+    route = RouteState()
 
     @bentoml.service(
         name=SERVICE_NAME,
@@ -165,6 +157,7 @@ def create_service(settings: ServiceSettings) -> Any:
             self.settings = settings
             check_exposure(settings, os.environ)
             self.runtime = ServiceRuntime(settings, Path(self.bundled.path) if settings.bundle_tag else None)
+            route.runtime = self.runtime  # from here `PredictRoute` answers POST /predict
 
         def __is_ready__(self) -> bool:
             return self.runtime.source.current is not None
@@ -182,7 +175,7 @@ def create_service(settings: ServiceSettings) -> Any:
             ctx: bentoml.Context,
         ) -> Prediction:  # type: ignore[valid-type]
             """Predicted class and probability for each row, with the model version that answered."""
-            return await _respond(self.runtime, rows, ctx, max_rows)
+            return await _api_reply(self.runtime, rows, ctx, max_rows)
 
         @metadata_app.get("/metadata")
         def metadata(self) -> dict[str, Any]:
@@ -191,30 +184,45 @@ def create_service(settings: ServiceSettings) -> Any:
 
         @bentoml.on_shutdown
         def close(self) -> None:
+            route.release(self.runtime)
             self.runtime.close()
 
-    PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
-        GuardMiddleware, api_key=settings.api_key, max_body_bytes=int(serving.max_body_mb * (1 << 20))
-    )
+    _add_middlewares(PredictionService, settings, route)
     return PredictionService
 
 
-async def _respond(runtime: ServiceRuntime, rows: list[Any], ctx: Any, max_rows: int) -> Response:
-    """One request's answer: its rows' predictions, or the error that says why there are none."""
-    request_id = ctx.request.headers.get("x-request-id", "")
-    if not rows:
-        return _error(ctx, 400, "rows: send at least one row", request_id)
-    if len(rows) > max_rows:
-        return _error(ctx, 413, f"{len(rows)} rows exceed the limit of {max_rows} per request", request_id)
-    try:
-        answer: Answer = await runtime.batcher.submit(rows, request_id)
-    except InputError as exc:
-        return _error(ctx, 400, str(exc), request_id)
-    except Overloaded as exc:
-        return _error(ctx, 503, str(exc), request_id, **{"Retry-After": "1"})
-    # The documented `Prediction`, serialized directly: BentoML's generic path (validate the
-    # model, then stream it) costs a noticeable share of a small request's CPU.
-    return Response(orjson.dumps(answer.body(request_id)), media_type="application/json")
+def _add_middlewares(service: Any, settings: ServiceSettings, route: RouteState) -> None:
+    """In front of BentoML's app, inside its metrics, tracing, access log and limits: the guard
+    (request id, token, media type, body size), then the route that answers POST /predict."""
+    serving = settings.serving
+    service.add_asgi_middleware(
+        GuardMiddleware, api_key=settings.api_key, max_body_bytes=int(serving.max_body_mb * (1 << 20))
+    )
+    # Validated by the API's own input model, the one the OpenAPI document describes.
+    route.parse = _rows_parser(service.apis["predict"].input_spec)
+    service.add_asgi_middleware(
+        PredictRoute,
+        state=route,
+        max_rows=serving.max_rows_per_request,
+        server_header=f"BentoML Service/{SERVICE_NAME}",
+    )
+
+
+def _rows_parser(input_model: Any) -> Any:
+    """The rows of a raw JSON body, validated by the API's input model (a pydantic ValidationError if refused)."""
+
+    def parse(body: bytes) -> list[Any]:
+        return list(input_model.model_validate_json(body).rows)
+
+    return parse
+
+
+async def _api_reply(runtime: ServiceRuntime, rows: list[Any], ctx: Any, max_rows: int) -> Response:
+    """The API's answer, reached only while `PredictRoute` in front does not answer: the same reply."""
+    reply = await predict_reply(runtime, rows, ctx.request.headers.get("x-request-id", ""), max_rows)
+    ctx.response.status_code = reply.status  # BentoML applies the context's status to what the API returns
+    headers = {name.decode(): value.decode() for name, value in reply.headers}
+    return Response(reply.body, status_code=reply.status, media_type="application/json", headers=headers)
 
 
 def _classes_hint(output_type: str | None) -> list[Any]:

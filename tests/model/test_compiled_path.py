@@ -261,5 +261,5 @@ def test_the_tree_walk_reaches_scikit_learns_leaves_with_missing_values_and_stum
         assert np.array_equal(flat.leaves(probe), expected)  # rows together
         for r in range(len(probe)):  # and one at a time (the single-row branch)
             assert np.array_equal(flat.leaves(probe[r : r + 1]), expected[r : r + 1])
-    assert flatten_sklearn_forest(forest).missing_left is not None
+    assert flatten_sklearn_forest(forest).missing_left
     assert flatten_sklearn_forest(constant).depth == 0

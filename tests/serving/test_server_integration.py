@@ -83,6 +83,19 @@ def test_mlops_serve_answers_fuzzing_and_switches_to_a_new_champion(trained, row
         assert ok.json()["model_version"] == result.model_version and len(ok.json()["predictions"]) == 3
         bad = httpx.post(f"{base}/predict", json={"rows": [{"age": "x"}]}, headers=auth, timeout=30)
         assert bad.status_code == 400 and "age" in bad.text and "region" in bad.text
+        # Answered in front of BentoML's API layer, yet inside its metrics middleware: both counted.
+        metrics = httpx.get(f"{base}/metrics", headers=auth).text.splitlines()
+        counts = {
+            code: sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics
+                if line.startswith("bentoml_service_request_total{")
+                and 'endpoint="/predict"' in line
+                and f'http_response_code="{code}"' in line
+            )
+            for code in (200, 400)
+        }
+        assert counts[200] >= 1 and counts[400] >= 1, counts
 
         # Fuzz the OpenAPI schema: whatever is sent, no 5xx.
         fuzz = subprocess.run(

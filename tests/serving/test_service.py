@@ -74,6 +74,32 @@ def test_predict_answers_predictions_probabilities_version_and_request_id(client
     assert len(fresh.json()["request_id"]) == 32 and fresh.json()["request_id"] == fresh.headers["x-request-id"]
 
 
+def test_predict_answers_as_bentomls_api_behind_it_would(client, rows) -> None:
+    """POST /predict is answered by `PredictRoute` in front of BentoML's API layer; the API (what
+    /docs.json describes) answers the same when the route stands aside (it has no runtime yet).
+    That BentoML's request metrics still count it is checked on a real server."""
+    from serving.fastpath import PredictRoute, RouteState
+
+    test_client, _, _ = client
+    response = test_client.post("/predict", json={"rows": rows[:2]}, headers={"X-Request-ID": "m-1"})
+    assert response.status_code == 200 and response.headers["server"].startswith("BentoML Service/")
+    layer = test_client.app.middleware_stack  # built by the requests before
+    while layer is not None and not isinstance(layer, PredictRoute):
+        layer = getattr(layer, "app", None)
+    assert layer is not None, "PredictRoute is not in the middleware stack"
+    state: RouteState = layer.state
+    runtime, state.runtime = state.runtime, None
+    try:
+        through_api = test_client.post("/predict", json={"rows": rows[:2]}, headers={"X-Request-ID": "m-1"})
+        refused = test_client.post("/predict", json={"rows": [{"age": "x"}]})
+    finally:
+        state.runtime = runtime
+    assert through_api.status_code == 200 and through_api.json() == response.json()
+    fast_refused = test_client.post("/predict", json={"rows": [{"age": "x"}]})
+    assert refused.status_code == fast_refused.status_code == 400
+    assert [e["loc"] for e in refused.json()["detail"]] == [e["loc"] for e in fast_refused.json()["detail"]]
+
+
 def test_online_and_batch_predictions_agree(client, rows) -> None:
     from components.inference.scoring import predict_records
     from components.tracking import registry

@@ -248,3 +248,109 @@ def test_the_service_log_shows_which_version_and_path_answer() -> None:
     finally:
         ours.setLevel(saved[0])
         components.setLevel(saved[1])
+
+
+class _Answer:
+    def __init__(self, rows: list[object]) -> None:
+        self.rows = rows
+
+    def body(self, request_id: str) -> dict[str, object]:
+        return {"request_id": request_id, "predictions": self.rows}
+
+
+def _route_answers(handle, body: bytes, *, path: str = "/predict", method: str = "POST", more: bool = False):
+    """What `PredictRoute` sends for one request, with a real batcher answering through `handle`."""
+    import json
+    import types
+
+    from pydantic import BaseModel
+
+    from serving.fastpath import PredictRoute, RouteState
+
+    class Rows(BaseModel):
+        rows: list[int]
+
+    passed: list[str] = []
+
+    async def behind(scope, receive, send) -> None:
+        passed.append(scope["path"])
+
+    async def run() -> list[dict]:
+        batcher = MicroBatcher(handle, max_batch_rows=100, timeout=5, max_queued_rows=1000)
+        state = RouteState(types.SimpleNamespace(batcher=batcher), lambda raw: Rows.model_validate_json(raw).rows)
+        route = PredictRoute(behind, state=state, max_rows=3, server_header="test")
+        messages = [{"type": "http.request", "body": body, "more_body": more}, {"type": "http.disconnect"}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "method": method, "headers": [(b"x-request-id", b"r-1")]}
+        await route(scope, receive, send)
+        batcher.close()
+        return sent
+
+    sent = asyncio.run(run())
+    if not sent:
+        return None, None, {}, passed
+    headers = dict(sent[0]["headers"])
+    return sent[0]["status"], json.loads(sent[1]["body"]), headers, passed
+
+
+def _answer_rows(jobs: list[Job]) -> list[object]:
+    out: list[object] = []
+    for job in jobs:
+        if 13 in job.rows:
+            out.append(RuntimeError("unlucky"))
+        elif 7 in job.rows:
+            from components.inference.scoring import InputError
+
+            out.append(InputError("7 cannot be scored"))
+        else:
+            out.append(_Answer(list(job.rows)))
+    return out
+
+
+def test_the_predict_route_answers_and_refuses_like_the_api() -> None:
+    status, body, headers, passed = _route_answers(_answer_rows, b'{"rows": [1, 2]}')
+    assert (status, body, passed) == (200, {"request_id": "r-1", "predictions": [1, 2]}, [])
+    assert headers[b"content-type"] == b"application/json" and headers[b"server"] == b"test"
+    status, body, _, _ = _route_answers(_answer_rows, b'{"rows": ["x"]}')
+    assert status == 400 and body["detail"][0]["loc"] == ["rows", 0] and "validation error" in body["error"]
+    assert _route_answers(_answer_rows, b"{not json")[0] == 400
+    status, body, _, _ = _route_answers(_answer_rows, b'{"rows": []}')
+    assert status == 400 and body == {"error": "rows: send at least one row", "request_id": "r-1"}
+    status, body, _, _ = _route_answers(_answer_rows, b'{"rows": [1, 2, 3, 4]}')
+    assert status == 413 and "limit of 3" in body["error"]
+    status, body, _, _ = _route_answers(_answer_rows, b'{"rows": [7]}')
+    assert (status, body["error"]) == (400, "7 cannot be scored")
+    status, body, _, _ = _route_answers(_answer_rows, b'{"rows": [13]}')  # logged, not shown
+    assert status == 500 and "unlucky" not in body["error"] and body["request_id"] == "r-1"
+
+
+def test_the_predict_route_passes_other_requests_on_and_drops_a_client_that_left() -> None:
+    assert _route_answers(_answer_rows, b"", path="/metadata", method="GET")[3] == ["/metadata"]
+    assert _route_answers(_answer_rows, b"", method="GET")[3] == ["/predict"]
+    assert _route_answers(_answer_rows, b'{"rows": [1', more=True)[:2] == (None, None)  # then a disconnect
+
+
+def test_an_overloaded_batcher_is_a_503_with_retry_after() -> None:
+    def slow(jobs: list[Job]) -> list[object]:
+        raise AssertionError("not reached")
+
+    import types
+
+    from serving.fastpath import predict_reply
+
+    async def run():
+        batcher = MicroBatcher(slow, max_batch_rows=1, timeout=5, max_queued_rows=0)
+        try:
+            return await predict_reply(types.SimpleNamespace(batcher=batcher), [1], "r-2", 10)
+        finally:
+            batcher.close()
+
+    reply = asyncio.run(run())
+    assert reply.status == 503 and (b"retry-after", b"1") in reply.headers

@@ -61,14 +61,12 @@ def _split_points(pipeline: CompiledPipeline, numeric: int) -> dict[int, np.ndar
     scale = next((s for s in steps if isinstance(s, Scale)), None)
     kept = np.arange(numeric) if impute is None or impute.kept is None else impute.kept
     flat = estimator.flat
-    inner = flat.threshold != np.inf
     points: dict[int, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for output, column in enumerate(kept):
-        values = flat.threshold[inner & (flat.feature == output)]
+        values = flat.split_points(output)
         if not len(values):
             continue
-        values = np.unique(values)
         if len(values) > THRESHOLDS_PER_COLUMN:
             values = rng.choice(values, THRESHOLDS_PER_COLUMN, replace=False)
         if scale is not None:
