@@ -21,12 +21,11 @@ from pydantic import ValidationError
 
 from components.inference.scoring import InputError
 from serving.batching import Overloaded
-from serving.guard import ASGIApp, Receive, Scope, Send
+from serving.guard import ASGIApp, Receive, Scope, Send, read_body, send_json
 
 logger = logging.getLogger("mlops.serving")
 
 Headers = list[tuple[bytes, bytes]]
-_JSON: Headers = [(b"content-type", b"application/json")]
 
 
 @dataclass
@@ -39,6 +38,7 @@ class Reply:
 
 
 def error(status: int, message: str, request_id: str, **headers: str) -> Reply:
+    """An error answer naming the request."""
     body = orjson.dumps({"error": message, "request_id": request_id})
     return Reply(status, body, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
 
@@ -67,10 +67,9 @@ def validation_reply(exc: ValidationError) -> Reply:
 
 @dataclass
 class RouteState:
-    """What the route needs from the service instance, set when the instance is built."""
+    """The service instance's runtime, set when the instance is built (the route exists before it)."""
 
     runtime: Any = None
-    parse: Callable[[bytes], list[Any]] | None = None
 
     def release(self, runtime: Any) -> None:
         """A closing instance hands its requests back to BentoML (a newer instance keeps its own)."""
@@ -79,60 +78,51 @@ class RouteState:
 
 
 class PredictRoute:
-    """Answers `POST <path>` from the raw body once `state.runtime` is set; passes everything else on."""
+    """Answers `POST <path>` from the raw body once `state.runtime` is set; passes everything else on.
+
+    `parse` turns the body into rows or raises pydantic's ValidationError.
+    """
 
     def __init__(
-        self, app: ASGIApp, *, state: RouteState, max_rows: int, server_header: str, path: str = "/predict"
+        self,
+        app: ASGIApp,
+        *,
+        state: RouteState,
+        parse: Callable[[bytes], list[Any]],
+        max_rows: int,
+        server_header: str,
+        path: str = "/predict",
     ) -> None:
         self.app = app
         self.state = state
+        self.parse = parse
         self.max_rows = max_rows
         self.path = path
         self.server = (b"server", server_header.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = self.state
-        if (
-            scope["type"] != "http"
-            or scope["path"] != self.path
-            or scope["method"] != "POST"
-            or state.runtime is None
-            or state.parse is None
-        ):
+        runtime = self.state.runtime
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST" or runtime is None:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)  # GuardMiddleware, in front, has bounded its size
         if body is None:
             return  # the client went away
         request_id = _request_id(scope)
-        reply = await self._reply(state, body, request_id)
-        headers = [*_JSON, (b"content-length", str(len(reply.body)).encode()), self.server, *reply.headers]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        reply = await self._reply(runtime, body, request_id)
+        await send_json(send, reply.status, reply.body, [self.server, *reply.headers])
 
-    async def _reply(self, state: RouteState, body: bytes, request_id: str) -> Reply:
-        assert state.parse is not None
+    async def _reply(self, runtime: Any, body: bytes, request_id: str) -> Reply:
         try:
-            rows = state.parse(body)
+            rows = self.parse(body)
         except ValidationError as exc:
             logger.info("POST %s refused (request %s): %s", self.path, request_id, str(exc)[:500])
             return validation_reply(exc)
         try:
-            return await predict_reply(state.runtime, rows, request_id, self.max_rows)
+            return await predict_reply(runtime, rows, request_id, self.max_rows)
         except Exception:
             logger.exception("POST %s failed (request %s)", self.path, request_id)
             return error(500, "An unexpected error has occurred, please check the server log.", request_id)
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _request_id(scope: Scope) -> str:

@@ -35,8 +35,8 @@ def _new_request_id() -> bytes:
     return f"{_ID_PREFIX}{next(_id_counter):016x}".encode()
 
 
-async def _answer(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
+async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole JSON response, in the two ASGI messages."""
     await send(
         {
             "type": "http.response.start",
@@ -49,6 +49,31 @@ async def _answer(send: Send, status: int, message: str, headers: list[tuple[byt
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _answer(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send_json(send, status, json.dumps({"error": message}).encode(), headers)
+
+
+class BodyTooLarge(Exception):
+    """A request body past the limit, found while reading it."""
+
+
+async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The whole request body (None if the client went away); BodyTooLarge past `limit` bytes."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 class GuardMiddleware:
@@ -115,21 +140,13 @@ class GuardMiddleware:
 
     async def _bounded_body(self, receive: Receive, send: Send, echo: list[tuple[bytes, bytes]]) -> Receive | None:
         """A chunked body (no Content-Length): read it up to the limit, then replay it to the app."""
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            body = await read_body(receive, self.max_body_bytes)
+        except BodyTooLarge:
+            await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", echo)
+            return None
+        if body is None:
+            return None  # the client went away
         replayed = False
 
         async def replay() -> Message:

@@ -19,7 +19,7 @@ which refer to the request model built inside `create_service`.
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -198,17 +198,17 @@ def _add_middlewares(service: Any, settings: ServiceSettings, route: RouteState)
     service.add_asgi_middleware(
         GuardMiddleware, api_key=settings.api_key, max_body_bytes=int(serving.max_body_mb * (1 << 20))
     )
-    # Validated by the API's own input model, the one the OpenAPI document describes.
-    route.parse = _rows_parser(service.apis["predict"].input_spec)
     service.add_asgi_middleware(
         PredictRoute,
         state=route,
+        # Validated by the API's own input model, the one the OpenAPI document describes.
+        parse=_rows_parser(service.apis["predict"].input_spec),
         max_rows=serving.max_rows_per_request,
         server_header=f"BentoML Service/{SERVICE_NAME}",
     )
 
 
-def _rows_parser(input_model: Any) -> Any:
+def _rows_parser(input_model: Any) -> Callable[[bytes], list[Any]]:
     """The rows of a raw JSON body, validated by the API's input model (a pydantic ValidationError if refused)."""
 
     def parse(body: bytes) -> list[Any]:

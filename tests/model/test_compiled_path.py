@@ -251,8 +251,11 @@ def test_the_tree_walk_reaches_scikit_learns_leaves_with_missing_values_and_stum
     boosted = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(X_missing, y)
     constant = RandomForestRegressor(n_estimators=3).fit(X, np.ones(400))  # trees of one node, depth 0
     stumps = RandomForestRegressor(n_estimators=5, max_depth=1, random_state=0).fit(X, y)
+    # Grown best first: its nodes are not in preorder until flattening reorders them.
+    best_first = RandomForestRegressor(n_estimators=5, max_leaf_nodes=20, random_state=0).fit(X_missing, y)
     for model, flat in (
         (forest, flatten_sklearn_forest(forest)),
+        (best_first, flatten_sklearn_forest(best_first)),
         (boosted, flatten_boosting(boosted)),
         (stumps, flatten_sklearn_forest(stumps)),
         (constant, flatten_sklearn_forest(constant)),

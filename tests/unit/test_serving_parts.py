@@ -277,8 +277,9 @@ def _route_answers(handle, body: bytes, *, path: str = "/predict", method: str =
 
     async def run() -> list[dict]:
         batcher = MicroBatcher(handle, max_batch_rows=100, timeout=5, max_queued_rows=1000)
-        state = RouteState(types.SimpleNamespace(batcher=batcher), lambda raw: Rows.model_validate_json(raw).rows)
-        route = PredictRoute(behind, state=state, max_rows=3, server_header="test")
+        state = RouteState(types.SimpleNamespace(batcher=batcher))
+        parse = lambda raw: Rows.model_validate_json(raw).rows  # noqa: E731
+        route = PredictRoute(behind, state=state, parse=parse, max_rows=3, server_header="test")
         messages = [{"type": "http.request", "body": body, "more_body": more}, {"type": "http.disconnect"}]
         sent: list[dict] = []
 
