@@ -21,6 +21,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from components.core.alerts import Alerter
 from components.core.config import PipelineConfig, dataset_name
 from components.core.files import write_text_atomic
 from components.core.workspace import Workspace
@@ -35,6 +36,8 @@ from components.modeling.tasks import Task, labeled_target, task_named, task_of_
 from components.monitoring import monitor
 from components.monitoring.monitor import MonitoringError
 from components.tracking import registry
+from components.tracking.audit import check_trail
+from flows.alerting import alert_failed_run
 
 PREDICTION_LOG = "prediction-log"
 
@@ -107,6 +110,7 @@ REGISTRY_RETRIES: dict[str, Any] = {
 def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
     workspace = Workspace.at(config.home)
     client = registry.connect(workspace)
+    check_trail(client, model_name, workspace, Alerter(config.alerts, model_name, workspace.alerts))
     info = registry.get_champion(client, model_name)
     if info is None:
         raise MonitoringError(f"{model_name} has no champion yet: run `mlops run` first")
@@ -434,7 +438,7 @@ def _result(
     )
 
 
-@flow(name="monitoring_flow")
+@flow(name="monitoring_flow", on_failure=[alert_failed_run])
 def monitoring_flow(
     config: PipelineConfig, data: str | None = None, labels: str | None = None, retrain: str | None = None
 ) -> MonitorResult:
@@ -459,9 +463,11 @@ def monitoring_flow(
         return MonitorResult(model_name, version, window, "insufficient", reason, len(frame))
     validation = validate_window_task(frame, config, model_name) if data is not None else None
     checked = _apply_contract(validation, frame, logger)
+    alerter = Alerter(config.alerts, model_name, workspace.alerts)
     if checked.failed is not None:
         reason = f"the window breaks the data contract: {checked.failed.summary()}"
         logger.error("%s", reason)
+        alerter.send("rejected_batch", reason, window=window, version=version)
         return MonitorResult(
             model_name, version, window, "rejected", reason, len(frame), contract="corrupt: " + checked.failed.why
         )
@@ -473,5 +479,7 @@ def monitoring_flow(
     logger.info(
         "%s v%s, %s: %s: %s (report: %s)", model_name, version, window, report.verdict, report.reason, html_path
     )
+    if report.verdict == "retrain":
+        alerter.send("drift_alarm", report.reason, window=window, version=version, retraining=action, report=html_path)
     retraining = _retrain(report, action, history_path, config, logger)
     return _result(report, checked, (html_path, json_path), run_id, retraining)

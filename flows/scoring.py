@@ -34,6 +34,7 @@ from components.data import contract
 from components.inference import batch
 from components.inference.scoring import InputError
 from components.tracking import registry
+from flows.alerting import alert_failed_run
 
 # One partition per worker thread: with two per worker (finer balancing) 5M rows on 2 workers took
 # 15% longer; each task has fixed costs (Prefect task run, first chunk, part files, decoding the rows
@@ -383,7 +384,7 @@ def assemble_task(
     return batch.assemble(plan, results, output, rejects)
 
 
-@flow(name="scoring_flow")
+@flow(name="scoring_flow", on_failure=[alert_failed_run])
 def scoring_flow(
     config: PipelineConfig,
     input_path: Path,

@@ -104,3 +104,13 @@ def trained(prefect_api, tmp_path_factory: pytest.TempPathFactory):
     result = training_flow(config)
     assert result.promoted, result.reason
     return config_path, config, result
+
+
+@pytest.fixture
+def receiver():
+    """A real local webhook receiver (tests/receiver.py), stopped after the test."""
+    from tests.receiver import Receiver
+
+    running = Receiver()
+    yield running
+    running.close()

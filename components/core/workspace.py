@@ -57,6 +57,10 @@ class Workspace:
     def monitoring(self) -> Path:
         return self.root / "monitoring"
 
+    @property
+    def alerts(self) -> Path:
+        return self.root / "alerts"
+
     def accepted_batches(self, dataset: str) -> Path:
         """Ledger of batch files the contract accepted, so unchanged ones are not re-validated alone."""
         return self.root / "contract" / f"{dataset}_accepted.json"

@@ -85,6 +85,7 @@ class Decision:
     candidate_score: float | None
     champion_score: float | None
     checks: tuple[Check, ...] = ()
+    awaiting_approval: bool = False  # passed every check; waits for `mlops approve` (set when applied)
 
     @property
     def failed(self) -> tuple[Check, ...]:

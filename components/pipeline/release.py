@@ -124,16 +124,33 @@ def promote(
         return None, decision
     expected = champion.version if champion else None
     applied = decisions.apply_decision(
-        client, name, version, decision, run_id=run_id, expected_champion=expected, lock_dir=release.workspace.root
+        client,
+        name,
+        version,
+        decision,
+        run_id=run_id,
+        expected_champion=expected,
+        lock_dir=release.workspace.root,
+        approval=release.promotion.approval,
     )
+    return version, _outcome(applied, name, version, log)
+
+
+def _outcome(applied: decisions.Applied, name: str, version: str, log: Log) -> Decision:
+    """The decision as applied, logged: promoted, kept, raced, or waiting for approval."""
+    decision = applied.decision
+    if applied.pending:
+        log.info("%s v%s passed every check and waits for approval (mlops approve / mlops reject)", name, version)
+        reason = f"ready, waiting for approval (mlops approve / mlops reject): {decision.reason}"
+        return replace(decision, promote=False, awaiting_approval=True, reason=reason)
     if applied.raced:
-        log.warning("%s", applied.decision.reason)
-    elif applied.decision.promote:
+        log.warning("%s", decision.reason)
+    elif decision.promote:
         outgoing = f" (v{applied.outgoing} is now previous-champion)" if applied.outgoing else ""
         log.info("promoted %s v%s to champion%s: %s", name, version, outgoing, decision.reason)
     else:
         log.info("kept the champion; %s v%s not promoted: %s", name, version, decision.reason)
-    return version, applied.decision
+    return decision
 
 
 def _evidence(

@@ -30,6 +30,7 @@ class TrainingResult:
     task: str | None = None
     metric: str | None = None
     data: dict[str, Any] = field(default_factory=dict)  # the contract's judgement and the rows set aside
+    awaiting_approval: bool = False  # passed the gate; `mlops approve` makes it champion
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from components.core.alerts import Alerter
 from components.core.config import PipelineConfig, dataset_name, resolve_source
 from components.core.faults import fault_point
 from components.core.secrets import redact
@@ -28,7 +29,7 @@ from components.modeling.tasks import Task, task_named
 from components.pipeline import data, model, release
 from components.pipeline.data import LOG, Log
 from components.pipeline.results import Curated, Evaluation, Prepared, Selected, TrainingResult, Validated
-from components.tracking import registry
+from components.tracking import audit, registry
 from components.tracking.runlog import MemoryRun, MlflowRun, RunLog
 
 
@@ -108,19 +109,48 @@ def run_training(
         | (tags or {}),
         params={"data.source": redact(source), **registry.flatten_config(config)},
     )
+    alerter = Alerter(config.alerts, dataset, workspace.alerts)
+    audit.check_trail(client, dataset, workspace, alerter)
+    alerter.send("retraining_started", f"training run {run_id} started", run_id=run_id, dry_run=dry_run)
     this = _Run(config, workspace, source, dataset, MlflowRun(run_id), steps, log, experiment_id)
     try:
         trained = _train(this)
         version, decision = _release(this, trained, run_id, dry_run)
-    except DataRejected:
+    except DataRejected as exc:
         registry.end_run(client, run_id, "FAILED", {"outcome": "rejected"})
+        alerter.send("rejected_batch", str(exc), run_id=run_id)
+        raise
+    except Exception as exc:
+        registry.end_run(client, run_id, "FAILED", {"outcome": "error"})
+        alerter.send("failed_run", f"training run {run_id} failed: {type(exc).__name__}: {exc}", run_id=run_id)
         raise
     except BaseException:
         registry.end_run(client, run_id, "FAILED", {"outcome": "error"})
         raise
-    outcome = "dry_run" if dry_run else "promoted" if decision.promote else "held_back"
-    registry.end_run(client, run_id, "FINISHED", {"outcome": outcome})
-    return _result(run_id, dataset, trained, version, decision.reason, dry_run=dry_run, decision=decision)
+    result = _result(run_id, dataset, trained, version, decision.reason, dry_run=dry_run, decision=decision)
+    registry.end_run(client, run_id, "FINISHED", {"outcome": _outcome(result)})
+    alert_outcome(alerter, result)
+    return result
+
+
+def _outcome(result: TrainingResult) -> str:
+    if result.dry_run:
+        return "dry_run"
+    return "promoted" if result.promoted else "awaiting_approval" if result.awaiting_approval else "held_back"
+
+
+def alert_outcome(alerter: Alerter, result: TrainingResult) -> None:
+    """The run's outcome to the model's webhooks: what the gate did, then that retraining finished."""
+    version, metric = result.model_version, result.metric or ""
+    score = result.metrics.get(metric)
+    facts = {"run_id": result.run_id, "version": version, "metric": metric, "score": score}
+    if result.promoted:
+        alerter.send("promoted", f"v{version} is champion: {result.reason}", **facts)
+    elif result.awaiting_approval:
+        alerter.send("approval_pending", f"v{version} {result.reason}", **facts)
+    elif not result.dry_run:
+        alerter.send("candidate_held", f"v{version} held back: {result.reason}", **facts)
+    alerter.send("retraining_finished", f"training run {result.run_id}: {_outcome(result)}", **facts)
 
 
 def _train(this: _Run) -> _Trained:
@@ -278,6 +308,7 @@ def _result(
         dry_run=dry_run,
         would_promote=promote,
         failed_checks=[c.name for c in decision.failed] if decision is not None else [],
+        awaiting_approval=bool(decision is not None and decision.awaiting_approval),
         task=trained.task.name,
         metric=trained.metric,
         data=trained.validated.summary(),

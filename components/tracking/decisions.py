@@ -5,6 +5,10 @@
 and, for a promotion, moves `champion` to it under the registry lock, but only if the champion is
 still the one the candidate was judged against: when another run promoted in between, the
 candidate is held instead (its evidence no longer holds) and the version and run say why.
+
+With `promotion.approval: manual`, a candidate that passes stops at "ready" (`approval: pending`
+on the version); `approve` finishes it (if the champion it was judged against still serves) and
+`reject` ends it. Both record who, when and why on the version and in the model's trail.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Applied:
     decision: Decision
     outgoing: str | None = None
     raced: bool = False  # another run moved the champion first: the candidate was held
+    pending: bool = False  # passed, and waits for `mlops approve` (promotion.approval: manual)
 
 
 def _check_tags(decision: Decision) -> dict[str, str]:
@@ -80,9 +85,12 @@ def apply_decision(
     run_id: str,
     expected_champion: str | None,
     lock_dir: Path,
+    approval: str = "auto",
+    via: str = "mlops run",
 ) -> Applied:
     """Tag the version with the decision and, for a promotion, move `champion` to it if the champion
-    is still `expected_champion`; otherwise hold it and say why."""
+    is still `expected_champion` (otherwise hold it and say why), or, under manual approval, mark
+    it ready."""
     verdict = "promote" if decision.promote else "hold"
     registry.tag_version(
         client,
@@ -93,6 +101,13 @@ def apply_decision(
     )
     if not decision.promote:
         return Applied(decision)
+    audit = registry.Audit(decision.reason, via, evidence=f"runs:/{run_id}/decision.json")
+    if approval == "manual":
+        registry.tag_version(
+            client, model_name, version, {"approval": "pending", "approval.champion": expected_champion or ""}
+        )
+        registry.note_move(client, model_name, "ready", version, audit, lock_dir)
+        return Applied(decision, pending=True)
     try:
         outgoing = registry.set_champion(
             client,
@@ -101,6 +116,7 @@ def apply_decision(
             {"promoted_at": datetime.now(UTC).isoformat()},
             expected=expected_champion,
             lock_dir=lock_dir,
+            audit=audit,
         )
         fault_point("promoted")
     except registry.ChampionMoved as exc:
@@ -111,3 +127,53 @@ def apply_decision(
         registry.set_tags(run_id, {"decision": "hold", "decision.reason": reason})
         return Applied(replace(decision, promote=False, reason=str(exc)), raced=True)
     return Applied(decision, outgoing=outgoing)
+
+
+class NotPending(registry.RegistryError):
+    """The version is not waiting for approval."""
+
+
+def _pending(client: Any, name: str, version: str) -> dict[str, str]:
+    """The tags of a version waiting for approval, or `NotPending` saying what it is instead."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = dict(client.get_model_version(name, version).tags or {})
+    except MlflowException as exc:
+        raise registry.RegistryError(f"{name} has no version {version}: {exc.message}") from None
+    state = tags.get("approval")
+    if state != "pending":
+        what = f"its approval is {state!r}" if state else "it was not held for approval"
+        raise NotPending(f"{name} v{version} is not waiting for approval: {what}")
+    return tags
+
+
+def approve(client: Any, name: str, version: str, reason: str, *, by: str, lock_dir: Path) -> str | None:
+    """Promote a version waiting for approval, if the champion it was judged against still serves;
+    returns the outgoing champion. A stale approval (`ChampionMoved`) is marked and raised."""
+    tags = _pending(client, name, version)
+    expected = tags.get("approval.champion") or None
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    run_id = client.get_model_version(name, version).run_id
+    evidence = f"runs:/{run_id}/decision.json" if run_id else None
+    audit = registry.Audit(reason, "mlops approve", evidence, by, action="approved")
+    note = {"approved_by": by, "approved_at": at, "approval.reason": reason}
+    try:
+        outgoing = registry.set_champion(
+            client, name, version, {"promoted_at": at} | note, expected=expected, lock_dir=lock_dir, audit=audit
+        )
+    except registry.ChampionMoved as exc:
+        registry.tag_version(client, name, version, {"approval": "stale", "decision.reason": str(exc)})
+        raise
+    registry.tag_version(client, name, version, {"approval": "approved", "promoted": "true", "decision": "promote"})
+    return outgoing
+
+
+def reject(client: Any, name: str, version: str, reason: str, *, by: str, lock_dir: Path) -> None:
+    """End a version's wait for approval; recorded on the version and in the trail."""
+    _pending(client, name, version)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    registry.tag_version(
+        client, name, version, {"approval": "rejected", "rejected_by": by, "rejected_at": at, "approval.reason": reason}
+    )
+    registry.note_move(client, name, "rejected", version, registry.Audit(reason, "mlops reject", by=by), lock_dir)

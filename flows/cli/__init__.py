@@ -13,7 +13,19 @@ import logging
 import os
 import sys
 
-from flows.cli import deploy, expectations, monitor, score, serve, server, settings, simulation, status, train
+from flows.cli import (
+    deploy,
+    expectations,
+    monitor,
+    release,
+    score,
+    serve,
+    server,
+    settings,
+    simulation,
+    status,
+    train,
+)
 from flows.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, EXIT_RETRAIN, app, expectations_app, server_app
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_REJECTED", "EXIT_RETRAIN", "app", "main"]
@@ -25,6 +37,9 @@ app.command()(simulation.simulate)
 app.command()(status.status)
 app.command()(settings.config)
 app.command()(train.rollback)
+app.command()(release.approve)
+app.command()(release.reject)
+app.command()(release.history)
 app.command()(serve.serve)
 app.command()(serve.build)
 app.command()(score.score)

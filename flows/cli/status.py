@@ -27,6 +27,12 @@ def status(
     config_path: ConfigOption = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="One model (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="What was serving at this time (ISO, UTC unless it says), from each model's history."
+        ),
+    ] = None,
     hide_endpoints: Annotated[
         bool,
         typer.Option(
@@ -45,6 +51,9 @@ def status(
     configured = project.model_names()
     _reachable_store(workspace)
     names = [name] if name else sorted(set(configured) | set(registry.list_models(registry.connect(workspace))))
+    if at is not None:
+        _serving_at(workspace, names, at, as_json)
+        return
     champions = _champions(workspace, names)
     for row in champions:
         row["configured"] = row["name"] in configured
@@ -65,6 +74,11 @@ def status(
     if as_json:
         print(json.dumps(info, sort_keys=True))
         return
+    _print_status(project, info)
+
+
+def _print_status(project: Any, info: dict[str, Any]) -> None:
+    champions, background = info["models"], info["background"]
     out.print(f"workspace:    {info['workspace']}\ntracking URI: {info['tracking_uri']}", highlight=False)
     for line in background:
         out.print(f"running:      {line} (`mlops server stop` stops it)", highlight=False)
@@ -120,3 +134,27 @@ def _headline(metrics: dict[str, float], task: str | None, gate: str | None) -> 
     names += [m for m in HEADLINE.get(task or "", ()) if m not in names]
     shown = [f"{m}={metrics[m]:.4f}" for m in names if m in metrics]
     return shown or [f"{k}={v:.4f}" for k, v in list(metrics.items())[:3]]
+
+
+def _serving_at(workspace: Any, names: list[str], at: str, as_json: bool) -> None:
+    """Each model's champion at a past time, from its history (`mlops history`)."""
+    from components.tracking import registry
+    from components.tracking.registry import history
+    from flows.cli.release import _parse_time
+
+    when = _parse_time(at)
+    client = registry.connect(workspace)
+    rows = []
+    for model_name in names:
+        move = history.serving_at(history.read(client, model_name), when)
+        rows.append(
+            {"name": model_name, "champion": move.champion if move else None, "since": move.at if move else None}
+        )
+    if as_json:
+        print(json.dumps({"at": when.isoformat(), "models": rows}, sort_keys=True))
+        return
+    table = Table("model", "champion", "since (UTC)", title=f"serving at {when.isoformat()}")
+    for row in rows:
+        since = (row["since"] or "-")[:19].replace("T", " ")
+        table.add_row(row["name"], f"v{row['champion']}" if row["champion"] else "-", since)
+    out.print(table)

@@ -283,6 +283,7 @@ def rollback(
     A running `mlops serve` picks the restored champion up when it reloads. Rolling back twice
     undoes the first rollback.
     """
+    from components.core.alerts import Alerter
     from components.tracking import registry
 
     model_name, config = _model(config_path, name, "`mlops rollback`")
@@ -296,6 +297,12 @@ def rollback(
         )
     except registry.RegistryError as exc:
         _fail(str(exc))
+    Alerter(config.alerts, model_name, workspace.alerts).send(
+        "rollback",
+        f"champion is v{done.restored} again (v{done.demoted} rolled back): {done.reason}",
+        champion=done.restored,
+        rolled_back=done.demoted,
+    )
     if as_json:
         print(json.dumps({"name": done.name, "champion": done.restored, "previous_champion": done.demoted}))
         return

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from components.core.alerts import Alerter
 from components.core.workspace import Workspace
 from components.inference.predlog import PredictionLog
 from components.monitoring import monitor
@@ -127,12 +128,16 @@ def test_labels_arriving_in_the_configured_folder_measure_decay_on_logged_rows(t
     assert result.rows == 400 and result.decay is not None and result.decay["rows"] == 400
 
 
-def test_a_sustained_alarm_can_request_retraining_with_an_event(trained, tmp_path: Path) -> None:
+def test_a_sustained_alarm_can_request_retraining_with_an_event(trained, receiver, tmp_path: Path) -> None:
     _, config, _ = trained
+    config = config.with_overrides(alerts={"webhooks": [{"url": receiver.url, "events": ["drift_alarm"]}]})
     path = _batch(tmp_path, "concept.parquet", Scenario(covariate_drift=1.0), index=43)
     assert monitoring_flow(config, data=str(path), retrain="event").verdict == "watching"
     result = monitoring_flow(config, data=str(path), retrain="event")
     assert result.verdict == "retrain" and result.retraining == "event"
+    assert Alerter(config.alerts, "loans", Workspace.at(config.home).alerts).wait(20)
+    [alarm] = receiver.received  # the watching window sent none
+    assert alarm["body"]["event"] == "drift_alarm" and alarm["body"]["details"]["retraining"] == "event"
     # The alarms are spent: the next window starts counting again.
     assert monitoring_flow(config, data=str(path), retrain="event").verdict == "watching"
 

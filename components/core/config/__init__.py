@@ -30,6 +30,8 @@ from components.core.config.modeling import (
     SearchConfig,
 )
 from components.core.config.operations import (
+    AlertEvent,
+    AlertsConfig,
     DeployConfig,
     LandingConfig,
     MonitoringConfig,
@@ -39,6 +41,7 @@ from components.core.config.operations import (
     ScoringConfig,
     ScoringScheduleConfig,
     ServingConfig,
+    WebhookConfig,
 )
 from components.core.config.pipeline import PipelineConfig
 
@@ -48,6 +51,8 @@ __all__ = [
     "ENV_PREFIX",
     "LOWER_IS_BETTER_METRICS",
     "REGRESSION_METRICS",
+    "AlertEvent",
+    "AlertsConfig",
     "ConfigError",
     "CurationConfig",
     "DataConfig",
@@ -71,6 +76,7 @@ __all__ = [
     "SplitConfig",
     "TaskName",
     "ValidationConfig",
+    "WebhookConfig",
     "dataset_name",
     "find_config_file",
     "load_config",

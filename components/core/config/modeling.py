@@ -179,6 +179,11 @@ class PromotionConfig(_Section):
     require_beats_dummy: bool = Field(
         default=True, description="The candidate must beat the task's dummy baseline (class prior or mean)."
     )
+    approval: Literal["auto", "manual"] = Field(
+        default="auto",
+        description="'manual': a candidate that passes stops at ready (approval pending) until "
+        "`mlops approve` or `mlops reject`; 'auto': it becomes champion at once.",
+    )
     latency_budget_ms: float = Field(
         default=250.0,
         gt=0,

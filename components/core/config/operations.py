@@ -179,3 +179,64 @@ class PrefectConfig(_Section):
         "zombie-flow automation; off by default, because stopping the heartbeat thread adds up to 1 s "
         "to every flow run.",
     )
+
+
+AlertEvent = Literal[
+    "rejected_batch",
+    "drift_alarm",
+    "retraining_started",
+    "retraining_finished",
+    "candidate_held",
+    "promoted",
+    "approval_pending",
+    "approved",
+    "rejected",
+    "rollback",
+    "outside_move",
+    "failed_run",
+]
+
+
+class WebhookConfig(_Section):
+    """One receiver of alerts: an HTTP endpoint that takes a JSON POST."""
+
+    url: str = Field(
+        description="Where alerts are POSTed. `${VAR}` expands from the environment at send time: keep secret "
+        "URLs (a Slack webhook) out of files that way."
+    )
+    format: Literal["json", "slack"] = Field(
+        default="json", description="'json': the event as a JSON object; 'slack': a Slack-compatible message."
+    )
+    events: tuple[AlertEvent | Literal["*"], ...] = Field(
+        default=("*",), description="The events sent to this receiver ('*': all of them)."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers, e.g. Authorization: 'Bearer ${TOKEN}'."
+    )
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    retries: int = Field(default=3, ge=0, le=10, description="Attempts after the first, with doubling backoff.")
+    backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="Wait before the first retry.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "${")):
+            raise ValueError(f"a webhook url starts with http:// or https:// (or is a ${{VAR}}), not {value[:40]!r}")
+        return value
+
+    def wants(self, event: str) -> bool:
+        return "*" in self.events or event in self.events
+
+
+class AlertsConfig(_Section):
+    """Webhooks told about what happens to a model; a failed delivery is logged, never fatal."""
+
+    webhooks: tuple[WebhookConfig, ...] = Field(
+        default=(), description="Receivers of alerts (a model's file replaces the project's list)."
+    )
+    wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=600,
+        description="At exit, a command waits at most this long for alerts still being delivered.",
+    )

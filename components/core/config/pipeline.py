@@ -18,6 +18,7 @@ from components.core.config.data import (
 )
 from components.core.config.modeling import EvaluationConfig, ModelConfig, PromotionConfig, SearchConfig
 from components.core.config.operations import (
+    AlertsConfig,
     DeployConfig,
     MonitoringConfig,
     PrefectConfig,
@@ -52,6 +53,7 @@ class PipelineConfig(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
     deploy: DeployConfig = DeployConfig()
     prefect: PrefectConfig = PrefectConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("home")
     @classmethod

@@ -4,6 +4,7 @@
 * `runs`: what a pipeline run records (params, metrics, tags, artifacts, nested trials);
 * `model_logging`: a fitted pipeline logged as an MLflow model;
 * `aliases`: registered versions and the `champion` alias (promotion, rollback);
+* `history`: the audit trail of every alias move, kept as registered-model tags;
 * `loading`: models loaded without running foreign code, and local copies of them.
 """
 
@@ -12,12 +13,15 @@ from __future__ import annotations
 from components.tracking.registry.aliases import (
     CHAMPION,
     PREVIOUS_CHAMPION,
+    Audit,
     ChampionInfo,
     ChampionMoved,
     Rollback,
     alias_lock,
+    check_trail,
     get_champion,
     list_models,
+    note_move,
     register_model,
     rollback,
     set_champion,
@@ -79,6 +83,7 @@ __all__ = [
     "SIGNATURE_SAMPLE_ROWS",
     "TRUSTED_TYPES",
     "TRUSTED_TYPE_PREFIXES",
+    "Audit",
     "ChampionInfo",
     "ChampionMoved",
     "RegistryError",
@@ -87,6 +92,7 @@ __all__ = [
     "UnsafeModel",
     "alias_lock",
     "check_store",
+    "check_trail",
     "connect",
     "download_artifact",
     "download_model",
@@ -108,6 +114,7 @@ __all__ = [
     "log_params",
     "log_text",
     "log_validation_run",
+    "note_move",
     "pip_requirements",
     "register_model",
     "rollback",

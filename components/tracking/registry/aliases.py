@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.core.faults import fault_point
+from components.tracking.registry import history
 from components.tracking.registry.connection import RegistryError
 
 if TYPE_CHECKING:
@@ -80,6 +81,45 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         raise
 
 
+@dataclass(frozen=True)
+class Audit:
+    """Who moves an alias, why, through what, and on what evidence (for the model's trail)."""
+
+    reason: str
+    via: str
+    evidence: str | None = None
+    by: str = ""
+    action: str = "promoted"  # what set_champion records: promoted, or approved
+
+    def move(self, action: str, version: str | None, champion: str | None, previous: str | None) -> history.Move:
+        by = self.by or history.actor()
+        return history.Move(action, version, champion, previous, by, self.reason, self.via, self.evidence)
+
+
+def check_trail(client: MlflowClient, name: str, lock_dir: Path | None = None) -> history.Move | None:
+    """Reconcile the trail with the aliases (under the alias lock); the `outside_move` or
+    `first_seen` move it had to record, if any."""
+    with alias_lock(lock_dir):
+        return _reconcile(client, name)
+
+
+def _reconcile(client: MlflowClient, name: str) -> history.Move | None:
+    champion = _alias_version(client, name, CHAMPION)
+    return history.reconcile(client, name, champion, _alias_version(client, name, PREVIOUS_CHAMPION))
+
+
+def note_move(
+    client: MlflowClient, name: str, action: str, version: str, audit: Audit, lock_dir: Path | None = None
+) -> history.Move:
+    """Record an act that leaves the aliases where they are (a candidate ready, a rejection)."""
+    with alias_lock(lock_dir):
+        _reconcile(client, name)
+        champion = _alias_version(client, name, CHAMPION)
+        return history.record(
+            client, name, audit.move(action, version, champion, _alias_version(client, name, PREVIOUS_CHAMPION))
+        )
+
+
 class ChampionMoved(RegistryError):
     """Another run moved `champion` after this candidate was compared with the one before."""
 
@@ -110,6 +150,7 @@ def set_champion(
     *,
     expected: str | object | None = _UNCHECKED,
     lock_dir: Path | None = None,
+    audit: Audit | None = None,
 ) -> str | None:
     """Tag the version with why it was promoted, keep the outgoing champion as `previous-champion`,
     then move `champion` in one registry call. Returns the outgoing champion's version.
@@ -119,8 +160,10 @@ def set_champion(
     replace a champion neither was compared with. Processes sharing `lock_dir` (the workspace) are
     serialized; against a remote registry the check and a read-back after the move narrow the race
     to the server's round trips, and the alias, like any MLflow alias, names one version only.
+    The move is appended to the model's trail (`history`) with `audit`'s who and why.
     """
     with alias_lock(lock_dir):
+        _reconcile(client, name)
         outgoing = _alias_version(client, name, CHAMPION)
         if expected is not _UNCHECKED and outgoing != expected:
             raise ChampionMoved(
@@ -137,6 +180,9 @@ def set_champion(
         now = _alias_version(client, name, CHAMPION)
         if now != version:
             raise ChampionMoved(f"{name}: another run moved champion to v{now} while v{version} was being promoted")
+        audit = audit or Audit("promoted", "set_champion")
+        previous = _alias_version(client, name, PREVIOUS_CHAMPION)
+        history.record(client, name, audit.move(audit.action, version, version, previous))
     return outgoing
 
 
@@ -156,6 +202,7 @@ def rollback(
     *,
     expected: str | None = None,
     lock_dir: Path | None = None,
+    via: str = "mlops rollback",
 ) -> Rollback:
     """Point `champion` back at `previous-champion` in one call; the demoted version becomes the
     new `previous-champion` (so a second rollback undoes the first). Both versions are tagged.
@@ -168,6 +215,7 @@ def rollback(
     from datetime import UTC, datetime
 
     with alias_lock(lock_dir):
+        _reconcile(client, name)
         previous = _alias_version(client, name, PREVIOUS_CHAMPION)
         current = _alias_version(client, name, CHAMPION)
         if previous is None:
@@ -182,6 +230,7 @@ def rollback(
         now = _alias_version(client, name, CHAMPION)
         if now != previous:
             raise ChampionMoved(f"{name}: another process moved champion to v{now} during the rollback")
+        history.record(client, name, Audit(reason, via).move("rollback", previous, previous, current))
     note = f"{at}: {reason}"[:5000]
     client.set_model_version_tag(name, current, "rolled_back", note)
     client.set_model_version_tag(name, previous, "restored_by_rollback", note)

@@ -48,7 +48,7 @@ def flatten_config(config: Any) -> dict[str, str]:
         else:
             flat[prefix] = str(value)[:6000]
 
-    walk("", config.model_dump(mode="json", exclude={"serving", "scoring", "prefect", "home", "assumptions"}))
+    walk("", config.model_dump(mode="json", exclude={"serving", "scoring", "prefect", "home", "assumptions", "alerts"}))
     return flat
 
 
