@@ -23,10 +23,11 @@ from components.core.config import PipelineConfig, dataset_name, resolve_source
 from components.core.faults import fault_point
 from components.core.secrets import redact
 from components.core.workspace import Workspace
+from components.data import contract
 from components.data.contract import DataRejected
 from components.modeling import search
 from components.modeling.tasks import Task, task_named
-from components.pipeline import data, model, release
+from components.pipeline import data, model, release, reproduce
 from components.pipeline.data import LOG, Log
 from components.pipeline.results import Curated, Evaluation, Prepared, Selected, TrainingResult, Validated
 from components.tracking import audit, registry
@@ -115,6 +116,9 @@ def run_training(
     this = _Run(config, workspace, source, dataset, MlflowRun(run_id), steps, log, experiment_id)
     try:
         trained = _train(this)
+        if config.data.snapshot:
+            suite = contract.suite_path(config.validation.suite_dir, dataset)
+            reproduce.record_inputs(run_id, config, trained.validated.frame, suite)
         version, decision = _release(this, trained, run_id, dry_run)
     except DataRejected as exc:
         registry.end_run(client, run_id, "FAILED", {"outcome": "rejected"})

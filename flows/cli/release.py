@@ -128,3 +128,52 @@ def _table(model_name: str, moves: list[Any]) -> Table:
             move.reason + (f" [{move.evidence}]" if move.evidence else ""),
         )
     return table
+
+
+def reproduce(
+    version: VersionOption,
+    config_path: ConfigOption = None,
+    name: ModelOption = None,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="Largest difference in a held-out metric that still matches.")
+    ] = 1e-6,
+    as_json: JsonOption = False,
+) -> None:
+    """Retrain a registered version from what its run recorded (the validated rows, the settings,
+    the contract, the seed) in memory, and say whether its held-out metrics match within the
+    tolerance; exit 4 when they do not. Nothing is registered."""
+    from components.core.errors import UserError
+    from components.pipeline.reproduce import reproduce as retrain
+    from flows.cli.common import EXIT_RETRAIN
+
+    model_name, workspace, client, _ = _context(config_path, name, "`mlops reproduce`")
+    version = version.lstrip("v")
+    err.print(f"retraining {model_name} v{version} from its recorded inputs ...", highlight=False)
+    try:
+        done = retrain(client, model_name, version, workspace.root, tolerance)
+    except UserError as exc:
+        _fail(str(exc), exc.exit_status)
+    if as_json:
+        print(json.dumps(done.as_dict()))
+    else:
+        out.print(_reproduction_table(done))
+        code = {True: "the same commit", False: f"another commit than the recorded {done.recorded_commit}"}
+        out.print(f"code: {code[done.same_code] if done.same_code is not None else 'commit unknown'}", highlight=False)
+    if not done.matches:
+        raise typer.Exit(EXIT_RETRAIN)
+
+
+def _reproduction_table(done: Any) -> Table:
+    verdict = "matches" if done.matches else "does NOT match"
+    table = Table(
+        "metric",
+        "recorded",
+        "reproduced",
+        "difference",
+        title=f"{done.name} v{done.version} from {done.rows:,} recorded rows: {verdict} (tolerance {done.tolerance:g})",
+    )
+    for check in done.metrics:
+        reproduced = "-" if check.reproduced is None else f"{check.reproduced:.6f}"
+        difference = "-" if check.difference is None else f"{check.difference:.2e}"
+        table.add_row(check.name, f"{check.recorded:.6f}", reproduced, difference)
+    return table

@@ -59,6 +59,12 @@ def test_manual_approval_alerts_and_history_end_to_end(prefect_api, receiver, tm
     assert moves[1]["reason"] == "slices reviewed" and moves[1]["evidence"] == f"runs:/{first.run_id}/decision.json"
     assert alerter.wait(20) and receiver.events()[-1] == "outside_move"
 
+    for path in data.glob("*.parquet"):
+        path.unlink()  # the source is gone: the version is retrained from its recorded snapshot
+    again = _cli("reproduce", "--config", str(config_path), "--version", "1", "--json")
+    assert again["matches"] and again["rows"] == 1200 and again["run_id"] == first.run_id
+    assert {m["name"] for m in again["metrics"]} >= {"test_roc_auc", "test_log_loss"}
+
     serving = _cli("status", "--config", str(config_path), "--at", approved_at.isoformat(), "--json")
     assert serving["models"] == [{"name": "loans", "champion": "1", "since": moves[1]["at"]}]
     assert all(d["ok"] for d in alerts.read_deliveries(Workspace.at(config.home).alerts))

@@ -30,6 +30,11 @@ class DataConfig(_Section):
         default=None,
         description="Dataset name: names the suite and the registered model. Derived from the source when omitted.",
     )
+    snapshot: bool = Field(
+        default=True,
+        description="Log the validated rows (Parquet), the settings and the contract with each training run, "
+        "so `mlops reproduce` can retrain a version whatever happens to the source later.",
+    )
 
     @field_serializer("source", when_used="json")
     def _source_without_password(self, source: str | None) -> str | None:

@@ -148,7 +148,13 @@ def download_artifact(run_id: str, artifact_path: str, dest: Path) -> Path | Non
                 mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(staging))
             )
         except (MlflowException, OSError) as exc:
-            if "No such file" in str(exc) or "does not exist" in str(exc) or isinstance(exc, FileNotFoundError):
+            absent = getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+            if (
+                absent
+                or "No such file" in str(exc)
+                or "does not exist" in str(exc)
+                or isinstance(exc, FileNotFoundError)
+            ):
                 return None
             raise
         if not local.is_file():
