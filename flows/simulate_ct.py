@@ -112,6 +112,8 @@ class _Replay:
             served_score=served_score,
             best_score=best_score,
             detail=result.reason.splitlines()[0],
+            realized=result.decay["current"] if result.decay else None,
+            estimated=result.estimated["current"] if result.estimated else None,
         )
         if result.verdict == "rejected":
             quarantine = self.home / "quarantine"

@@ -164,6 +164,8 @@ class TimelineRow:
     served_score: float | None  # the stream's figure (accuracy, R²) of the served model on the batch
     best_score: float | None  # ... and of the best achievable one
     detail: str = ""
+    realized: float | None = None  # the gate metric on the batch's labels (monitoring's decay check)
+    estimated: float | None = None  # ... as estimated without them (CBPE, classifiers)
 
     @property
     def gap(self) -> float | None:
@@ -220,6 +222,7 @@ def check_goals(rows: Sequence[TimelineRow], plan: Sequence[PlannedBatch], figur
                 or ("no promotion after the shift" if not promoted else "no batch after the promotion to judge"),
             )
         )
+    goals += _estimate_goal(rows)
     expected = {b for onset in starts for b in (onset, onset + 1)}
     false_retrains = [r.batch for r in rows if r.retrained and r.batch not in expected]
     goals.append(
@@ -230,3 +233,30 @@ def check_goals(rows: Sequence[TimelineRow], plan: Sequence[PlannedBatch], figur
         )
     )
     return goals
+
+
+ESTIMATE_POINTS = 0.02
+
+
+def _estimate_goal(rows: Sequence[TimelineRow]) -> list[Goal]:
+    """The metric estimated without labels within 2 points of the realized one on stable batches
+    (none for a stream whose model has no estimate: regression)."""
+    pairs = [(r.batch, r.estimated - r.realized) for r in rows if r.estimated is not None and r.realized is not None]
+    if not pairs:
+        return []
+    stable = [(b, e) for b, e in pairs if next(r.kind for r in rows if r.batch == b) == "stable"]
+    errors = [abs(e) for _, e in stable]
+    everywhere = ", ".join(f"{b}: {100 * e:+.1f}" for b, e in pairs)
+    met = bool(errors) and max(errors) <= ESTIMATE_POINTS
+    detail = (
+        f"stable batches: mean |error| {100 * sum(errors) / len(errors):.1f}, max {100 * max(errors):.1f} points"
+        if errors
+        else "no stable batch to judge"
+    )
+    return [
+        Goal(
+            f"the metric estimated without labels within {100 * ESTIMATE_POINTS:.0f} points on stable batches",
+            met,
+            f"{detail}; estimated minus realized by batch (points): {everywhere}",
+        )
+    ]

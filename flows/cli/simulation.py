@@ -175,7 +175,7 @@ class _TimelineView:
     """Each replayed batch as a line on stderr while it runs, and as a row of the table printed at the end."""
 
     def __init__(self, stream: Any, title: str) -> None:
-        self.figure = stream.figure
+        self.figure, self.metric = stream.figure, stream.gate_metric
         self.table = Table(title=title)
         for column in (
             "batch",
@@ -188,6 +188,7 @@ class _TimelineView:
             f"served {self.figure}",
             f"best {self.figure}",
             "gap (pts)",
+            f"{stream.gate_metric} realized / estimated",
         ):
             self.table.add_column(
                 column,
@@ -202,7 +203,8 @@ class _TimelineView:
         err.print(
             f"batch {row.batch:>2} {row.kind:<15} {row.validation:<8} {row.drift:<9} "
             f"{'retrained' if row.retrained else '':<9} {('v' + row.promoted) if row.promoted else '':<4} "
-            f"served v{row.served_version} {self.figure} {acc(row.served_score)} best {acc(row.best_score)} {gap}",
+            f"served v{row.served_version} {self.figure} {acc(row.served_score)} best {acc(row.best_score)} {gap}"
+            + (f" {self.metric} {acc(row.realized)} est. {acc(row.estimated)}" if row.estimated is not None else ""),
             highlight=False,
             soft_wrap=True,
         )
@@ -217,6 +219,7 @@ class _TimelineView:
             acc(row.served_score),
             acc(row.best_score),
             gap,
+            f"{acc(row.realized)} / {acc(row.estimated) or '-'}" if row.realized is not None else "",
         )
 
 

@@ -214,6 +214,7 @@ def test_cli_run_json_contract(trained) -> None:
         "metrics",
         "dry_run",
         "would_promote",
+        "awaiting_approval",
         "failed_checks",
         "task",
         "metric",

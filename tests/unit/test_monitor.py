@@ -263,3 +263,18 @@ def test_decay_of_an_error_in_the_targets_units_is_judged_as_a_share() -> None:
     small = monitor.measure_decay("rmse", 10.0, 10.2, 1000, CONFIG, higher_is_better=False)
     large = monitor.measure_decay("rmse", 10.0, 10.5, 1000, CONFIG, higher_is_better=False)
     assert not small.decayed and large.decayed  # 3% of 10 minutes is the tolerance, not 0.03 minutes
+
+
+def test_an_estimated_decay_counts_only_when_the_policy_allows() -> None:
+    from components.monitoring.monitor import Decay
+    from components.monitoring.monitor.report import DriftReport
+
+    estimated = Decay("roc_auc", 0.85, 0.78, 0.07, True, 500, estimated=True)
+    report = DriftReport("m", "1", "w", "now", 100, 500, [], None, [], None, False, [], {}, estimated=estimated)
+    assert report.decayed(True) is True and report.decayed(False) is None
+    allowed = monitor.decide(report, [], MonitoringConfig())
+    assert (
+        allowed.verdict == "watching" and "estimated roc_auc 0.7800" in allowed.reason and "no labels" in allowed.reason
+    )
+    report.verdict, report.reason = "stable", ""
+    assert monitor.decide(report, [], MonitoringConfig(estimated_decay=False)).verdict == "stable"

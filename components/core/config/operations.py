@@ -111,6 +111,11 @@ class MonitoringConfig(_Section):
         description="Where labels arrive: a file, folder or glob of id + target rows ('{home}' expands), joined on "
         "the id column to windows without labels of their own (e.g. prediction-log windows); null: none.",
     )
+    estimated_decay: bool = Field(
+        default=True,
+        description="Without labels, a classifier's metric is estimated from its probabilities (CBPE) and an "
+        "estimated drop counts toward retraining like a measured one; false: the estimate is only reported.",
+    )
     windows: int = Field(
         default=3, ge=1, description="Retrain when drift or decay held in `min_windows` of the last `windows` ..."
     )

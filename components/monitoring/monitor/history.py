@@ -99,10 +99,11 @@ def decide(report: DriftReport, history: Sequence[Window], config: MonitoringCon
             causes.append(f"score distance {report.score.js_distance:.3f}")
         if not causes:
             causes.append("drift")
-    if report.decay and report.decay.decayed:
+    decay = report.decay or (report.estimated if config.estimated_decay else None)
+    if decay and decay.decayed:
         causes.append(
-            f"{report.decay.metric} {report.decay.current:.4f} vs {report.decay.baseline:.4f} at training "
-            f"(-{report.decay.drop:.4f})"
+            f"{'estimated ' if decay.estimated else ''}{decay.metric} {decay.current:.4f} vs {decay.baseline:.4f} "
+            f"at training (-{decay.drop:.4f}{', no labels' if decay.estimated else ''})"
         )
     this = "; ".join(causes)
     tally = (

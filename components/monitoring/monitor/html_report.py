@@ -107,18 +107,22 @@ def _quality_section(report: DriftReport) -> str:
 
 
 def _decay_section(report: DriftReport) -> str:
-    """The metric on labelled rows against training's, when the window had labels."""
-    if not report.decay:
-        return ""
-    d = report.decay
-    cls = "bad" if d.decayed else "ok"
-    accuracy = f"; accuracy {d.accuracy:.4f}" if d.accuracy is not None else ""
-    return (
-        f"<h2>Performance</h2><p class='{cls}'>{html.escape(d.metric)} on {d.rows} labelled rows: {d.current:.4f} "
+    """The metric on labelled rows against training's, and the estimate without labels, when there are."""
+    rows = []
+    if report.decay:
+        d = report.decay
+        accuracy = f"; accuracy {d.accuracy:.4f}" if d.accuracy is not None else ""
+        rows.append((d, f"on {d.rows} labelled rows", accuracy))
+    if report.estimated:
+        rows.append((report.estimated, f"estimated from the probabilities of {report.estimated.rows} rows (CBPE)", ""))
+    paragraphs = [
+        f"<p class='{'bad' if d.decayed else 'ok'}'>{html.escape(d.metric)} {what}: {d.current:.4f} "
         f"vs {d.baseline:.4f} held out at training (drop {d.drop:+.4f}; decayed beyond "
-        f"{max(report.thresholds['decay_tolerance'], d.noise):.4f}: the tolerance or the sampling noise, "
-        f"whichever is larger){accuracy}</p>"
-    )
+        f"{max(report.thresholds['decay_tolerance'], d.noise):.4f}: the tolerance or the noise, "
+        f"whichever is larger){extra}</p>"
+        for d, what, extra in rows
+    ]
+    return f"<h2>Performance</h2>{''.join(paragraphs)}" if paragraphs else ""
 
 
 def _score_section(report: DriftReport) -> str:

@@ -46,6 +46,15 @@ class DriftReport:
     verdict: Verdict = "stable"
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    estimated: Decay | None = None  # the metric estimated without labels (classifiers: CBPE)
+
+    def decayed(self, count_estimate: bool) -> bool | None:
+        """Whether performance decayed: measured on labels, else (when allowed) estimated."""
+        if self.decay is not None:
+            return self.decay.decayed
+        if count_estimate and self.estimated is not None:
+            return self.estimated.decayed
+        return None
 
     @property
     def drift_share(self) -> float:
