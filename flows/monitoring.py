@@ -34,6 +34,7 @@ from components.inference.scoring import ModelSchema, coerce_rows, decision_thre
 from components.modeling.evaluate import higher_is_better
 from components.modeling.tasks import Task, labeled_target, task_named, task_of_model
 from components.monitoring import monitor
+from components.monitoring.labelqueue import label_sources
 from components.monitoring.monitor import MonitoringError
 from components.tracking import registry
 from components.tracking.audit import check_trail
@@ -57,6 +58,7 @@ class MonitorResult:
     drifted_features: list[str] = field(default_factory=list)
     score_distance: float | None = None
     decay: dict[str, Any] | None = None
+    estimated: dict[str, Any] | None = None  # the metric estimated without labels (CBPE), beside `decay`
     quality: list[str] = field(default_factory=list)
     report_html: str | None = None
     report_json: str | None = None
@@ -255,25 +257,23 @@ def judge_window_task(
     )
     target, id_column = config.data.target, config.data.id_column
     labels: pd.Series | None = None
-    label_batches = None
-    if labels_path is not None:
-        label_batches = read_batches(labels_path)
-        if not label_batches:
-            raise MonitoringError(f"no label file in {labels_path}")
-    elif config.monitoring.labels and not (target and target in frame.columns):
-        source = config.monitoring.labels.replace("{home}", str(config.home))
-        try:
-            label_batches = read_batches(source)
-        except ExtractionError:  # labels that have not arrived yet are no error
-            get_run_logger().info("no labels at %s yet: decay is not measured", source)
-    if label_batches:
-        if not id_column:
-            raise MonitoringError("labels are joined on the id column: set data.id_column")
-        labels = monitor.join_labels(frame, combine(label_batches), id_column, str(target))
-    elif target and target in frame.columns:
+    if labels_path is not None or not (target and target in frame.columns):
+        sources = [labels_path] if labels_path else label_sources(config, champion.info.name)
+        arrived = monitor.read_labels(sources, id_column, str(target), required=labels_path is not None)
+        if arrived is not None:
+            labels = monitor.join_labels(frame, arrived, str(id_column), str(target))
+        elif config.monitoring.labels:
+            get_run_logger().info("no labels at %s yet: decay is not measured", ", ".join(sources))
+    else:
         labels = frame[target]
     if labels is not None:
         report.decay = _decay(champion, frame, output, labels, config)
+    if task.classification:  # the metric without labels, beside the realized one
+        proba = output if output is not None else task.output(model, coerce_rows(frame, schema))
+        threshold = decision_threshold(model)
+        report.estimated = monitor.estimate_decay(
+            champion.metric, champion.baseline, proba, threshold, config.monitoring, seed=config.seed
+        )
     return report
 
 
@@ -308,6 +308,8 @@ def log_report_task(report: monitor.DriftReport, html_path: Path, json_path: Pat
     if report.decay:
         metrics[f"current_{report.decay.metric}"] = report.decay.current
         metrics[f"drop_{report.decay.metric}"] = report.decay.drop
+    if report.estimated:
+        metrics[f"estimated_{report.estimated.metric}"] = report.estimated.current
     metrics.update({f"psi/{f.name}": f.psi for f in report.features})
     run_id = registry.start_run(
         client,
@@ -375,7 +377,7 @@ def _debounce(report: monitor.DriftReport, history_path: Path, config: PipelineC
             window=report.window,
             model_version=report.model_version,
             drift=report.drift,
-            decay=None if report.decay is None else report.decay.decayed,
+            decay=report.decayed(config.monitoring.estimated_decay),
             rows=report.current_rows,
         ),
     )
@@ -427,6 +429,7 @@ def _result(
         drifted_features=report.drifted_features,
         score_distance=report.score.js_distance if report.score else None,
         decay=asdict(report.decay) if report.decay else None,
+        estimated=asdict(report.estimated) if report.estimated else None,
         quality=[f"{q.column}: {q.detail}" for q in report.quality],
         report_html=str(html_path),
         report_json=str(json_path),

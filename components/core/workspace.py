@@ -61,6 +61,16 @@ class Workspace:
     def alerts(self) -> Path:
         return self.root / "alerts"
 
+    @property
+    def labels(self) -> Path:
+        """Labels taken back from the label queue, per model (monitoring always reads them)."""
+        return self.root / "labels"
+
+    @property
+    def label_queue(self) -> Path:
+        """The rows written for people to label, per model (`mlops label-queue`)."""
+        return self.root / "label-queue"
+
     def accepted_batches(self, dataset: str) -> Path:
         """Ledger of batch files the contract accepted, so unchanged ones are not re-validated alone."""
         return self.root / "contract" / f"{dataset}_accepted.json"

@@ -16,6 +16,7 @@ import sys
 from flows.cli import (
     deploy,
     expectations,
+    labels,
     monitor,
     release,
     score,
@@ -45,6 +46,7 @@ app.command()(serve.serve)
 app.command()(serve.build)
 app.command()(score.score)
 app.command()(monitor.monitor)
+app.command("label-queue")(labels.label_queue)
 app.command("simulate-ct")(simulation.simulate_ct)
 expectations_app.command("init")(expectations.expectations_init)
 expectations_app.command("validate")(expectations.expectations_validate)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,57 @@ def test_labels_arriving_in_the_configured_folder_measure_decay_on_logged_rows(t
     frame[["loan_id", "default"]].to_csv(folder / "week1.csv", index=False)
     result = monitoring_flow(with_labels, retrain="off")
     assert result.rows == 400 and result.decay is not None and result.decay["rows"] == 400
+
+
+def test_the_label_queue_asks_for_unsure_rows_and_its_labels_measure_decay_and_train(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path, config, _ = trained
+    workspace = Workspace.at(config.home)
+    monitoring_flow(config, retrain="off")  # drains earlier windows of the shared log
+    data = tmp_path / "data"
+    shutil.copytree(config.data.source, data)
+    monkeypatch.setenv("MLOPS__DATA__SOURCE", str(data))  # the ingested batch lands in a copy
+    frame = generate_loans(600, 7, batch_index=46).frame
+    rows, p = frame.drop(columns=["default", "application_time"]), np.linspace(0.01, 0.99, 600)
+    since = datetime.now(UTC).isoformat()
+    log = PredictionLog(workspace.predictions / "loans", flush_seconds=60)
+    log.append_batch(
+        rows.drop(columns=["loan_id"]), ["q"] * 600, "1", (p >= 0.2).astype(int), p, {"loan_id": rows["loan_id"]}
+    )
+    log.close()
+    try:
+        queue = CliRunner().invoke(
+            app, ["label-queue", "--config", str(config_path), "-k", "400", "--since", since, "--json"]
+        )
+        assert queue.exit_code == 0, queue.output
+        outcome = _verdict(queue)
+        queued = pd.read_csv(outcome["path"])
+        assert outcome["rows"] == 400 and outcome["candidates"] == 600 and "threshold 0.20" in outcome["strategy"]
+        assert queued["_selection"].value_counts().to_dict() == {"informative": 300, "random": 100}
+        unsure = queued.loc[queued["_selection"] == "informative", "_probability"]
+        # around the threshold, on the probability's scale: 4x wider above it (0.8 of room) than below (0.2)
+        assert unsure.between(0.07, 0.7).all() and unsure.between(0.19, 0.25).sum() >= 20
+        queued["default"] = queued["loan_id"].map(frame.set_index("loan_id")["default"])
+        queued.to_csv(outcome["path"], index=False)
+        taken = CliRunner().invoke(
+            app, ["label-queue", "--config", str(config_path), "--ingest", outcome["path"], "--json"]
+        )
+        assert taken.exit_code == 0, taken.output
+        ingested = _verdict(taken)
+        assert ingested["labelled"] == 400 and Path(ingested["batch_path"]).parent == data
+        batch, first = pd.read_parquet(ingested["batch_path"]), pd.read_parquet(sorted(data.iterdir())[0])
+        assert len(batch) == 400 and list(batch.columns) == list(first.columns)  # the batches' own format
+        assert batch["application_time"].notna().all()  # served at: the log's time
+        again = CliRunner().invoke(
+            app, ["label-queue", "--config", str(config_path), "-k", "400", "--since", since, "--json"]
+        )
+        assert _verdict(again)["rows"] == 200 and _verdict(again)["labelled"] == 400
+        result = monitoring_flow(config.with_overrides(monitoring={"min_rows": 50}), retrain="off")
+        assert result.rows == 600 and result.decay is not None and result.decay["rows"] == 100  # the random share
+    finally:
+        shutil.rmtree(workspace.labels / "loans", ignore_errors=True)
+        shutil.rmtree(workspace.label_queue / "loans", ignore_errors=True)
 
 
 def test_a_sustained_alarm_can_request_retraining_with_an_event(trained, receiver, tmp_path: Path) -> None:

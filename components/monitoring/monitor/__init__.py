@@ -28,6 +28,7 @@ Retraining is debounced (`sustained`): drift or decay must hold in `min_windows`
 * `reference`: the training rows and scores stored with the model;
 * `drift`: the statistics per feature, of the scores, and data quality;
 * `decay`: the metric on labelled rows against training's;
+* `estimate`: without labels, a classifier's metric estimated from its probabilities (CBPE);
 * `report`: `compare`, one window against the reference;
 * `history`: the judged windows, and the verdict debounced over them;
 * `html_report`: the report as a page.
@@ -35,7 +36,14 @@ Retraining is debounced (`sustained`): drift or decay must hold in `min_windows`
 
 from __future__ import annotations
 
-from components.monitoring.monitor.decay import UNIT_METRICS, Decay, bootstrap_se, join_labels, measure_decay
+from components.monitoring.monitor.decay import (
+    UNIT_METRICS,
+    Decay,
+    bootstrap_se,
+    join_labels,
+    measure_decay,
+    read_labels,
+)
 from components.monitoring.monitor.drift import (
     EPSILON,
     NULL_BIN,
@@ -50,6 +58,7 @@ from components.monitoring.monitor.drift import (
     quality_issues,
     score_drift,
 )
+from components.monitoring.monitor.estimate import estimate_decay, estimate_metric
 from components.monitoring.monitor.history import (
     RETRAIN_EVENT,
     Window,
@@ -89,6 +98,8 @@ __all__ = [
     "categorical_drift",
     "compare",
     "decide",
+    "estimate_decay",
+    "estimate_metric",
     "history_file",
     "join_labels",
     "measure_decay",
@@ -97,6 +108,7 @@ __all__ = [
     "numeric_drift",
     "quality_issues",
     "read_history",
+    "read_labels",
     "render_html",
     "score_drift",
     "sustained",

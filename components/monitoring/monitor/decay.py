@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import MonitoringConfig
+from components.data.extract import ExtractionError, read_batches
 from components.monitoring.monitor.reference import MonitoringError
 
 UNIT_METRICS = frozenset({"rmse", "mae"})  # in the target's units: tolerances are shares of the baseline
@@ -25,6 +26,7 @@ class Decay:
     rows: int
     accuracy: float | None = None
     noise: float = 0.0  # the drop a chance difference would reach (one-sided 95%)
+    estimated: bool = False  # from the model's probabilities, without labels (estimate.py)
 
 
 def measure_decay(
@@ -46,11 +48,12 @@ def measure_decay(
     make every window look decayed. Errors in the target's units (RMSE, MAE) take the tolerance as a
     share of the baseline, so it means the same whatever the target measures.
     """
+    baseline, current = float(baseline), float(current)
     drop = (baseline - current) if higher_is_better else (current - baseline)
     baseline_se = current_se * float(np.sqrt(rows / baseline_rows)) if baseline_rows else 0.0
     noise = 1.645 * float(np.hypot(current_se, baseline_se))
     tolerance = config.decay_tolerance * abs(baseline) if metric in UNIT_METRICS else config.decay_tolerance
-    return Decay(metric, baseline, current, drop, drop > max(tolerance, noise), rows, accuracy, noise)
+    return Decay(metric, baseline, current, drop, bool(drop > max(tolerance, noise)), rows, accuracy, noise)
 
 
 def bootstrap_se(score: Callable[[np.ndarray], float | None], rows: int, seed: int, samples: int = 200) -> float:
@@ -59,6 +62,46 @@ def bootstrap_se(score: Callable[[np.ndarray], float | None], rows: int, seed: i
     values = [score(rng.integers(0, rows, rows)) for _ in range(samples)]
     finite = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+# How a label-queue row was chosen: the informative ones (where the model was unsure) are not a
+# sample of what was served, so the realized metric leaves them out; the random ones are kept.
+SELECTION, INFORMATIVE, RANDOM = "_selection", "informative", "random"
+
+
+def read_labels(
+    sources: Sequence[str], id_column: str | None, target: str, *, required: bool = False
+) -> pd.DataFrame | None:
+    """The id and target columns of every label file at `sources` (files, folders or globs), as one
+    frame; None when none has arrived (an error instead when `required`, e.g. a file named by hand).
+    Labels the queue asked for because the model was unsure are left out: on them every model looks
+    worse than on what it serves (they train the next model instead)."""
+    frames = []
+    for source in sources:
+        try:
+            batches = read_batches(source)
+        except ExtractionError:
+            if required:
+                raise
+            continue  # labels that have not arrived yet are no error
+        for batch in batches:
+            if batch.frame is None:
+                raise MonitoringError(f"labels: {batch.error}")
+            missing = [c for c in (id_column, target) if c is not None and c not in batch.frame.columns]
+            if missing:
+                raise MonitoringError(f"labels: {batch.name} lacks {missing}; its columns: {list(batch.frame.columns)}")
+            kept = [c for c in (id_column, target, SELECTION) if c is not None and c in batch.frame.columns]
+            frames.append(batch.frame[kept])
+    if not frames:
+        if required:
+            raise MonitoringError(f"no label file in {', '.join(sources)}")
+        return None
+    if id_column is None:
+        raise MonitoringError("labels are joined on the id column: set data.id_column")
+    labels = pd.concat(frames, ignore_index=True)
+    if SELECTION in labels.columns:
+        labels = labels[labels[SELECTION] != INFORMATIVE].drop(columns=SELECTION)
+    return labels
 
 
 def join_labels(frame: pd.DataFrame, labels: pd.DataFrame, id_column: str, target: str) -> pd.Series:
