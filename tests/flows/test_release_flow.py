@@ -67,6 +67,14 @@ def test_manual_approval_alerts_and_history_end_to_end(prefect_api, receiver, tm
 
     serving = _cli("status", "--config", str(config_path), "--at", approved_at.isoformat(), "--json")
     assert serving["models"] == [{"name": "loans", "champion": "1", "since": moves[1]["at"]}]
+
+    client.set_registered_model_alias("loans", "previous-champion", "1")
+    back = _cli("rollback", "--config", str(config_path), "--reason", "v2 was put there by hand", "--json")
+    assert (back["champion"], back["previous_champion"]) == ("1", second.model_version)
+    assert alerter.wait(20) and receiver.events()[-1] == "rollback"
+    assert receiver.received[-1]["body"]["details"] == {"champion": "1", "rolled_back": second.model_version}
+    last = _cli("history", "--config", str(config_path), "--json")[-1]
+    assert (last["action"], last["champion"], last["reason"]) == ("rollback", "1", "v2 was put there by hand")
     assert all(d["ok"] for d in alerts.read_deliveries(Workspace.at(config.home).alerts))
 
 
