@@ -88,7 +88,11 @@ def stamp(at: datetime | None = None) -> str:
 
 def binary_threshold(log: pd.DataFrame) -> float:
     """The decision threshold the log's answers imply: between the highest probability answered
-    negative and the lowest answered positive (0.5 when only one class was answered)."""
+    negative and the lowest answered positive (0.5 when only one class was answered), among the
+    answers of the version logged last (another version may have had another threshold)."""
+    if MODEL_VERSION in log.columns and LOGGED_AT in log.columns and len(log):
+        latest = log[MODEL_VERSION].loc[log[LOGGED_AT].idxmax()]
+        log = log[log[MODEL_VERSION] == latest]
     groups = log.groupby(PREDICTION, sort=False)[PROBABILITY]
     if groups.ngroups != 2:
         return 0.5

@@ -14,12 +14,14 @@ from components.monitoring import labelqueue, monitor
 from components.monitoring.monitor import MonitoringError
 
 
-def _log(folder: Path, ids: list, answers: list, probabilities: list, at: datetime | None = None) -> pd.DataFrame:
+def _log(
+    folder: Path, ids: list, answers: list, probabilities: list, at: datetime | None = None, version: str = "3"
+) -> pd.DataFrame:
     """A served batch written through the prediction log; returns everything logged so far."""
     n = len(ids)
     log = PredictionLog(folder, flush_seconds=60)
     features = {"income": np.arange(n, dtype="float64"), "region": np.asarray(["north"] * n, dtype=object)}
-    log.append_batch(features, ["r"] * n, "3", answers, probabilities, {"loan_id": np.asarray(ids)}, at=at)
+    log.append_batch(features, ["r"] * n, version, answers, probabilities, {"loan_id": np.asarray(ids)}, at=at)
     log.close()
     return read_prediction_log(folder)
 
@@ -42,6 +44,13 @@ def test_binary_rows_closest_to_the_decision_threshold_come_first(tmp_path: Path
     assert queued["default"].isna().all() and queued["region"].eq("north").all()
     assert {"_answer", "_probability", "_model_version", "_logged_at", "_why"} <= set(queued.columns)
     assert result.rows == 3 and result.candidates == 7 and "threshold 0.300" in result.strategy
+
+
+def test_the_threshold_is_the_one_of_the_version_logged_last(tmp_path: Path) -> None:
+    earlier = datetime.now(UTC) - timedelta(hours=1)
+    _log(tmp_path / "log", [1, 2, 3], [0, 1, 1], [0.6, 0.8, 0.9], at=earlier, version="2")  # threshold 0.7
+    log = _log(tmp_path / "log", [4, 5, 6], [0, 1, 1], [0.1, 0.3, 0.5])  # v3: 0.2
+    assert labelqueue.binary_threshold(log) == pytest.approx(0.2)
 
 
 def test_multiclass_rows_with_the_least_probable_choice_come_first(tmp_path: Path) -> None:
