@@ -115,14 +115,11 @@ class OneHot:
     def positions_of(self, values: np.ndarray) -> np.ndarray:
         if len(values) <= 16:  # a dictionary lookup per value beats building a hash table
             return np.array([self._one(v) for v in values], dtype=np.intp)
-        # pandas matches no None (missing values are None here): they are placed apart.
-        found = self.positions[
-            self.index.get_indexer(pd.Index(values, dtype=object, copy=False))
-        ]  # -1 (unseen) picks the last
-        missing = pd.isna(values)
-        if missing.any():
-            found[missing] = self.missing
-        return found
+        # Each distinct value looked up once, as a single row's is; missing ones (None, NaN) get
+        # the code -1, which picks the last entry: where missing values go.
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        mapped = np.fromiter((self._one(u) for u in uniques), dtype=np.intp, count=len(uniques))
+        return np.append(mapped, self.missing)[codes]
 
     def _one(self, value: Any) -> int:
         try:
