@@ -11,7 +11,7 @@ training deployment's trigger ('event').
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from components.data import contract
 from components.data.contract import ValidationReport
 from components.data.extract import Batch, ExtractionError, combine, read_batches
 from components.data.quarantine import Screening, screen_with
-from components.inference.predlog import LOGGED_AT, PREDICTION, PROBABILITY, read_prediction_log
+from components.inference.predlog import LOGGED_AT, PREDICTION, PROBABILITY, answers_of, read_prediction_log
 from components.inference.scoring import ModelSchema, coerce_rows, decision_threshold, read_model_info
 from components.modeling.evaluate import higher_is_better
 from components.modeling.tasks import Task, labeled_target, task_named, task_of_model
@@ -39,6 +39,7 @@ from components.monitoring.monitor import MonitoringError
 from components.tracking import registry
 from components.tracking.audit import check_trail
 from flows.alerting import alert_failed_run
+from flows.challenger import judge_challenger_task
 
 PREDICTION_LOG = "prediction-log"
 
@@ -67,6 +68,7 @@ class MonitorResult:
     training: dict[str, Any] | None = None
     contract: str = ""  # the contract's judgement of the window: clean, drift or corrupt, and why
     rows_set_aside: int = 0  # rows breaking a row rule, left out of the verdict
+    challenger: dict[str, Any] | None = None  # the challenger's online test, when one is tried
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -235,6 +237,7 @@ def judge_window_task(
 ) -> monitor.DriftReport:
     model, task = champion.model, champion.task
     schema = ModelSchema.of(model)
+    frame = answers_of(frame, champion.info.version)  # in a canary, the champion's answers, not the served ones
     output = None
     if PROBABILITY in frame.columns and frame[PROBABILITY].notna().any():  # the service logged its own scores
         scores = frame[PROBABILITY].to_numpy(dtype="float64")
@@ -463,7 +466,8 @@ def monitoring_flow(
     if len(frame) < config.monitoring.min_rows:
         reason = f"{len(frame)} row(s) in the window; a verdict needs at least {config.monitoring.min_rows}"
         logger.info("%s: %s", window, reason)
-        return MonitorResult(model_name, version, window, "insufficient", reason, len(frame))
+        trial = judge_challenger_task(config, model_name, (version, champion.model), champion.task)
+        return MonitorResult(model_name, version, window, "insufficient", reason, len(frame), challenger=trial)
     validation = validate_window_task(frame, config, model_name) if data is not None else None
     checked = _apply_contract(validation, frame, logger)
     alerter = Alerter(config.alerts, model_name, workspace.alerts)
@@ -485,4 +489,5 @@ def monitoring_flow(
     if report.verdict == "retrain":
         alerter.send("drift_alarm", report.reason, window=window, version=version, retraining=action, report=html_path)
     retraining = _retrain(report, action, history_path, config, logger)
-    return _result(report, checked, (html_path, json_path), run_id, retraining)
+    trial = judge_challenger_task(config, model_name, (version, champion.model), champion.task)
+    return replace(_result(report, checked, (html_path, json_path), run_id, retraining), challenger=trial)

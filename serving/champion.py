@@ -9,6 +9,10 @@ differ from the ones the running service validates requests against is not swapp
 (the request schema is fixed at start); the service keeps answering with the current
 model and reports the refusal in /metadata and its log until restarted.
 
+It also follows the `challenger` alias (a rollout: shadow or canary, tagged on the version): the
+challenger is loaded the same way, refused with a note when its columns or task differ, and
+dropped when the alias goes (promoted or retired).
+
 `BundleSource` serves a model packed into a Bento by `mlops build` and never changes.
 """
 
@@ -73,6 +77,24 @@ class LoadedModel:
                 "inputs": [{"name": c.name, "type": c.type, "required": c.required} for c in self.columns],
                 "output": self.output_type,
             },
+        }
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """The challenger as a service holds it, and how it is tried."""
+
+    model: LoadedModel
+    rollout: str  # shadow | canary
+    share: float  # canary: the share of request keys it answers
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model.version,
+            "rollout": self.rollout,
+            "canary_share": self.share if self.rollout == "canary" else None,
+            "loaded_at": self.model.loaded_at,
+            "inference": self.model.served.inference.describe() if self.model.served.inference is not None else None,
         }
 
 
@@ -167,6 +189,8 @@ class RegistrySource:
         self.last_check: str | None = None
         self.last_error: str | None = None
         self.refused_version: str | None = None
+        self.challenger: Challenger | None = None
+        self.refused_challenger: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="champion-watch", daemon=True)
 
@@ -218,11 +242,39 @@ class RegistrySource:
         )
         return True
 
+    def check_challenger(self) -> None:
+        """Follow the `challenger` alias: load a new one beside the champion, drop one that ended."""
+        from components.tracking import registry
+
+        info = registry.get_challenger(self.client, self.name)
+        current = self.challenger
+        if info is None or (self.current is not None and info.version == self.current.version):
+            if current is not None:
+                logger.info("challenger v%s ended; the champion answers alone", current.model.version)
+            self.challenger = None
+            return
+        if current is not None and current.model.version == info.version:
+            if (current.rollout, current.share) != (info.rollout, info.canary_share):
+                self.challenger = Challenger(current.model, info.rollout, info.canary_share)
+            return
+        if info.version == self.refused_challenger:
+            return
+        loaded = load_registry_version(self.client, self.name, info.version)
+        if not same_columns(self.columns, loaded.columns) or (self.task and loaded.served.task != self.task):
+            self.refused_challenger = info.version
+            raise ValueError(
+                f"challenger {self.name} v{info.version} expects other input columns or another task than this "
+                "service answers; it is not tried here (restart the service to try it)"
+            )
+        self.challenger = Challenger(loaded, info.rollout, info.canary_share)
+        logger.info("challenger %s v%s loaded (%s)", self.name, info.version, info.rollout)
+
     def _loop(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
             try:
                 self.check()
+                self.check_challenger()
                 self.last_error = None
                 delay = 1.0
             except Exception as exc:  # noqa: BLE001 - keep serving the current model whatever the registry does
@@ -245,6 +297,7 @@ class RegistrySource:
             "last_check": self.last_check,
             "last_error": self.last_error,
             "refused_version": self.refused_version,
+            "refused_challenger": self.refused_challenger,
         }
 
 
@@ -264,6 +317,7 @@ class BundleSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.current: LoadedModel | None = None
+        self.challenger: Challenger | None = None  # a bundle serves one model, never a rollout
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._load, name="bundle-load", daemon=True)
 

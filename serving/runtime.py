@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from components.core.config import PipelineConfig, ServingConfig
 from components.inference.inputs import inputs_from_records
-from components.inference.predlog import PredictionLog
+from components.inference.predlog import SHADOW_VERSION, PredictionLog
 from components.inference.scoring import InputError, Predictions
 from serving.batching import Job, MicroBatcher, Overloaded
-from serving.champion import BundleSource, LoadedModel, RegistrySource
+from serving.champion import BundleSource, Challenger, LoadedModel, RegistrySource
+from serving.rollout import ShadowScorer, inputs_for, key_share, pick, shadow_columns
 from serving.schema import Column
+
+logger = logging.getLogger("mlops.serving")
 
 # Queued rows beyond this many batches are answered 503 at once rather than after a timeout.
 QUEUED_BATCHES = 64
@@ -136,6 +141,7 @@ class ServiceRuntime:
             inline=self.answers_inline,
         )
         self.log = open_prediction_log(settings)
+        self.shadow = ShadowScorer(self.log) if self.log is not None else None
 
     def answers_inline(self, jobs: list[Job]) -> bool:
         """Whether a batch is answered on the event loop: a few rows through the compiled path take
@@ -176,35 +182,121 @@ class ServiceRuntime:
             raise InputError(f"the model cannot score these values: {exc}") from exc
         if not answer.finite:
             raise InputError("the model cannot score these values: the answers are not finite")
+        trial = self.source.challenger
+        if trial is not None and trial.rollout == "canary":
+            return self._canary(model, trial, jobs, rows, inputs, answer)
         if self.log is not None:  # queued as arrays; the writer thread builds the log rows
-            ids = [job.request_id for job in jobs for _ in job.rows]
-            id_column = self.id_column
-            extra = {id_column: [row[id_column] for row in rows]} if id_column is not None else None
-            self.log.append_batch(inputs.columns(), ids, model.version, answer.labels, answer.probabilities, extra)
+            ids, extra = self._log_keys(jobs, rows)
+            if trial is not None and self.shadow is not None:
+                self.shadow.submit(trial.model, rows, inputs, ids, (model.version, answer), extra)
+            else:
+                self.log.append_batch(inputs.columns(), ids, model.version, answer.labels, answer.probabilities, extra)
+        return self._split(jobs, [(model, answer)] * len(jobs))
+
+    def _log_keys(self, jobs: list[Job], rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any] | None]:
+        """Each row's request id, and the id column's values when the log keeps them."""
+        ids = [job.request_id for job in jobs for _ in job.rows]
+        id_column = self.id_column
+        return ids, ({id_column: [row[id_column] for row in rows]} if id_column is not None else None)
+
+    @staticmethod
+    def _split(jobs: list[Job], answered: list[tuple[LoadedModel, Predictions]]) -> list[Any]:
         out: list[Any] = []
         start = 0
-        for job in jobs:
+        for job, (model, answer) in zip(jobs, answered, strict=True):
             end = start + len(job.rows)
             out.append(Answer(model, answer, start, end))
             start = end
         return out
 
+    def _canary(
+        self,
+        model: LoadedModel,
+        trial: Challenger,
+        jobs: list[Job],
+        rows: list[dict[str, Any]],
+        inputs: Any,
+        answer: Predictions,
+    ) -> list[Any]:
+        """Answer the jobs whose key falls in the canary share with the challenger; both answers are
+        computed here and both logged. A challenger that cannot answer leaves it to the champion."""
+        key = self.settings.id_column
+        keys = [str(vars(job.rows[0]).get(key) if key and key in vars(job.rows[0]) else job.request_id) for job in jobs]
+        tried = [key_share(k) < trial.share for k in keys]
+        other: Predictions | None = None
+        try:
+            other = trial.model.served.predict_inputs(inputs_for(trial.model, rows, inputs))
+            if not other.finite:
+                raise InputError("its answers are not finite")
+        except Exception as exc:  # noqa: BLE001 - the champion answers instead
+            logger.error("canary challenger v%s could not answer: %s", trial.model.version, exc)
+            other, tried = None, [False] * len(jobs)
+        if self.log is not None:
+            mask = np.repeat(np.asarray(tried, dtype=bool), [len(job.rows) for job in jobs])
+            self._log_canary(jobs, rows, inputs, mask, (model, answer), (trial.model, other))
+        answered = [(trial.model, other) if t and other is not None else (model, answer) for t in tried]
+        return self._split(jobs, answered)
+
+    def _log_canary(
+        self,
+        jobs: list[Job],
+        rows: list[dict[str, Any]],
+        inputs: Any,
+        mask: np.ndarray,
+        champion: tuple[LoadedModel, Predictions],
+        challenger: tuple[LoadedModel, Predictions | None],
+    ) -> None:
+        """One log row per input: the answer served (`mask`: by the challenger) and the other one."""
+        assert self.log is not None
+        ids, extra = self._log_keys(jobs, rows)
+        (first, answer), (second, other) = champion, challenger
+        if other is None:
+            served, versions = answer, [first.version] * len(rows)
+            shadow = shadow_columns(second.version, None, len(rows))
+        else:
+            versions = list(np.where(mask, second.version, first.version))
+            served = Predictions(
+                pick(mask, answer.labels, other.labels),
+                pick(mask, answer.probabilities, other.probabilities),
+                answer.classes,
+            )
+            unserved = Predictions(
+                pick(mask, other.labels, answer.labels),
+                pick(mask, other.probabilities, answer.probabilities),
+                answer.classes,
+            )
+            shadow = shadow_columns("", unserved, len(rows))
+            shadow[SHADOW_VERSION] = list(np.where(mask, first.version, second.version))
+        self.log.append_batch(
+            inputs.columns(), ids, versions, served.labels, served.probabilities, {**(extra or {}), **shadow}
+        )
+
     def metadata(self) -> dict[str, Any]:
         """Which model answers, how it reloads, how requests batch and where predictions are logged."""
-        model = self.source.current
+        model, trial = self.source.current, self.source.challenger
         stats = self.log.stats() if self.log is not None else None
         return {
             "ready": model is not None,
             **(model.describe() if model is not None else {"model_name": self.settings.model_name}),
             "reload": self.source.describe(),
+            "challenger": None if trial is None else {**trial.describe(), **self._shadow_stats(trial)},
             "batching": vars(self.batcher.stats),
             "prediction_log": None
             if stats is None
             else {"directory": str(self.settings.predictions_dir), **vars(stats)},
         }
 
+    def _shadow_stats(self, trial: Challenger) -> dict[str, Any]:
+        if trial.rollout != "shadow":
+            return {}
+        if self.shadow is None:
+            return {"shadow": "not scored: this service keeps no prediction log to compare the answers in"}
+        return {"shadow": vars(self.shadow.stats)}
+
     def close(self) -> None:
         self.source.stop()
         self.batcher.close()
+        if self.shadow is not None:
+            self.shadow.close()
         if self.log is not None:
             self.log.close()

@@ -46,6 +46,9 @@ _TITLES = {
     "approved": "approved",
     "rejected": "rejected",
     "rollback": "rolled back",
+    "challenger_started": "challenger started",
+    "challenger_promoted": "challenger promoted to champion",
+    "challenger_retired": "challenger retired",
     "outside_move": "champion moved outside the project",
     "failed_run": "run failed",
 }

@@ -78,7 +78,7 @@ def _categories(column: str, values: pd.Series, problems: list[str]) -> np.ndarr
             problems.append(f"{column} must be a single value, got {values[nested].iloc[0]!r}")
             return None
     if isinstance(values.dtype, (pd.StringDtype, pd.ArrowDtype)):  # text read from Parquet or CSV: nulls known
-        return values.to_numpy(dtype=object, na_value=None)
+        return values.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]  # None is allowed
     categories = values.to_numpy(dtype=object, copy=True)
     categories[pd.isna(categories)] = None
     return categories

@@ -41,6 +41,12 @@ MODEL_VERSION = "_model_version"
 PREDICTION = "_prediction"
 PROBABILITY = "_probability"
 LOG_COLUMNS = (REQUEST_ID, LOGGED_AT, MODEL_VERSION, PREDICTION, PROBABILITY)
+# During a rollout, the answer of the other version (the challenger in shadow; in canary, the one
+# that did not answer), computed off the response path and logged on the same row.
+SHADOW_VERSION = "_shadow_version"
+SHADOW_PREDICTION = "_shadow_prediction"
+SHADOW_PROBABILITY = "_shadow_probability"
+SHADOW_COLUMNS = (SHADOW_VERSION, SHADOW_PREDICTION, SHADOW_PROBABILITY)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def log_frame(
     logged_at = pd.Timestamp(at or datetime.now(UTC)).tz_convert("UTC").tz_localize(None)
     columns[LOGGED_AT] = np.full(rows, np.datetime64(logged_at, "us"))
     columns[MODEL_VERSION] = np.full(rows, str(model_version), dtype=object)
-    columns[PREDICTION], columns[PROBABILITY] = _answers(labels, probabilities, rows)
+    columns[PREDICTION], columns[PROBABILITY] = answer_columns(labels, probabilities, rows)
     # One construction, object columns kept as objects (pandas 3 would infer Arrow strings):
     # this runs on the prediction thread for every batch.
     frame = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) for k, v in columns.items()})
@@ -119,7 +125,7 @@ class PredictionLog:
         self,
         features: pd.DataFrame | Mapping[str, np.ndarray],
         request_ids: Sequence[str],
-        model_version: str,
+        model_version: str | Sequence[str],
         labels: Sequence[Any],
         probabilities: Sequence[float],
         extra: Mapping[str, Sequence[Any]] | None = None,
@@ -337,8 +343,9 @@ def _batches_table(batches: list[tuple[Any, ...]]) -> pa.Table:
         parts[REQUEST_ID].append(np.asarray(request_ids, dtype=object))
         logged_at = pd.Timestamp(at).tz_convert("UTC").tz_localize(None)
         parts[LOGGED_AT].append(np.full(rows, np.datetime64(logged_at, "us")))
-        parts[MODEL_VERSION].append(np.full(rows, str(model_version), dtype=object))
-        predicted, probability = _answers(labels, probabilities, rows)
+        versions = [model_version] * rows if isinstance(model_version, str) else model_version  # one per row
+        parts[MODEL_VERSION].append(np.asarray([str(v) for v in versions], dtype=object))
+        predicted, probability = answer_columns(labels, probabilities, rows)
         parts[PREDICTION].append(predicted)
         parts[PROBABILITY].append(probability)
     arrays = {}
@@ -350,7 +357,7 @@ def _batches_table(batches: list[tuple[Any, ...]]) -> pa.Table:
     return pa.table(arrays)
 
 
-def _answers(labels: Sequence[Any], probabilities: Sequence[float], rows: int) -> tuple[np.ndarray, np.ndarray]:
+def answer_columns(labels: Sequence[Any], probabilities: Sequence[float], rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Classes as text with their probability; a regression model's numbers as numbers (no probability)."""
     if not len(probabilities):
         return np.asarray(labels, dtype="float64"), np.full(rows, np.nan)
@@ -382,3 +389,20 @@ def read_prediction_log(directory: Path, since: datetime | None = None) -> pd.Da
     if since is not None:
         frame = frame[frame[LOGGED_AT] >= pd.Timestamp(since)]
     return frame.sort_values(LOGGED_AT, kind="stable").reset_index(drop=True)
+
+
+def answers_of(frame: pd.DataFrame, version: str) -> pd.DataFrame:
+    """The log rows with `version`'s answers in `_prediction` / `_probability`: during a canary some
+    rows were answered by the other version, and `version`'s answer is in the shadow columns.
+    Rows `version` did not score keep what was served."""
+    if SHADOW_VERSION not in frame.columns or not len(frame):
+        return frame
+    other = (frame[MODEL_VERSION].astype(str) != str(version)) & (frame[SHADOW_VERSION].astype(str) == str(version))
+    if not other.any():
+        return frame
+    frame = frame.copy()
+    for served, shadow in ((MODEL_VERSION, SHADOW_VERSION), (PREDICTION, SHADOW_PREDICTION)):
+        frame[served] = frame[served].astype(object)
+        frame.loc[other, served] = frame.loc[other, shadow].astype(object)
+    frame.loc[other, PROBABILITY] = pd.to_numeric(frame.loc[other, SHADOW_PROBABILITY], errors="coerce")
+    return frame

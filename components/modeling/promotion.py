@@ -86,6 +86,7 @@ class Decision:
     champion_score: float | None
     checks: tuple[Check, ...] = ()
     awaiting_approval: bool = False  # passed every check; waits for `mlops approve` (set when applied)
+    challenger: bool = False  # passed every check; tried against the champion first (set when applied)
 
     @property
     def failed(self) -> tuple[Check, ...]:

@@ -91,7 +91,7 @@ def binary_threshold(log: pd.DataFrame) -> float:
     negative and the lowest answered positive (0.5 when only one class was answered), among the
     answers of the version logged last (another version may have had another threshold)."""
     if MODEL_VERSION in log.columns and LOGGED_AT in log.columns and len(log):
-        latest = log[MODEL_VERSION].loc[log[LOGGED_AT].idxmax()]
+        latest = log.sort_values(LOGGED_AT, kind="stable")[MODEL_VERSION].iloc[-1]
         log = log[log[MODEL_VERSION] == latest]
     groups = log.groupby(PREDICTION, sort=False)[PROBABILITY]
     if groups.ngroups != 2:

@@ -132,6 +132,7 @@ def promote(
         expected_champion=expected,
         lock_dir=release.workspace.root,
         approval=release.promotion.approval,
+        rollout=(release.promotion.rollout, release.promotion.canary_share),
     )
     return version, _outcome(applied, name, version, log)
 
@@ -139,6 +140,13 @@ def promote(
 def _outcome(applied: decisions.Applied, name: str, version: str, log: Log) -> Decision:
     """The decision as applied, logged: promoted, kept, raced, or waiting for approval."""
     decision = applied.decision
+    if applied.challenger:
+        log.info("%s v%s passed every check and is now the challenger: %s", name, version, decision.reason)
+        reason = (
+            "challenger: passed the gate; tried against the champion on live requests until "
+            f"`mlops monitor` promotes or retires it on labelled ones: {decision.reason}"
+        )
+        return replace(decision, promote=False, challenger=True, reason=reason)
     if applied.pending:
         log.info("%s v%s passed every check and waits for approval (mlops approve / mlops reject)", name, version)
         reason = f"ready, waiting for approval (mlops approve / mlops reject): {decision.reason}"

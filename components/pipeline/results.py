@@ -31,6 +31,7 @@ class TrainingResult:
     metric: str | None = None
     data: dict[str, Any] = field(default_factory=dict)  # the contract's judgement and the rows set aside
     awaiting_approval: bool = False  # passed the gate; `mlops approve` makes it champion
+    challenger: bool = False  # passed the gate; tried in shadow or canary before it may become champion
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

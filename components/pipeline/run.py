@@ -140,6 +140,8 @@ def run_training(
 def _outcome(result: TrainingResult) -> str:
     if result.dry_run:
         return "dry_run"
+    if result.challenger:
+        return "challenger"
     return "promoted" if result.promoted else "awaiting_approval" if result.awaiting_approval else "held_back"
 
 
@@ -152,6 +154,8 @@ def alert_outcome(alerter: Alerter, result: TrainingResult) -> None:
         alerter.send("promoted", f"v{version} is champion: {result.reason}", **facts)
     elif result.awaiting_approval:
         alerter.send("approval_pending", f"v{version} {result.reason}", **facts)
+    elif result.challenger:
+        alerter.send("challenger_started", f"v{version} is the challenger: {result.reason}", **facts)
     elif not result.dry_run:
         alerter.send("candidate_held", f"v{version} held back: {result.reason}", **facts)
     alerter.send("retraining_finished", f"training run {result.run_id}: {_outcome(result)}", **facts)
@@ -313,6 +317,7 @@ def _result(
         would_promote=promote,
         failed_checks=[c.name for c in decision.failed] if decision is not None else [],
         awaiting_approval=bool(decision is not None and decision.awaiting_approval),
+        challenger=bool(decision is not None and decision.challenger),
         task=trained.task.name,
         metric=trained.metric,
         data=trained.validated.summary(),

@@ -34,6 +34,7 @@ class Applied:
     outgoing: str | None = None
     raced: bool = False  # another run moved the champion first: the candidate was held
     pending: bool = False  # passed, and waits for `mlops approve` (promotion.approval: manual)
+    challenger: bool = False  # passed, and is tried against the champion first (promotion.rollout)
 
 
 def _check_tags(decision: Decision) -> dict[str, str]:
@@ -87,10 +88,12 @@ def apply_decision(
     lock_dir: Path,
     approval: str = "auto",
     via: str = "mlops run",
+    rollout: tuple[str, float] = ("direct", 0.0),
 ) -> Applied:
     """Tag the version with the decision and, for a promotion, move `champion` to it if the champion
     is still `expected_champion` (otherwise hold it and say why), or, under manual approval, mark
-    it ready."""
+    it ready. With a `rollout` (mode, canary share) other than direct and a champion serving, the
+    version becomes the challenger instead: approval, if manual, comes after its online test."""
     verdict = "promote" if decision.promote else "hold"
     registry.tag_version(
         client,
@@ -102,13 +105,17 @@ def apply_decision(
     if not decision.promote:
         return Applied(decision)
     audit = registry.Audit(decision.reason, via, evidence=f"runs:/{run_id}/decision.json")
-    if approval == "manual":
+    challenge = rollout[0] != "direct" and expected_champion is not None
+    if approval == "manual" and not challenge:
         registry.tag_version(
             client, model_name, version, {"approval": "pending", "approval.champion": expected_champion or ""}
         )
         registry.note_move(client, model_name, "ready", version, audit, lock_dir)
         return Applied(decision, pending=True)
     try:
+        if challenge:
+            _challenge(client, model_name, version, audit, str(expected_champion), lock_dir, rollout)
+            return Applied(decision, challenger=True)
         outgoing = registry.set_champion(
             client,
             model_name,
@@ -127,6 +134,25 @@ def apply_decision(
         registry.set_tags(run_id, {"decision": "hold", "decision.reason": reason})
         return Applied(replace(decision, promote=False, reason=str(exc)), raced=True)
     return Applied(decision, outgoing=outgoing)
+
+
+def _challenge(
+    client: Any,
+    name: str,
+    version: str,
+    audit: registry.Audit,
+    expected: str,
+    lock_dir: Path,
+    rollout: tuple[str, float],
+) -> None:
+    """Make the version the challenger of `expected` (`ChampionMoved` if the champion moved)."""
+    mode, share = rollout
+    tags = {
+        "rollout": mode,
+        "challenger_since": datetime.now(UTC).isoformat(timespec="seconds"),
+        "challenger_of": expected,
+    } | ({"canary_share": str(share)} if mode == "canary" else {})
+    registry.set_challenger(client, name, version, tags, expected_champion=expected, audit=audit, lock_dir=lock_dir)
 
 
 class NotPending(registry.RegistryError):
@@ -176,4 +202,9 @@ def reject(client: Any, name: str, version: str, reason: str, *, by: str, lock_d
     registry.tag_version(
         client, name, version, {"approval": "rejected", "rejected_by": by, "rejected_at": at, "approval.reason": reason}
     )
-    registry.note_move(client, name, "rejected", version, registry.Audit(reason, "mlops reject", by=by), lock_dir)
+    audit = registry.Audit(reason, "mlops reject", by=by)
+    trial = registry.get_challenger(client, name)
+    if trial is not None and trial.version == version:  # a challenger ready after its online test
+        registry.end_challenger(client, name, version, audit, tags={"challenger.ended": "rejected"}, lock_dir=lock_dir)
+        return
+    registry.note_move(client, name, "rejected", version, audit, lock_dir)

@@ -313,6 +313,7 @@ def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
             continue
         run = client.get_run(champion.run_id) if champion.run_id else None
         metrics = run.data.metrics if run else {}
+        trial = registry.get_challenger(client, model_name)
         rows.append(
             {
                 "name": model_name,
@@ -327,6 +328,9 @@ def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
                     if k.startswith("test_") and k != "test_rows"
                 },
                 "test_rows": int(metrics["test_rows"]) if "test_rows" in metrics else None,
+                "challenger": None
+                if trial is None
+                else {"version": trial.version, "rollout": trial.rollout, "since": trial.since},
             }
         )
     return rows

@@ -89,8 +89,9 @@ def history(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Every move of the model's aliases: promotions, approvals, rejections, rollbacks and moves made
-    outside the project (found and recorded now), with when, who, why and the evidence."""
+    """Every move of the model's aliases: promotions, challengers started and retired, approvals,
+    rejections, rollbacks and moves made outside the project (found and recorded now), with when,
+    who, why and the evidence."""
     from components.tracking.audit import check_trail
     from components.tracking.registry import history as trail
 
@@ -117,13 +118,23 @@ def history(
 
 
 def _table(model_name: str, moves: list[Any]) -> Table:
-    table = Table("when (UTC)", "what", "version", "champion after", "by", "why", title=f"{model_name}: history")
+    table = Table(
+        "when (UTC)",
+        "what",
+        "version",
+        "champion after",
+        "challenger after",
+        "by",
+        "why",
+        title=f"{model_name}: history",
+    )
     for move in moves:
         table.add_row(
             move.at[:19].replace("T", " "),
             move.action,
             f"v{move.version}" if move.version else "-",
             f"v{move.champion}" if move.champion else "-",
+            f"v{move.challenger}" if move.challenger else "-",
             move.by,
             move.reason + (f" [{move.evidence}]" if move.evidence else ""),
         )

@@ -103,11 +103,17 @@ def _champion_table(project: Any, champions: list[dict[str, Any]]) -> Table:
         table.add_row(
             row["name"] if row["configured"] else f"{row['name']} (ad hoc)",
             row.get("task") or "-",
-            row["version"] or "-",
+            (row["version"] or "-") + _challenger_note(row.get("challenger")),
             (row.get("promoted_at") or "-")[:16].replace("T", " "),
             "\n".join(_headline(row.get("metrics") or {}, row.get("task"), gate)),
         )
     return table
+
+
+def _challenger_note(trial: dict[str, Any] | None) -> str:
+    if not trial:
+        return ""
+    return f"\nchallenger v{trial['version']} ({trial['rollout']}, since {(trial['since'] or '?')[:16]})"
 
 
 HEADLINE = {

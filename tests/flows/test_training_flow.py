@@ -215,6 +215,7 @@ def test_cli_run_json_contract(trained) -> None:
         "dry_run",
         "would_promote",
         "awaiting_approval",
+        "challenger",
         "failed_checks",
         "task",
         "metric",

@@ -78,3 +78,40 @@ def test_a_rollback_racing_a_promotion_never_discards_the_new_champion_unseen(cl
     assert registry._alias_version(client, "loans", "champion") == "3"
     done = registry.rollback(client, "loans", "v3 is bad", expected="3", lock_dir=tmp_path)
     assert (done.restored, done.demoted) == ("2", "3")
+
+
+def test_a_challenger_starts_is_promoted_or_retired_and_every_move_is_in_the_trail(client, tmp_path: Path) -> None:
+    from components.tracking.registry import history
+
+    registry.set_champion(client, "loans", "1", {}, expected=None, lock_dir=tmp_path)
+    audit = registry.Audit("passed the gate", "mlops run")
+    with pytest.raises(registry.ChampionMoved, match="not made challenger"):
+        registry.set_challenger(client, "loans", "2", {}, expected_champion="3", audit=audit, lock_dir=tmp_path)
+    tags = {"rollout": "canary", "canary_share": "0.2", "challenger_since": "2026-12-01T00:00:00+00:00"}
+    assert registry.set_challenger(client, "loans", "2", tags, expected_champion="1", audit=audit) is None
+    trial = registry.get_challenger(client, "loans")
+    assert (trial.version, trial.rollout, trial.canary_share) == ("2", "canary", 0.2)
+    assert trial.since == tags["challenger_since"]
+    assert registry.set_challenger(client, "loans", "3", {}, expected_champion="1", audit=audit) == "2"
+    assert client.get_model_version("loans", "2").tags["challenger.ended"] == "superseded by v3"
+    assert registry.get_challenger(client, "loans").rollout == "shadow"  # untagged: shadow
+
+    with pytest.raises(registry.ChallengerMoved, match="the challenger is v3, not v2"):
+        registry.end_challenger(client, "loans", "2", registry.Audit("worse", "mlops monitor"))
+    registry.end_challenger(client, "loans", "3", registry.Audit("worse", "mlops monitor"), tags={"online_test": "x"})
+    assert registry.get_challenger(client, "loans") is None
+    assert client.get_model_version("loans", "3").tags["challenger.ended"] == "retired"
+
+    registry.set_challenger(client, "loans", "2", {}, expected_champion="1", audit=audit)
+    better = registry.Audit("better online", "mlops monitor")
+    registry.set_champion(client, "loans", "2", {}, expected="1", audit=better)
+    assert registry.get_challenger(client, "loans") is None  # promoted: its trial is over
+    moves = history.read(client, "loans")
+    assert [(m.action, m.version, m.champion, m.challenger) for m in moves] == [
+        ("promoted", "1", "1", None),
+        ("challenger_started", "2", "1", "2"),
+        ("challenger_started", "3", "1", "3"),
+        ("challenger_retired", "3", "1", None),
+        ("challenger_started", "2", "1", "2"),
+        ("promoted", "2", "2", None),
+    ]

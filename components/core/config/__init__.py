@@ -26,6 +26,7 @@ from components.core.config.modeling import (
     EvaluationConfig,
     MetricName,
     ModelConfig,
+    OnlineTestConfig,
     PromotionConfig,
     SearchConfig,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "MetricName",
     "ModelConfig",
     "MonitoringConfig",
+    "OnlineTestConfig",
     "PipelineConfig",
     "PredictionLogConfig",
     "PrefectConfig",

@@ -141,6 +141,23 @@ class EvaluationConfig(_Section):
     importance_max_rows: int = Field(default=20_000, ge=100)
 
 
+class OnlineTestConfig(_Section):
+    """Champion against challenger on the same labelled requests: an always-valid test (mSPRT on the
+    paired loss difference: log loss for classifiers, squared error for regressors), looked at by
+    every `mlops monitor`."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Error rate, however often the test is looked at.")
+    min_rows: int = Field(default=200, ge=2, description="No decision on fewer paired labels than this.")
+    max_rows: int = Field(
+        default=20_000, ge=2, description="With no difference proven after this many, the challenger is retired."
+    )
+    mixture: float = Field(
+        default=0.1,
+        gt=0,
+        description="The standardized effect size the test is most sensitive to (the mixture's width).",
+    )
+
+
 class PromotionConfig(_Section):
     """The gate: a candidate becomes champion only when every check passes."""
 
@@ -183,6 +200,20 @@ class PromotionConfig(_Section):
         default="auto",
         description="'manual': a candidate that passes stops at ready (approval pending) until "
         "`mlops approve` or `mlops reject`; 'auto': it becomes champion at once.",
+    )
+    rollout: Literal["direct", "shadow", "canary"] = Field(
+        default="direct",
+        description="What a candidate that passes the gate becomes while a champion serves: 'direct': the "
+        "champion at once; 'shadow': the `challenger`, scored by the service on every request off the "
+        "response path; 'canary': the challenger, answering `canary_share` of requests (sticky per request "
+        "key). `mlops monitor` then promotes or retires it on labelled requests (`online`).",
+    )
+    canary_share: float = Field(
+        default=0.1, gt=0, lt=1, description="With rollout 'canary': the share of request keys the challenger answers."
+    )
+    online: OnlineTestConfig = Field(
+        default_factory=lambda: OnlineTestConfig(),
+        description="The sequential test that ends a challenger period on labelled requests.",
     )
     latency_budget_ms: float = Field(
         default=250.0,

@@ -197,6 +197,9 @@ AlertEvent = Literal[
     "approved",
     "rejected",
     "rollback",
+    "challenger_started",
+    "challenger_promoted",
+    "challenger_retired",
     "outside_move",
     "failed_run",
 ]

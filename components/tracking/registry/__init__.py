@@ -3,7 +3,7 @@
 * `connection`: which tracking store (a user's server or the workspace's SQLite file) and its experiments;
 * `runs`: what a pipeline run records (params, metrics, tags, artifacts, nested trials);
 * `model_logging`: a fitted pipeline logged as an MLflow model;
-* `aliases`: registered versions and the `champion` alias (promotion, rollback);
+* `aliases`: registered versions and the `champion` and `challenger` aliases (promotion, rollback, rollout);
 * `history`: the audit trail of every alias move, kept as registered-model tags;
 * `loading`: models loaded without running foreign code, and local copies of them.
 """
@@ -11,19 +11,25 @@
 from __future__ import annotations
 
 from components.tracking.registry.aliases import (
+    CHALLENGER,
     CHAMPION,
     PREVIOUS_CHAMPION,
     Audit,
+    ChallengerInfo,
+    ChallengerMoved,
     ChampionInfo,
     ChampionMoved,
     Rollback,
     alias_lock,
     check_trail,
+    end_challenger,
+    get_challenger,
     get_champion,
     list_models,
     note_move,
     register_model,
     rollback,
+    set_challenger,
     set_champion,
     tag_version,
 )
@@ -75,6 +81,7 @@ from components.tracking.registry.runs import (
 )
 
 __all__ = [
+    "CHALLENGER",
     "CHAMPION",
     "MODEL_ARTIFACT",
     "PREVIOUS_CHAMPION",
@@ -84,6 +91,8 @@ __all__ = [
     "TRUSTED_TYPES",
     "TRUSTED_TYPE_PREFIXES",
     "Audit",
+    "ChallengerInfo",
+    "ChallengerMoved",
     "ChampionInfo",
     "ChampionMoved",
     "RegistryError",
@@ -96,9 +105,11 @@ __all__ = [
     "connect",
     "download_artifact",
     "download_model",
+    "end_challenger",
     "end_run",
     "ensure_experiment",
     "flatten_config",
+    "get_challenger",
     "get_champion",
     "git_commit",
     "is_embedded",
@@ -119,6 +130,7 @@ __all__ = [
     "register_model",
     "rollback",
     "run_metrics",
+    "set_challenger",
     "set_champion",
     "set_tags",
     "signature_frame",

@@ -1,4 +1,5 @@
-"""Registered versions and the `champion` alias: registering, promoting, rolling back, tagging."""
+"""Registered versions and their aliases: registering, promoting, rolling back, tagging, and the
+`challenger` a rollout (shadow or canary) tries against the champion before it may replace it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
+CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,18 @@ class Audit:
     by: str = ""
     action: str = "promoted"  # what set_champion records: promoted, or approved
 
-    def move(self, action: str, version: str | None, champion: str | None, previous: str | None) -> history.Move:
+    def move(
+        self,
+        action: str,
+        version: str | None,
+        champion: str | None,
+        previous: str | None,
+        challenger: str | None = None,
+    ) -> history.Move:
         by = self.by or history.actor()
-        return history.Move(action, version, champion, previous, by, self.reason, self.via, self.evidence)
+        return history.Move(
+            action, version, champion, previous, by, self.reason, self.via, self.evidence, challenger=challenger
+        )
 
 
 def check_trail(client: MlflowClient, name: str, lock_dir: Path | None = None) -> history.Move | None:
@@ -104,8 +115,13 @@ def check_trail(client: MlflowClient, name: str, lock_dir: Path | None = None) -
 
 
 def _reconcile(client: MlflowClient, name: str) -> history.Move | None:
-    champion = _alias_version(client, name, CHAMPION)
-    return history.reconcile(client, name, champion, _alias_version(client, name, PREVIOUS_CHAMPION))
+    champion, previous, challenger = _aliases(client, name)
+    return history.reconcile(client, name, champion, previous, challenger=challenger)
+
+
+def _aliases(client: MlflowClient, name: str) -> tuple[str | None, str | None, str | None]:
+    """Where champion, previous-champion and challenger point now."""
+    return tuple(_alias_version(client, name, a) for a in (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER))  # type: ignore[return-value]
 
 
 def note_move(
@@ -114,10 +130,7 @@ def note_move(
     """Record an act that leaves the aliases where they are (a candidate ready, a rejection)."""
     with alias_lock(lock_dir):
         _reconcile(client, name)
-        champion = _alias_version(client, name, CHAMPION)
-        return history.record(
-            client, name, audit.move(action, version, champion, _alias_version(client, name, PREVIOUS_CHAMPION))
-        )
+        return history.record(client, name, audit.move(action, version, *_aliases(client, name)))
 
 
 class ChampionMoved(RegistryError):
@@ -180,9 +193,10 @@ def set_champion(
         now = _alias_version(client, name, CHAMPION)
         if now != version:
             raise ChampionMoved(f"{name}: another run moved champion to v{now} while v{version} was being promoted")
+        if _alias_version(client, name, CHALLENGER) == version:  # a challenger promoted: its trial is over
+            client.delete_registered_model_alias(name, CHALLENGER)
         audit = audit or Audit("promoted", "set_champion")
-        previous = _alias_version(client, name, PREVIOUS_CHAMPION)
-        history.record(client, name, audit.move(audit.action, version, version, previous))
+        history.record(client, name, audit.move(audit.action, version, *_aliases(client, name)))
     return outgoing
 
 
@@ -230,7 +244,7 @@ def rollback(
         now = _alias_version(client, name, CHAMPION)
         if now != previous:
             raise ChampionMoved(f"{name}: another process moved champion to v{now} during the rollback")
-        history.record(client, name, Audit(reason, via).move("rollback", previous, previous, current))
+        history.record(client, name, Audit(reason, via).move("rollback", previous, *_aliases(client, name)))
     note = f"{at}: {reason}"[:5000]
     client.set_model_version_tag(name, current, "rolled_back", note)
     client.set_model_version_tag(name, previous, "restored_by_rollback", note)
@@ -245,3 +259,88 @@ def list_models(client: MlflowClient) -> list[str]:
 def tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
+
+
+class ChallengerMoved(RegistryError):
+    """The challenger is no longer the version the caller judged."""
+
+
+@dataclass(frozen=True)
+class ChallengerInfo:
+    """The version the `challenger` alias points at, and how the service tries it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+
+    @property
+    def rollout(self) -> str:
+        return self.tags.get("rollout", "shadow")
+
+    @property
+    def since(self) -> str | None:
+        return self.tags.get("challenger_since")
+
+    @property
+    def canary_share(self) -> float:
+        return float(self.tags.get("canary_share") or 0.0)
+
+
+def get_challenger(client: MlflowClient, name: str) -> ChallengerInfo | None:
+    version = _alias_version(client, name, CHALLENGER)
+    if version is None:
+        return None
+    found = client.get_model_version(name, version)
+    return ChallengerInfo(name, version, found.run_id, dict(found.tags or {}))
+
+
+def set_challenger(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    tags: dict[str, str],
+    *,
+    expected_champion: str | None,
+    audit: Audit,
+    lock_dir: Path | None = None,
+) -> str | None:
+    """Point `challenger` at `version` (tagged with how it is tried: rollout, canary_share, since),
+    if the champion is still the one it was judged against; returns the challenger it replaced
+    (tagged as superseded). Recorded in the trail as `challenger_started`."""
+    with alias_lock(lock_dir):
+        _reconcile(client, name)
+        champion = _alias_version(client, name, CHAMPION)
+        if champion != expected_champion:
+            raise ChampionMoved(
+                f"{name}: champion is now v{champion}, not v{expected_champion} as when v{version} was evaluated; "
+                "not made challenger (a new run will compare against the current champion)"
+            )
+        replaced = _alias_version(client, name, CHALLENGER)
+        tag_version(client, name, version, tags)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        if replaced is not None and replaced != version:
+            tag_version(client, name, replaced, {"challenger.ended": f"superseded by v{version}"})
+        history.record(client, name, audit.move("challenger_started", version, *_aliases(client, name)))
+    return replaced if replaced != version else None
+
+
+def end_challenger(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    audit: Audit,
+    *,
+    tags: dict[str, str] | None = None,
+    lock_dir: Path | None = None,
+) -> None:
+    """Retire the challenger `version` (the alias is removed; the version keeps its tags and why).
+    `ChallengerMoved` if the alias points elsewhere now."""
+    with alias_lock(lock_dir):
+        _reconcile(client, name)
+        current = _alias_version(client, name, CHALLENGER)
+        if current != version:
+            raise ChallengerMoved(f"{name}: the challenger is {f'v{current}' if current else 'absent'}, not v{version}")
+        client.delete_registered_model_alias(name, CHALLENGER)
+        tag_version(client, name, version, {"challenger.ended": "retired", **(tags or {})})
+        history.record(client, name, audit.move("challenger_retired", version, *_aliases(client, name)))

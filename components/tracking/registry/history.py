@@ -48,6 +48,7 @@ class Move:
     """One entry of the trail."""
 
     action: str  # promoted | ready | approved | rejected | rollback | outside_move | first_seen
+    #              | challenger_started | challenger_retired (a challenger promoted is `promoted`)
     version: str | None  # the version acted on
     champion: str | None  # where `champion` points after this
     previous_champion: str | None
@@ -56,6 +57,7 @@ class Move:
     via: str = ""  # the command or flow that acted
     evidence: str | None = None  # runs:/<run id>, or another link to what the decision rested on
     at: str = ""
+    challenger: str | None = None  # where `challenger` points after this
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +111,12 @@ def serving_at(moves: list[Move], at: datetime) -> Move | None:
 
 
 def reconcile(
-    client: MlflowClient, name: str, champion: str | None, previous: str | None, moves: list[Move] | None = None
+    client: MlflowClient,
+    name: str,
+    champion: str | None,
+    previous: str | None,
+    moves: list[Move] | None = None,
+    challenger: str | None = None,
 ) -> Move | None:
     """Record where the aliases are when the trail does not explain it; returns the move recorded.
 
@@ -122,7 +129,8 @@ def reconcile(
         if champion is None:
             return None
         note = f"v{champion} was champion before this trail began"
-        return record(client, name, Move("first_seen", champion, champion, previous, actor(), note, "reconcile"))
+        first = Move("first_seen", champion, champion, previous, actor(), note, "reconcile", challenger=challenger)
+        return record(client, name, first)
     last = moves[-1]
     if last.champion == champion:
         return None
@@ -131,4 +139,5 @@ def reconcile(
         f"({last.action} at {last.at}) left it at v{last.champion}: moved by hand (e.g. in the MLflow UI), "
         "by another tool, or by a process that died before recording its move"
     )
-    return record(client, name, Move("outside_move", champion, champion, previous, OUTSIDE, reason, "reconcile"))
+    moved = Move("outside_move", champion, champion, previous, OUTSIDE, reason, "reconcile", challenger=challenger)
+    return record(client, name, moved)

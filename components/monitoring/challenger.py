@@ -1,0 +1,192 @@
+"""The end of a challenger period: champion and challenger on the same labelled requests.
+
+The service logged both versions' answers on each request of the rollout (one served, the other in
+the `_shadow_*` columns). Once labels arrive (the label files monitoring reads, without the rows the
+label queue picked for being uncertain: those are not a sample of the traffic), each request the two
+versions both answered gives one paired loss difference, computed from the two registered models'
+full answers to the logged inputs (log loss for classifiers, squared error for regressors), in the
+order the requests came. `sequential.compare` decides on them: promote, retire or keep collecting,
+valid however often monitoring looks (an always-valid test, see `components.modeling.sequential`).
+
+`settle` applies the verdict in the registry: a promotion moves `champion` (or, under
+`promotion.approval: manual`, marks the challenger ready for `mlops approve`), a retirement removes
+the `challenger` alias; both are recorded in the model's trail with the evidence file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components.core.config import OnlineTestConfig
+from components.core.files import write_text_atomic
+from components.inference.predlog import (
+    LOGGED_AT,
+    MODEL_VERSION,
+    SHADOW_PREDICTION,
+    SHADOW_VERSION,
+    read_prediction_log,
+)
+from components.inference.scoring import ModelSchema, coerce_rows
+from components.modeling.sequential import Comparison, OnlineTest, compare, paired_losses
+from components.modeling.tasks import Task, labeled_target
+from components.tracking import registry
+
+
+@dataclass(frozen=True)
+class Trial:
+    """Where a challenger period stands after one look."""
+
+    model_name: str
+    champion: str
+    challenger: str
+    rollout: str
+    verdict: str  # promote | retire | continue | waiting (for approval)
+    reason: str
+    paired_rows: int  # requests both answered
+    labelled_rows: int  # ... of which labels arrived
+    comparison: dict[str, Any] | None = None
+    action: str = "none"  # promoted | ready | retired | none: what `settle` did
+    evidence: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_rows(log: pd.DataFrame, champion: str, challenger: str) -> pd.DataFrame:
+    """The log rows both versions answered (one served, the other scored beside it), oldest first."""
+    if SHADOW_VERSION not in log.columns or not len(log):
+        return log.iloc[0:0]
+    served, shadow = log[MODEL_VERSION].astype(str), log[SHADOW_VERSION].astype(str)
+    both = ((served == champion) & (shadow == challenger)) | ((served == challenger) & (shadow == champion))
+    both &= log[SHADOW_PREDICTION].notna()
+    return log[both].sort_values(LOGGED_AT, kind="stable")
+
+
+def _truth(labels: pd.Series, classes: list[Any]) -> np.ndarray:
+    """Each label's index among `classes` (-1 where it is none of them)."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    return np.asarray([index.get(str(v), -1) for v in labeled_target(labels)], dtype="int64")
+
+
+def differences(
+    rows: pd.DataFrame, labels: pd.Series, task: Task, champion: Any, challenger: Any
+) -> tuple[np.ndarray, str]:
+    """loss(champion) - loss(challenger) per labelled row, and a note on rows left out."""
+    first = task.output(champion, coerce_rows(rows, ModelSchema.of(champion)))
+    second = task.output(challenger, coerce_rows(rows, ModelSchema.of(challenger)))
+    if not task.classification:
+        truth = pd.to_numeric(labels, errors="coerce").to_numpy(dtype="float64")
+        return paired_losses("regression", truth, first, second), ""
+    classes = [str(c) for c in champion.classes_]
+    theirs = [str(c) for c in challenger.classes_]
+    if sorted(classes) != sorted(theirs):
+        raise ValueError(f"champion and challenger know different classes: {classes} and {theirs}")
+    second = second[:, [theirs.index(c) for c in classes]]
+    truth = _truth(labels, list(champion.classes_))
+    known = truth >= 0
+    note = f"; {int((~known).sum())} label(s) of classes neither model knows left out" if not known.all() else ""
+    return paired_losses(task.name, truth[known], first[known], second[known]), note
+
+
+def judge(
+    log: pd.DataFrame,
+    labels: pd.DataFrame | None,
+    versions: tuple[str, str],
+    models: tuple[Any, Any],
+    task: Task,
+    keys: tuple[str | None, str],
+    test: OnlineTestConfig,
+) -> tuple[Comparison | None, int, int, str]:
+    """The online test on the labelled requests both `versions` (champion, challenger) answered.
+    `keys`: the id column labels join on, and the target. Returns the comparison (None without
+    labels), the paired rows, the labelled ones and a note."""
+    (champion, challenger), (id_column, target) = versions, keys
+    rows = paired_rows(log, champion, challenger)
+    if not len(rows):
+        return (
+            None,
+            0,
+            0,
+            (
+                "no request answered by both yet (the service scores the challenger once it has loaded it and "
+                "keeps a prediction log: see its /metadata)"
+            ),
+        )
+    if labels is None:
+        return None, len(rows), 0, "no labels for the requests both versions answered yet"
+    if id_column is None or id_column not in rows.columns:
+        return None, len(rows), 0, "labels join the prediction log on data.id_column: set it and send it"
+    rows = rows.drop_duplicates(subset=[id_column], keep="first")
+    known = labels.dropna(subset=[target]).drop_duplicates(subset=[id_column], keep="last")
+    joined = rows.merge(known[[id_column, target]], on=id_column, how="inner", suffixes=("", "_label"))
+    column = f"{target}_label" if f"{target}_label" in joined.columns else target
+    if not len(joined):
+        return None, len(rows), 0, "no labels for the requests both versions answered yet"
+    diffs, note = differences(joined, joined[column], task, *models)
+    settings = OnlineTest(alpha=test.alpha, min_rows=test.min_rows, max_rows=test.max_rows, mixture=test.mixture)
+    return compare(diffs, settings), len(rows), len(joined), note
+
+
+def look(
+    workspace_predictions: Path,
+    labels: pd.DataFrame | None,
+    info: registry.ChallengerInfo,
+    champion: tuple[str, Any],
+    challenger_model: Any,
+    task: Task,
+    keys: tuple[str | None, str],
+    test: OnlineTestConfig,
+) -> Trial:
+    """Read the prediction log since the challenger started and judge it (nothing applied yet)."""
+    since = datetime.fromisoformat(info.since) if info.since else None
+    log = read_prediction_log(workspace_predictions, since=since)
+    versions = (champion[0], info.version)
+    comparison, paired, labelled, note = judge(log, labels, versions, (champion[1], challenger_model), task, keys, test)
+    if info.tags.get("approval") == "pending":
+        verdict, reason = "waiting", "passed its online test; waiting for approval (mlops approve / mlops reject)"
+    elif comparison is None:
+        verdict, reason = "continue", f"{paired:,} request(s) answered by both; {note}"
+    else:
+        verdict, reason = comparison.verdict, comparison.reason + note
+    return Trial(
+        info.name,
+        champion[0],
+        info.version,
+        info.rollout,
+        verdict,
+        reason,
+        paired,
+        labelled,
+        comparison.as_dict() if comparison is not None else None,
+    )
+
+
+def settle(client: Any, trial: Trial, *, approval: str, lock_dir: Path, folder: Path) -> Trial:
+    """Write the evidence and apply the verdict: promote (or mark ready), retire, or nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    evidence = folder / f"challenger-v{trial.challenger}.json"
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    write_text_atomic(evidence, json.dumps({**trial.as_dict(), "at": at}, indent=2, default=str))
+    trial = Trial(**{**trial.as_dict(), "evidence": str(evidence)})
+    name, version = trial.model_name, trial.challenger
+    audit = registry.Audit(trial.reason, "mlops monitor (online test)", str(evidence))
+    if trial.verdict == "retire":
+        registry.end_challenger(client, name, version, audit, tags={"online_test": trial.reason}, lock_dir=lock_dir)
+        return Trial(**{**trial.as_dict(), "action": "retired"})
+    if trial.verdict != "promote":
+        return trial
+    if approval == "manual":
+        tags = {"approval": "pending", "approval.champion": trial.champion, "online_test": trial.reason}
+        registry.tag_version(client, name, version, tags)
+        registry.note_move(client, name, "ready", version, audit, lock_dir)
+        return Trial(**{**trial.as_dict(), "action": "ready"})
+    tags = {"promoted_at": at, "online_test": trial.reason, "decision": "promote", "promoted": "true"}
+    registry.set_champion(client, name, version, tags, expected=trial.champion, lock_dir=lock_dir, audit=audit)
+    return Trial(**{**trial.as_dict(), "action": "promoted"})

@@ -1,0 +1,61 @@
+"""The challenger's online test, as a task of the monitoring flow: it reads the prediction log and
+the labels, and promotes, retires or keeps the challenger (`components.monitoring.challenger`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from components.core.alerts import Alerter
+from components.core.config import PipelineConfig
+from components.core.workspace import Workspace
+from components.modeling.tasks import Task
+from components.monitoring import challenger, monitor
+from components.monitoring.labelqueue import label_sources
+from components.tracking import registry
+
+
+@task(name="judge_challenger", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def judge_challenger_task(
+    config: PipelineConfig, model_name: str, champion: tuple[str, Any], task_: Task
+) -> dict[str, Any] | None:
+    """Where the model's challenger stands (None without one), after applying the test's verdict.
+    `champion`: its version and loaded model."""
+    logger = get_run_logger()
+    workspace = Workspace.at(config.home)
+    client = registry.connect(workspace)
+    info = registry.get_challenger(client, model_name)
+    if info is None:
+        return None
+    cache = workspace.model_cache(model_name, info.version)
+    model = registry.load_model(str(registry.download_model(model_name, info.version, cache / "model", info.run_id)))
+    target, id_column = config.data.target, config.data.id_column
+    labels = monitor.read_labels(label_sources(config, model_name), id_column, str(target)) if target else None
+    keys = (id_column, str(target))
+    trial = challenger.look(
+        workspace.predictions / model_name, labels, info, champion, model, task_, keys, config.promotion.online
+    )
+    try:
+        trial = challenger.settle(
+            client,
+            trial,
+            approval=config.promotion.approval,
+            lock_dir=workspace.root,
+            folder=workspace.monitoring / model_name,
+        )
+    except (registry.ChampionMoved, registry.ChallengerMoved) as exc:
+        logger.warning("challenger v%s: verdict %s not applied: %s", info.version, trial.verdict, exc)
+        return {**trial.as_dict(), "action": "none", "reason": f"{trial.reason}; not applied: {exc}"}
+    logger.info("challenger v%s (%s): %s: %s", info.version, info.rollout, trial.verdict, trial.reason)
+    event = {"promoted": "challenger_promoted", "retired": "challenger_retired", "ready": "approval_pending"}
+    if trial.action in event:
+        Alerter(config.alerts, model_name, workspace.alerts).send(
+            event[trial.action],
+            f"v{info.version} {trial.action}: {trial.reason}",
+            challenger=info.version,
+            champion=trial.champion,
+            evidence=trial.evidence,
+        )
+    return trial.as_dict()

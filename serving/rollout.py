@@ -1,0 +1,162 @@
+"""The challenger beside the champion: scored in shadow off the response path, or answering a canary.
+
+In shadow the champion answers every request; the batch's inputs and the champion's answer go to a
+`ShadowScorer`, whose own thread scores them with the challenger and queues one log row per input
+with both answers (`_model_version` / `_prediction` / `_probability`: what was served; the
+`_shadow_*` columns: the challenger's). The response never waits for the challenger: when the
+scorer falls behind by more than `max_pending_rows`, a batch is logged with the champion's answer
+only and counted as skipped, and a challenger that fails to score is counted, not raised.
+
+In canary a stable hash of the request key (the id column's value, else the request id) sends a
+share of keys to the challenger, always the same ones; both answers are computed on the path
+(through the compiled path that costs tens of microseconds) and logged the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zlib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from components.inference.inputs import Inputs, inputs_from_records
+from components.inference.predlog import (
+    SHADOW_PREDICTION,
+    SHADOW_PROBABILITY,
+    SHADOW_VERSION,
+    PredictionLog,
+    answer_columns,
+)
+from components.inference.scoring import Predictions
+from serving.champion import LoadedModel
+
+logger = logging.getLogger("mlops.serving")
+
+
+def key_share(key: str) -> float:
+    """Where a request key falls in [0, 1): stable across processes and restarts (CRC-32)."""
+    return zlib.crc32(key.encode("utf-8")) / 2**32
+
+
+def inputs_for(model: LoadedModel, rows: Sequence[Mapping[str, Any]], inputs: Inputs) -> Inputs:
+    """The champion's checked inputs when the challenger reads the same column kinds; else its own."""
+    schema = model.served.schema
+    if (schema.numeric, schema.categorical) == (inputs.numeric_names, inputs.categorical_names):
+        return inputs
+    return inputs_from_records(rows, schema.numeric, schema.categorical)
+
+
+def shadow_columns(version: str, answer: Predictions | None, rows: int) -> dict[str, Any]:
+    """The other version's answer as log columns (nulls when it could not answer)."""
+    if answer is None:
+        return {SHADOW_VERSION: [version] * rows, SHADOW_PREDICTION: [None] * rows, SHADOW_PROBABILITY: [None] * rows}
+    predicted, probability = answer_columns(answer.labels, answer.probabilities, rows)
+    return {SHADOW_VERSION: [version] * rows, SHADOW_PREDICTION: predicted, SHADOW_PROBABILITY: probability}
+
+
+def pick(mask: np.ndarray, first: Sequence[Any], second: Sequence[Any]) -> list[Any]:
+    """Per row, `second`'s value where `mask`, else `first`'s (empty for a regressor's probabilities)."""
+    if not len(first) and not len(second):
+        return []
+    return [b if m else a for a, b, m in zip(first, second, mask, strict=True)]
+
+
+@dataclass
+class ShadowStats:
+    scored_rows: int = 0
+    skipped_rows: int = 0  # logged with the champion's answer only: the scorer was behind
+    failed_rows: int = 0  # the challenger could not score them
+    pending_rows: int = 0
+    last_error: str | None = None
+
+
+class ShadowScorer:
+    """Scores the champion's batches with the challenger on its own thread, then logs both answers."""
+
+    def __init__(self, log: PredictionLog, max_pending_rows: int = 20_000) -> None:
+        self.log = log
+        self.max_pending_rows = max_pending_rows
+        self.stats = ShadowStats()
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="shadow-scorer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        challenger: LoadedModel,
+        rows: Sequence[Mapping[str, Any]],
+        inputs: Inputs,
+        ids: Sequence[str],
+        served: tuple[str, Predictions],
+        extra: dict[str, Any] | None,
+    ) -> None:
+        """Queue one answered batch for the challenger; never blocks on its scoring."""
+        with self._lock:
+            behind = self.stats.pending_rows + inputs.rows > self.max_pending_rows
+            if not behind:
+                self._pending.append((challenger, rows, inputs, ids, served, extra))
+                self.stats.pending_rows += inputs.rows
+            else:
+                self.stats.skipped_rows += inputs.rows
+        if behind:
+            version, answer = served
+            self.log.append_batch(inputs.columns(), ids, version, answer.labels, answer.probabilities, extra)
+        else:
+            self._wake.set()
+
+    def _loop(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+        while not self._stopped.is_set() or self._pending:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        break
+                    item = self._pending.popleft()
+                self._score(*item)
+
+    def _score(
+        self,
+        challenger: LoadedModel,
+        rows: Sequence[Mapping[str, Any]],
+        inputs: Inputs,
+        ids: Sequence[str],
+        served: tuple[str, Predictions],
+        extra: dict[str, Any] | None,
+    ) -> None:
+        answer: Predictions | None = None
+        try:
+            answer = challenger.served.predict_inputs(inputs_for(challenger, rows, inputs))
+        except Exception as exc:  # noqa: BLE001 - the challenger's failure never reaches a client
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self.stats.last_error:
+                logger.error("challenger v%s could not score a batch: %s", challenger.version, message)
+            self.stats.last_error = message
+        version, champion = served
+        columns = shadow_columns(challenger.version, answer, inputs.rows)
+        self.log.append_batch(
+            inputs.columns(), ids, version, champion.labels, champion.probabilities, {**(extra or {}), **columns}
+        )
+        with self._lock:
+            self.stats.pending_rows -= inputs.rows
+            if answer is None:
+                self.stats.failed_rows += inputs.rows
+            else:
+                self.stats.scored_rows += inputs.rows
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Score what is queued, then stop (before the prediction log closes)."""
+        self._stopped.set()
+        self._wake.set()
+        self._thread.join(timeout)
