@@ -9,7 +9,10 @@ registry, contract and data, so the user's champion is never touched:
    with the champion's reference and, since the batch's labels arrive with it, measures decay;
 3. an accepted batch joins the training window (the last `window` accepted batches; older ones
    move to an archive folder), a rejected one goes to quarantine;
-4. on a retraining verdict the training flow runs on the window and its gate decides.
+4. on a retraining verdict the training flow runs on the window and its gate decides;
+5. with `rollout="shadow"`, a candidate the gate passes becomes the challenger: the next batches
+   are served with it in shadow (both answers in the prediction log, the batch's labels arriving in
+   the labels folder), and the monitoring flow's online test promotes or retires it.
 
 The champion's figure on each batch (accuracy for the loan stream, R² for the trip stream) is
 measured as it arrives (before any retraining on it), beside that of the pipeline's recipe trained
@@ -24,14 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from components.core.config import PipelineConfig
 from components.core.workspace import Workspace
+from components.inference.predlog import PredictionLog
 from components.monitoring import monitor
 from components.simulation import ctsim
 from components.tracking import registry
 
 
-def simulation_config(base: PipelineConfig, home: Path, trials: int, stream: ctsim.Stream) -> PipelineConfig:
+def simulation_config(
+    base: PipelineConfig, home: Path, trials: int, stream: ctsim.Stream, rollout: str = "direct"
+) -> PipelineConfig:
     """The user's settings, pointed at the simulation's workspace and stream, and kept quick."""
     data = base.model_dump()
     data["home"] = str(home)
@@ -47,7 +55,14 @@ def simulation_config(base: PipelineConfig, home: Path, trials: int, stream: cts
     data["search"] = {**data["search"], "trials": trials, "workers": 1, "dask_address": None, "metric": None}
     data["evaluation"] = {**data["evaluation"], "plots": False, "slices": ()}
     data["label_review"] = {**data["label_review"], "enabled": False}
-    data["promotion"] = {**data["promotion"], "metric": stream.gate_metric, "min_score": None, "floors": {}}
+    promotion: dict[str, Any] = {
+        "metric": stream.gate_metric,
+        "min_score": None,
+        "floors": {},
+        "rollout": rollout,
+        "approval": "auto",
+    }
+    data["promotion"] = {**data["promotion"], **promotion}
     return PipelineConfig.model_validate(data)
 
 
@@ -72,6 +87,7 @@ class _Replay:
     rows: int
     window: int
     served_models: dict[str, Any] = field(default_factory=dict)  # each champion version loaded once
+    displaced: str | None = None  # the champion the last online test replaced
 
     @property
     def window_dir(self) -> Path:
@@ -100,6 +116,9 @@ class _Replay:
                 stream, planned.scenario, self.config, 2 * self.rows, seed, batch_index=1000 + planned.index
             )
             served_score, best_score = ctsim.score(stream, served, frame), ctsim.score(stream, best, frame)
+        trial = registry.get_challenger(self.client, stream.name)
+        if trial is not None and planned.kind != "corrupted":
+            self._shadow(frame, planned.index, (champion.version, served), trial.version)
         result = monitoring_flow(self.config, data=str(path), retrain="off")
         row = ctsim.TimelineRow(
             batch=planned.index,
@@ -115,6 +134,10 @@ class _Replay:
             realized=result.decay["current"] if result.decay else None,
             estimated=result.estimated["current"] if result.estimated else None,
         )
+        if trial is not None and planned.kind != "corrupted":
+            self._note_trial(row, frame, trial.version, champion.version, result.challenger)
+        if self.displaced not in (None, champion.version) and served_score is not None:
+            row.displaced_score = ctsim.score(stream, self._served(self.displaced), frame)
         if result.verdict == "rejected":
             quarantine = self.home / "quarantine"
             quarantine.mkdir(exist_ok=True)
@@ -134,7 +157,36 @@ class _Replay:
         trained = training_flow(self.config)
         row.retrained = True
         row.promoted = trained.model_version if trained.promoted else None
-        row.detail = f"{row.detail}; {'promoted' if trained.promoted else 'held back'}: {trained.reason}"
+        row.started = trained.model_version if trained.challenger else None
+        outcome = "promoted" if trained.promoted else "challenger" if trained.challenger else "held back"
+        row.detail = f"{row.detail}; {outcome}: {trained.reason}"
+
+    def _shadow(self, frame: pd.DataFrame, index: int, champion: tuple[str, Any], challenger: str) -> None:
+        """The batch served with the challenger in shadow (both answers in the prediction log), and its
+        labels arriving in the folder monitoring reads."""
+        stream = self.stream
+        log = ctsim.shadow_log(stream, frame, champion, (challenger, self._served(challenger)))
+        writer = PredictionLog(self.workspace.predictions / stream.name, flush_seconds=3600)
+        writer.append(log)
+        writer.close()
+        labels = self.workspace.labels / stream.name
+        labels.mkdir(parents=True, exist_ok=True)
+        frame[[stream.id_column, stream.target]].to_parquet(labels / f"batch_{100 + index:04d}.parquet", index=False)
+
+    def _note_trial(
+        self, row: ctsim.TimelineRow, frame: pd.DataFrame, challenger: str, champion: str, trial: dict[str, Any] | None
+    ) -> None:
+        """The challenger's figure on the batch and the online test's verdict (a promotion included)."""
+        row.challenger = challenger
+        row.challenger_score = ctsim.score(self.stream, self._served(challenger), frame)
+        if trial is None:
+            return
+        comparison = trial.get("comparison") or {}
+        interval = f" [{comparison['low']:+.4f}, {comparison['high']:+.4f}]" if comparison else ""
+        action = trial["action"] if trial["action"] != "none" else trial["verdict"]
+        row.online = f"{action} after {trial['labelled_rows']:,} labels{interval}"
+        if trial["action"] == "promoted":
+            row.promoted, self.displaced = challenger, champion
 
 
 def simulate_ct(
@@ -149,6 +201,7 @@ def simulate_ct(
     window: int = 2,
     trials: int = 5,
     stream: ctsim.Stream = ctsim.STREAMS["classification"],
+    rollout: str = "direct",
     on_row: Callable[[ctsim.TimelineRow], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[list[ctsim.TimelineRow], list[ctsim.Goal]]:
@@ -157,7 +210,7 @@ def simulate_ct(
     plan = ctsim.plan_batches(batches, drift_at=drift_at, concept_at=concept_at, corrupt_at=corrupt_at)
     if home.exists() and any(home.iterdir()):
         raise FileExistsError(f"{home} is not empty: the simulation needs a workspace of its own")
-    config = simulation_config(base, home, trials, stream)
+    config = simulation_config(base, home, trials, stream, rollout)
     workspace = Workspace.at(home).ensure()
     window_dir, incoming = home / "data" / "window", home / "data" / "incoming"
     for folder in (window_dir, incoming):

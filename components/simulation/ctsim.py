@@ -166,6 +166,11 @@ class TimelineRow:
     detail: str = ""
     realized: float | None = None  # the gate metric on the batch's labels (monitoring's decay check)
     estimated: float | None = None  # ... as estimated without them (CBPE, classifiers)
+    started: str | None = None  # a challenger started by this batch's retraining (promotion.rollout)
+    challenger: str | None = None  # the challenger tried on this batch, in shadow
+    challenger_score: float | None = None  # ... its figure on the batch
+    online: str = ""  # the online test's verdict on the labels so far, and what was done
+    displaced_score: float | None = None  # the figure of the champion an online test replaced, on this batch
 
     @property
     def gap(self) -> float | None:
@@ -223,6 +228,7 @@ def check_goals(rows: Sequence[TimelineRow], plan: Sequence[PlannedBatch], figur
             )
         )
     goals += _estimate_goal(rows)
+    goals += rollout_goals(rows)
     expected = {b for onset in starts for b in (onset, onset + 1)}
     false_retrains = [r.batch for r in rows if r.retrained and r.batch not in expected]
     goals.append(
@@ -259,4 +265,77 @@ def _estimate_goal(rows: Sequence[TimelineRow]) -> list[Goal]:
             met,
             f"{detail}; estimated minus realized by batch (points): {everywhere}",
         )
+    ]
+
+
+def shadow_log(
+    stream: Stream, frame: pd.DataFrame, champion: tuple[str, Any], challenger: tuple[str, Any]
+) -> pd.DataFrame:
+    """A batch's rows as the service logs them during a shadow: the champion's answers served, the
+    challenger's in the shadow columns."""
+    from components.inference.predlog import (
+        SHADOW_PREDICTION,
+        SHADOW_PROBABILITY,
+        SHADOW_VERSION,
+        answer_columns,
+        log_frame,
+    )
+    from components.inference.scoring import predict_frame
+
+    features = frame.drop(columns=[stream.target])
+    served, shadow = predict_frame(champion[1], features), predict_frame(challenger[1], features)
+    ids = [f"replay-{i}" for i in features[stream.id_column]]
+    log = log_frame(features, ids, champion[0], served.labels, served.probabilities)
+    predicted, probability = answer_columns(shadow.labels, shadow.probabilities, len(features))
+    log[SHADOW_VERSION] = challenger[0]
+    log[SHADOW_PREDICTION], log[SHADOW_PROBABILITY] = predicted, probability
+    return log
+
+
+SWITCH_TOLERANCE = 0.005
+
+
+def rollout_goals(rows: Sequence[TimelineRow]) -> list[Goal]:
+    """With challengers (promotion.rollout: shadow): none promoted that does worse than the champion
+    it replaced on the following batches; a better one promoted within two labelled batches."""
+    started = [r for r in rows if r.started]
+    if not started:
+        return []
+    promoted = [r for r in rows if r.online.startswith("promoted")]
+    worse = [
+        f"batch {r.batch}: {100 * (r.served_score - r.displaced_score):+.1f}"
+        for r in rows
+        if r.displaced_score is not None
+        and r.served_score is not None
+        and r.served_score < r.displaced_score - SWITCH_TOLERANCE
+    ]
+    following = [r for r in rows if r.displaced_score is not None]
+    late = []
+    for start in started:
+        trial = [r for r in rows if r.challenger == start.started]
+        better = bool(trial) and (trial[0].challenger_score or 0.0) > (trial[0].served_score or 0.0)
+        when = [r.batch for r in rows if r.online.startswith("promoted") and r.challenger == start.started]
+        if better and not (when and when[0] <= start.batch + 2):
+            outcome = f"promoted at batch {when[0]}" if when else "not promoted"
+            late.append(f"v{start.started} (started at batch {start.batch}): {outcome}")
+    return [
+        Goal(
+            "no challenger promoted that does worse than the champion it replaced on the following batches",
+            not worse,
+            (
+                f"{len(promoted)} promoted; "
+                + (
+                    ", ".join(worse)
+                    if worse
+                    else f"ahead or within {100 * SWITCH_TOLERANCE:.1f} points on {len(following)} following batch(es)"
+                )
+            )
+            if promoted
+            else "no challenger promoted",
+        ),
+        Goal(
+            "a better challenger promoted within two labelled batches",
+            not late,
+            ", ".join(late) if late else f"{len(started)} challenger(s) started, {len(promoted)} promoted",
+        ),
     ]

@@ -33,6 +33,21 @@ if TYPE_CHECKING:
     from components.core.config import PipelineConfig
 
 
+class RolloutChoice(StrEnum):
+    direct = "direct"
+    shadow = "shadow"
+
+
+RolloutOption = Annotated[
+    RolloutChoice,
+    typer.Option(
+        "--rollout",
+        help="direct: a candidate the gate passes is promoted at once; shadow: it becomes the challenger, "
+        "served in shadow on the next batches until the online test on their labels promotes or retires it.",
+    ),
+]
+
+
 class StreamChoice(StrEnum):
     loans = "loans"
     trips = "trips"
@@ -116,6 +131,7 @@ def simulate_ct(
         Path | None,
         typer.Option("--home", help="The simulation's own workspace (default: <workspace>/simulate-ct/<time>)."),
     ] = None,
+    rollout: RolloutOption = RolloutChoice.direct,
     as_json: Annotated[bool, typer.Option("--json", help="Print the timeline and goals as one line of JSON.")] = False,
 ) -> None:
     """Replay K generated batches through monitor -> (retrain -> gate -> promote) and print the timeline.
@@ -124,7 +140,8 @@ def simulate_ct(
     --corrupt-at. Runs in a workspace of its own (a separate registry), never touching your champion.
     Goals: the corrupted batch is rejected; each shift is detected within one batch; after it, served
     accuracy (R² for regression) is within 2 points of a model trained on the batch's own distribution;
-    no retraining on stable batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
+    no retraining on stable batches; with --rollout shadow, no worse challenger promoted, a better one
+    within two labelled batches. Exit status: 0 all goals met, 4 a goal missed, 1 an error.
     """
     from components.simulation.ctsim import STREAMS
 
@@ -138,10 +155,9 @@ def simulate_ct(
     _prefect_api(config, workspace)
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(variable, None)  # the simulation's registry is its own workspace's, never a shared server
-    view = _TimelineView(
-        stream, f"continuous training of {stream.name} ({task}), {batches} batches of {rows:,} rows ({sim_home})"
-    )
-    replay = _ReplayOptions(batches, rows, drift_at, concept_at, corrupt_at, window, trials)
+    title = f"continuous training of {stream.name} ({task}), {batches} batches of {rows:,} rows ({sim_home})"
+    view = _TimelineView(stream, title, rollout=rollout == RolloutChoice.shadow)
+    replay = _ReplayOptions(batches, rows, drift_at, concept_at, corrupt_at, window, trials, str(rollout))
     timeline, goals = _replay(config, sim_home, stream, replay, view.show)
     _print_goals(view.table, timeline, goals, sim_home, as_json)
 
@@ -157,6 +173,7 @@ class _ReplayOptions:
     corrupt_at: int | None
     window: int
     trials: int
+    rollout: str = "direct"
 
     def scenario(self) -> dict[str, int | None]:
         """Where each scenario starts: as given, the default when not (None), none when negative."""
@@ -174,9 +191,10 @@ class _ReplayOptions:
 class _TimelineView:
     """Each replayed batch as a line on stderr while it runs, and as a row of the table printed at the end."""
 
-    def __init__(self, stream: Any, title: str) -> None:
-        self.figure, self.metric = stream.figure, stream.gate_metric
+    def __init__(self, stream: Any, title: str, rollout: bool = False) -> None:
+        self.figure, self.metric, self.rollout = stream.figure, stream.gate_metric, rollout
         self.table = Table(title=title)
+        trial = (f"challenger {self.figure}", "online test") if rollout else ()
         for column in (
             "batch",
             "scenario",
@@ -189,6 +207,7 @@ class _TimelineView:
             f"best {self.figure}",
             "gap (pts)",
             f"{stream.gate_metric} realized / estimated",
+            *trial,
         ):
             self.table.add_column(
                 column,
@@ -204,7 +223,8 @@ class _TimelineView:
             f"batch {row.batch:>2} {row.kind:<15} {row.validation:<8} {row.drift:<9} "
             f"{'retrained' if row.retrained else '':<9} {('v' + row.promoted) if row.promoted else '':<4} "
             f"served v{row.served_version} {self.figure} {acc(row.served_score)} best {acc(row.best_score)} {gap}"
-            + (f" {self.metric} {acc(row.realized)} est. {acc(row.estimated)}" if row.estimated is not None else ""),
+            + (f" {self.metric} {acc(row.realized)} est. {acc(row.estimated)}" if row.estimated is not None else "")
+            + (f" challenger {_trial_cell(row, acc)} {row.online}" if row.challenger or row.started else ""),
             highlight=False,
             soft_wrap=True,
         )
@@ -220,7 +240,15 @@ class _TimelineView:
             acc(row.best_score),
             gap,
             f"{acc(row.realized)} / {acc(row.estimated) or '-'}" if row.realized is not None else "",
+            *((_trial_cell(row, acc), row.online) if self.rollout else ()),
         )
+
+
+def _trial_cell(row: Any, acc: Callable[[float | None], str]) -> str:
+    """The challenger tried on the batch and its figure, or the one started after it."""
+    if row.challenger:
+        return f"v{row.challenger} {acc(row.challenger_score)}"
+    return f"v{row.started} started" if row.started else ""
 
 
 def _replay(
@@ -243,6 +271,7 @@ def _replay(
             window=options.window,
             trials=options.trials,
             stream=stream,
+            rollout=options.rollout,
             on_row=show,
             log=lambda message: err.print(message, highlight=False),
         ),

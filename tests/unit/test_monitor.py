@@ -278,3 +278,31 @@ def test_an_estimated_decay_counts_only_when_the_policy_allows() -> None:
     )
     report.verdict, report.reason = "stable", ""
     assert monitor.decide(report, [], MonitoringConfig(estimated_decay=False)).verdict == "stable"
+
+
+def test_rollout_goals_judge_promoted_challengers_against_the_champions_they_replaced() -> None:
+    def row(batch: int, **fields):
+        base = ctsim.TimelineRow(batch, "stable", "passed", "stable", False, None, "1", 0.80, 0.82)
+        for name, value in fields.items():
+            setattr(base, name, value)
+        return base
+
+    assert ctsim.rollout_goals([row(0), row(1)]) == []  # no challenger: nothing to judge
+    good = [
+        row(0, retrained=True, started="2"),
+        row(1, challenger="2", challenger_score=0.83, online="promoted after 2,000 labels", promoted="2"),
+        row(2, served_version="2", served_score=0.83, displaced_score=0.80),
+    ]
+    assert all(g.met for g in ctsim.rollout_goals(good)), ctsim.rollout_goals(good)
+    worse_after = [*good[:2], row(2, served_version="2", served_score=0.78, displaced_score=0.80)]
+    assert [g.met for g in ctsim.rollout_goals(worse_after)] == [False, True]
+    slow = [
+        good[0],
+        row(1, challenger="2", challenger_score=0.83, online="continue after 90 labels"),
+        row(2, challenger="2", challenger_score=0.83, online="continue after 180 labels"),
+        row(3, challenger="2", challenger_score=0.83, online="promoted after 270 labels", promoted="2"),
+    ]
+    late = ctsim.rollout_goals(slow)[1]
+    assert not late.met and "promoted at batch 3" in late.detail
+    retired = [good[0], row(1, challenger="2", challenger_score=0.79, online="retired after 2,000 labels")]
+    assert all(g.met for g in ctsim.rollout_goals(retired))  # a worse one retired: both goals hold
