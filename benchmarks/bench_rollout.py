@@ -123,6 +123,7 @@ def _measure(bench: Any, args: argparse.Namespace, stack: ExitStack) -> dict[str
         trial.start("shadow")
         before = (_wait_for(server, "shadow")["challenger"].get("shadow") or {}).copy()
         run = load(server, "/predict", bench.ours_bodies, 1, args.c1_duration, args.warmup, bench.env)
+        time.sleep(1.0)  # the shadow scores what was queued (every 0.25 s)
         after = _metadata(server)["challenger"].get("shadow") or {}
         runs.setdefault("with shadow c=1", []).append(run)
         counters.append({k: after.get(k, 0) - before.get(k, 0) for k in ("scored_rows", "skipped_rows", "failed_rows")})

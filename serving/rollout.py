@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from components.inference.inputs import Inputs, inputs_from_records
+from components.inference.inputs import Inputs, concat_inputs, inputs_from_records
 from components.inference.predlog import (
     SHADOW_PREDICTION,
     SHADOW_PROBABILITY,
@@ -76,11 +76,16 @@ class ShadowStats:
 
 
 class ShadowScorer:
-    """Scores the champion's batches with the challenger on its own thread, then logs both answers."""
+    """Scores the champion's batches with the challenger on its own thread, then logs both answers.
 
-    def __init__(self, log: PredictionLog, max_pending_rows: int = 20_000) -> None:
+    The thread wakes every `coalesce_seconds` and scores everything queued since in one call: a
+    wake-up per request made the thread take Python's lock right when the event loop wanted it for
+    the next request, adding a third of a millisecond to every answer at concurrency 1."""
+
+    def __init__(self, log: PredictionLog, max_pending_rows: int = 20_000, coalesce_seconds: float = 0.25) -> None:
         self.log = log
         self.max_pending_rows = max_pending_rows
+        self.coalesce_seconds = coalesce_seconds
         self.stats = ShadowStats()
         self._pending: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
@@ -109,7 +114,7 @@ class ShadowScorer:
         if behind:
             version, answer = served
             self.log.append_batch(inputs.columns(), ids, version, answer.labels, answer.probabilities, extra)
-        else:
+        elif not self._wake.is_set():
             self._wake.set()
 
     def _loop(self) -> None:
@@ -118,23 +123,24 @@ class ShadowScorer:
         threadpool_limits(limits=1)
         while not self._stopped.is_set() or self._pending:
             self._wake.wait(0.5)
+            self._stopped.wait(self.coalesce_seconds)  # let a few requests' worth gather
             self._wake.clear()
-            while True:
-                with self._lock:
-                    if not self._pending:
-                        break
-                    item = self._pending.popleft()
-                self._score(*item)
+            with self._lock:
+                items = list(self._pending)
+                self._pending.clear()
+            for group in _groups(items):
+                self._score(group)
 
-    def _score(
-        self,
-        challenger: LoadedModel,
-        rows: Sequence[Mapping[str, Any]],
-        inputs: Inputs,
-        ids: Sequence[str],
-        served: tuple[str, Predictions],
-        extra: dict[str, Any] | None,
-    ) -> None:
+    def _score(self, group: list[tuple[Any, ...]]) -> None:
+        """One predict and one log append for queued batches of the same versions and log columns."""
+        challenger: LoadedModel = group[0][0]
+        version = group[0][4][0]
+        rows = [row for item in group for row in item[1]]
+        inputs = concat_inputs([item[2] for item in group])
+        ids = [i for item in group for i in item[3]]
+        labels = [v for item in group for v in item[4][1].labels]
+        probabilities = [v for item in group for v in item[4][1].probabilities]
+        extra = {k: [v for item in group for v in item[5][k]] for k in group[0][5]} if group[0][5] else {}
         answer: Predictions | None = None
         try:
             answer = challenger.served.predict_inputs(inputs_for(challenger, rows, inputs))
@@ -143,11 +149,8 @@ class ShadowScorer:
             if message != self.stats.last_error:
                 logger.error("challenger v%s could not score a batch: %s", challenger.version, message)
             self.stats.last_error = message
-        version, champion = served
         columns = shadow_columns(challenger.version, answer, inputs.rows)
-        self.log.append_batch(
-            inputs.columns(), ids, version, champion.labels, champion.probabilities, {**(extra or {}), **columns}
-        )
+        self.log.append_batch(inputs.columns(), ids, version, labels, probabilities, {**extra, **columns})
         with self._lock:
             self.stats.pending_rows -= inputs.rows
             if answer is None:
@@ -160,3 +163,18 @@ class ShadowScorer:
         self._stopped.set()
         self._wake.set()
         self._thread.join(timeout)
+
+
+def _groups(items: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """Consecutive queued batches that can be scored together: the same challenger, champion
+    version, input columns and log columns."""
+    groups: list[list[tuple[Any, ...]]] = []
+    last: tuple[Any, ...] | None = None
+    for item in items:
+        key = (id(item[0]), item[4][0], item[2].numeric_names, item[2].categorical_names, tuple(item[5] or ()))
+        if key == last:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+            last = key
+    return groups

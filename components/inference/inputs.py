@@ -58,6 +58,20 @@ class Inputs:
         return not np.isinf(self.numeric).any()
 
 
+def concat_inputs(parts: Sequence[Inputs]) -> Inputs:
+    """Several checked batches of the same columns as one (their indexes dropped)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return Inputs(
+        sum(p.rows for p in parts),
+        first.numeric_names,
+        np.vstack([p.numeric for p in parts]),
+        first.categorical_names,
+        tuple(np.concatenate(column) for column in zip(*(p.categorical for p in parts), strict=True)),
+    )
+
+
 def _numbers(column: str, values: pd.Series, problems: list[str]) -> np.ndarray | None:
     if pd.api.types.is_bool_dtype(values.dtype) or not pd.api.types.is_numeric_dtype(values.dtype):
         converted = numbers_from_text(values, force=True)

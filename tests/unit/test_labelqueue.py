@@ -71,7 +71,7 @@ def test_in_shadow_the_rows_where_the_versions_disagree_come_first_with_both_ans
     frame = read_prediction_log(tmp_path / "log")
     result = _queue(frame, tmp_path, size=3)
     queued = pd.read_csv(result.path)
-    assert list(queued["loan_id"])[0] == 2 and set(queued["loan_id"]) == {1, 2, 4}
+    assert queued["loan_id"].iloc[0] == 2 and set(queued["loan_id"]) == {1, 2, 4}
     assert "disagree" in result.strategy
     row = queued.set_index("loan_id").loc[2]
     assert (row["_answer"], row[SHADOW_PREDICTION], row[SHADOW_VERSION]) == (1, 0, 4)

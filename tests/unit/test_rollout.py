@@ -129,3 +129,26 @@ def test_no_verdict_without_labels_or_an_id_column() -> None:
     assert "data.id_column" in note
     _, paired, _, note = challenger.judge(_log(), labels, ("1", "9"), (None, None), task, ("loan_id", "default"), test)
     assert paired == 0 and "prediction log" in note
+
+
+def test_batches_queued_together_are_scored_in_one_call_and_each_logged(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    class Counting(_Served):
+        def predict_inputs(self, inputs):
+            calls.append(inputs.rows)
+            return Predictions([1] * inputs.rows, [0.7 + 0.01 * i for i in range(inputs.rows)], [0, 1])
+
+    log = PredictionLog(tmp_path, flush_seconds=60)
+    scorer = ShadowScorer(log, coalesce_seconds=0.5)
+    challenger = _Version("2", Counting(0.0))
+    for name in ("x", "y", "z"):
+        champion = Predictions([0, 1], [0.1, 0.9], [0, 1])
+        scorer.submit(challenger, ROWS, _inputs(), [name, name], ("1", champion), {"loan_id": [f"{name}1", f"{name}2"]})
+    scorer.close()
+    log.close()
+    assert calls == [6]
+    frame = read_prediction_log(tmp_path)
+    assert frame["loan_id"].tolist() == ["x1", "x2", "y1", "y2", "z1", "z2"]
+    assert frame[SHADOW_PROBABILITY].tolist() == pytest.approx([0.7 + 0.01 * i for i in range(6)])
+    assert frame[PROBABILITY].tolist() == [0.1, 0.9] * 3 and frame["region"].isna().tolist() == [False, True] * 3
