@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from components.inference.compiled import WALK_MAX_ROWS
 from components.inference.inputs import Inputs, concat_inputs, inputs_from_records
 from components.inference.predlog import (
     SHADOW_PREDICTION,
@@ -36,6 +37,8 @@ from components.inference.scoring import Predictions
 from serving.champion import LoadedModel
 
 logger = logging.getLogger("mlops.serving")
+
+GROUP_ROWS = WALK_MAX_ROWS  # rows scored in one call by the shadow
 
 
 def key_share(key: str) -> float:
@@ -165,16 +168,19 @@ class ShadowScorer:
         self._thread.join(timeout)
 
 
-def _groups(items: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+def _groups(items: list[tuple[Any, ...]], max_rows: int = GROUP_ROWS) -> list[list[tuple[Any, ...]]]:
     """Consecutive queued batches that can be scored together: the same challenger, champion
-    version, input columns and log columns."""
+    version, input columns and log columns, up to `max_rows` rows (a tree model then walks its
+    trees in compiled code that releases Python's lock, so the event loop never waits on it)."""
     groups: list[list[tuple[Any, ...]]] = []
     last: tuple[Any, ...] | None = None
+    rows = 0
     for item in items:
         key = (id(item[0]), item[4][0], item[2].numeric_names, item[2].categorical_names, tuple(item[5] or ()))
-        if key == last:
+        if key == last and rows + item[2].rows <= max_rows:
             groups[-1].append(item)
+            rows += item[2].rows
         else:
             groups.append([item])
-            last = key
+            last, rows = key, item[2].rows
     return groups
