@@ -155,7 +155,7 @@ def alert_outcome(alerter: Alerter, result: TrainingResult) -> None:
     elif result.awaiting_approval:
         alerter.send("approval_pending", f"v{version} {result.reason}", **facts)
     elif result.challenger:
-        alerter.send("challenger_started", f"v{version} is the challenger: {result.reason}", **facts)
+        alerter.send("challenger_started", f"v{version}: {result.reason}", **facts)
     elif not result.dry_run:
         alerter.send("candidate_held", f"v{version} held back: {result.reason}", **facts)
     alerter.send("retraining_finished", f"training run {result.run_id}: {_outcome(result)}", **facts)

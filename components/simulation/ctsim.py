@@ -216,9 +216,13 @@ def check_goals(rows: Sequence[TimelineRow], plan: Sequence[PlannedBatch], figur
             )
         )
         promoted = [r.batch for r in segment if r.promoted]
-        after = [r for r in segment if promoted and r.batch > promoted[0] and r.gap is not None]
-        recovered = bool(after) and all(r.gap <= RECOVERY_POINTS for r in after)  # type: ignore[operator]
-        gaps = ", ".join(f"batch {r.batch}: {100 * r.gap:+.1f}" for r in after)  # type: ignore[operator]
+        after = [(r.batch, r.gap) for r in segment if promoted and r.batch > promoted[0] and r.gap is not None]
+        trial = [r for r in segment if promoted and r.batch == promoted[0] and r.online.startswith("promoted")]
+        if trial and trial[0].challenger_score is not None and trial[0].best_score is not None:
+            # A challenger promoted on this batch's labels was scored on it in shadow: its figure counts.
+            after.insert(0, (trial[0].batch, trial[0].best_score - trial[0].challenger_score))
+        recovered = bool(after) and all(gap <= RECOVERY_POINTS for _, gap in after)
+        gaps = ", ".join(f"batch {b}: {100 * gap:+.1f}" for b, gap in after)
         goals.append(
             Goal(
                 f"after the shift at batch {onset}, served {label} within {within} of the best achievable",

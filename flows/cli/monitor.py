@@ -105,7 +105,21 @@ def _print_verdict(result: MonitorResult) -> None:
         err.print(f"report: {result.report_html}", highlight=False, soft_wrap=True)
     if result.retraining == "ran" and result.training:
         t = result.training
-        verdict = "promoted" if t.get("promoted") else "held back"
-        err.print(f"retrained: v{t.get('model_version')} {verdict}: {t.get('reason')}", highlight=False, soft_wrap=True)
+        verdict = (
+            "promoted: "
+            if t.get("promoted")
+            else ""
+            if t.get("challenger") or t.get("awaiting_approval")
+            else "held back: "
+        )
+        err.print(f"retrained: v{t.get('model_version')} {verdict}{t.get('reason')}", highlight=False, soft_wrap=True)
     elif result.retraining == "event":
         err.print("retraining requested: emitted mlops.retrain.requested", highlight=False)
+    if result.challenger:
+        trial = result.challenger
+        done = f" ({trial['action']})" if trial["action"] != "none" else ""
+        err.print(
+            f"challenger v{trial['challenger']} ({trial['rollout']}): {trial['verdict']}{done}: {trial['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.cli.common import ConfigOption, ModelOption, _fail, _model, _reachable_store, _workspace, err, out
@@ -135,8 +136,8 @@ def _table(model_name: str, moves: list[Any]) -> Table:
             f"v{move.version}" if move.version else "-",
             f"v{move.champion}" if move.champion else "-",
             f"v{move.challenger}" if move.challenger else "-",
-            move.by,
-            move.reason + (f" [{move.evidence}]" if move.evidence else ""),
+            escape(move.by),
+            escape(move.reason + (f" [{move.evidence}]" if move.evidence else "")),  # text, never markup
         )
     return table
 

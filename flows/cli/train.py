@@ -144,9 +144,15 @@ def _print_trained(result: TrainingResult) -> None:
             highlight=False,
         )
     else:
-        verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]held back[/]"
+        verdict = (
+            "[green]promoted to champion[/]: "
+            if result.promoted
+            else ""  # the reason says "ready, waiting for approval" or "challenger"
+            if result.awaiting_approval or result.challenger
+            else "[yellow]held back[/]: "
+        )
         err.print(
-            f"{result.model_name} v{result.model_version} ({result.task}): {verdict}: {result.reason}\n"
+            f"{result.model_name} v{result.model_version} ({result.task}): {verdict}{result.reason}\n"
             f"MLflow run {result.run_id}",
             highlight=False,
         )

@@ -170,3 +170,5 @@ def test_shadow_then_canary_promote_and_retire_on_labelled_requests(prefect_api,
         ("challenger_retired", "1", "2", None),
     ]
     assert moves[3]["reason"] == "online test read" and moves[5]["via"] == "mlops monitor (online test)"
+    table = CliRunner().invoke(app, ["history", "--config", str(config_path)])  # evidence paths in brackets
+    assert table.exit_code == 0 and "challenger-v1.json" in table.stdout.replace("\n", ""), table.output

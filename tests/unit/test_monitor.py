@@ -306,3 +306,35 @@ def test_rollout_goals_judge_promoted_challengers_against_the_champions_they_rep
     assert not late.met and "promoted at batch 3" in late.detail
     retired = [good[0], row(1, challenger="2", challenger_score=0.79, online="retired after 2,000 labels")]
     assert all(g.met for g in ctsim.rollout_goals(retired))  # a worse one retired: both goals hold
+
+
+def test_a_challenger_promoted_on_a_batch_s_labels_counts_its_shadow_figure_there() -> None:
+    plan = ctsim.plan_batches(6, drift_at=2, concept_at=None, corrupt_at=None)
+
+    def row(batch: int, **fields):
+        base = ctsim.TimelineRow(batch, plan[batch].kind, "passed", "stable", False, None, "1", 0.80, 0.80)
+        for name, value in fields.items():
+            setattr(base, name, value)
+        return base
+
+    timeline = [
+        row(0),
+        row(1),
+        row(2, drift="watching", served_score=0.74, best_score=0.77),
+        row(3, drift="retrain", retrained=True, started="2", served_score=0.74, best_score=0.77),
+        row(
+            4,
+            served_score=0.74,
+            best_score=0.77,
+            challenger="2",
+            challenger_score=0.765,
+            online="promoted after 4,000 labels",
+            promoted="2",
+        ),
+        row(5, served_version="2", served_score=0.765, best_score=0.77),
+    ]
+    recovery = next(g for g in ctsim.check_goals(timeline, plan) if g.name.startswith("after the shift"))
+    assert recovery.met and "batch 4: +0.5" in recovery.detail, recovery
+    last = timeline[:5]  # the promotion on the segment's last batch: its shadow figure is what is judged
+    recovery = next(g for g in ctsim.check_goals(last, plan[:5]) if g.name.startswith("after the shift"))
+    assert recovery.met and recovery.detail.endswith("batch 4: +0.5"), recovery
