@@ -1,6 +1,6 @@
 """The continuous-training loop end to end, as `mlops simulate-ct` runs it with its defaults: a
 corrupted batch refused, covariate and concept shifts detected and retrained on, no retraining on
-stable batches, for a classification and a regression stream."""
+stable batches, for a classification and a regression stream, and with challengers in shadow."""
 
 from __future__ import annotations
 
@@ -13,13 +13,18 @@ from typer.testing import CliRunner
 from flows.cli import app
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
-def test_the_loop_meets_every_goal(task: str, prefect_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("task", "rollout"), [("classification", "direct"), ("regression", "direct"), ("classification", "shadow")]
+)
+def test_the_loop_meets_every_goal(
+    task: str, rollout: str, prefect_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.settings import PREFECT_API_URL
 
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "ws"))
-    result = CliRunner().invoke(app, ["simulate-ct", "--task", task, "--home", str(tmp_path / "sim"), "--json"])
+    args = ["simulate-ct", "--task", task, "--rollout", rollout, "--home", str(tmp_path / "sim"), "--json"]
+    result = CliRunner().invoke(app, args)
     data = json.loads(result.stdout.strip().splitlines()[-1])
     missed = [f"{g['name']}: {g['detail']}" for g in data["goals"] if not g["met"]]
     assert result.exit_code == 0 and not missed, missed
@@ -27,3 +32,7 @@ def test_the_loop_meets_every_goal(task: str, prefect_api, tmp_path: Path, monke
     assert validation[6] == "rejected" and list(validation.values()).count("rejected") == 1  # only the corrupt one
     promoted = [row["batch"] for row in data["timeline"] if row["promoted"]]
     assert len(promoted) == 2 and 4 <= promoted[0] < 8 <= promoted[1]  # one retraining per shift
+    if rollout == "shadow":  # each promotion came from a challenger's online test, at most two batches on
+        started = [row["batch"] for row in data["timeline"] if row["started"]]
+        assert len(started) == 2 and all(0 < p - s <= 2 for s, p in zip(started, promoted, strict=True))
+        assert all(row["online"].startswith("promoted") for row in data["timeline"] if row["promoted"])
