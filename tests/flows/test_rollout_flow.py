@@ -73,6 +73,8 @@ def _service(config_path: Path, patch: pytest.MonkeyPatch):
     patch.delenv("MLOPS_MODEL_NAME", raising=False)
     patch.setenv("MLOPS__SERVING__RELOAD_SECONDS", "0.5")
     patch.setenv("MLOPS__SERVING__PREDICTION_LOG__FLUSH_SECONDS", "0.2")
+    # One process holds one Prometheus registry: the serving tests' own service registers BentoML's metrics.
+    patch.setenv("MLOPS__SERVING__METRICS", "false")
     from serving.service import create_service, settings_from_environment
 
     return create_service(settings_from_environment())
