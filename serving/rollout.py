@@ -54,12 +54,14 @@ def inputs_for(model: LoadedModel, rows: Sequence[Mapping[str, Any]], inputs: In
     return inputs_from_records(rows, schema.numeric, schema.categorical)
 
 
-def shadow_columns(version: str, answer: Predictions | None, rows: int) -> dict[str, Any]:
-    """The other version's answer as log columns (nulls when it could not answer)."""
+def shadow_columns(version: str | Sequence[str], answer: Predictions | None, rows: int) -> dict[str, Any]:
+    """The other version's answer as log columns (nulls when it could not answer); `version`: one
+    for every row, or each row's (a canary's unserved answers come from either version)."""
+    versions = [version] * rows if isinstance(version, str) else list(version)
     if answer is None:
-        return {SHADOW_VERSION: [version] * rows, SHADOW_PREDICTION: [None] * rows, SHADOW_PROBABILITY: [None] * rows}
+        return {SHADOW_VERSION: versions, SHADOW_PREDICTION: [None] * rows, SHADOW_PROBABILITY: [None] * rows}
     predicted, probability = answer_columns(answer.labels, answer.probabilities, rows)
-    return {SHADOW_VERSION: [version] * rows, SHADOW_PREDICTION: predicted, SHADOW_PROBABILITY: probability}
+    return {SHADOW_VERSION: versions, SHADOW_PREDICTION: predicted, SHADOW_PROBABILITY: probability}
 
 
 def pick(mask: np.ndarray, first: Sequence[Any], second: Sequence[Any]) -> list[Any]:

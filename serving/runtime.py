@@ -15,7 +15,7 @@ import numpy as np
 
 from components.core.config import PipelineConfig, ServingConfig
 from components.inference.inputs import inputs_from_records
-from components.inference.predlog import SHADOW_VERSION, PredictionLog
+from components.inference.predlog import PredictionLog
 from components.inference.scoring import InputError, Predictions
 from serving.batching import Job, MicroBatcher, Overloaded
 from serving.champion import BundleSource, Challenger, LoadedModel, RegistrySource
@@ -265,8 +265,7 @@ class ServiceRuntime:
                 pick(mask, other.probabilities, answer.probabilities),
                 answer.classes,
             )
-            shadow = shadow_columns("", unserved, len(rows))
-            shadow[SHADOW_VERSION] = list(np.where(mask, first.version, second.version))
+            shadow = shadow_columns(list(np.where(mask, first.version, second.version)), unserved, len(rows))
         self.log.append_batch(
             inputs.columns(), ids, versions, served.labels, served.probabilities, {**(extra or {}), **shadow}
         )
