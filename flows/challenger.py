@@ -32,10 +32,19 @@ def judge_challenger_task(
     cache = workspace.model_cache(model_name, info.version)
     model = registry.load_model(str(registry.download_model(model_name, info.version, cache / "model", info.run_id)))
     target, id_column = config.data.target, config.data.id_column
-    labels = monitor.read_labels(label_sources(config, model_name), id_column, str(target)) if target else None
+    sources = label_sources(config, model_name)
+    labels = monitor.read_labels(sources, id_column, str(target), weighted=True) if target else None
     keys = (id_column, str(target))
     trial = challenger.look(
-        workspace.predictions / model_name, labels, info, champion, model, task_, keys, config.promotion.online
+        workspace.predictions / model_name,
+        labels,
+        info,
+        champion,
+        model,
+        task_,
+        keys,
+        config.promotion.online,
+        designs=workspace.label_queue / model_name,
     )
     try:
         trial = challenger.settle(

@@ -82,6 +82,7 @@ class Champion:
     baseline: dict[str, float]
     task: Task
     metric: str  # the metric the model was gated on (its held-out score is the decay baseline)
+    residuals: pd.DataFrame | None = None  # a regressor's held-out errors: its metric estimated without labels
 
     @property
     def classes(self) -> list[Any]:
@@ -128,6 +129,7 @@ def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
             f"{model_name} v{info.version} was trained before references were stored with models; "
             "retrain it (`mlops run`) to monitor it"
         )
+    residuals = registry.download_artifact(info.run_id, monitor.RESIDUALS_ARTIFACT, cache / "residuals.parquet")
     model = registry.load_model(str(path))
     notes = read_model_info(str(path))
     task = task_named(notes["task"]) if "task" in notes else task_of_model(model)
@@ -138,6 +140,7 @@ def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
         baseline=registry.run_metrics(client, info.run_id),
         task=task,
         metric=str(notes.get("metric") or task.metric_for(config.promotion.metric)),
+        residuals=pd.read_parquet(residuals) if residuals is not None else None,
     )
 
 
@@ -273,9 +276,12 @@ def judge_window_task(
         report.decay = _decay(champion, frame, output, labels, config)
     if task.classification:  # the metric without labels, beside the realized one
         proba = output if output is not None else task.output(model, coerce_rows(frame, schema))
-        threshold = decision_threshold(model)
         report.estimated = monitor.estimate_decay(
-            champion.metric, champion.baseline, proba, threshold, config.monitoring, seed=config.seed
+            champion.metric, champion.baseline, proba, decision_threshold(model), config.monitoring, seed=config.seed
+        )
+    elif champion.residuals is not None:  # ... a regressor's from a model of its held-out errors
+        report.estimated = monitor.estimate_loss_decay(
+            champion.metric, champion.baseline, frame, scores, champion.residuals, config.monitoring, seed=config.seed
         )
     return report
 

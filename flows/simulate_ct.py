@@ -32,6 +32,7 @@ import pandas as pd
 from components.core.config import PipelineConfig
 from components.core.workspace import Workspace
 from components.inference.predlog import PredictionLog
+from components.modeling.sequential import OnlineTest
 from components.monitoring import monitor
 from components.simulation import ctsim
 from components.tracking import registry
@@ -88,6 +89,7 @@ class _Replay:
     window: int
     served_models: dict[str, Any] = field(default_factory=dict)  # each champion version loaded once
     displaced: str | None = None  # the champion the last online test replaced
+    shadowed: dict[str, list[tuple[str, pd.DataFrame, pd.Series]]] = field(default_factory=dict)  # by challenger
 
     @property
     def window_dir(self) -> Path:
@@ -166,12 +168,33 @@ class _Replay:
         labels arriving in the folder monitoring reads."""
         stream = self.stream
         log = ctsim.shadow_log(stream, frame, champion, (challenger, self._served(challenger)))
+        self.shadowed.setdefault(challenger, []).append((champion[0], log, frame[stream.target]))
         writer = PredictionLog(self.workspace.predictions / stream.name, flush_seconds=3600)
         writer.append(log)
         writer.close()
         labels = self.workspace.labels / stream.name
         labels.mkdir(parents=True, exist_ok=True)
         frame[[stream.id_column, stream.target]].to_parquet(labels / f"batch_{100 + index:04d}.parquet", index=False)
+
+    def label_budget(self, challenger: str) -> str:
+        """Labels the online test needs to decide on this challenger's shadow rows: the label queue's
+        draw against random sampling, 10% of each 500 rows labelled, the median of 20 draws."""
+        from components.monitoring import challenger as online
+        from components.monitoring import labelqueue
+        from components.simulation import labelbudget
+
+        trial = self.shadowed[challenger]
+        champion = trial[0][0]
+        log = pd.concat([log for _, log, _ in trial], ignore_index=True)
+        truth = pd.concat([labels for _, _, labels in trial], ignore_index=True)
+        models = (self._served(champion), self._served(challenger))
+        d, _ = online.differences(log, truth, self.stream.task, *models)
+        task = self.stream.task.name
+        priority = (labelqueue.uncertainty(log, task)[0] + labelqueue.disagreement(log, task)) / 2
+        settings = self.config.promotion.online
+        test = OnlineTest(settings.alpha, settings.min_rows, settings.max_rows, settings.mixture)
+        found = labelbudget.budgets(d, priority.to_numpy(), test)
+        return f"v{challenger} vs v{champion} on {len(log):,} shadow rows: " + "; ".join(b.text() for b in found)
 
     def _note_trial(
         self, row: ctsim.TimelineRow, frame: pd.DataFrame, challenger: str, champion: str, trial: dict[str, Any] | None
@@ -229,6 +252,9 @@ def simulate_ct(
         timeline.append(row)
         if on_row is not None:
             on_row(row)
+    for row in timeline:
+        if row.started and row.started in replay.shadowed:
+            row.label_budget = replay.label_budget(row.started)
     return timeline, ctsim.check_goals(timeline, plan, stream.figure)
 
 

@@ -33,6 +33,9 @@ class Inputs:
     categorical_names: tuple[str, ...]
     categorical: tuple[np.ndarray, ...]
     index: pd.Index | None = None
+    # Per categorical column, where the reader had it dictionary-encoded (Arrow text in a batch):
+    # (codes, distinct values), code -1 for missing; lets a column be matched once per distinct value.
+    codes: tuple[tuple[np.ndarray, np.ndarray] | None, ...] = ()
 
     def __len__(self) -> int:
         return self.rows
@@ -98,15 +101,39 @@ def _categories(column: str, values: pd.Series, problems: list[str]) -> np.ndarr
     return categories
 
 
-def inputs_from_frame(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> Inputs:
+def text_codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """An Arrow text array as (codes, distinct values as objects), code -1 where missing: built in
+    Arrow, so each distinct value becomes a Python string once, not once a row."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(values)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    return codes, encoded.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+
+
+def _decoded(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each row's value as an object (None where the code is -1), sharing the distinct values' objects."""
+    table = np.empty(len(values) + 1, dtype=object)
+    table[:-1] = values
+    return table[codes]
+
+
+def inputs_from_frame(
+    frame: pd.DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    coded: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Inputs:
     """The model's columns with numbers as floats (text that reads as a number too) and categories
-    as objects; raises InputError naming every missing column and every value that is not a number."""
-    missing = [c for c in (*numeric, *categorical) if c not in frame.columns]
+    as objects; raises InputError naming every missing column and every value that is not a number.
+    `coded`: text columns given as `text_codes` instead of in `frame`."""
+    coded = coded or {}
+    missing = [c for c in (*numeric, *categorical) if c not in frame.columns and c not in coded]
     if missing:
         raise InputError(f"missing column(s): {', '.join(missing)}")
     problems: list[str] = []
     numbers = [_numbers(c, frame[c], problems) for c in numeric]
-    categories = [_categories(c, frame[c], problems) for c in categorical]
+    categories = [_decoded(*coded[c]) if c in coded else _categories(c, frame[c], problems) for c in categorical]
     if problems:
         raise InputError("; ".join(problems))
     rows = len(frame)
@@ -120,6 +147,7 @@ def inputs_from_frame(frame: pd.DataFrame, numeric: Sequence[str], categorical: 
         tuple(categorical),
         tuple(c for c in categories if c is not None),
         frame.index,
+        tuple(coded.get(c) for c in categorical) if coded else (),
     )
 
 

@@ -36,6 +36,9 @@ from components.inference.predlog import (
 from components.inference.scoring import ModelSchema, coerce_rows
 from components.modeling.sequential import Comparison, OnlineTest, compare, paired_losses
 from components.modeling.tasks import Task, labeled_target
+from components.monitoring import sampling
+from components.monitoring.labelqueue import id_text
+from components.monitoring.monitor.decay import SELECTION, WEIGHTED
 from components.tracking import registry
 
 
@@ -92,7 +95,29 @@ def differences(
     truth = _truth(labels, list(champion.classes_))
     known = truth >= 0
     note = f"; {int((~known).sum())} label(s) of classes neither model knows left out" if not known.all() else ""
-    return paired_losses(task.name, truth[known], first[known], second[known]), note
+    out = np.full(len(truth), np.nan)  # NaN where the label is of no known class: `compare` drops it
+    out[known] = paired_losses(task.name, truth[known], first[known], second[known])
+    return out, note
+
+
+def _labelled(rows: pd.DataFrame, labels: pd.DataFrame, keys: tuple[str, str]) -> tuple[pd.DataFrame, str]:
+    """`rows` joined with their labels, and the name of the label column in the result."""
+    id_column, target = keys
+    joined = rows.merge(labels[[id_column, target]], on=id_column, how="inner", suffixes=("", "_label"))
+    return joined, f"{target}_label" if f"{target}_label" in joined.columns else target
+
+
+def _weighted(
+    rows: pd.DataFrame, picks: pd.DataFrame, direct: pd.DataFrame, keys: tuple[str, str], score: Any, designs: Path
+) -> sampling.Weighted:
+    """The Horvitz-Thompson terms of the label-queue draws whose picks came back labelled."""
+    id_column = keys[0]
+    joined, column = _labelled(rows, picks, keys)
+    d = score(joined, joined[column]) if len(joined) else np.zeros(0)
+    ids = id_text(joined[id_column]) if len(joined) else pd.Series(dtype=str)
+    found = {i: float(v) for i, v in zip(ids, d, strict=True) if np.isfinite(v)}
+    eligible = set(id_text(rows[id_column])) - set(id_text(direct[id_column]))
+    return sampling.weighted_terms(sampling.read_designs(designs), found, eligible)
 
 
 def judge(
@@ -103,35 +128,45 @@ def judge(
     task: Task,
     keys: tuple[str | None, str],
     test: OnlineTestConfig,
+    designs: Path | None = None,
 ) -> tuple[Comparison | None, int, int, str]:
     """The online test on the labelled requests both `versions` (champion, challenger) answered.
-    `keys`: the id column labels join on, and the target. Returns the comparison (None without
-    labels), the paired rows, the labelled ones and a note."""
+    `keys`: the id column labels join on, and the target; `designs`: the label queue's folder, whose
+    draws' labels (`_selection` "weighted") count through their inclusion probabilities. Returns the
+    comparison (None without labels), the paired rows, the labels used and a note."""
     (champion, challenger), (id_column, target) = versions, keys
     rows = paired_rows(log, champion, challenger)
     if not len(rows):
-        return (
-            None,
-            0,
-            0,
-            (
-                "no request answered by both yet (the service scores the challenger once it has loaded it and "
-                "keeps a prediction log: see its /metadata)"
-            ),
-        )
+        return None, 0, 0, NOT_PAIRED
     if labels is None:
         return None, len(rows), 0, "no labels for the requests both versions answered yet"
     if id_column is None or id_column not in rows.columns:
         return None, len(rows), 0, "labels join the prediction log on data.id_column: set it and send it"
     rows = rows.drop_duplicates(subset=[id_column], keep="first")
     known = labels.dropna(subset=[target]).drop_duplicates(subset=[id_column], keep="last")
-    joined = rows.merge(known[[id_column, target]], on=id_column, how="inner", suffixes=("", "_label"))
-    column = f"{target}_label" if f"{target}_label" in joined.columns else target
-    if not len(joined):
-        return None, len(rows), 0, "no labels for the requests both versions answered yet"
-    diffs, note = differences(joined, joined[column], task, *models)
+    drawn = known[SELECTION] == WEIGHTED if SELECTION in known.columns else pd.Series(False, index=known.index)
+    direct, picks = known[~drawn], known[drawn]
+    joined, column = _labelled(rows, direct, (id_column, target))
+    diffs, note = differences(joined, joined[column], task, *models) if len(joined) else (np.zeros(0), "")
+    spent: int | None = None
+    if len(picks) and designs is not None:
+        score = lambda frame, truth: differences(frame, truth, task, *models)[0]  # noqa: E731
+        weighted = _weighted(rows, picks, joined, (id_column, target), score, designs)
+        if weighted.draws:
+            spent = int(np.isfinite(diffs).sum()) + weighted.labels
+            diffs = np.concatenate([diffs, weighted.terms])
+        note += weighted.note()
+    if not len(diffs):
+        return None, len(rows), 0, "no labels for the requests both versions answered yet" + note
     settings = OnlineTest(alpha=test.alpha, min_rows=test.min_rows, max_rows=test.max_rows, mixture=test.mixture)
-    return compare(diffs, settings), len(rows), len(joined), note
+    comparison = compare(diffs, settings, labels=spent)
+    return comparison, len(rows), spent if spent is not None else len(joined), note
+
+
+NOT_PAIRED = (
+    "no request answered by both yet (the service scores the challenger once it has loaded it and "
+    "keeps a prediction log: see its /metadata)"
+)
 
 
 def look(
@@ -143,12 +178,15 @@ def look(
     task: Task,
     keys: tuple[str | None, str],
     test: OnlineTestConfig,
+    designs: Path | None = None,
 ) -> Trial:
     """Read the prediction log since the challenger started and judge it (nothing applied yet)."""
     since = datetime.fromisoformat(info.since) if info.since else None
     log = read_prediction_log(workspace_predictions, since=since)
     versions = (champion[0], info.version)
-    comparison, paired, labelled, note = judge(log, labels, versions, (champion[1], challenger_model), task, keys, test)
+    comparison, paired, labelled, note = judge(
+        log, labels, versions, (champion[1], challenger_model), task, keys, test, designs
+    )
     if info.tags.get("approval") == "pending":
         verdict, reason = "waiting", "passed its online test; waiting for approval (mlops approve / mlops reject)"
     elif comparison is None:

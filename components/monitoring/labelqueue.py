@@ -7,7 +7,10 @@ decision threshold (on the probability's scale: at the threshold it scores 1, at
 confidence, so its rows are spread evenly over the range of its answers instead (the extremes
 first, then the quantiles between): what it predicts everywhere gets checked, not only where it is
 common. During a rollout (the log holds the challenger's answers too) the priority is the mean of
-that and how much the two versions disagree: their disagreements are what tells them apart.
+that and how much the two versions disagree: their disagreements are what tells them apart. Then
+the rows are not taken highest first but drawn with probabilities that grow with the priority,
+recorded in a design file beside the queue file, so the challenger's online test can weight their
+labels by 1/probability (`components.monitoring.sampling`).
 
 Each id is asked for once: rows whose id already has a label (where labels arrive) or is waiting in
 an earlier queue file are left out, and an id scored several times counts once (its latest answer).
@@ -42,7 +45,8 @@ from components.inference.predlog import (
     SHADOW_PREDICTION,
     SHADOW_PROBABILITY,
 )
-from components.monitoring.monitor.decay import INFORMATIVE, RANDOM, SELECTION
+from components.monitoring import sampling
+from components.monitoring.monitor.decay import INFORMATIVE, RANDOM, SELECTION, WEIGHTED
 from components.monitoring.monitor.reference import MonitoringError
 
 ANSWER, WHY = "_answer", "_why"
@@ -177,7 +181,7 @@ def known_ids(paths: Sequence[Path], id_column: str, target: str | None) -> set[
             if target not in frame.columns:
                 continue
             frame = frame[frame[target].notna()]
-        ids.update(_text(frame[id_column]))
+        ids.update(id_text(frame[id_column]))
     return ids
 
 
@@ -204,7 +208,7 @@ def write_queue(
     if id_column not in log.columns:
         raise MonitoringError(f"the prediction log lacks the id column {id_column!r}: labels are joined on it")
     rows = log[log[id_column].notna()].sort_values(LOGGED_AT, kind="stable")
-    rows = rows.assign(_id=_text(rows[id_column])).drop_duplicates("_id", keep="last")
+    rows = rows.assign(_id=id_text(rows[id_column])).drop_duplicates("_id", keep="last")
     labelled = known_ids(labels, id_column, target)
     queued = known_ids(sorted(folder.glob(f"{QUEUE_PREFIX}*.csv")), id_column, None)
     is_labelled = rows["_id"].isin(labelled)
@@ -215,12 +219,18 @@ def write_queue(
     if rows.empty:
         return QueueResult(None, 0, strategy="nothing left to queue", **counts)
     score, strategy = uncertainty(rows, task, threshold)
-    if SHADOW_PREDICTION in rows.columns and rows[SHADOW_PREDICTION].notna().any():
-        score = (score + disagreement(rows, task)) / 2
-        strategy = f"where champion and challenger disagree most, then {strategy}"
-    picked = _pick(rows.assign(_score=score), size, random_share, seed)
     path = out or folder / f"{QUEUE_PREFIX}{stamp()}.csv"
     word = "range priority" if task == "regression" else "uncertainty"
+    if SHADOW_PREDICTION in rows.columns and rows[SHADOW_PREDICTION].notna().any():
+        score = (score + disagreement(rows, task)) / 2
+        strategy = (
+            f"drawn with probabilities that grow where champion and challenger disagree, then {strategy} "
+            "(recorded, so the online test can use them)"
+        )
+        picked = _weighted_pick(rows.assign(_score=score), size, random_share, seed, sampling.design_path(path, folder))
+        word = "priority"
+    else:
+        picked = _pick(rows.assign(_score=score), size, random_share, seed)
     _write_csv(_queue_frame(picked, id_column, target, word), path)
     return QueueResult(path, len(picked), strategy=strategy, **counts)
 
@@ -234,6 +244,20 @@ def _pick(rows: pd.DataFrame, size: int, random_share: float, seed: int) -> pd.D
     return pd.concat(
         [rest.head(n - len(drawn)).assign(**{SELECTION: INFORMATIVE}), drawn.assign(**{SELECTION: RANDOM})]
     )
+
+
+def _weighted_pick(rows: pd.DataFrame, size: int, random_share: float, seed: int, design: Path) -> pd.DataFrame:
+    """During a rollout: the random share drawn as in `_pick`, the rest drawn from the other rows
+    with probabilities that grow with `_score` (`size` rows in all), its design (every row
+    considered, its probability, whether picked) written to `design`."""
+    n = min(size, len(rows))
+    drawn = rows.sample(n=round(n * random_share) if n > 1 else 0, random_state=seed)
+    rest = rows.drop(index=drawn.index)
+    pi = sampling.inclusion_probabilities(rest["_score"].to_numpy(), n - len(drawn))
+    chosen = sampling.draw(pi, seed, design.name)
+    sampling.write_design(design, rest["_id"], pi, chosen)
+    weighted = rest.assign(**{sampling.INCLUSION: pi})[chosen].sort_values("_score", ascending=False, kind="stable")
+    return pd.concat([weighted.assign(**{SELECTION: WEIGHTED}), drawn.assign(**{SELECTION: RANDOM})])
 
 
 def _queue_frame(picked: pd.DataFrame, id_column: str, target: str, word: str) -> pd.DataFrame:
@@ -251,11 +275,19 @@ def _queue_frame(picked: pd.DataFrame, id_column: str, target: str, word: str) -
         if column in picked.columns and picked[column].notna().any():
             frame[column] = picked[column].to_numpy()
     frame[SELECTION] = picked[SELECTION].to_numpy()
-    frame[WHY] = [
-        f"{word} {s:.3f}" if how == INFORMATIVE else "drawn at random: an unbiased sample for the realized metric"
-        for s, how in zip(picked["_score"], picked[SELECTION], strict=True)
-    ]
+    chance = picked[sampling.INCLUSION] if sampling.INCLUSION in picked.columns else pd.Series(np.nan, picked.index)
+    if chance.notna().any():
+        frame[sampling.INCLUSION] = chance.to_numpy()
+    frame[WHY] = [_why(word, s, how, p) for s, how, p in zip(picked["_score"], picked[SELECTION], chance, strict=True)]
     return frame
+
+
+def _why(word: str, score: float, how: str, chance: float) -> str:
+    if how == INFORMATIVE:
+        return f"{word} {score:.3f}"
+    if how == WEIGHTED:
+        return f"{word} {score:.3f}, picked with probability {chance:.3f}"
+    return "drawn at random: an unbiased sample for the realized metric"
 
 
 def ingest(
@@ -362,7 +394,7 @@ def _labels(values: pd.Series) -> pd.Series:
     return values
 
 
-def _text(values: pd.Series) -> pd.Series:
+def id_text(values: pd.Series) -> pd.Series:
     def text(value: object) -> str:
         if isinstance(value, float) and value.is_integer():
             return str(int(value))

@@ -55,6 +55,18 @@ def log_reference(run_id: str, model: Any, X: pd.DataFrame, rows: int, seed: int
         registry.log_artifact(run_id, path, str(Path(monitor.REFERENCE_ARTIFACT).parent))
 
 
+def log_residuals(run_id: str, model: Any, X: pd.DataFrame, y: pd.Series, rows: int, seed: int, task: Task) -> None:
+    """A regressor's errors on held-out rows, with their features and its answers: what monitoring
+    estimates its metric from before labels arrive (`monitor.estimate_loss_decay`)."""
+    if task.classification or not len(X):
+        return
+    residuals = monitor.build_residuals(X, task.output(model, X), y, rows, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(monitor.RESIDUALS_ARTIFACT).name
+        residuals.to_parquet(path, index=False)
+        registry.log_artifact(run_id, path, str(Path(monitor.RESIDUALS_ARTIFACT).parent))
+
+
 def log_candidate(
     final: FinalModel, refit: FinalModel | None, prepared: Prepared, release: Release, run_id: str
 ) -> tuple[str, dict[str, Any]]:
@@ -76,6 +88,7 @@ def log_candidate(
     model_uri = registry.log_model(run_id, served.model, X_served, info)
     fault_point("logged")
     log_reference(run_id, served.model, X_served, release.reference_rows, release.seed, task)
+    log_residuals(run_id, final.model, split.X_test, split.y_test, release.reference_rows, release.seed, task)
     return model_uri, info
 
 

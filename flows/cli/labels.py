@@ -52,7 +52,9 @@ def label_queue(
     threshold, or the lowest probability of the chosen class), a regressor's rows spread over the
     range of its answers; each id once, none already labelled or waiting in an earlier queue. A
     share is drawn at random instead: monitoring measures the realized metric on those alone (on
-    the unsure rows every model looks worse than on what it serves).
+    the unsure rows every model looks worse than on what it serves). During a rollout the rows are
+    drawn with probabilities that grow where champion and challenger disagree, recorded beside the
+    queue file so the challenger's online test can weight their labels.
     Fill in the target column and pass the file to --ingest.
     """
     from components.core.errors import UserError

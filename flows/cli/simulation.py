@@ -288,6 +288,9 @@ def _print_goals(table: Table, timeline: list[Any], goals: list[Any], sim_home: 
     for goal in goals:
         mark = "[green]PASS[/]" if goal.met else "[bold red]FAIL[/]"
         out.print(f"  {mark}  {goal.name}: {goal.detail}", highlight=False, soft_wrap=True)
+    for row in timeline:  # measured, not judged
+        if row.label_budget:
+            out.print(f"  labels for the online test to decide: {row.label_budget}", highlight=False, soft_wrap=True)
     out.print(f"reports, registry and data: {sim_home}", highlight=False, soft_wrap=True)
     if as_json:
         from dataclasses import asdict

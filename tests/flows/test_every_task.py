@@ -213,6 +213,8 @@ def test_each_model_is_monitored_by_name(trained) -> None:
     verdict = json.loads(stdout.strip().splitlines()[-1])
     assert verdict["model_name"] == "diabetes" and verdict["verdict"] in ("stable", "watching")
     assert verdict["decay"]["metric"] == "rmse"  # the labels came with the batch
+    estimated = verdict["estimated"]  # ... and beside it the RMSE estimated from the held-out errors (DLE)
+    assert estimated["metric"] == "rmse" and estimated["estimated"] and estimated["current"] > 0
     code, stdout, output = _mlops(
         config,
         "monitor",

@@ -36,3 +36,7 @@ def test_the_loop_meets_every_goal(
         started = [row["batch"] for row in data["timeline"] if row["started"]]
         assert len(started) == 2 and all(0 < p - s <= 2 for s, p in zip(started, promoted, strict=True))
         assert all(row["online"].startswith("promoted") for row in data["timeline"] if row["promoted"])
+        budgets = [row["label_budget"] for row in data["timeline"] if row["started"]]  # measured, not judged
+        assert all("queue" in b and "random" in b and "shadow rows" in b for b in budgets), budgets
+    if task == "regression":  # its RMSE estimated without labels (direct loss estimation) is judged too
+        assert any("estimated without labels" in g["name"] for g in data["goals"])

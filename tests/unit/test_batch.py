@@ -285,3 +285,30 @@ def test_multiclass_scores_carry_every_class_probability(tmp_path: Path) -> None
     np.testing.assert_allclose(scored[columns].sum(axis=1), 1.0)
     np.testing.assert_allclose(scored["probability"], scored[columns].max(axis=1))
     assert (scored[columns].idxmax(axis=1).str.removeprefix("probability_") == scored["prediction"]).all()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_text_columns_matched_once_per_distinct_value_answer_as_the_pipeline(
+    fitted, loans: pd.DataFrame, tmp_path: Path, suffix: str
+) -> None:
+    from components.inference.inputs import inputs_from_frame, text_codes
+    from components.inference.scoring import ModelSchema
+
+    frame = loans.copy()
+    text = ModelSchema.of(fitted).categorical[0]
+    frame[text] = frame[text].astype(object)
+    frame.loc[frame.index[::7], text] = None  # missing
+    frame.loc[frame.index[3::11], text] = "never seen in training"  # unseen
+    source = _write(frame, tmp_path / f"in{suffix}")
+    out = tmp_path / "scores.parquet"
+    _score(fitted, source, out)
+    expected = predict_frame(fitted, frame)
+    scored = pd.read_parquet(out)
+    assert scored["prediction"].tolist() == expected.labels
+    np.testing.assert_allclose(scored["probability"], expected.probabilities, rtol=0, atol=1e-9)
+    import pyarrow as pa
+
+    codes, values = text_codes(pa.array(["b", None, "a", "b"]))
+    assert codes.tolist() == [0, -1, 1, 0] and values.tolist() == ["b", "a"]
+    inputs = inputs_from_frame(pd.DataFrame(index=range(4)), (), ("t",), {"t": (codes, values)})
+    assert inputs.rows == 4 and inputs.categorical[0].tolist() == ["b", None, "a", "b"]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from components.inference.predlog import PredictionLog, read_prediction_log
-from components.monitoring import labelqueue, monitor
+from components.monitoring import labelqueue, monitor, sampling
 from components.monitoring.monitor import MonitoringError
 
 
@@ -71,11 +71,53 @@ def test_in_shadow_the_rows_where_the_versions_disagree_come_first_with_both_ans
     frame = read_prediction_log(tmp_path / "log")
     result = _queue(frame, tmp_path, size=3)
     queued = pd.read_csv(result.path)
-    assert queued["loan_id"].iloc[0] == 2 and set(queued["loan_id"]) == {1, 2, 4}
-    assert "disagree" in result.strategy
-    row = queued.set_index("loan_id").loc[2]
-    assert (row["_answer"], row[SHADOW_PREDICTION], row[SHADOW_VERSION]) == (1, 0, 4)
-    assert row[SHADOW_PROBABILITY] == pytest.approx(0.20)
+    assert "disagree" in result.strategy and "recorded" in result.strategy
+    design = pd.read_parquet(sampling.design_path(result.path, tmp_path / "queue"))
+    chance = design.set_index(sampling.ID)[sampling.INCLUSION]
+    assert chance.sum() == pytest.approx(3.0) and len(design) == n and len(queued) == 3  # every row considered
+    assert chance["2"] == chance.max() and chance["0"] < chance["1"]  # most where they disagree, least where sure
+    assert sorted(design.loc[design[sampling.PICKED], sampling.ID].astype(int)) == sorted(queued["loan_id"])
+    assert (queued["_selection"] == "weighted").all() and queued["_inclusion"].between(0, 1).all()
+    if 2 in set(queued["loan_id"]):
+        row = queued.set_index("loan_id").loc[2]
+        assert (row["_answer"], row[SHADOW_PREDICTION], row[SHADOW_VERSION]) == (1, 0, 4)
+        assert row[SHADOW_PROBABILITY] == pytest.approx(0.20) and "picked with probability" in row["_why"]
+
+
+def test_in_shadow_the_draw_has_the_random_share_and_its_labels_reach_only_the_online_test(tmp_path: Path) -> None:
+    from components.inference.predlog import SHADOW_PREDICTION, SHADOW_PROBABILITY, SHADOW_VERSION
+
+    n = 400
+    rng = np.random.default_rng(3)
+    served, other = rng.random(n), rng.random(n)
+    log = PredictionLog(tmp_path / "log", flush_seconds=60)
+    extra = {
+        "loan_id": np.arange(n),
+        SHADOW_VERSION: ["4"] * n,
+        SHADOW_PREDICTION: [str(int(p >= 0.5)) for p in other],
+        SHADOW_PROBABILITY: other,
+    }
+    log.append_batch(
+        {"income": np.arange(n, dtype="float64")}, ["r"] * n, "3", (served >= 0.5).astype(int), served, extra
+    )
+    log.close()
+    result = _queue(read_prediction_log(tmp_path / "log"), tmp_path, size=40, random_share=0.25)
+    queued = pd.read_csv(result.path)
+    assert (queued["_selection"] == "random").sum() == 10 and (queued["_selection"] == "weighted").sum() == 30
+    queued["default"] = 1
+    queued.to_csv(result.path, index=False)
+    labelqueue.ingest(
+        result.path,
+        id_column="loan_id",
+        target="default",
+        time_column=None,
+        labels_folder=tmp_path / "labels",
+        data_folder=None,
+    )
+    sources = [str(tmp_path / "labels")]
+    assert len(monitor.read_labels(sources, "loan_id", "default")) == 10  # the realized metric: random rows only
+    both = monitor.read_labels(sources, "loan_id", "default", weighted=True)
+    assert len(both) == len(queued) and set(both["_selection"]) == {"random", "weighted"}
 
 
 def test_multiclass_rows_with_the_least_probable_choice_come_first(tmp_path: Path) -> None:

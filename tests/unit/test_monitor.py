@@ -248,6 +248,12 @@ def test_the_ct_plan_and_its_goals() -> None:
     assert failed[2] == "no retraining on stable batches" and len(failed) == 3
     churn = [row(0, "retrain", True), *good[1:]]
     assert not next(g for g in ctsim.check_goals(churn, plan) if g.name == "no retraining on stable batches").met
+    for r, (estimated, realized) in zip(good, [(12.4, 12.0), (11.0, 11.5), (20.0, 12.0)], strict=False):
+        r.estimated, r.realized = estimated, realized  # a regressor's RMSE: 3.3% and 4.3% off on stable batches
+    estimate = next(g for g in ctsim.check_goals(good, plan, "r2") if "estimated without labels" in g.name)
+    assert estimate.met and "5% of the realized value" in estimate.name and "max 4.3%" in estimate.detail
+    good[0].estimated = 13.0  # 8.3% off
+    assert not next(g for g in ctsim.check_goals(good, plan, "r2") if "estimated without labels" in g.name).met
 
 
 def test_prediction_drift_of_a_regression_model_uses_the_reference_quantiles() -> None:

@@ -152,3 +152,50 @@ def test_batches_queued_together_are_scored_in_one_call_and_each_logged(tmp_path
     assert frame["loan_id"].tolist() == ["x1", "x2", "y1", "y2", "z1", "z2"]
     assert frame[SHADOW_PROBABILITY].tolist() == pytest.approx([0.7 + 0.01 * i for i in range(6)])
     assert frame[PROBABILITY].tolist() == [0.1, 0.9] * 3 and frame["region"].isna().tolist() == [False, True] * 3
+
+
+def test_the_queue_s_weighted_labels_count_through_their_draw_in_the_online_test(tmp_path: Path) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+
+    from components.monitoring import sampling
+
+    rng = np.random.default_rng(0)
+    n = 600
+    X = pd.DataFrame({"x": rng.uniform(0, 10, n)})
+    y = 2 * X["x"] + rng.normal(0, 1, n)
+
+    def fitted(target: pd.Series) -> Pipeline:
+        steps = [("preprocess", ColumnTransformer([("numeric", "passthrough", ["x"])])), ("model", LinearRegression())]
+        return Pipeline(steps).fit(X, target)
+
+    champion, better = fitted(y + np.where(X["x"] > 7, 3.0, 0.0)), fitted(y)
+    log = X.assign(
+        loan_id=np.arange(n),
+        _logged_at=pd.Timestamp("2026-12-01", tz="UTC") + pd.to_timedelta(np.arange(n), unit="s"),
+        **{MODEL_VERSION: "1", PREDICTION: champion.predict(X), PROBABILITY: np.nan},
+        **{SHADOW_VERSION: "2", SHADOW_PREDICTION: better.predict(X), SHADOW_PROBABILITY: np.nan},
+    )
+    considered = np.arange(50, n)
+    picked = considered % 5 == 0
+    sampling.write_design(
+        tmp_path / "queue-1.design.parquet", pd.Series(considered), np.full(len(considered), 0.2), picked
+    )
+    random_ids, drawn_ids = np.arange(50), considered[picked]
+    labels = pd.concat(
+        [
+            pd.DataFrame({"loan_id": random_ids, "target": y[random_ids], "_selection": "random"}),
+            pd.DataFrame({"loan_id": drawn_ids, "target": y[drawn_ids], "_selection": "weighted"}),
+        ]
+    )
+    task, test, keys = task_named("regression"), OnlineTestConfig(min_rows=20), ("loan_id", "target")
+    comparison, paired, used, note = challenger.judge(
+        log, labels, ("1", "2"), (champion, better), task, keys, test, designs=tmp_path
+    )
+    assert comparison is not None and paired == n and used == 50 + len(drawn_ids) == comparison.labels
+    assert comparison.rows == n and "label-queue draw" in note and comparison.verdict == "promote"
+    everywhere = (champion.predict(X) - y) ** 2 - (better.predict(X) - y) ** 2
+    assert comparison.mean_difference == pytest.approx(everywhere.mean(), rel=0.35)
+    alone, _, used, _ = challenger.judge(log, labels, ("1", "2"), (champion, better), task, keys, test)
+    assert alone is not None and alone.rows == used == 50 and alone.labels is None  # no design: the draw's labels wait

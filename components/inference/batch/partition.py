@@ -30,7 +30,7 @@ from components.inference.batch.plan import (
 from components.inference.batch.reading import (
     _batches,
 )
-from components.inference.inputs import Inputs, inputs_from_frame
+from components.inference.inputs import Inputs, inputs_from_frame, text_codes
 from components.inference.scoring import ServingModel
 
 
@@ -49,10 +49,18 @@ ProgressCallback = Callable[[int, int], None]  # (rows done, bytes done) in this
 
 def _inputs(plan: ScoringPlan, arrays: Mapping[str, pa.Array], keep: pa.Array | None) -> Inputs:
     data: dict[str, Any] = {}
+    coded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for column in plan.schema.columns:
         values = arrays[column] if keep is None else arrays[column].filter(keep)
-        data[column] = as_floats(values) if column in plan.schema.numeric else values.to_pandas()
-    return inputs_from_frame(pd.DataFrame(data), plan.schema.numeric, plan.schema.categorical)
+        if column in plan.schema.numeric:
+            data[column] = as_floats(values)
+        elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            coded[column] = text_codes(values)  # each distinct text matched once, never a Python string a row
+        else:
+            data[column] = values.to_pandas()
+    rows = len(values) if plan.schema.columns else 0
+    frame = pd.DataFrame(data, index=pd.RangeIndex(rows))  # its length, even when every column is coded
+    return inputs_from_frame(frame, plan.schema.numeric, plan.schema.categorical, coded)
 
 
 def _scored_table(

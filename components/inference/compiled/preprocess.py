@@ -112,12 +112,13 @@ class OneHot:
         positions = np.array([*known.values(), unseen], dtype=np.intp)
         return cls(lookup, unseen, lookup.get(None, unseen), index, positions)
 
-    def positions_of(self, values: np.ndarray) -> np.ndarray:
-        if len(values) <= 16:  # a dictionary lookup per value beats building a hash table
+    def positions_of(self, values: np.ndarray, coded: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Each value's output column; `coded`: the values as (codes, distinct values) already."""
+        if coded is None and len(values) <= 16:  # a dictionary lookup per value beats building a hash table
             return np.array([self._one(v) for v in values], dtype=np.intp)
         # Each distinct value looked up once, as a single row's is; missing ones (None, NaN) get
         # the code -1, which picks the last entry: where missing values go.
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        codes, uniques = coded if coded is not None else pd.factorize(values, use_na_sentinel=True)
         mapped = np.fromiter((self._one(u) for u in uniques), dtype=np.intp, count=len(uniques))
         return np.append(mapped, self.missing)[codes]
 
@@ -174,7 +175,7 @@ class CompiledPreprocessor:
             out[:, : self.numeric_width] = X
         rows = np.arange(inputs.rows)
         for position, mapping in zip(self.categorical_columns, self.one_hot, strict=True):
-            hot = mapping.positions_of(inputs.categorical[position])
+            hot = mapping.positions_of(inputs.categorical[position], inputs.codes[position] if inputs.codes else None)
             known = hot >= 0
             out[rows[known], self.numeric_width + hot[known]] = 1.0
         return out

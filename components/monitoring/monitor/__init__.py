@@ -71,6 +71,7 @@ from components.monitoring.monitor.history import (
     sustained,
 )
 from components.monitoring.monitor.html_report import render_html
+from components.monitoring.monitor.loss import RESIDUALS_ARTIFACT, build_residuals, estimate_loss_decay
 from components.monitoring.monitor.reference import REFERENCE_ARTIFACT, SCORE_COLUMN, MonitoringError, build_reference
 from components.monitoring.monitor.report import DriftReport, Verdict, compare
 
@@ -79,6 +80,7 @@ __all__ = [
     "NULL_BIN",
     "NUMERIC_QUANTILES",
     "REFERENCE_ARTIFACT",
+    "RESIDUALS_ARTIFACT",
     "RETRAIN_EVENT",
     "SCORE_BINS",
     "SCORE_COLUMN",
@@ -95,10 +97,12 @@ __all__ = [
     "append_history",
     "bootstrap_se",
     "build_reference",
+    "build_residuals",
     "categorical_drift",
     "compare",
     "decide",
     "estimate_decay",
+    "estimate_loss_decay",
     "estimate_metric",
     "history_file",
     "join_labels",

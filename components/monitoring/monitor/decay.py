@@ -66,16 +66,18 @@ def bootstrap_se(score: Callable[[np.ndarray], float | None], rows: int, seed: i
 
 # How a label-queue row was chosen: the informative ones (where the model was unsure) are not a
 # sample of what was served, so the realized metric leaves them out; the random ones are kept.
-SELECTION, INFORMATIVE, RANDOM = "_selection", "informative", "random"
+SELECTION, INFORMATIVE, RANDOM, WEIGHTED = "_selection", "informative", "random", "weighted"
 
 
 def read_labels(
-    sources: Sequence[str], id_column: str | None, target: str, *, required: bool = False
+    sources: Sequence[str], id_column: str | None, target: str, *, required: bool = False, weighted: bool = False
 ) -> pd.DataFrame | None:
     """The id and target columns of every label file at `sources` (files, folders or globs), as one
     frame; None when none has arrived (an error instead when `required`, e.g. a file named by hand).
     Labels the queue asked for because the model was unsure are left out: on them every model looks
-    worse than on what it serves (they train the next model instead)."""
+    worse than on what it serves (they train the next model instead), and so are those a rollout's
+    queue drew with unequal probabilities, unless `weighted` (then they stay, with the `_selection`
+    column that tells them apart: the online test weights them, see `components.monitoring.sampling`)."""
     frames = []
     for source in sources:
         try:
@@ -100,7 +102,9 @@ def read_labels(
         raise MonitoringError("labels are joined on the id column: set data.id_column")
     labels = pd.concat(frames, ignore_index=True)
     if SELECTION in labels.columns:
-        labels = labels[labels[SELECTION] != INFORMATIVE].drop(columns=SELECTION)
+        labels = labels[labels[SELECTION] != INFORMATIVE]
+        if not weighted:
+            labels = labels[labels[SELECTION] != WEIGHTED].drop(columns=SELECTION)
     return labels
 
 

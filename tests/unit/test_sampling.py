@@ -1,0 +1,92 @@
+"""Labels drawn with recorded probabilities: the queue's draw, the weighted test terms, the budget replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.modeling.sequential import OnlineTest, compare
+from components.monitoring import sampling
+from components.simulation.labelbudget import budgets, labels_to_decide
+
+
+def test_inclusion_probabilities_sum_to_the_size_with_a_floor_and_none_above_one() -> None:
+    weights = np.array([0.0, 0.0, 1.0, 5.0, 100.0, 0.5])
+    pi = sampling.inclusion_probabilities(weights, 3, floor=0.1)
+    assert pi.sum() == pytest.approx(3.0) and pi.max() <= 1.0
+    assert pi[4] == pytest.approx(1.0)  # capped: its excess went to the others
+    assert pi[0] > 0 and pi[0] == pytest.approx(pi[1])  # the floor: no row impossible to pick
+    assert np.all(np.diff(pi[[0, 5, 2, 3, 4]]) >= 0)  # more weight, more chance
+    assert sampling.inclusion_probabilities(np.zeros(4), 2) == pytest.approx([0.5] * 4)  # no weight: even
+    assert sampling.inclusion_probabilities(weights, 50).tolist() == [1.0] * 6  # asked for more than there is
+    with pytest.raises(ValueError, match="floor"):
+        sampling.inclusion_probabilities(weights, 2, floor=0.0)
+
+
+def test_the_draw_picks_exactly_the_size_each_row_with_its_probability() -> None:
+    pi = sampling.inclusion_probabilities(np.array([0.0, 1.0, 2.0, 3.0, 50.0, 4.0]), 3)
+    picks = np.array([sampling.draw(pi, seed, "queue-1") for seed in range(4000)])
+    assert (picks.sum(axis=1) == 3).all()  # never fewer: a small queue is never empty
+    np.testing.assert_allclose(picks.mean(axis=0), pi, atol=0.03)
+    assert (sampling.draw(pi, 1, "a") == sampling.draw(pi, 1, "a")).all()  # seeded by the queue's name
+
+
+def test_the_weighted_terms_estimate_the_mean_difference_without_bias() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    priority = rng.random(n)
+    d = np.where(priority > 0.8, rng.normal(0.3, 0.2, n), 0.0)  # the versions differ where they disagree
+    pi = sampling.inclusion_probabilities(priority**4, 100)
+    means = []
+    for seed in range(400):
+        picked = sampling.draw(pi, seed, "q")
+        means.append(np.sum(d[picked] / pi[picked]) / n)
+    assert np.mean(means) == pytest.approx(d.mean(), rel=0.03)
+
+
+def _design(ids: list[str], pi: list[float], picked: list[bool]) -> pd.DataFrame:
+    return pd.DataFrame({sampling.ID: ids, sampling.INCLUSION: pi, sampling.PICKED: picked})
+
+
+def test_terms_scale_labelled_picks_by_the_response_rate_and_a_draw_without_labels_waits() -> None:
+    first = _design(["a", "b", "c", "d"], [0.5, 0.5, 0.25, 0.25], [True, True, False, False])
+    second = _design(["e", "f"], [0.5, 0.5], [True, False])
+    found = sampling.weighted_terms([first, second], {"a": 1.0}, eligible={"a", "b", "c", "d", "e", "f"})
+    # b was picked but came back blank: a stands for both (response rate 1/2)
+    assert found.terms.tolist() == [4.0, 0.0, 0.0, 0.0] and (found.labels, found.draws, found.waiting) == (1, 1, 1)
+    assert "1 label(s) from 1 label-queue draw(s) stand for 4 served rows" in found.note()
+    only = sampling.weighted_terms([first], {"a": 1.0, "b": -1.0}, eligible={"a", "b"})  # c, d: labelled elsewhere
+    assert only.terms.tolist() == [2.0, -2.0]
+
+
+def test_a_weighted_stream_counts_labels_not_rows_toward_the_minimum() -> None:
+    terms = np.concatenate([np.full(150, 0.4), np.zeros(5000)])
+    test = OnlineTest(min_rows=200)
+    assert compare(terms, test, labels=150).verdict == "continue"
+    assert "5,150 paired rows (150 labels)" in compare(terms, test, labels=150).reason
+
+
+def test_the_queue_draw_keeps_false_decisions_rare_when_the_versions_are_equal() -> None:
+    rng = np.random.default_rng(1)
+    n, wrong = 3000, 0
+    runs = 100
+    for seed in range(runs):
+        priority = rng.random(n)
+        d = np.where(priority > 0.7, rng.normal(0.0, 0.5, n), rng.normal(0.0, 0.02, n))
+        _, verdict = labels_to_decide(d, priority, OnlineTest(), queue=True, chunk=500, rate=0.2, seed=seed)
+        wrong += verdict == "promote"
+    assert wrong / runs <= 0.05 + 0.05  # alpha, and the noise of 100 runs
+
+
+def test_where_the_versions_differ_on_few_rows_the_queue_decides_with_fewer_labels() -> None:
+    rng = np.random.default_rng(2)
+    n = 12_000
+    differ = rng.random(n) < 0.1  # the versions answer differently on a tenth of the rows
+    priority = np.where(differ, 0.5 + 0.5 * rng.random(n), 0.02 * rng.random(n))  # as their disagreement shows
+    d = np.where(differ, rng.normal(0.1, 0.4, n), 0.0)  # ... and there the challenger is better, on average
+    queue, random = budgets(d, priority, OnlineTest(), chunk=500, rate=0.1, draws=10)
+    assert queue.strategy == "queue" and random.strategy == "random"
+    assert queue.verdicts.get("promote", 0) >= 9 and queue.median_labels is not None
+    assert random.median_labels is None or queue.median_labels < random.median_labels / 2
+    assert "queue" in queue.text() and "labels" in queue.text()
