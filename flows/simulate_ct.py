@@ -178,7 +178,7 @@ class _Replay:
 
     def label_budget(self, challenger: str) -> str:
         """Labels the online test needs to decide on this challenger's shadow rows: the label queue's
-        draw against random sampling, 10% of each 500 rows labelled, the median of 20 draws."""
+        draw against random sampling, rounds of 50 labels, the median of 20 draws."""
         from components.monitoring import challenger as online
         from components.monitoring import labelqueue
         from components.simulation import labelbudget
@@ -190,7 +190,7 @@ class _Replay:
         models = (self._served(champion), self._served(challenger))
         d, _ = online.differences(log, truth, self.stream.task, *models)
         task = self.stream.task.name
-        priority = (labelqueue.uncertainty(log, task)[0] + labelqueue.disagreement(log, task)) / 2
+        priority = labelqueue.expected_gap(log, task)  # as the queue weights rows in a rollout
         settings = self.config.promotion.online
         test = OnlineTest(settings.alpha, settings.min_rows, settings.max_rows, settings.mixture)
         found = labelbudget.budgets(d, priority.to_numpy(), test)

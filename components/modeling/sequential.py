@@ -56,7 +56,6 @@ class Comparison:
     low: float  # the always-valid confidence sequence at this point
     high: float
     likelihood_ratio: float
-    labels: int | None = None  # labels spent, where fewer than `rows` (a weighted label-queue draw)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,14 +90,11 @@ def likelihood_ratio(n: int, mean: float, variance: float, test: OnlineTest) -> 
     return math.sqrt(variance / spread) * math.exp(exponent)
 
 
-def compare(differences: np.ndarray, test: OnlineTest, labels: int | None = None) -> Comparison:
-    """The decision on these paired differences (in the order the labels arrived). `labels`: how
-    many labels they took, where that is fewer than the differences (weighted terms of a label-queue
-    draw, zero for the rows it did not pick): `min_rows` and `max_rows` count labels."""
+def compare(differences: np.ndarray, test: OnlineTest) -> Comparison:
+    """The decision on these paired differences (in the order the labels arrived)."""
     d = np.asarray(differences, dtype="float64")
     d = d[np.isfinite(d)]
     n = len(d)
-    spent = n if labels is None else labels
     if n < 2:
         return Comparison(
             "continue", f"{n} paired label(s); the test needs {test.min_rows}", n, 0.0, -math.inf, math.inf, 1.0
@@ -109,26 +105,18 @@ def compare(differences: np.ndarray, test: OnlineTest, labels: int | None = None
     half = radius(n, variance, test)
     low, high = mean - half, mean + half
     ratio = likelihood_ratio(n, mean, variance, test)
-    after = f"{n:,} paired labels" if labels is None else f"{n:,} paired rows ({spent:,} labels)"
     shown = (
         f"mean loss difference {mean:+.4f} (champion - challenger), always-valid {1 - test.alpha:.0%} "
-        f"interval [{low:+.4f}, {high:+.4f}] after {after}"
+        f"interval [{low:+.4f}, {high:+.4f}] after {n:,} paired labels"
     )
-    if spent < test.min_rows:
-        return Comparison("continue", f"{shown}; the test needs {test.min_rows:,}", n, mean, low, high, ratio, labels)
+    if n < test.min_rows:
+        return Comparison("continue", f"{shown}; the test needs {test.min_rows:,}", n, mean, low, high, ratio)
     if low > 0:
-        return Comparison("promote", f"the challenger is better: {shown}", n, mean, low, high, ratio, labels)
+        return Comparison("promote", f"the challenger is better: {shown}", n, mean, low, high, ratio)
     if high < 0:
-        return Comparison("retire", f"the challenger is worse: {shown}", n, mean, low, high, ratio, labels)
-    if spent >= test.max_rows:
+        return Comparison("retire", f"the challenger is worse: {shown}", n, mean, low, high, ratio)
+    if n >= test.max_rows:
         return Comparison(
-            "retire",
-            f"no difference after {spent:,} paired labels (max_rows): {shown}",
-            n,
-            mean,
-            low,
-            high,
-            ratio,
-            labels,
+            "retire", f"no difference after {n:,} paired labels (max_rows): {shown}", n, mean, low, high, ratio
         )
-    return Comparison("continue", f"undecided: {shown}", n, mean, low, high, ratio, labels)
+    return Comparison("continue", f"undecided: {shown}", n, mean, low, high, ratio)

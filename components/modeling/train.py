@@ -252,6 +252,7 @@ class FinalModel:
     threshold: ThresholdChoice | None = None
     calibration: str | None = None  # sigmoid | isotonic when probabilities were recalibrated
     interval: PredictionInterval | None = None
+    out_of_fold: np.ndarray | None = None  # a regressor's out-of-fold answers on its training rows, where computed
 
 
 def calibration_method(setting: str, members: Sequence[ModelConfig], y: pd.Series, task: Task) -> str | None:
@@ -304,12 +305,12 @@ def fit_final_model(
     cv = task.folds(y, folds, seed)
     try:
         if not task.classification:
-            interval = None
+            interval, oof = None, None
             if first.interval_coverage is not None:
                 oof = np.asarray(cross_val_predict(pipeline, X, y, cv=cv, n_jobs=1), dtype="float64")
                 half = conformal_half_width(y.to_numpy(dtype="float64"), oof, first.interval_coverage)
                 interval = PredictionInterval(first.interval_coverage, half, len(y))
-            return FinalModel(pipeline.fit(X, y), interval=interval)
+            return FinalModel(pipeline.fit(X, y), interval=interval, out_of_fold=oof)
         method = calibration_method(first.calibration, members, y, task)
         binary = y.nunique() == 2 and tune_threshold is not None
         if method is None:

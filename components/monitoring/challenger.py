@@ -148,19 +148,15 @@ def judge(
     direct, picks = known[~drawn], known[drawn]
     joined, column = _labelled(rows, direct, (id_column, target))
     diffs, note = differences(joined, joined[column], task, *models) if len(joined) else (np.zeros(0), "")
-    spent: int | None = None
     if len(picks) and designs is not None:
         score = lambda frame, truth: differences(frame, truth, task, *models)[0]  # noqa: E731
         weighted = _weighted(rows, picks, joined, (id_column, target), score, designs)
-        if weighted.draws:
-            spent = int(np.isfinite(diffs).sum()) + weighted.labels
-            diffs = np.concatenate([diffs, weighted.terms])
+        diffs = np.concatenate([diffs, weighted.terms])
         note += weighted.note()
     if not len(diffs):
         return None, len(rows), 0, "no labels for the requests both versions answered yet" + note
     settings = OnlineTest(alpha=test.alpha, min_rows=test.min_rows, max_rows=test.max_rows, mixture=test.mixture)
-    comparison = compare(diffs, settings, labels=spent)
-    return comparison, len(rows), spent if spent is not None else len(joined), note
+    return compare(diffs, settings), len(rows), int(np.isfinite(diffs).sum()), note
 
 
 NOT_PAIRED = (

@@ -9,18 +9,20 @@ systematic sampling: exactly K rows, each with its own probability) with probabi
 
     pi_i = K * (floor / N + (1 - floor) * w_i / sum(w))     (capped at 1, the excess spread over the rest)
 
-where w_i is its priority (disagreement, uncertainty), K the expected number of picks, N the rows
-considered, and the `floor` share keeps every pi_i above K * floor / N (a defensive mixture: no row
-is impossible to pick, so no 1/pi weight explodes). The queue writes a *design* file beside the
-queue file: every row considered, its pi_i and whether it was picked.
+where w_i is its priority (how far apart the two versions' losses are expected to be), K the
+expected number of picks, N the rows considered, and the `floor` share keeps every pi_i above
+K * floor / N (a defensive mixture: no row is impossible to pick, so no 1/pi weight explodes).
+The queue writes a *design* file beside the queue file: every row considered, its pi_i and
+whether it was picked.
 
-The test then uses, for each row considered, the Horvitz-Thompson term z_i = I_i d_i / pi_i (I_i: it
-was picked and labelled): E[z_i] = d_i whatever the priorities were, so the mean of the z's
-estimates the mean difference over the served rows, and the always-valid test runs on them as on
-plain differences, with rows the two versions agree on costing no label. Picks left blank when the
-file comes back count as missing at random within their draw: each labelled pick's pi is scaled by
-the draw's response rate (labelled picks / picks). A draw none of whose picks has a label yet
-waits.
+The test then takes one term per labelled pick, y = d * k / (N * pi) (N rows considered, k = sum
+of their pi): the mean of a draw's y is its Horvitz-Thompson estimate of the mean difference over
+the N rows, whatever the priorities were, and a row picked with the uniform probability k/N counts
+as itself. The y's enter the always-valid test one per label, as plain differences do (importance
+sampling, read as sampling with replacement: the variance it implies is, if anything, too large),
+so rows the two versions agree on cost no label and the test counts labels, not rows. Picks left
+blank when the file comes back count as missing at random within their draw. A draw none of whose
+picks has a label yet waits.
 """
 
 from __future__ import annotations
@@ -99,10 +101,10 @@ def read_designs(folder: Path) -> list[pd.DataFrame]:
 
 @dataclass(frozen=True)
 class Weighted:
-    """The Horvitz-Thompson terms of the draws whose picks have labels."""
+    """The test's terms from the label-queue draws whose picks have labels: one per labelled pick."""
 
-    terms: np.ndarray  # one per row considered (zero unless a labelled pick)
-    labels: int  # labelled picks used
+    terms: np.ndarray
+    considered: int  # served rows the draws stood for
     draws: int  # draws used
     waiting: int  # draws none of whose picks has a label yet
 
@@ -110,31 +112,31 @@ class Weighted:
         if not self.draws:
             return f"; {self.waiting} label-queue draw(s) waiting for labels" if self.waiting else ""
         return (
-            f"; {self.labels:,} label(s) from {self.draws} label-queue draw(s) stand for {len(self.terms):,} "
-            f"served rows (weighted by 1/inclusion probability)"
+            f"; {len(self.terms):,} label(s) from {self.draws} label-queue draw(s) over {self.considered:,} "
+            "served rows, each weighted by its inclusion probability"
         )
 
 
 def weighted_terms(designs: list[pd.DataFrame], differences: dict[str, float], eligible: set[str]) -> Weighted:
-    """z_i = I_i d_i / (pi_i * response rate) for every row a draw considered among `eligible` ids
-    (those both versions answered, without a label of their own); `differences`: d of each labelled
-    pick, by id."""
-    terms, labels, used, waiting = [], 0, 0, 0
+    """One term per labelled pick, y = d * k / (N * pi), for the draws among `eligible` ids (those
+    both versions answered, without a label of their own): N rows considered, k = sum(pi) picks
+    expected among them. The mean of a draw's y is its Horvitz-Thompson estimate of the mean
+    difference over those N rows (picks left blank taken as missing at random), and the y's enter
+    the test one per label, as a plain difference does (importance sampling: a row picked with
+    probability k/N, as at random, counts as itself). `differences`: d of each labelled pick, by id."""
+    terms, considered, used, waiting = [], 0, 0, 0
     for design in designs:
         rows = design[design[ID].isin(eligible)]
-        picks = rows[rows[PICKED].astype(bool)]
-        if picks.empty:
+        chosen = rows[PICKED].astype(bool).to_numpy()
+        if not chosen.any():
             continue
-        answered = picks[ID].isin(differences.keys()).to_numpy()
+        answered = chosen & rows[ID].isin(differences.keys()).to_numpy()
         if not answered.any():
             waiting += 1
             continue
-        response = answered.mean()
-        z = np.zeros(len(rows))
-        where = rows[PICKED].astype(bool).to_numpy() & rows[ID].isin(differences.keys()).to_numpy()
-        d = np.asarray([differences[i] for i in rows.loc[where, ID]], dtype="float64")
-        z[where] = d / (rows.loc[where, INCLUSION].to_numpy(dtype="float64") * response)
-        terms.append(z)
-        labels += int(where.sum())
+        pi = rows[INCLUSION].to_numpy(dtype="float64")
+        d = np.asarray([differences[i] for i in rows.loc[answered, ID]], dtype="float64")
+        terms.append(d * pi.sum() / (len(rows) * pi[answered]))
+        considered += len(rows)
         used += 1
-    return Weighted(np.concatenate(terms) if terms else np.zeros(0), labels, used, waiting)
+    return Weighted(np.concatenate(terms) if terms else np.zeros(0), considered, used, waiting)

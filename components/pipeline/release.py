@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from components.core.config import EvaluationConfig, PromotionConfig
@@ -15,6 +16,7 @@ from components.core.faults import fault_point
 from components.core.workspace import Workspace
 from components.inference.scoring import measure_serving
 from components.modeling import gate
+from components.modeling.prepare import Split
 from components.modeling.promotion import Decision, Evidence, PromotionPolicy, decide_promotion
 from components.modeling.tasks import Task
 from components.modeling.train import FinalModel
@@ -55,12 +57,18 @@ def log_reference(run_id: str, model: Any, X: pd.DataFrame, rows: int, seed: int
         registry.log_artifact(run_id, path, str(Path(monitor.REFERENCE_ARTIFACT).parent))
 
 
-def log_residuals(run_id: str, model: Any, X: pd.DataFrame, y: pd.Series, rows: int, seed: int, task: Task) -> None:
-    """A regressor's errors on held-out rows, with their features and its answers: what monitoring
-    estimates its metric from before labels arrive (`monitor.estimate_loss_decay`)."""
-    if task.classification or not len(X):
+def log_residuals(run_id: str, final: FinalModel, split: Split, rows: int, seed: int, task: Task) -> None:
+    """A regressor's errors on rows it was not fitted on, with their features and its answers: the
+    held-out rows, and the training rows' out-of-fold answers where the fit computed them (five
+    times the rows, so the errors' level is less a matter of which rows were held out). Monitoring
+    estimates the metric from them before labels arrive (`monitor.estimate_loss_decay`)."""
+    if task.classification or not len(split.X_test):
         return
-    residuals = monitor.build_residuals(X, task.output(model, X), y, rows, seed)
+    X, predicted, y = split.X_test, task.output(final.model, split.X_test), split.y_test
+    if final.out_of_fold is not None and len(final.out_of_fold) == len(split.X_train):
+        X, y = pd.concat([X, split.X_train]), pd.concat([y, split.y_train])
+        predicted = np.concatenate([np.asarray(predicted, dtype="float64"), final.out_of_fold])
+    residuals = monitor.build_residuals(X, predicted, y, rows, seed)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / Path(monitor.RESIDUALS_ARTIFACT).name
         residuals.to_parquet(path, index=False)
@@ -88,7 +96,7 @@ def log_candidate(
     model_uri = registry.log_model(run_id, served.model, X_served, info)
     fault_point("logged")
     log_reference(run_id, served.model, X_served, release.reference_rows, release.seed, task)
-    log_residuals(run_id, final.model, split.X_test, split.y_test, release.reference_rows, release.seed, task)
+    log_residuals(run_id, final, split, release.reference_rows, release.seed, task)
     return model_uri, info
 
 

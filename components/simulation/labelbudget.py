@@ -1,11 +1,12 @@
 """How many labels the online test needs to decide: the label queue's draw against random sampling.
 
-A replay of a challenger period: the rows both versions answered arrive in chunks (a day's traffic,
-say); of each chunk a fixed share is labelled, either drawn at random or as `mlops label-queue`
-draws them during a rollout (a random share, the rest with probabilities that grow where the two
-versions disagree, weighted by 1/probability in the test: `components.monitoring.sampling`). After
-each chunk the always-valid test looks at what it has; the figure is the labels spent when it first
-decides (promote or retire), the median over repeated draws.
+A replay of a challenger period: the rows both versions answered wait for labels (a backlog), and
+labels come in rounds of 50, either drawn at random or as `mlops label-queue` draws them during a
+rollout (a random quarter, the rest with probabilities that grow with the expected gap between the
+two versions' losses, weighted by 1/probability in the test: `components.monitoring.sampling`).
+After each round the always-valid test looks at what it has; the figure is the labels spent when it
+first decides (promote or retire), the median over repeated draws ("undecided" when fewer than half
+decided before every row was labelled).
 """
 
 from __future__ import annotations
@@ -40,55 +41,49 @@ def labels_to_decide(
     test: OnlineTest,
     *,
     queue: bool,
-    chunk: int,
-    rate: float,
-    seed: int,
+    step: int = 50,
+    seed: int = 0,
     random_share: float = 0.25,
 ) -> tuple[int, str]:
-    """Labels spent when the test first decides on rows arriving in chunks of `chunk`, a `rate`
-    share of each labelled (as the queue draws them, or at random), and the verdict."""
+    """Labels spent when the test first decides, and the verdict: rounds of `step` labels from the
+    rows not labelled yet (a backlog: every round considers them all, as each `mlops label-queue`
+    does), drawn as the queue draws them or at random, the test looking after each round."""
     rng = np.random.default_rng(seed)
     d, priority = np.asarray(d, dtype="float64"), np.asarray(priority, dtype="float64")
+    pool = np.ones(len(d), dtype=bool)
     parts: list[np.ndarray] = []
-    spent = 0
-    for start in range(0, len(d), chunk):
-        rows = np.arange(start, min(start + chunk, len(d)))
-        k = max(1, round(rate * len(rows)))
-        if not queue:
-            parts.append(d[rng.choice(rows, size=min(k, len(rows)), replace=False)])
-            spent += min(k, len(rows))
-        else:
-            drawn = rng.choice(rows, size=round(k * random_share), replace=False)
-            rest = np.setdiff1d(rows, drawn)
+    spent, rounds = 0, 0
+    while pool.any():
+        left = np.flatnonzero(pool)
+        k = min(step, len(left))
+        drawn = rng.choice(left, size=round(k * random_share) if queue else k, replace=False)
+        pool[drawn] = False
+        parts.append(d[drawn])
+        spent += len(drawn)
+        if queue and k > len(drawn):
+            rest = np.flatnonzero(pool)
             pi = inclusion_probabilities(priority[rest], k - len(drawn))
-            picked = draw(pi, seed, str(start))
-            terms = np.zeros(len(rest))
-            terms[picked] = d[rest[picked]] / pi[picked]
-            parts += [d[drawn], terms]
-            spent += len(drawn) + int(picked.sum())
-        comparison = compare(np.concatenate(parts), test, labels=spent if queue else None)
+            picked = draw(pi, seed, f"round-{rounds}")
+            parts.append(d[rest[picked]] * pi.sum() / (len(rest) * pi[picked]))  # as `sampling.weighted_terms`
+            pool[rest[picked]] = False
+            spent += int(picked.sum())
+        rounds += 1
+        comparison = compare(np.concatenate(parts), test)
         if comparison.verdict != "continue":
             return spent, comparison.verdict
     return spent, "continue"
 
 
-def budgets(
-    d: np.ndarray, priority: np.ndarray, test: OnlineTest, *, chunk: int = 500, rate: float = 0.1, draws: int = 20
-) -> list[Budget]:
+def budgets(d: np.ndarray, priority: np.ndarray, test: OnlineTest, *, step: int = 50, draws: int = 20) -> list[Budget]:
     """The queue's and random sampling's labels to decide, side by side over the same `draws` seeds."""
     out = []
     for queue in (True, False):
-        runs = [
-            labels_to_decide(d, priority, test, queue=queue, chunk=chunk, rate=rate, seed=seed) for seed in range(draws)
-        ]
+        runs = [labels_to_decide(d, priority, test, queue=queue, step=step, seed=seed) for seed in range(draws)]
         decided = [labels for labels, verdict in runs if verdict != "continue"]
         verdicts: dict[str, int] = {}
         for _, verdict in runs:
             verdicts[verdict] = verdicts.get(verdict, 0) + 1
         median = float(np.median([labels if v != "continue" else np.inf for labels, v in runs]))
-        out.append(
-            Budget(
-                "queue" if queue else "random", median if np.isfinite(median) else None, len(decided), verdicts, draws
-            )
-        )
+        shown = median if np.isfinite(median) else None
+        out.append(Budget("queue" if queue else "random", shown, len(decided), verdicts, draws))
     return out

@@ -71,17 +71,23 @@ def test_in_shadow_the_rows_where_the_versions_disagree_come_first_with_both_ans
     frame = read_prediction_log(tmp_path / "log")
     result = _queue(frame, tmp_path, size=3)
     queued = pd.read_csv(result.path)
-    assert "disagree" in result.strategy and "recorded" in result.strategy
+    assert (
+        "how far apart champion and challenger are expected to be" in result.strategy and "recorded" in result.strategy
+    )
     design = pd.read_parquet(sampling.design_path(result.path, tmp_path / "queue"))
     chance = design.set_index(sampling.ID)[sampling.INCLUSION]
     assert chance.sum() == pytest.approx(3.0) and len(design) == n and len(queued) == 3  # every row considered
-    assert chance["2"] == chance.max() and chance["0"] < chance["1"]  # most where they disagree, least where sure
+    assert chance["2"] == chance.max() and chance["5"] == chance.min()  # most where they differ; v4 failed on 5
     assert sorted(design.loc[design[sampling.PICKED], sampling.ID].astype(int)) == sorted(queued["loan_id"])
     assert (queued["_selection"] == "weighted").all() and queued["_inclusion"].between(0, 1).all()
     if 2 in set(queued["loan_id"]):
         row = queued.set_index("loan_id").loc[2]
         assert (row["_answer"], row[SHADOW_PREDICTION], row[SHADOW_VERSION]) == (1, 0, 4)
-        assert row[SHADOW_PROBABILITY] == pytest.approx(0.20) and "picked with probability" in row["_why"]
+        assert (
+            row[SHADOW_PROBABILITY] == pytest.approx(0.20)
+            and "picked with probability" in row["_why"]
+            and "expected loss gap" in row["_why"]
+        )
 
 
 def test_in_shadow_the_draw_has_the_random_share_and_its_labels_reach_only_the_online_test(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.modeling.sequential import OnlineTest, compare
+from components.modeling.sequential import OnlineTest
 from components.monitoring import sampling
 from components.simulation.labelbudget import budgets, labels_to_decide
 
@@ -38,10 +38,13 @@ def test_the_weighted_terms_estimate_the_mean_difference_without_bias() -> None:
     priority = rng.random(n)
     d = np.where(priority > 0.8, rng.normal(0.3, 0.2, n), 0.0)  # the versions differ where they disagree
     pi = sampling.inclusion_probabilities(priority**4, 100)
+    everyone = {str(i) for i in range(n)}
     means = []
     for seed in range(400):
         picked = sampling.draw(pi, seed, "q")
-        means.append(np.sum(d[picked] / pi[picked]) / n)
+        design = _design([str(i) for i in range(n)], pi.tolist(), picked.tolist())
+        labelled = {str(i): d[i] for i in np.flatnonzero(picked)}
+        means.append(sampling.weighted_terms([design], labelled, everyone).terms.mean())
     assert np.mean(means) == pytest.approx(d.mean(), rel=0.03)
 
 
@@ -49,32 +52,28 @@ def _design(ids: list[str], pi: list[float], picked: list[bool]) -> pd.DataFrame
     return pd.DataFrame({sampling.ID: ids, sampling.INCLUSION: pi, sampling.PICKED: picked})
 
 
-def test_terms_scale_labelled_picks_by_the_response_rate_and_a_draw_without_labels_waits() -> None:
+def test_one_term_per_labelled_pick_weighted_by_its_probability_and_a_draw_without_labels_waits() -> None:
     first = _design(["a", "b", "c", "d"], [0.5, 0.5, 0.25, 0.25], [True, True, False, False])
     second = _design(["e", "f"], [0.5, 0.5], [True, False])
-    found = sampling.weighted_terms([first, second], {"a": 1.0}, eligible={"a", "b", "c", "d", "e", "f"})
-    # b was picked but came back blank: a stands for both (response rate 1/2)
-    assert found.terms.tolist() == [4.0, 0.0, 0.0, 0.0] and (found.labels, found.draws, found.waiting) == (1, 1, 1)
-    assert "1 label(s) from 1 label-queue draw(s) stand for 4 served rows" in found.note()
-    only = sampling.weighted_terms([first], {"a": 1.0, "b": -1.0}, eligible={"a", "b"})  # c, d: labelled elsewhere
-    assert only.terms.tolist() == [2.0, -2.0]
-
-
-def test_a_weighted_stream_counts_labels_not_rows_toward_the_minimum() -> None:
-    terms = np.concatenate([np.full(150, 0.4), np.zeros(5000)])
-    test = OnlineTest(min_rows=200)
-    assert compare(terms, test, labels=150).verdict == "continue"
-    assert "5,150 paired rows (150 labels)" in compare(terms, test, labels=150).reason
+    everyone = {"a", "b", "c", "d", "e", "f"}
+    found = sampling.weighted_terms([first, second], {"a": 1.0}, everyone)  # b came back blank
+    # y = d * k / (N * pi) = 1 * 1.5 / (4 * 0.5): a stands for the 4 rows its draw considered
+    assert found.terms.tolist() == [0.75] and (found.considered, found.draws, found.waiting) == (4, 1, 1)
+    assert "1 label(s) from 1 label-queue draw(s) over 4 served rows" in found.note()
+    uniform = _design(["a", "b", "c", "d"], [0.5] * 4, [True, True, False, False])
+    assert sampling.weighted_terms([uniform], {"a": 0.3, "b": -0.1}, everyone).terms.tolist() == [0.3, -0.1]
+    only = sampling.weighted_terms([first], {"a": 1.0, "b": -1.0}, eligible={"a", "b"})  # c, d labelled elsewhere
+    assert only.terms.tolist() == [1.0, -1.0]
 
 
 def test_the_queue_draw_keeps_false_decisions_rare_when_the_versions_are_equal() -> None:
     rng = np.random.default_rng(1)
-    n, wrong = 3000, 0
+    n, wrong = 2000, 0
     runs = 100
-    for seed in range(runs):
+    for seed in range(runs):  # each run a new traffic sample of equal versions, labelled round after round
         priority = rng.random(n)
         d = np.where(priority > 0.7, rng.normal(0.0, 0.5, n), rng.normal(0.0, 0.02, n))
-        _, verdict = labels_to_decide(d, priority, OnlineTest(), queue=True, chunk=500, rate=0.2, seed=seed)
+        _, verdict = labels_to_decide(d, priority, OnlineTest(), queue=True, step=50, seed=seed)
         wrong += verdict == "promote"
     assert wrong / runs <= 0.05 + 0.05  # alpha, and the noise of 100 runs
 
@@ -85,7 +84,7 @@ def test_where_the_versions_differ_on_few_rows_the_queue_decides_with_fewer_labe
     differ = rng.random(n) < 0.1  # the versions answer differently on a tenth of the rows
     priority = np.where(differ, 0.5 + 0.5 * rng.random(n), 0.02 * rng.random(n))  # as their disagreement shows
     d = np.where(differ, rng.normal(0.1, 0.4, n), 0.0)  # ... and there the challenger is better, on average
-    queue, random = budgets(d, priority, OnlineTest(), chunk=500, rate=0.1, draws=10)
+    queue, random = budgets(d, priority, OnlineTest(), step=50, draws=10)
     assert queue.strategy == "queue" and random.strategy == "random"
     assert queue.verdicts.get("promote", 0) >= 9 and queue.median_labels is not None
     assert random.median_labels is None or queue.median_labels < random.median_labels / 2
