@@ -11,6 +11,7 @@ another fresh draw; no hyperparameter search), so the timeline can show what was
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -247,37 +248,51 @@ def check_goals(rows: Sequence[TimelineRow], plan: Sequence[PlannedBatch], figur
 
 
 ESTIMATE_POINTS = 0.02
-ESTIMATE_SHARE = 0.05  # a regressor's error metric (RMSE) has no points: within this share of the realized value
+ESTIMATE_SHARE = 0.05  # a regressor's RMSE has units, not points: within this share of the realized value
 
 
 def _estimate_goal(rows: Sequence[TimelineRow], relative: bool = False) -> list[Goal]:
-    """The metric estimated without labels within 2 points of the realized one on stable batches
-    (CBPE, classifiers), or within 5% of it (`relative`: a regressor's RMSE, by direct loss estimation)."""
+    """The metric estimated without labels within 2 points of the realized one on each stable batch
+    (CBPE, classifiers), or (`relative`: a regressor's RMSE, by direct loss estimation) within 5% of
+    the realized RMSE of the stable batches together: the RMSE of 4,000 rows of heavy-tailed errors
+    moves by itself from batch to batch by about that much, which no estimate from inputs can follow."""
     pairs = [(r.batch, r.estimated, r.realized) for r in rows if r.estimated is not None and r.realized is not None]
     if not pairs:
         return []
+    kind = {r.batch: r.kind for r in rows}
+    stable = [(e, r) for b, e, r in pairs if kind[b] == "stable"]
     if relative:
-        errors_by = [(b, (e - r) / abs(r) if r else 0.0) for b, e, r in pairs]
-        unit, limit, bound = "%", ESTIMATE_SHARE, f"{100 * ESTIMATE_SHARE:.0f}% of the realized value"
-    else:
-        errors_by = [(b, e - r) for b, e, r in pairs]
-        unit, limit, bound = " points", ESTIMATE_POINTS, f"{100 * ESTIMATE_POINTS:.0f} points"
-    stable = [(b, e) for b, e in errors_by if next(r.kind for r in rows if r.batch == b) == "stable"]
-    errors = [abs(e) for _, e in stable]
-    everywhere = ", ".join(f"{b}: {100 * e:+.1f}" for b, e in errors_by)
-    met = bool(errors) and max(errors) <= limit
+        return [_pooled_goal(pairs, stable)]
+    errors = [abs(e - r) for e, r in stable]
+    everywhere = ", ".join(f"{b}: {100 * (e - r):+.1f}" for b, e, r in pairs)
     detail = (
-        f"stable batches: mean |error| {100 * sum(errors) / len(errors):.1f}{unit}, max {100 * max(errors):.1f}{unit}"
+        f"stable batches: mean |error| {100 * sum(errors) / len(errors):.1f}, max {100 * max(errors):.1f} points"
         if errors
         else "no stable batch to judge"
     )
     return [
         Goal(
-            f"the metric estimated without labels within {bound} on stable batches",
-            met,
-            f"{detail}; estimated minus realized by batch ({unit.strip()}): {everywhere}",
+            f"the metric estimated without labels within {100 * ESTIMATE_POINTS:.0f} points on stable batches",
+            bool(errors) and max(errors) <= ESTIMATE_POINTS,
+            f"{detail}; estimated minus realized by batch (points): {everywhere}",
         )
     ]
+
+
+def _pooled_goal(pairs: list[tuple[int, float, float]], stable: list[tuple[float, float]]) -> Goal:
+    name = f"the RMSE estimated without labels within {100 * ESTIMATE_SHARE:.0f}% of the realized one on stable batches"
+    by_batch = ", ".join(f"{b}: {100 * (e - r) / abs(r):+.1f}" for b, e, r in pairs if r)
+    if not stable:
+        return Goal(name, False, "no stable batch to judge")
+    estimated, realized = (math.sqrt(sum(v * v for v in column) / len(column)) for column in zip(*stable, strict=True))
+    error = (estimated - realized) / realized
+    each = [abs(e - r) / abs(r) for e, r in stable if r]
+    detail = (
+        f"stable batches together: estimated {estimated:.4g}, realized {realized:.4g} ({100 * error:+.1f}%); "
+        f"each stable batch: mean |error| {100 * sum(each) / len(each):.1f}%; estimated minus realized by batch "
+        f"(%): {by_batch}"
+    )
+    return Goal(name, abs(error) <= ESTIMATE_SHARE, detail)
 
 
 def shadow_log(

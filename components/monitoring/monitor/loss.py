@@ -1,8 +1,8 @@
 """Regression performance without labels: the model's errors predicted from its inputs and answers.
 
-Direct loss estimation (DLE, as NannyML does it): at training time the model's errors on the
-held-out rows (rows it was not fitted on) are stored with it, beside their features and its answers
-(`RESIDUALS_ARTIFACT`). Monitoring fits a small gradient-boosted model of those errors (squared and
+Direct loss estimation (DLE, as NannyML does it): at training time the model's errors on rows it
+was not fitted on (the held-out rows, and the training rows' out-of-fold answers) are stored with
+it, beside their features and its answers (`RESIDUALS_ARTIFACT`). Monitoring fits a small gradient-boosted model of those errors (squared and
 absolute) on the features plus the answer, predicts the expected error of every row of an
 unlabelled window, and turns the means into the metric: RMSE from the mean squared error, MAE from
 the mean absolute error, R² as 1 - MSE / (variance of the answers + MSE) (the target's variance
@@ -11,9 +11,8 @@ with its answers). Like CBPE for classifiers it follows covariate shift (errors 
 region of the inputs are expected there), not a change in the concept itself: the realized metric
 is shown beside it once labels arrive. MAPE has no estimate (it needs the true values' scale).
 
-The errors stored are those of the model the gate judged (fitted without the held-out rows); where
-the served model was refitted on every row its errors are a little smaller, so the estimate leans
-pessimistic by that much.
+The errors stored are those of models fitted on fewer rows than the served one (the out-of-fold
+folds, the model the gate judged), so the estimate leans a little pessimistic.
 """
 
 from __future__ import annotations
