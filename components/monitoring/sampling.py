@@ -104,7 +104,7 @@ class Weighted:
     """The test's terms from the label-queue draws whose picks have labels: one per labelled pick."""
 
     terms: np.ndarray
-    considered: int  # served rows the draws stood for
+    considered: int  # distinct served rows the draws considered
     draws: int  # draws used
     waiting: int  # draws none of whose picks has a label yet
 
@@ -112,7 +112,7 @@ class Weighted:
         if not self.draws:
             return f"; {self.waiting} label-queue draw(s) waiting for labels" if self.waiting else ""
         return (
-            f"; {len(self.terms):,} label(s) from {self.draws} label-queue draw(s) over {self.considered:,} "
+            f"; {len(self.terms):,} label(s) from {self.draws} label-queue draw(s) among {self.considered:,} "
             "served rows, each weighted by its inclusion probability"
         )
 
@@ -124,7 +124,9 @@ def weighted_terms(designs: list[pd.DataFrame], differences: dict[str, float], e
     difference over those N rows (picks left blank taken as missing at random), and the y's enter
     the test one per label, as a plain difference does (importance sampling: a row picked with
     probability k/N, as at random, counts as itself). `differences`: d of each labelled pick, by id."""
-    terms, considered, used, waiting = [], 0, 0, 0
+    terms: list[np.ndarray] = []
+    considered: set[str] = set()
+    used = waiting = 0
     for design in designs:
         rows = design[design[ID].isin(eligible)]
         chosen = rows[PICKED].astype(bool).to_numpy()
@@ -137,6 +139,6 @@ def weighted_terms(designs: list[pd.DataFrame], differences: dict[str, float], e
         pi = rows[INCLUSION].to_numpy(dtype="float64")
         d = np.asarray([differences[i] for i in rows.loc[answered, ID]], dtype="float64")
         terms.append(d * pi.sum() / (len(rows) * pi[answered]))
-        considered += len(rows)
+        considered.update(rows[ID])
         used += 1
-    return Weighted(np.concatenate(terms) if terms else np.zeros(0), considered, used, waiting)
+    return Weighted(np.concatenate(terms) if terms else np.zeros(0), len(considered), used, waiting)

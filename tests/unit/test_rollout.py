@@ -194,7 +194,7 @@ def test_the_queue_s_weighted_labels_count_through_their_draw_in_the_online_test
         log, labels, ("1", "2"), (champion, better), task, keys, test, designs=tmp_path
     )
     assert comparison is not None and paired == n and used == 50 + len(drawn_ids) == comparison.rows
-    assert "110 label(s) from 1 label-queue draw(s) over 550 served rows" in note and comparison.verdict == "promote"
+    assert "110 label(s) from 1 label-queue draw(s) among 550 served rows" in note and comparison.verdict == "promote"
     everywhere = (champion.predict(X) - y) ** 2 - (better.predict(X) - y) ** 2
     assert comparison.mean_difference == pytest.approx(everywhere.mean(), rel=0.35)
     alone, _, used, _ = challenger.judge(log, labels, ("1", "2"), (champion, better), task, keys, test)

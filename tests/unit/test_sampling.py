@@ -59,7 +59,7 @@ def test_one_term_per_labelled_pick_weighted_by_its_probability_and_a_draw_witho
     found = sampling.weighted_terms([first, second], {"a": 1.0}, everyone)  # b came back blank
     # y = d * k / (N * pi) = 1 * 1.5 / (4 * 0.5): a stands for the 4 rows its draw considered
     assert found.terms.tolist() == [0.75] and (found.considered, found.draws, found.waiting) == (4, 1, 1)
-    assert "1 label(s) from 1 label-queue draw(s) over 4 served rows" in found.note()
+    assert "1 label(s) from 1 label-queue draw(s) among 4 served rows" in found.note()
     uniform = _design(["a", "b", "c", "d"], [0.5] * 4, [True, True, False, False])
     assert sampling.weighted_terms([uniform], {"a": 0.3, "b": -0.1}, everyone).terms.tolist() == [0.3, -0.1]
     only = sampling.weighted_terms([first], {"a": 1.0, "b": -1.0}, eligible={"a", "b"})  # c, d labelled elsewhere
