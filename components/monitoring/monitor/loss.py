@@ -2,15 +2,15 @@
 
 Direct loss estimation (DLE, as NannyML does it): at training time the model's errors on rows it
 was not fitted on (the held-out rows, and the training rows' out-of-fold answers) are stored with
-it, beside their features and its answers (`RESIDUALS_ARTIFACT`). Monitoring fits a small gradient-
-boosted model of those errors (squared and absolute) on the features plus the answer, predicts the
-expected error of every row of an unlabelled window, and turns the means into the metric: RMSE from
-the mean squared error, MAE from the mean absolute error, R² as 1 - MSE / (variance of the answers
-+ MSE) (the target's variance taken as the answers' plus the errors', as for a least-squares fit
-whose errors are uncorrelated with its answers). Like CBPE for classifiers it follows covariate
-shift (errors that grow in some region of the inputs are expected there), not a change in the
-concept itself: the realized metric is shown beside it once labels arrive. MAPE has no estimate (it
-needs the true values' scale).
+it, beside their features and its answers (`RESIDUALS_ARTIFACT`). Monitoring fits a small
+gradient-boosted model of those errors (squared and absolute) on the features plus the answer,
+predicts the expected error of every row of an unlabelled window, and turns the means into the
+metric: RMSE from the mean squared error, MAE from the mean absolute error, R² as 1 - MSE /
+(variance of the answers + MSE) (the target's variance taken as the answers' plus the errors', as
+for a least-squares fit whose errors are uncorrelated with its answers). Like CBPE for classifiers
+it follows covariate shift (errors that grow in some region of the inputs are expected there), not
+a change in the concept itself: the realized metric is shown beside it once labels arrive. MAPE has
+no estimate (it needs the true values' scale).
 
 The errors stored are those of models fitted on fewer rows than the served one (the out-of-fold
 folds, the model the gate judged), so the estimate leans a little pessimistic.
