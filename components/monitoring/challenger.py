@@ -2,11 +2,13 @@
 
 The service logged both versions' answers on each request of the rollout (one served, the other in
 the `_shadow_*` columns). Once labels arrive (the label files monitoring reads, without the rows the
-label queue picked for being uncertain: those are not a sample of the traffic), each request the two
-versions both answered gives one paired loss difference, computed from the two registered models'
-full answers to the logged inputs (log loss for classifiers, squared error for regressors), in the
-order the requests came. `sequential.compare` decides on them: promote, retire or keep collecting,
-valid however often monitoring looks (an always-valid test, see `components.modeling.sequential`).
+label queue picked for being uncertain outside a rollout: those are not a sample of the traffic),
+each request the two versions both answered gives one paired loss difference, computed from the two
+registered models' full answers to the logged inputs (log loss for classifiers, squared error for
+regressors). Labels of rows the queue drew during the rollout with recorded probabilities count
+weighted by them (`components.monitoring.sampling`). `sequential.compare` decides on them: promote,
+retire or keep collecting, valid however often monitoring looks (an always-valid test, see
+`components.modeling.sequential`).
 
 `settle` applies the verdict in the registry: a promotion moves `champion` (or, under
 `promotion.approval: manual`, marks the challenger ready for `mlops approve`), a retirement removes
@@ -110,7 +112,7 @@ def _labelled(rows: pd.DataFrame, labels: pd.DataFrame, keys: tuple[str, str]) -
 def _weighted(
     rows: pd.DataFrame, picks: pd.DataFrame, direct: pd.DataFrame, keys: tuple[str, str], score: Any, designs: Path
 ) -> sampling.Weighted:
-    """The Horvitz-Thompson terms of the label-queue draws whose picks came back labelled."""
+    """The weighted terms (one per labelled pick) of the label-queue draws whose picks came back labelled."""
     id_column = keys[0]
     joined, column = _labelled(rows, picks, keys)
     d = score(joined, joined[column]) if len(joined) else np.zeros(0)
@@ -153,6 +155,8 @@ def judge(
         weighted = _weighted(rows, picks, joined, (id_column, target), score, designs)
         diffs = np.concatenate([diffs, weighted.terms])
         note += weighted.note()
+        if not weighted.draws and not weighted.waiting:
+            note += f"; {len(picks):,} label(s) of label-queue draws left out: no design file of theirs in {designs}"
     if not len(diffs):
         return None, len(rows), 0, "no labels for the requests both versions answered yet" + note
     settings = OnlineTest(alpha=test.alpha, min_rows=test.min_rows, max_rows=test.max_rows, mixture=test.mixture)
