@@ -1,11 +1,10 @@
 """The monitoring flow: is new data still what the champion was trained on, and does it still score well?
 
 fetch the champion and its training reference -> read the window (a batch file, or the service's
-prediction log since the last window) -> check it against the data contract -> score it with the
-champion -> compare with the reference (drift, quality) and, with labels, measure decay -> debounce
-over recent windows -> write the HTML and JSON report (workspace and MLflow) -> on a sustained
-alarm, retrain: run the training flow here ('inline'), or emit `mlops.retrain.requested` for the
-training deployment's trigger ('event').
+prediction log since the last window) -> check it against the data contract -> score it -> compare
+with the reference (drift, quality), measure decay with labels and estimate it without -> debounce
+over recent windows -> write the HTML and JSON report (workspace and MLflow) -> on a sustained alarm,
+retrain here ('inline') or emit `mlops.retrain.requested` for the training deployment ('event').
 """
 
 from __future__ import annotations
@@ -129,10 +128,12 @@ def fetch_champion_task(config: PipelineConfig, model_name: str) -> Champion:
             f"{model_name} v{info.version} was trained before references were stored with models; "
             "retrain it (`mlops run`) to monitor it"
         )
-    residuals = registry.download_artifact(info.run_id, monitor.RESIDUALS_ARTIFACT, cache / "residuals.parquet")
     model = registry.load_model(str(path))
     notes = read_model_info(str(path))
     task = task_named(notes["task"]) if "task" in notes else task_of_model(model)
+    residuals = None  # a regressor's held-out errors (its metric without labels); a classifier has none
+    if not task.classification:
+        residuals = registry.download_artifact(info.run_id, monitor.RESIDUALS_ARTIFACT, cache / "residuals.parquet")
     return Champion(
         info=info,
         model=model,

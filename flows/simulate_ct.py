@@ -32,7 +32,6 @@ import pandas as pd
 from components.core.config import PipelineConfig
 from components.core.workspace import Workspace
 from components.inference.predlog import PredictionLog
-from components.modeling.sequential import OnlineTest
 from components.monitoring import monitor
 from components.simulation import ctsim
 from components.tracking import registry
@@ -191,9 +190,7 @@ class _Replay:
         d, _ = online.differences(log, truth, self.stream.task, *models)
         task = self.stream.task.name
         priority = labelqueue.expected_gap(log, task)  # as the queue weights rows in a rollout
-        settings = self.config.promotion.online
-        test = OnlineTest(settings.alpha, settings.min_rows, settings.max_rows, settings.mixture)
-        found = labelbudget.budgets(d, priority.to_numpy(), test)
+        found = labelbudget.budgets(d, priority.to_numpy(), online.online_test(self.config.promotion.online))
         return f"v{challenger} vs v{champion} on {len(log):,} shadow rows: " + "; ".join(b.text() for b in found)
 
     def _note_trial(

@@ -119,7 +119,8 @@ def _weighted(
     ids = id_text(joined[id_column]) if len(joined) else pd.Series(dtype=str)
     found = {i: float(v) for i, v in zip(ids, d, strict=True) if np.isfinite(v)}
     eligible = set(id_text(rows[id_column])) - set(id_text(direct[id_column]))
-    return sampling.weighted_terms(sampling.read_designs(designs), found, eligible)
+    since = pd.Timestamp(rows[LOGGED_AT].min()).to_pydatetime()  # older draws hold none of these rows
+    return sampling.weighted_terms(sampling.read_designs(designs, since), found, eligible)
 
 
 def judge(
@@ -159,8 +160,12 @@ def judge(
             note += f"; {len(picks):,} label(s) of label-queue draws left out: no design file of theirs in {designs}"
     if not len(diffs):
         return None, len(rows), 0, "no labels for the requests both versions answered yet" + note
-    settings = OnlineTest(alpha=test.alpha, min_rows=test.min_rows, max_rows=test.max_rows, mixture=test.mixture)
-    return compare(diffs, settings), len(rows), int(np.isfinite(diffs).sum()), note
+    return compare(diffs, online_test(test)), len(rows), int(np.isfinite(diffs).sum()), note
+
+
+def online_test(config: OnlineTestConfig) -> OnlineTest:
+    """The test's settings from `promotion.online`."""
+    return OnlineTest(alpha=config.alpha, min_rows=config.min_rows, max_rows=config.max_rows, mixture=config.mixture)
 
 
 NOT_PAIRED = (

@@ -254,29 +254,33 @@ def write_queue(
     return QueueResult(path, len(picked), strategy=strategy, **counts)
 
 
-def _pick(rows: pd.DataFrame, size: int, random_share: float, seed: int) -> pd.DataFrame:
-    """A random draw of `random_share` of the `size` rows from all of them first (so it stays a
-    sample of what was served), then the highest `_score`s among the rest."""
+def _random_share(
+    rows: pd.DataFrame, size: int, random_share: float, seed: int
+) -> tuple[int, pd.DataFrame, pd.DataFrame]:
+    """How many rows to pick, a random draw of `random_share` of them from all rows first (so it
+    stays a sample of what was served), and the rows left for the rest."""
     n = min(size, len(rows))
     drawn = rows.sample(n=round(n * random_share) if n > 1 else 0, random_state=seed)
-    rest = rows.drop(index=drawn.index).sort_values("_score", ascending=False, kind="stable")
-    return pd.concat(
-        [rest.head(n - len(drawn)).assign(**{SELECTION: INFORMATIVE}), drawn.assign(**{SELECTION: RANDOM})]
-    )
+    return n, drawn.assign(**{SELECTION: RANDOM}), rows.drop(index=drawn.index)
+
+
+def _pick(rows: pd.DataFrame, size: int, random_share: float, seed: int) -> pd.DataFrame:
+    """The random share, then the highest `_score`s among the rest."""
+    n, drawn, rest = _random_share(rows, size, random_share, seed)
+    rest = rest.sort_values("_score", ascending=False, kind="stable")
+    return pd.concat([rest.head(n - len(drawn)).assign(**{SELECTION: INFORMATIVE}), drawn])
 
 
 def _weighted_pick(rows: pd.DataFrame, size: int, random_share: float, seed: int, design: Path) -> pd.DataFrame:
     """During a rollout: the random share drawn as in `_pick`, the rest drawn from the other rows
     with probabilities that grow with `_score` (`size` rows in all), its design (every row
     considered, its probability, whether picked) written to `design`."""
-    n = min(size, len(rows))
-    drawn = rows.sample(n=round(n * random_share) if n > 1 else 0, random_state=seed)
-    rest = rows.drop(index=drawn.index)
+    n, drawn, rest = _random_share(rows, size, random_share, seed)
     pi = sampling.inclusion_probabilities(rest["_score"].to_numpy(), n - len(drawn))
     chosen = sampling.draw(pi, seed, design.name)
     sampling.write_design(design, rest["_id"], pi, chosen)
     weighted = rest.assign(**{sampling.INCLUSION: pi})[chosen].sort_values("_score", ascending=False, kind="stable")
-    return pd.concat([weighted.assign(**{SELECTION: WEIGHTED}), drawn.assign(**{SELECTION: RANDOM})])
+    return pd.concat([weighted.assign(**{SELECTION: WEIGHTED}), drawn])
 
 
 def _queue_frame(picked: pd.DataFrame, id_column: str, target: str, word: str) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,9 @@ def draw(pi: np.ndarray, seed: int, salt: str = "") -> np.ndarray:
     (an independent draw per row would sometimes pick none of a small queue)."""
     rng = np.random.default_rng([seed, zlib.crc32(salt.encode())])
     order = rng.permutation(len(pi))
-    end = np.cumsum(np.asarray(pi, dtype="float64")[order])
-    start = end - np.asarray(pi, dtype="float64")[order]
+    stretch = np.asarray(pi, dtype="float64")[order]
+    end = np.cumsum(stretch)
+    start = end - stretch
     u = rng.random()
     picked = np.zeros(len(pi), dtype=bool)
     picked[order] = np.floor(end - u + 1e-9) > np.floor(start - u + 1e-9)
@@ -94,9 +96,21 @@ def write_design(path: Path, ids: pd.Series, pi: np.ndarray, picked: np.ndarray)
         frame.to_parquet(staging, index=False)
 
 
-def read_designs(folder: Path) -> list[pd.DataFrame]:
-    """Every draw's design in the queue folder, oldest first."""
-    return [pd.read_parquet(p) for p in sorted(folder.glob(f"*{DESIGN_SUFFIX}"))] if folder.is_dir() else []
+def read_designs(folder: Path, since: datetime | None = None) -> list[pd.DataFrame]:
+    """The draws' designs in the queue folder, oldest first; with `since`, only those written from
+    then on (a draw made before a challenger started holds none of the rows both versions answered)."""
+    if not folder.is_dir():
+        return []
+    paths = sorted(folder.glob(f"*{DESIGN_SUFFIX}"))
+    if since is not None:
+        paths = [p for p in paths if p.stat().st_mtime >= since.timestamp()]
+    return [pd.read_parquet(p) for p in paths]
+
+
+def importance_terms(d: np.ndarray, pi: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The test's term of each labelled pick, y = d * k / (N * pi): `pi` over the N rows a draw
+    considered (k = sum(pi)), `chosen` the labelled picks among them and `d` their differences."""
+    return np.asarray(d, dtype="float64") * pi.sum() / (len(pi) * pi[chosen])
 
 
 @dataclass(frozen=True)
@@ -136,9 +150,8 @@ def weighted_terms(designs: list[pd.DataFrame], differences: dict[str, float], e
         if not answered.any():
             waiting += 1
             continue
-        pi = rows[INCLUSION].to_numpy(dtype="float64")
         d = np.asarray([differences[i] for i in rows.loc[answered, ID]], dtype="float64")
-        terms.append(d * pi.sum() / (len(rows) * pi[answered]))
+        terms.append(importance_terms(d, rows[INCLUSION].to_numpy(dtype="float64"), answered))
         considered.update(rows[ID])
         used += 1
     return Weighted(np.concatenate(terms) if terms else np.zeros(0), len(considered), used, waiting)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.modeling.sequential import OnlineTest, compare
-from components.monitoring.sampling import draw, inclusion_probabilities
+from components.monitoring.sampling import draw, importance_terms, inclusion_probabilities
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def labels_to_decide(
             rest = np.flatnonzero(pool)
             pi = inclusion_probabilities(priority[rest], k - len(drawn))
             picked = draw(pi, seed, f"round-{rounds}")
-            parts.append(d[rest[picked]] * pi.sum() / (len(rest) * pi[picked]))  # as `sampling.weighted_terms`
+            parts.append(importance_terms(d[rest[picked]], pi, picked))
             pool[rest[picked]] = False
             spent += int(picked.sum())
         rounds += 1

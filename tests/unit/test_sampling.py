@@ -89,3 +89,18 @@ def test_where_the_versions_differ_on_few_rows_the_queue_decides_with_fewer_labe
     assert queue.verdicts.get("promote", 0) >= 9 and queue.median_labels is not None
     assert random.median_labels is None or queue.median_labels < random.median_labels / 2
     assert "queue" in queue.text() and "labels" in queue.text()
+
+
+def test_designs_written_before_a_challenger_started_are_not_read(tmp_path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    sampling.write_design(
+        tmp_path / "queue-1.design.parquet", pd.Series(["a", "b"]), np.array([0.5, 0.5]), np.array([True, False])
+    )
+    assert (
+        len(sampling.read_designs(tmp_path))
+        == len(sampling.read_designs(tmp_path, datetime.now(UTC) - timedelta(hours=1)))
+        == 1
+    )
+    assert sampling.read_designs(tmp_path, datetime.now(UTC) + timedelta(hours=1)) == []
+    assert sampling.read_designs(tmp_path / "none") == []

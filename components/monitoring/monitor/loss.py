@@ -53,8 +53,9 @@ def _matrix(frame: pd.DataFrame, columns: list[str], categories: dict[str, list[
             continue
         values = frame[name]
         if name in categories:
-            index = {v: i for i, v in enumerate(categories[name])}
-            out[:, j] = [index.get(str(v), np.nan) if pd.notna(v) else np.nan for v in values]
+            text = pd.Index(values.astype(str).where(values.notna()))
+            codes = pd.Index(categories[name], dtype=object).get_indexer(text)
+            out[:, j] = np.where(codes >= 0, codes, np.nan)  # -1: missing, or a category not seen at fit
         else:
             out[:, j] = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
     return out
