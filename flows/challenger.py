@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,7 +13,7 @@ from components.core.alerts import Alerter
 from components.core.config import PipelineConfig
 from components.core.workspace import Workspace
 from components.modeling.tasks import Task
-from components.monitoring import challenger, monitor
+from components.monitoring import challenger, monitor, unlabelled
 from components.monitoring.labelqueue import label_sources
 from components.tracking import registry
 
@@ -35,6 +36,12 @@ def judge_challenger_task(
     sources = label_sources(config, model_name)
     labels = monitor.read_labels(sources, id_column, str(target), weighted=True) if target else None
     keys = (id_column, str(target))
+    graders = None
+    if config.promotion.online.without_labels == "estimated" and info.recheck_of is None:
+        graders = (
+            _grader(workspace, client, model_name, *champion, task_),
+            _grader(workspace, client, model_name, info.version, model, task_),
+        )
     trial = challenger.look(
         workspace.predictions / model_name,
         labels,
@@ -45,6 +52,7 @@ def judge_challenger_task(
         keys,
         config.promotion.online,
         designs=workspace.label_queue / model_name,
+        graders=graders,
     )
     try:
         trial = challenger.settle(
@@ -58,7 +66,13 @@ def judge_challenger_task(
         logger.warning("challenger v%s: verdict %s not applied: %s", info.version, trial.verdict, exc)
         return {**trial.as_dict(), "action": "none", "reason": f"{trial.reason}; not applied: {exc}"}
     logger.info("challenger v%s (%s): %s: %s", info.version, info.rollout, trial.verdict, trial.reason)
-    event = {"promoted": "challenger_promoted", "retired": "challenger_retired", "ready": "approval_pending"}
+    event = {
+        "promoted": "challenger_promoted",
+        "retired": "challenger_retired",
+        "ready": "approval_pending",
+        "rolled_back": "rollback",
+        "confirmed": "challenger_retired",
+    }
     if trial.action in event:
         Alerter(config.alerts, model_name, workspace.alerts).send(
             event[trial.action],
@@ -68,3 +82,15 @@ def judge_challenger_task(
             evidence=trial.evidence,
         )
     return trial.as_dict()
+
+
+def _grader(workspace: Workspace, client: Any, name: str, version: str, model: Any, task_: Task) -> unlabelled.Grader:
+    """What a version's expected loss is read from: its run's held-out metrics and a regressor's stored errors."""
+    run_id = client.get_model_version(name, version).run_id
+    metrics = registry.run_metrics(client, run_id) if run_id else {}
+    residuals = None
+    if run_id and not task_.classification:
+        cache = workspace.model_cache(name, version) / "residuals.parquet"
+        path = registry.download_artifact(run_id, monitor.RESIDUALS_ARTIFACT, cache)
+        residuals = pd.read_parquet(path) if path is not None else None
+    return unlabelled.Grader(version, model, metrics, residuals)

@@ -38,10 +38,11 @@ from components.inference.predlog import (
 from components.inference.scoring import ModelSchema, coerce_rows
 from components.modeling.sequential import Comparison, OnlineTest, compare, paired_losses
 from components.modeling.tasks import Task, labeled_target
-from components.monitoring import sampling
+from components.monitoring import sampling, unlabelled
 from components.monitoring.labelqueue import id_text
 from components.monitoring.monitor.decay import SELECTION, WEIGHTED
 from components.tracking import registry
+from components.tracking.decisions import DECIDED_ON, start_recheck
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,11 @@ class Trial:
     paired_rows: int  # requests both answered
     labelled_rows: int  # ... of which labels arrived
     comparison: dict[str, Any] | None = None
-    action: str = "none"  # promoted | ready | retired | none: what `settle` did
+    action: str = "none"  # promoted | ready | retired | rolled_back | confirmed | none: what `settle` did
     evidence: str | None = None
+    decided_on: str = "labels"  # labels | estimated (promotion.online.without_labels)
+    recheck_of: str | None = None  # the champion promoted without labels that this trial re-checks
+    since: str | None = None  # when the challenger period began
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,20 +188,38 @@ def look(
     keys: tuple[str | None, str],
     test: OnlineTestConfig,
     designs: Path | None = None,
+    graders: tuple[unlabelled.Grader, unlabelled.Grader] | None = None,
 ) -> Trial:
-    """Read the prediction log since the challenger started and judge it (nothing applied yet)."""
+    """Read the prediction log since the challenger started and judge it (nothing applied yet).
+    `graders` (champion's, challenger's): with `without_labels: estimated`, what their expected losses
+    are read from when the labels have not decided yet."""
     since = datetime.fromisoformat(info.since) if info.since else None
     log = read_prediction_log(workspace_predictions, since=since)
     versions = (champion[0], info.version)
     comparison, paired, labelled, note = judge(
         log, labels, versions, (champion[1], challenger_model), task, keys, test, designs
     )
+    decided_on = "labels"
     if info.tags.get("approval") == "pending":
         verdict, reason = "waiting", "passed its online test; waiting for approval (mlops approve / mlops reject)"
-    elif comparison is None:
-        verdict, reason = "continue", f"{paired:,} request(s) answered by both; {note}"
+    elif info.recheck_of is not None:
+        verdict, reason = _recheck(comparison, paired, note, info.recheck_of)
     else:
-        verdict, reason = comparison.verdict, comparison.reason + note
+        verdict, reason = (
+            ("continue", f"{paired:,} request(s) answered by both; {note}")
+            if comparison is None
+            else (
+                comparison.verdict,
+                comparison.reason + note,
+            )
+        )
+        if verdict == "continue" and test.without_labels == "estimated" and graders is not None:
+            rows = paired_rows(log, *versions)
+            estimate, why = unlabelled.estimated_comparison(rows, task, graders, test)
+            if estimate is not None and estimate.verdict != "continue":
+                comparison, verdict, reason, decided_on = estimate, estimate.verdict, estimate.reason, "estimated"
+            else:
+                reason += f"; {estimate.reason if estimate is not None else why}"
     return Trial(
         info.name,
         champion[0],
@@ -208,7 +230,22 @@ def look(
         paired,
         labelled,
         comparison.as_dict() if comparison is not None else None,
+        decided_on=decided_on,
+        recheck_of=info.recheck_of,
+        since=info.since,
     )
+
+
+def _recheck(comparison: Comparison | None, paired: int, note: str, promoted: str) -> tuple[str, str]:
+    """The labelled test's verdict on an outgoing champion kept in shadow after `promoted` won on estimates."""
+    what = f"re-check of v{promoted}, promoted without labels"
+    if comparison is None:
+        return "continue", f"{what}: {paired:,} request(s) answered by both; {note}"
+    if comparison.verdict == "promote":
+        return "promote", f"{what}: the labels overturn it, the previous champion is better: {comparison.reason}{note}"
+    if comparison.verdict == "retire":
+        return "retire", f"{what}: the labels confirm it: {comparison.reason}{note}"
+    return "continue", f"{what}: {comparison.reason}{note}"
 
 
 def settle(client: Any, trial: Trial, *, approval: str, lock_dir: Path, folder: Path) -> Trial:
@@ -220,16 +257,40 @@ def settle(client: Any, trial: Trial, *, approval: str, lock_dir: Path, folder: 
     trial = Trial(**{**trial.as_dict(), "evidence": str(evidence)})
     name, version = trial.model_name, trial.challenger
     audit = registry.Audit(trial.reason, "mlops monitor (online test)", str(evidence))
+    if trial.recheck_of is not None:
+        return _settle_recheck(client, trial, audit, lock_dir)
     if trial.verdict == "retire":
-        registry.end_challenger(client, name, version, audit, tags={"online_test": trial.reason}, lock_dir=lock_dir)
+        tags = {"online_test": trial.reason, DECIDED_ON: trial.decided_on}
+        registry.end_challenger(client, name, version, audit, tags=tags, lock_dir=lock_dir)
         return Trial(**{**trial.as_dict(), "action": "retired"})
     if trial.verdict != "promote":
         return trial
     if approval == "manual":
         tags = {"approval": "pending", "approval.champion": trial.champion, "online_test": trial.reason}
-        registry.tag_version(client, name, version, tags)
+        registry.tag_version(client, name, version, {**tags, DECIDED_ON: trial.decided_on})
         registry.note_move(client, name, "ready", version, audit, lock_dir)
         return Trial(**{**trial.as_dict(), "action": "ready"})
     tags = {"promoted_at": at, "online_test": trial.reason, "decision": "promote", "promoted": "true"}
+    tags[DECIDED_ON] = trial.decided_on
     registry.set_champion(client, name, version, tags, expected=trial.champion, lock_dir=lock_dir, audit=audit)
+    if trial.decided_on == "estimated":  # the outgoing champion stays in shadow until labels confirm it
+        start_recheck(client, name, version, trial.champion, trial.since, lock_dir=lock_dir)
     return Trial(**{**trial.as_dict(), "action": "promoted"})
+
+
+def _settle_recheck(client: Any, trial: Trial, audit: registry.Audit, lock_dir: Path) -> Trial:
+    """Labels overturned a promotion made without labels: the previous champion is restored (and its
+    shadow ends); labels confirmed it: the previous champion's shadow ends."""
+    name, old = trial.model_name, trial.challenger
+    if trial.verdict == "promote":
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        tags = {"restored_by_rollback": f"{at}: {trial.reason}"}
+        rollback = registry.Audit(audit.reason, audit.via, audit.evidence, action="rollback")
+        registry.set_champion(client, name, old, tags, expected=trial.champion, lock_dir=lock_dir, audit=rollback)
+        registry.tag_version(client, name, trial.champion, {"rolled_back": f"{at}: {trial.reason}"})
+        return Trial(**{**trial.as_dict(), "action": "rolled_back"})
+    if trial.verdict == "retire":
+        tags = {"online_test": trial.reason, "challenger.ended": f"re-check of v{trial.recheck_of} passed"}
+        registry.end_challenger(client, name, old, audit, tags=tags, lock_dir=lock_dir)
+        return Trial(**{**trial.as_dict(), "action": "confirmed"})
+    return trial

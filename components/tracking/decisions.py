@@ -192,7 +192,27 @@ def approve(client: Any, name: str, version: str, reason: str, *, by: str, lock_
         registry.tag_version(client, name, version, {"approval": "stale", "decision.reason": str(exc)})
         raise
     registry.tag_version(client, name, version, {"approval": "approved", "promoted": "true", "decision": "promote"})
+    if tags.get(DECIDED_ON) == "estimated" and outgoing is not None:  # the evidence was an estimate: labels re-check it
+        start_recheck(client, name, version, outgoing, tags.get("challenger_since"), lock_dir=lock_dir)
     return outgoing
+
+
+DECIDED_ON = "decided_on"  # version tag: what a challenger's online verdict rested on, labels or estimated
+
+
+def start_recheck(
+    client: Any, name: str, promoted: str, outgoing: str, since: str | None, *, lock_dir: Path
+) -> str | None:
+    """Keep the outgoing champion in shadow after a promotion decided without labels, so the labelled
+    test re-checks it on every request since `since` (the first challenger period's start) and rolls
+    the promotion back if the old version proves better. Returns the challenger it replaced."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    tags = {"rollout": "shadow", "challenger_since": since or at, registry.RECHECK_OF: promoted}
+    why = f"re-check on labels of v{promoted}, promoted on estimated performance"
+    audit = registry.Audit(why, "mlops monitor (online test)")
+    return registry.set_challenger(
+        client, name, outgoing, tags, expected_champion=promoted, audit=audit, lock_dir=lock_dir
+    )
 
 
 def reject(client: Any, name: str, version: str, reason: str, *, by: str, lock_dir: Path) -> None:

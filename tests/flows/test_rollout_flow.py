@@ -179,3 +179,63 @@ def test_shadow_then_canary_promote_and_retire_on_labelled_requests(prefect_api,
     assert moves[3]["reason"] == "online test read" and moves[5]["via"] == "mlops monitor (online test)"
     table = CliRunner().invoke(app, ["history", "--config", str(config_path)])  # evidence paths in brackets
     assert table.exit_code == 0 and "loans: history" in table.stdout, table.output
+
+
+def test_without_labels_an_estimated_promotion_serves_and_the_labels_re_check_it(prefect_api, tmp_path: Path) -> None:
+    pool, data = tmp_path / "pool", tmp_path / "data"
+    write_batches(pool, 6, 500, seed=5)
+    data.mkdir()
+    first, *rest = sorted(pool.glob("*.parquet"))
+    shutil.copy(first, data / first.name)
+    config_path = write_config(tmp_path / "mlops.yaml", tmp_path / "ws", data, tmp_path / "suites")
+    base = load_model(config_path).with_overrides(
+        promotion={"metric": "log_loss", "min_test_rows": 50}, label_review={"enabled": False}
+    )
+    home = Path(base.home)
+    weak = training_flow(base.with_overrides(model={"estimator": "linear", "params": {"C": 0.0005}}))
+    assert weak.promoted, weak.reason
+    online = {"min_rows": 100, "without_labels": "estimated"}
+    shadow = base.with_overrides(model={"estimator": "linear"}, promotion={"rollout": "shadow", "online": online})
+    for path in rest:
+        shutil.copy(path, data / path.name)
+    assert training_flow(shadow).challenger
+    client = registry.connect(Workspace.at(home))
+    log_dir = home / "predictions" / "loans"
+    with pytest.MonkeyPatch.context() as patch, TestClient(_service(config_path, patch).to_asgi()) as service:
+        _wait(lambda: (service.get("/metadata").json().get("challenger") or {}).get("model_version") == "2", "shadow")
+        before = _fresh_rows(tmp_path / "new1", 300, seed=99, first_id=1_000_000)
+        _send(service, before, per_request=10)
+        _wait(lambda: _shadowed(_logged(log_dir, set(before["loan_id"]))) == len(before), "both answers logged")
+
+        trial = monitoring_flow(shadow).challenger  # no label has arrived
+        assert trial["labelled_rows"] == 0 and trial["decided_on"] == "estimated", trial
+        assert trial["verdict"] == "promote" and trial["action"] == "promoted", trial
+        assert "estimated better" in trial["reason"]
+        assert registry.get_champion(client, "loans").version == "2"
+        recheck = registry.get_challenger(client, "loans")
+        assert recheck.version == "1" and recheck.recheck_of == "2"
+        _wait(lambda: service.get("/metadata").json()["model_version"] == "2", "the service follows the champion")
+        _wait(
+            lambda: (service.get("/metadata").json().get("challenger") or {}).get("model_version") == "1",
+            "the old champion in shadow",
+        )
+        after = _fresh_rows(tmp_path / "new2", 200, seed=7, first_id=2_000_000)
+        _send(service, after, per_request=10)
+        _wait(lambda: _shadowed(_logged(log_dir, set(after["loan_id"]))) == len(after), "the re-check's answers")
+        waiting = monitoring_flow(shadow).challenger
+        assert waiting["verdict"] == "continue" and "re-check of v2" in waiting["reason"], waiting
+
+        _labels(home, pd.concat([before, after]), "late")  # weeks later, the labels of both periods
+        checked = monitoring_flow(shadow).challenger
+        assert checked["verdict"] == "retire" and checked["action"] == "confirmed", checked
+        assert checked["labelled_rows"] == 500 and "the labels confirm it" in checked["reason"]
+        assert registry.get_challenger(client, "loans") is None
+        assert registry.get_champion(client, "loans").version == "2"
+    moves = [(m.action, m.version) for m in registry.history.read(client, "loans")]
+    assert moves == [
+        ("promoted", "1"),
+        ("challenger_started", "2"),
+        ("promoted", "2"),
+        ("challenger_started", "1"),
+        ("challenger_retired", "1"),
+    ]

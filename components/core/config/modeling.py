@@ -156,6 +156,26 @@ class OnlineTestConfig(_Section):
         gt=0,
         description="The standardized effect size the test is most sensitive to (the mixture's width).",
     )
+    without_labels: Literal["never", "estimated"] = Field(
+        default="never",
+        description="estimated: with no decision on labels yet, decide on each version's expected loss on the "
+        "requests both answered (classifiers: from their own calibrated probabilities; regressors: from a model "
+        "of their held-out errors); a promotion made so keeps the old champion in shadow and is rolled back if "
+        "the labels, once they arrive, prove it better. never: wait for labels.",
+    )
+    max_calibration_error: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="without_labels: a classifier's probabilities grade it only when both versions' held-out "
+        "calibration error is at most this.",
+    )
+    estimated_margin: float = Field(
+        default=0.02,
+        ge=0,
+        description="without_labels: the expected loss difference's always-valid interval must clear this share "
+        "of the champion's expected loss (against the estimate's own bias).",
+    )
 
 
 class PromotionConfig(_Section):

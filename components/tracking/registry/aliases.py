@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 CHALLENGER = "challenger"
+RECHECK_OF = "recheck_of"  # tag of an outgoing champion kept in shadow to re-check a promotion on labels
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,11 @@ class ChallengerInfo:
     def canary_share(self) -> float:
         return float(self.tags.get("canary_share") or 0.0)
 
+    @property
+    def recheck_of(self) -> str | None:
+        """The champion promoted without labels whose promotion this (outgoing) version re-checks."""
+        return self.tags.get(RECHECK_OF) or None
+
 
 def get_challenger(client: MlflowClient, name: str) -> ChallengerInfo | None:
     version = _alias_version(client, name, CHALLENGER)
@@ -317,7 +323,7 @@ def set_challenger(
                 "not made challenger (a new run will compare against the current champion)"
             )
         replaced = _alias_version(client, name, CHALLENGER)
-        tag_version(client, name, version, tags)
+        tag_version(client, name, version, {RECHECK_OF: "", **tags})  # a re-check only when it says so
         client.set_registered_model_alias(name, CHALLENGER, version)
         if replaced is not None and replaced != version:
             tag_version(client, name, replaced, {"challenger.ended": f"superseded by v{version}"})
