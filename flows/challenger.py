@@ -39,8 +39,8 @@ def judge_challenger_task(
     graders = None
     if config.promotion.online.without_labels == "estimated" and info.recheck_of is None:
         graders = (
-            _grader(workspace, client, model_name, *champion, task_),
-            _grader(workspace, client, model_name, info.version, model, task_),
+            grader(workspace, client, model_name, *champion, task_),
+            grader(workspace, client, model_name, info.version, model, task_),
         )
     trial = challenger.look(
         workspace.predictions / model_name,
@@ -84,7 +84,7 @@ def judge_challenger_task(
     return trial.as_dict()
 
 
-def _grader(workspace: Workspace, client: Any, name: str, version: str, model: Any, task_: Task) -> unlabelled.Grader:
+def grader(workspace: Workspace, client: Any, name: str, version: str, model: Any, task_: Task) -> unlabelled.Grader:
     """What a version's expected loss is read from: its run's held-out metrics and a regressor's stored errors."""
     run_id = client.get_model_version(name, version).run_id
     metrics = registry.run_metrics(client, run_id) if run_id else {}

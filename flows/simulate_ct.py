@@ -193,6 +193,31 @@ class _Replay:
         found = labelbudget.budgets(d, priority.to_numpy(), online.online_test(self.config.promotion.online))
         return f"v{challenger} vs v{champion} on {len(log):,} shadow rows: " + "; ".join(b.text() for b in found)
 
+    def without_labels(self, challenger: str) -> str:
+        """When the challenger's shadow rows would have decided it on each version's expected loss alone
+        (promotion.online.without_labels: estimated), looked at every 50 requests, or why they could not."""
+        from components.monitoring import unlabelled
+        from flows.challenger import grader
+
+        trial, name, task = self.shadowed[challenger], self.stream.name, self.stream.task
+        champion, online = trial[0][0], self.config.promotion.online
+        graders = tuple(
+            grader(self.workspace, self.client, name, v, self._served(v), task) for v in (champion, challenger)
+        )
+        pair = (graders[0], graders[1])
+        why = unlabelled.distrust(task, pair, online)
+        if why is not None:
+            return f"v{challenger} vs v{champion}: would not decide: {why}"
+        log = pd.concat([log for _, log, _ in trial], ignore_index=True).tail(online.max_rows)
+        d, expected = unlabelled.expected_differences(log, task, pair, self.config.seed)
+        for n in [*range(online.min_rows, len(d), 50), len(d)]:  # a look every 50 requests, then all of them
+            found = unlabelled.decide(d[:n], expected[:n], task, online)
+            if found.verdict != "continue":
+                break
+        verdict = found.reason.split(":")[0]  # estimated better / worse, or undecided without labels
+        interval = f"expected loss difference [{found.low:+.4f}, {found.high:+.4f}]"
+        return f"v{challenger} vs v{champion}: {verdict}, {found.verdict} after {found.rows:,} requests, {interval}"
+
     def _note_trial(
         self, row: ctsim.TimelineRow, frame: pd.DataFrame, challenger: str, champion: str, trial: dict[str, Any] | None
     ) -> None:
@@ -252,6 +277,7 @@ def simulate_ct(
     for row in timeline:
         if row.started and row.started in replay.shadowed:
             row.label_budget = replay.label_budget(row.started)
+            row.without_labels = replay.without_labels(row.started)
     return timeline, ctsim.check_goals(timeline, plan, stream.figure)
 
 

@@ -10,6 +10,11 @@ weighted by them (`components.monitoring.sampling`). `sequential.compare` decide
 retire or keep collecting, valid however often monitoring looks (an always-valid test, see
 `components.modeling.sequential`).
 
+With `promotion.online.without_labels: estimated`, a look the labels have not decided also reads each
+version's expected loss (`components.monitoring.unlabelled`); a promotion decided so keeps the
+outgoing champion in shadow (`recheck_of`), and the labelled test on it later confirms the
+promotion or rolls it back.
+
 `settle` applies the verdict in the registry: a promotion moves `champion` (or, under
 `promotion.approval: manual`, marks the challenger ready for `mlops approve`), a retirement removes
 the `challenger` alias; both are recorded in the model's trail with the evidence file.

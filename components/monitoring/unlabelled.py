@@ -19,8 +19,10 @@ So the estimate decides only
 - when both classifiers' held-out calibration error is at most `max_calibration_error` (a
   regressor needs its stored errors),
 - past at least `min_rows` requests both versions answered, and
-- when the whole interval clears a margin of `estimated_margin` times the champion's expected loss
-  (promote above +margin, retire below -margin).
+- when the whole interval lies above a margin of `estimated_margin` times the champion's expected loss.
+
+Only a promotion is decided so, never a retirement: a promotion can be undone when the labels
+come (below), a retired challenger's shadow is gone. A challenger estimated worse waits for labels.
 
 It still holds only under covariate shift: a change in the concept itself is invisible without
 labels. A promotion decided so is therefore re-checked: the outgoing champion stays in shadow
@@ -87,17 +89,16 @@ def expected_losses(task: Task, grader: Grader, rows: pd.DataFrame, seed: int = 
     return LossModel.fit(grader.residuals, seed).predict(rows, np.asarray(answers, dtype="float64"))[0]
 
 
-def estimated_comparison(
-    rows: pd.DataFrame, task: Task, graders: tuple[Grader, Grader], config: OnlineTestConfig, seed: int = 0
-) -> tuple[Comparison | None, str]:
-    """The decision on the expected loss differences over `rows` (the requests both versions answered,
-    oldest first; the latest `max_rows` are read), or None and why the estimate cannot decide."""
-    why = distrust(task, graders, config)
-    if why is not None:
-        return None, f"not decided without labels: {why}"
-    rows = rows.tail(config.max_rows)
+def expected_differences(
+    rows: pd.DataFrame, task: Task, graders: tuple[Grader, Grader], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: E loss(champion) - E loss(challenger), and E loss(champion)."""
     champion = expected_losses(task, graders[0], rows, seed)
-    d = champion - expected_losses(task, graders[1], rows, seed)
+    return champion - expected_losses(task, graders[1], rows, seed), champion
+
+
+def decide(d: np.ndarray, champion: np.ndarray, task: Task, config: OnlineTestConfig) -> Comparison:
+    """The always-valid test on the expected differences, against the margin."""
     test = OnlineTest(alpha=config.alpha, min_rows=config.min_rows, max_rows=len(d) + 1, mixture=config.mixture)
     found = compare(d, test)
     margin = config.estimated_margin * float(np.mean(champion)) if len(champion) else 0.0
@@ -112,10 +113,20 @@ def estimated_comparison(
         verdict, reason = "continue", f"{shown}; the estimate needs {config.min_rows:,} requests"
     elif found.low > margin:
         verdict, reason = "promote", f"the challenger is estimated better: {shown}; labels will re-check it"
-    elif found.high < -margin:
-        verdict, reason = "retire", f"the challenger is estimated worse: {shown}"
+    elif found.high < -margin:  # kept in shadow: a retirement could not be re-checked, labels decide it
+        verdict, reason = "continue", f"the challenger is estimated worse: {shown}; it is retired on labels only"
     else:
         verdict, reason = "continue", f"undecided without labels: {shown}"
-    return Comparison(
-        verdict, reason, found.rows, found.mean_difference, found.low, found.high, found.likelihood_ratio
-    ), ""
+    return Comparison(verdict, reason, found.rows, found.mean_difference, found.low, found.high, found.likelihood_ratio)
+
+
+def estimated_comparison(
+    rows: pd.DataFrame, task: Task, graders: tuple[Grader, Grader], config: OnlineTestConfig, seed: int = 0
+) -> tuple[Comparison | None, str]:
+    """The decision on the expected loss differences over `rows` (the requests both versions answered,
+    oldest first; the latest `max_rows` are read), or None and why the estimate cannot decide."""
+    why = distrust(task, graders, config)
+    if why is not None:
+        return None, f"not decided without labels: {why}"
+    d, champion = expected_differences(rows.tail(config.max_rows), task, graders, seed)
+    return decide(d, champion, task, config), ""

@@ -173,6 +173,7 @@ class TimelineRow:
     online: str = ""  # the online test's verdict on the labels so far, and what was done
     displaced_score: float | None = None  # the figure of the champion an online test replaced, on this batch
     label_budget: str = ""  # on a challenger's first row: labels its online test needs, queue vs random
+    without_labels: str = ""  # ... and when each version's expected loss would have decided, with no label
 
     @property
     def gap(self) -> float | None:

@@ -117,9 +117,13 @@ def _print_verdict(result: MonitorResult) -> None:
         err.print("retraining requested: emitted mlops.retrain.requested", highlight=False)
     if result.challenger:
         trial = result.challenger
-        done = f" ({trial['action']})" if trial["action"] != "none" else ""
+        done = f" ({trial['action'].replace('_', ' ')})" if trial["action"] != "none" else ""
+        on = " on estimated performance" if trial.get("decided_on") == "estimated" else ""
+        who = f"challenger v{trial['challenger']} ({trial['rollout']})"
+        if trial.get("recheck_of"):  # the outgoing champion, kept in shadow after a promotion without labels
+            who = f"previous champion v{trial['challenger']} in shadow"
         err.print(
-            f"challenger v{trial['challenger']} ({trial['rollout']}): {trial['verdict']}{done}: {trial['reason']}",
+            f"{who}: {trial['verdict']}{on}{done}: {trial['reason']}",
             highlight=False,
             soft_wrap=True,
         )

@@ -291,6 +291,8 @@ def _print_goals(table: Table, timeline: list[Any], goals: list[Any], sim_home: 
     for row in timeline:  # measured, not judged
         if row.label_budget:
             out.print(f"  labels for the online test to decide: {row.label_budget}", highlight=False, soft_wrap=True)
+        if row.without_labels:
+            out.print(f"  without labels (estimated): {row.without_labels}", highlight=False, soft_wrap=True)
     out.print(f"reports, registry and data: {sim_home}", highlight=False, soft_wrap=True)
     if as_json:
         from dataclasses import asdict

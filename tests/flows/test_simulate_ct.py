@@ -38,5 +38,7 @@ def test_the_loop_meets_every_goal(
         assert all(row["online"].startswith("promoted") for row in data["timeline"] if row["promoted"])
         budgets = [row["label_budget"] for row in data["timeline"] if row["started"]]  # measured, not judged
         assert all("queue" in b and "random" in b and "shadow rows" in b for b in budgets), budgets
+        estimates = [row["without_labels"] for row in data["timeline"] if row["started"]]  # measured too
+        assert all((" after " in e and "requests" in e) or "would not decide" in e for e in estimates), estimates
     if task == "regression":  # its RMSE estimated without labels (direct loss estimation) is judged too
         assert any("estimated without labels" in g["name"] for g in data["goals"])
