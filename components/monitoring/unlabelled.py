@@ -73,7 +73,7 @@ def distrust(task: Task, graders: tuple[Grader, Grader], config: OnlineTestConfi
             return (
                 f"v{grader.version}'s held-out calibration error {error:.3f} is above "
                 f"promotion.online.max_calibration_error {config.max_calibration_error:g}: its probabilities "
-                "cannot grade it"
+                "cannot grade it (model.calibration: sigmoid or isotonic recalibrates a retrained version)"
             )
     return None
 
