@@ -16,8 +16,9 @@ does not inflate the error rate. What that test cannot see is the estimate's own
 classifier's entropy is the classifier grading itself, and an overconfident one would always win.
 So the estimate decides only
 
-- when both classifiers' held-out calibration error is at most `max_calibration_error` (a
-  regressor needs its stored errors),
+- when both classifiers' held-out calibration error is at most `max_calibration_error` beyond what
+  a calibrated model shows by chance on as many rows (`evaluate.calibration_noise`; a regressor
+  needs its stored errors),
 - past at least `min_rows` requests both versions answered, and
 - when the whole interval lies above a margin of `estimated_margin` times the champion's expected loss.
 
@@ -40,6 +41,7 @@ import pandas as pd
 
 from components.core.config import OnlineTestConfig
 from components.inference.scoring import ModelSchema, coerce_rows
+from components.modeling.evaluate import calibration_noise
 from components.modeling.sequential import Comparison, OnlineTest, Verdict, compare
 from components.modeling.tasks import Task
 from components.monitoring.monitor.loss import LossModel
@@ -66,14 +68,16 @@ def distrust(task: Task, graders: tuple[Grader, Grader], config: OnlineTestConfi
             if grader.residuals is None or len(grader.residuals) < MIN_ERRORS:
                 return f"v{grader.version} has no stored held-out errors to estimate its loss from (retrain it)"
             continue
-        error = grader.metrics.get(CALIBRATION)
-        if error is None or not np.isfinite(error):
+        error, rows = grader.metrics.get(CALIBRATION), grader.metrics.get("test_rows")
+        if error is None or not np.isfinite(error) or not rows:
             return f"v{grader.version} has no held-out calibration error on record"
-        if error > config.max_calibration_error:
+        chance = calibration_noise(int(rows))
+        if error > config.max_calibration_error + chance:
             return (
                 f"v{grader.version}'s held-out calibration error {error:.3f} is above "
-                f"promotion.online.max_calibration_error {config.max_calibration_error:g}: its probabilities "
-                "cannot grade it (model.calibration: sigmoid or isotonic recalibrates a retrained version)"
+                f"promotion.online.max_calibration_error {config.max_calibration_error:g} plus the {chance:.3f} "
+                f"a calibrated model may show by chance on {int(rows):,} rows: its probabilities cannot grade it "
+                "(model.calibration: sigmoid or isotonic recalibrates a retrained version)"
             )
     return None
 

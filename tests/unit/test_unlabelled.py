@@ -41,7 +41,8 @@ def _binary(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
 
 def _grader(version: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> Grader:
     """A classifier with the held-out calibration error training would have recorded."""
-    return Grader(version, model, {CALIBRATION: calibration_error(y.to_numpy(), model.predict_proba(X))})
+    error = calibration_error(y.to_numpy(), model.predict_proba(X))
+    return Grader(version, model, {CALIBRATION: error, "test_rows": float(len(y))})
 
 
 def test_calibrated_classifiers_are_judged_on_their_expected_log_loss_and_it_matches_the_labels() -> None:
@@ -72,7 +73,8 @@ def test_an_overconfident_classifier_cannot_grade_itself() -> None:
     bold.named_steps["model"].coef_ = bold.named_steps["model"].coef_ * 4  # the same ranking, sharper
     graders = (_grader("1", fair, held_out, truth), _grader("2", bold, held_out, truth))
     found, why = estimated_comparison(served, task_named("binary"), graders, POLICY)
-    assert found is None and "v2's held-out calibration error" in why and "max_calibration_error" in why
+    assert found is None and "v2's held-out calibration error 0.201" in why and "max_calibration_error" in why
+    assert "0.028 a calibrated model may show by chance on 2,000 rows" in why
     # Without the guard its own entropy would have crowned it, though its real log loss is worse.
     loose = POLICY.model_copy(update={"max_calibration_error": 1.0})
     crowned, _ = estimated_comparison(served, task_named("binary"), graders, loose)
