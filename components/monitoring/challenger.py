@@ -208,7 +208,7 @@ def look(
     if info.tags.get("approval") == "pending":
         verdict, reason = "waiting", "passed its online test; waiting for approval (mlops approve / mlops reject)"
     elif info.recheck_of is not None:
-        verdict, reason = _recheck(comparison, paired, note, info.recheck_of)
+        verdict, reason = _recheck(comparison, paired, note, versions)
     else:
         verdict, reason = (
             ("continue", f"{paired:,} request(s) answered by both; {note}")
@@ -241,16 +241,21 @@ def look(
     )
 
 
-def _recheck(comparison: Comparison | None, paired: int, note: str, promoted: str) -> tuple[str, str]:
-    """The labelled test's verdict on an outgoing champion kept in shadow after `promoted` won on estimates."""
-    what = f"re-check of v{promoted}, promoted without labels"
+def _recheck(comparison: Comparison | None, paired: int, note: str, versions: tuple[str, str]) -> tuple[str, str]:
+    """The labelled test's verdict on the outgoing champion kept in shadow after the champion won on
+    estimates; `versions`: (champion, outgoing)."""
+    new, old = versions
+    what = f"re-check of v{new}, promoted without labels"
     if comparison is None:
         return "continue", f"{what}: {paired:,} request(s) answered by both; {note}"
+    lead, _, rest = comparison.reason.partition(": ")  # "the challenger is better" says the wrong version here
+    shown = rest if lead.startswith(("the challenger is", "undecided")) else comparison.reason
+    shown = shown.replace("(champion - challenger)", f"(v{new} - v{old})")
     if comparison.verdict == "promote":
-        return "promote", f"{what}: the labels overturn it, the previous champion is better: {comparison.reason}{note}"
+        return "promote", f"{what}: the labels overturn it, v{old} is better: {shown}{note}"
     if comparison.verdict == "retire":
-        return "retire", f"{what}: the labels confirm it: {comparison.reason}{note}"
-    return "continue", f"{what}: {comparison.reason}{note}"
+        return "retire", f"{what}: the labels confirm it: {shown}{note}"
+    return "continue", f"{what}: {shown}{note}"
 
 
 def settle(client: Any, trial: Trial, *, approval: str, lock_dir: Path, folder: Path) -> Trial:

@@ -182,3 +182,15 @@ def test_an_approved_estimate_is_re_checked_too(client, tmp_path: Path) -> None:
     decisions.approve(client, "loans", "2", "the estimate is enough for us", by="ana", lock_dir=tmp_path)
     assert registry.get_champion(client, "loans").version == "2"
     assert registry.get_challenger(client, "loans").recheck_of == "2"
+
+
+def test_a_re_check_names_the_versions_it_compares() -> None:
+    from components.modeling.sequential import OnlineTest, compare
+
+    better_old = compare(np.full(300, 0.2) + np.random.default_rng(0).normal(0, 0.1, 300), OnlineTest())
+    verdict, reason = challenger._recheck(better_old, 300, "", ("2", "1"))
+    assert verdict == "promote" and reason.startswith("re-check of v2, promoted without labels: the labels overturn it")
+    assert "v1 is better: mean loss difference +0.1964 (v2 - v1)" in reason
+    assert "the challenger is" not in reason
+    verdict, reason = challenger._recheck(None, 40, "no labels yet", ("2", "1"))
+    assert verdict == "continue" and reason.endswith("40 request(s) answered by both; no labels yet")
