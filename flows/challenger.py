@@ -17,6 +17,15 @@ from components.monitoring import challenger, monitor, unlabelled
 from components.monitoring.labelqueue import label_sources
 from components.tracking import registry
 
+# What `challenger.settle` did -> the alert it sends (a re-check overturned: rollback; confirmed: the shadow ends).
+EVENTS = {
+    "promoted": "challenger_promoted",
+    "retired": "challenger_retired",
+    "ready": "approval_pending",
+    "rolled_back": "rollback",
+    "confirmed": "challenger_retired",
+}
+
 
 @task(name="judge_challenger", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def judge_challenger_task(
@@ -66,16 +75,9 @@ def judge_challenger_task(
         logger.warning("challenger v%s: verdict %s not applied: %s", info.version, trial.verdict, exc)
         return {**trial.as_dict(), "action": "none", "reason": f"{trial.reason}; not applied: {exc}"}
     logger.info("challenger v%s (%s): %s: %s", info.version, info.rollout, trial.verdict, trial.reason)
-    event = {
-        "promoted": "challenger_promoted",
-        "retired": "challenger_retired",
-        "ready": "approval_pending",
-        "rolled_back": "rollback",
-        "confirmed": "challenger_retired",
-    }
-    if trial.action in event:
+    if trial.action in EVENTS:
         Alerter(config.alerts, model_name, workspace.alerts).send(
-            event[trial.action],
+            EVENTS[trial.action],
             f"v{info.version} {trial.action}: {trial.reason}",
             challenger=info.version,
             champion=trial.champion,
