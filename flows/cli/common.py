@@ -330,7 +330,12 @@ def _champions(workspace: Workspace, names: list[str]) -> list[dict[str, Any]]:
                 "test_rows": int(metrics["test_rows"]) if "test_rows" in metrics else None,
                 "challenger": None
                 if trial is None
-                else {"version": trial.version, "rollout": trial.rollout, "since": trial.since},
+                else {
+                    "version": trial.version,
+                    "rollout": trial.rollout,
+                    "since": trial.since,
+                    "recheck_of": trial.recheck_of,
+                },
             }
         )
     return rows

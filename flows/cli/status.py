@@ -113,7 +113,10 @@ def _champion_table(project: Any, champions: list[dict[str, Any]]) -> Table:
 def _challenger_note(trial: dict[str, Any] | None) -> str:
     if not trial:
         return ""
-    return f"\nchallenger v{trial['version']} ({trial['rollout']}, since {(trial['since'] or '?')[:16]})"
+    since = (trial["since"] or "?")[:16]
+    if trial.get("recheck_of"):  # the outgoing champion, shadowing a promotion made without labels
+        return f"\nv{trial['version']} re-checks it on labels (shadow, since {since})"
+    return f"\nchallenger v{trial['version']} ({trial['rollout']}, since {since})"
 
 
 HEADLINE = {

@@ -214,6 +214,9 @@ def test_without_labels_an_estimated_promotion_serves_and_the_labels_re_check_it
         assert registry.get_champion(client, "loans").version == "2"
         recheck = registry.get_challenger(client, "loans")
         assert recheck.version == "1" and recheck.recheck_of == "2"
+        status = CliRunner().invoke(app, ["status", "--config", str(config_path), "--json"])
+        assert status.exit_code == 0, status.output
+        assert '"recheck_of": "2"' in status.stdout and '"version": "1"' in status.stdout
         _wait(lambda: service.get("/metadata").json()["model_version"] == "2", "the service follows the champion")
         _wait(
             lambda: (service.get("/metadata").json().get("challenger") or {}).get("model_version") == "1",
