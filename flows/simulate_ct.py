@@ -214,9 +214,10 @@ class _Replay:
             found = unlabelled.decide(d[:n], expected[:n], task, online)
             if found.verdict != "continue":
                 break
-        verdict = found.reason.split(":")[0]  # estimated better / worse, or undecided without labels
+        said = found.reason.split(":")[0]  # estimated better / worse, or undecided without labels
+        said += " (promote)" if found.verdict == "promote" else " (wait for labels)"
         interval = f"expected loss difference [{found.low:+.4f}, {found.high:+.4f}]"
-        return f"v{challenger} vs v{champion}: {verdict}, {found.verdict} after {found.rows:,} requests, {interval}"
+        return f"v{challenger} vs v{champion}: {said} after {found.rows:,} requests, {interval}"
 
     def _note_trial(
         self, row: ctsim.TimelineRow, frame: pd.DataFrame, challenger: str, champion: str, trial: dict[str, Any] | None
