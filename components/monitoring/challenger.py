@@ -210,14 +210,9 @@ def look(
     elif info.recheck_of is not None:
         verdict, reason = _recheck(comparison, paired, note, versions)
     else:
-        verdict, reason = (
-            ("continue", f"{paired:,} request(s) answered by both; {note}")
-            if comparison is None
-            else (
-                comparison.verdict,
-                comparison.reason + note,
-            )
-        )
+        verdict, reason = "continue", f"{paired:,} request(s) answered by both; {note}"
+        if comparison is not None:
+            verdict, reason = comparison.verdict, comparison.reason + note
         if verdict == "continue" and test.without_labels == "estimated" and graders is not None:
             rows = paired_rows(log, *versions)
             estimate, why = unlabelled.estimated_comparison(rows, task, graders, test)
@@ -261,7 +256,10 @@ def _recheck(comparison: Comparison | None, paired: int, note: str, versions: tu
 def settle(client: Any, trial: Trial, *, approval: str, lock_dir: Path, folder: Path) -> Trial:
     """Write the evidence and apply the verdict: promote (or mark ready), retire, or nothing."""
     folder.mkdir(parents=True, exist_ok=True)
-    evidence = folder / f"challenger-v{trial.challenger}.json"
+    own = (
+        f"recheck-v{trial.challenger}-of-v{trial.recheck_of}" if trial.recheck_of else f"challenger-v{trial.challenger}"
+    )
+    evidence = folder / f"{own}.json"  # a re-check never overwrites the evidence of the version's own period
     at = datetime.now(UTC).isoformat(timespec="seconds")
     write_text_atomic(evidence, json.dumps({**trial.as_dict(), "at": at}, indent=2, default=str))
     trial = Trial(**{**trial.as_dict(), "evidence": str(evidence)})
@@ -283,9 +281,13 @@ def settle(client: Any, trial: Trial, *, approval: str, lock_dir: Path, folder: 
     tags = {"promoted_at": at, "online_test": trial.reason, "decision": "promote", "promoted": "true"}
     tags[DECIDED_ON] = trial.decided_on
     registry.set_champion(client, name, version, tags, expected=trial.champion, lock_dir=lock_dir, audit=audit)
+    promoted = Trial(**{**trial.as_dict(), "action": "promoted"})
     if trial.decided_on == "estimated":  # the outgoing champion stays in shadow until labels confirm it
-        start_recheck(client, name, version, trial.champion, trial.since, lock_dir=lock_dir)
-    return Trial(**{**trial.as_dict(), "action": "promoted"})
+        try:
+            start_recheck(client, name, version, trial.champion, trial.since, lock_dir=lock_dir)
+        except registry.ChampionMoved as exc:  # moved again in between: nothing left to re-check against
+            return Trial(**{**promoted.as_dict(), "reason": f"{trial.reason}; no re-check started: {exc}"})
+    return promoted
 
 
 def _settle_recheck(client: Any, trial: Trial, audit: registry.Audit, lock_dir: Path) -> Trial:

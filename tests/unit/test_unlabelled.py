@@ -142,7 +142,8 @@ def test_a_promotion_without_labels_keeps_the_old_champion_in_shadow_until_label
     # The labels, once in, prove the old champion better: the promotion is rolled back.
     overturned = _trial("promote", "2", "1", recheck_of="2", since=since)
     done = challenger.settle(client, overturned, approval="auto", lock_dir=tmp_path, folder=tmp_path / "evidence")
-    assert done.action == "rolled_back"
+    assert done.action == "rolled_back" and done.evidence.endswith("recheck-v1-of-v2.json")
+    assert (tmp_path / "evidence" / "challenger-v2.json").exists()  # the estimate's evidence stays
     assert registry.get_champion(client, "loans").version == "1"
     assert registry.get_challenger(client, "loans") is None
     assert "rolled_back" in client.get_model_version("loans", "2").tags
