@@ -195,3 +195,30 @@ def test_a_re_check_names_the_versions_it_compares() -> None:
     assert "the challenger is" not in reason
     verdict, reason = challenger._recheck(None, 40, "no labels yet", ("2", "1"))
     assert verdict == "continue" and reason.endswith("40 request(s) answered by both; no labels yet")
+
+
+def test_multiclass_versions_are_judged_on_their_expected_log_loss() -> None:
+    rng = np.random.default_rng(5)
+
+    def rows(n: int) -> tuple[pd.DataFrame, pd.Series]:
+        X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+        logits = np.c_[2 * X["a"], 2 * X["b"], np.zeros(n)]
+        proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return X, pd.Series([f"c{k}" for k in (rng.uniform(size=(n, 1)) > proba.cumsum(axis=1)).sum(axis=1)])
+
+    X, y = rows(4000)
+    held_out, truth = rows(2000)
+    served, later = rows(5000)
+    one, both = _fitted(X, y, ["a"], LogisticRegression()), _fitted(X, y, ["a", "b"], LogisticRegression())
+
+    def grader(version: str, model: Pipeline) -> Grader:
+        index = truth.map({c: i for i, c in enumerate(model.classes_)}).to_numpy()
+        error = calibration_error(index, model.predict_proba(held_out))
+        return Grader(version, model, {CALIBRATION: error, "test_rows": float(len(truth))})
+
+    task = task_named("multiclass")
+    found, why = estimated_comparison(served, task, (grader("1", one), grader("2", both)), POLICY)
+    assert found is not None and found.verdict == "promote", (found, why)
+    index = later.map({c: i for i, c in enumerate(one.classes_)}).to_numpy()
+    realized = paired_losses("multiclass", index, one.predict_proba(served), both.predict_proba(served))
+    assert found.mean_difference == pytest.approx(realized.mean(), rel=0.15)
