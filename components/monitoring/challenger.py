@@ -215,7 +215,7 @@ def look(
             verdict, reason = comparison.verdict, comparison.reason + note
         if verdict == "continue" and test.without_labels == "estimated" and graders is not None:
             rows = paired_rows(log, *versions)
-            estimate, why = unlabelled.estimated_comparison(rows, task, graders, test)
+            estimate, why = unlabelled.estimated_comparison(rows, task, graders, test, labelled=comparison)
             if estimate is not None and estimate.verdict != "continue":
                 comparison, verdict, reason, decided_on = estimate, estimate.verdict, estimate.reason, "estimated"
             else:

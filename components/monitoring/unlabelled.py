@@ -125,11 +125,20 @@ def decide(d: np.ndarray, champion: np.ndarray, task: Task, config: OnlineTestCo
 
 
 def estimated_comparison(
-    rows: pd.DataFrame, task: Task, graders: tuple[Grader, Grader], config: OnlineTestConfig, seed: int = 0
+    rows: pd.DataFrame,
+    task: Task,
+    graders: tuple[Grader, Grader],
+    config: OnlineTestConfig,
+    seed: int = 0,
+    labelled: Comparison | None = None,
 ) -> tuple[Comparison | None, str]:
     """The decision on the expected loss differences over `rows` (the requests both versions answered,
-    oldest first; the latest `max_rows` are read), or None and why the estimate cannot decide."""
+    oldest first; the latest `max_rows` are read), or None and why the estimate cannot decide.
+    `labelled`: the labelled test so far, too early to decide; an interval of it below zero already
+    says the challenger is worse, and the estimate does not overrule labels."""
     why = distrust(task, graders, config)
+    if why is None and labelled is not None and labelled.rows >= 2 and labelled.high < 0:
+        why = f"the {labelled.rows:,} label(s) so far say the challenger is worse ({labelled.high:+.4f} at best)"
     if why is not None:
         return None, f"not decided without labels: {why}"
     d, champion = expected_differences(rows.tail(config.max_rows), task, graders, seed)

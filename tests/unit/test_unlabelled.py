@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from components.core.config import OnlineTestConfig
 from components.core.workspace import Workspace
 from components.modeling.evaluate import calibration_error
-from components.modeling.sequential import paired_losses
+from components.modeling.sequential import OnlineTest, compare, paired_losses
 from components.modeling.tasks import task_named
 from components.monitoring import challenger
 from components.monitoring.monitor.loss import build_residuals
@@ -59,6 +59,10 @@ def test_calibrated_classifiers_are_judged_on_their_expected_log_loss_and_it_mat
     assert "estimated better" in found.reason and "labels will re-check it" in found.reason
     realized = paired_losses("binary", later.to_numpy(), one.predict_proba(served), both.predict_proba(served))
     assert found.mean_difference == pytest.approx(realized.mean(), rel=0.15)
+    early = compare(-np.abs(np.random.default_rng(1).normal(0.3, 0.1, 60)), OnlineTest(min_rows=200))
+    assert early.verdict == "continue" and early.high < 0  # too few labels to decide, all against it
+    overruled, why = estimated_comparison(served, task, graders, POLICY, labelled=early)
+    assert overruled is None and "the 60 label(s) so far say the challenger is worse" in why
     worse, _ = estimated_comparison(served, task, graders[::-1], POLICY)
     assert worse is not None and worse.verdict == "continue" and "estimated worse" in worse.reason
     assert "retired on labels only" in worse.reason  # a retirement could not be undone when the labels come
@@ -186,8 +190,6 @@ def test_an_approved_estimate_is_re_checked_too(client, tmp_path: Path) -> None:
 
 
 def test_a_re_check_names_the_versions_it_compares() -> None:
-    from components.modeling.sequential import OnlineTest, compare
-
     better_old = compare(np.full(300, 0.2) + np.random.default_rng(0).normal(0, 0.1, 300), OnlineTest())
     verdict, reason = challenger._recheck(better_old, 300, "", ("2", "1"))
     assert verdict == "promote" and reason.startswith("re-check of v2, promoted without labels: the labels overturn it")
