@@ -28,11 +28,10 @@ EVENTS = {
 
 
 @task(name="judge_challenger", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def judge_challenger_task(
-    config: PipelineConfig, model_name: str, champion: tuple[str, Any], task_: Task
-) -> dict[str, Any] | None:
+def judge_challenger_task(config: PipelineConfig, model_name: str, champion: Any) -> dict[str, Any] | None:
     """Where the model's challenger stands (None without one), after applying the test's verdict.
-    `champion`: its version and loaded model."""
+    `champion`: the monitoring flow's loaded champion (`flows.monitoring.Champion`: version, model,
+    task, its run's metrics and a regressor's stored errors)."""
     logger = get_run_logger()
     workspace = Workspace.at(config.home)
     client = registry.connect(workspace)
@@ -45,17 +44,18 @@ def judge_challenger_task(
     sources = label_sources(config, model_name)
     labels = monitor.read_labels(sources, id_column, str(target), weighted=True) if target else None
     keys = (id_column, str(target))
+    task_, version = champion.task, champion.info.version
     graders = None
     if config.promotion.online.without_labels == "estimated" and info.recheck_of is None:
         graders = (
-            grader(workspace, client, model_name, *champion, task_),
-            grader(workspace, client, model_name, info.version, model, task_),
+            unlabelled.Grader(version, champion.model, champion.baseline, champion.residuals),
+            grader(workspace, client, (model_name, info.version, info.run_id), model, task_),
         )
     trial = challenger.look(
         workspace.predictions / model_name,
         labels,
         info,
-        champion,
+        (version, champion.model),
         model,
         task_,
         keys,
@@ -86,13 +86,16 @@ def judge_challenger_task(
     return trial.as_dict()
 
 
-def grader(workspace: Workspace, client: Any, name: str, version: str, model: Any, task_: Task) -> unlabelled.Grader:
-    """What a version's expected loss is read from: its run's held-out metrics and a regressor's stored errors."""
-    run_id = client.get_model_version(name, version).run_id
+def grader(
+    workspace: Workspace, client: Any, version: tuple[str, str, str | None], model: Any, task_: Task
+) -> unlabelled.Grader:
+    """What a version's expected loss is read from: its run's held-out metrics and a regressor's stored
+    errors. `version`: model name, version and its run id."""
+    name, number, run_id = version
     metrics = registry.run_metrics(client, run_id) if run_id else {}
     residuals = None
     if run_id and not task_.classification:
-        cache = workspace.model_cache(name, version) / "residuals.parquet"
+        cache = workspace.model_cache(name, number) / "residuals.parquet"
         path = registry.download_artifact(run_id, monitor.RESIDUALS_ARTIFACT, cache)
         residuals = pd.read_parquet(path) if path is not None else None
-    return unlabelled.Grader(version, model, metrics, residuals)
+    return unlabelled.Grader(number, model, metrics, residuals)

@@ -473,7 +473,7 @@ def monitoring_flow(
     if len(frame) < config.monitoring.min_rows:
         reason = f"{len(frame)} row(s) in the window; a verdict needs at least {config.monitoring.min_rows}"
         logger.info("%s: %s", window, reason)
-        trial = judge_challenger_task(config, model_name, (version, champion.model), champion.task)
+        trial = judge_challenger_task(config, model_name, champion)
         return MonitorResult(model_name, version, window, "insufficient", reason, len(frame), challenger=trial)
     validation = validate_window_task(frame, config, model_name) if data is not None else None
     checked = _apply_contract(validation, frame, logger)
@@ -496,5 +496,5 @@ def monitoring_flow(
     if report.verdict == "retrain":
         alerter.send("drift_alarm", report.reason, window=window, version=version, retraining=action, report=html_path)
     retraining = _retrain(report, action, history_path, config, logger)
-    trial = judge_challenger_task(config, model_name, (version, champion.model), champion.task)
+    trial = judge_challenger_task(config, model_name, champion)
     return replace(_result(report, checked, (html_path, json_path), run_id, retraining), challenger=trial)

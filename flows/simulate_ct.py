@@ -32,6 +32,7 @@ import pandas as pd
 from components.core.config import PipelineConfig
 from components.core.workspace import Workspace
 from components.inference.predlog import PredictionLog
+from components.modeling.sequential import OnlineTest
 from components.monitoring import monitor
 from components.simulation import ctsim
 from components.tracking import registry
@@ -190,7 +191,7 @@ class _Replay:
         d, _ = online.differences(log, truth, self.stream.task, *models)
         task = self.stream.task.name
         priority = labelqueue.expected_gap(log, task)  # as the queue weights rows in a rollout
-        found = labelbudget.budgets(d, priority.to_numpy(), online.online_test(self.config.promotion.online))
+        found = labelbudget.budgets(d, priority.to_numpy(), OnlineTest.of(self.config.promotion.online))
         return f"v{challenger} vs v{champion} on {len(log):,} shadow rows: " + "; ".join(b.text() for b in found)
 
     def without_labels(self, challenger: str) -> str:
@@ -201,10 +202,12 @@ class _Replay:
 
         trial, name, task = self.shadowed[challenger], self.stream.name, self.stream.task
         champion, online = trial[0][0], self.config.promotion.online
-        graders = tuple(
-            grader(self.workspace, self.client, name, v, self._served(v), task) for v in (champion, challenger)
-        )
-        pair = (graders[0], graders[1])
+
+        def graded(version: str) -> unlabelled.Grader:
+            run_id = self.client.get_model_version(name, version).run_id
+            return grader(self.workspace, self.client, (name, version, run_id), self._served(version), task)
+
+        pair = (graded(champion), graded(challenger))
         why = unlabelled.distrust(task, pair, online)
         if why is not None:
             return f"v{challenger} vs v{champion}: would not decide: {why}"

@@ -27,7 +27,7 @@ standardized effect the test is most sensitive to), so it means the same for eve
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +44,11 @@ class OnlineTest:
     max_rows: int = 20_000
     mixture: float = 0.1
 
+    @classmethod
+    def of(cls, config: Any) -> OnlineTest:
+        """The settings of `promotion.online` (`OnlineTestConfig`)."""
+        return cls(alpha=config.alpha, min_rows=config.min_rows, max_rows=config.max_rows, mixture=config.mixture)
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -56,9 +61,22 @@ class Comparison:
     low: float  # the always-valid confidence sequence at this point
     high: float
     likelihood_ratio: float
+    alpha: float = 0.05
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def figures(
+        self,
+        sides: str = "champion - challenger",
+        measured: str = "mean loss difference",
+        counted: str = "paired labels",
+    ) -> str:
+        """The difference and its interval in words; `sides` names what is subtracted from what."""
+        return (
+            f"{measured} {self.mean_difference:+.4f} ({sides}), always-valid {1 - self.alpha:.0%} "
+            f"interval [{self.low:+.4f}, {self.high:+.4f}] after {self.rows:,} {counted}"
+        )
 
 
 def paired_losses(task: str, truth: np.ndarray, champion: np.ndarray, challenger: np.ndarray) -> np.ndarray:
@@ -97,26 +115,28 @@ def compare(differences: np.ndarray, test: OnlineTest) -> Comparison:
     n = len(d)
     if n < 2:
         return Comparison(
-            "continue", f"{n} paired label(s); the test needs {test.min_rows}", n, 0.0, -math.inf, math.inf, 1.0
+            "continue",
+            f"{n} paired label(s); the test needs {test.min_rows}",
+            n,
+            0.0,
+            -math.inf,
+            math.inf,
+            1.0,
+            test.alpha,
         )
     mean, variance = float(d.mean()), float(d.var(ddof=1))
     if variance <= 0:  # the same answers on every labelled row: no evidence either way
         variance = 1e-12
     half = radius(n, variance, test)
-    low, high = mean - half, mean + half
-    ratio = likelihood_ratio(n, mean, variance, test)
-    shown = (
-        f"mean loss difference {mean:+.4f} (champion - challenger), always-valid {1 - test.alpha:.0%} "
-        f"interval [{low:+.4f}, {high:+.4f}] after {n:,} paired labels"
-    )
+    found = Comparison("continue", "", n, mean, mean - half, mean + half, likelihood_ratio(n, mean, variance, test))
+    found = replace(found, alpha=test.alpha)
+    shown = found.figures()
     if n < test.min_rows:
-        return Comparison("continue", f"{shown}; the test needs {test.min_rows:,}", n, mean, low, high, ratio)
-    if low > 0:
-        return Comparison("promote", f"the challenger is better: {shown}", n, mean, low, high, ratio)
-    if high < 0:
-        return Comparison("retire", f"the challenger is worse: {shown}", n, mean, low, high, ratio)
+        return replace(found, reason=f"{shown}; the test needs {test.min_rows:,}")
+    if found.low > 0:
+        return replace(found, verdict="promote", reason=f"the challenger is better: {shown}")
+    if found.high < 0:
+        return replace(found, verdict="retire", reason=f"the challenger is worse: {shown}")
     if n >= test.max_rows:
-        return Comparison(
-            "retire", f"no difference after {n:,} paired labels (max_rows): {shown}", n, mean, low, high, ratio
-        )
-    return Comparison("continue", f"undecided: {shown}", n, mean, low, high, ratio)
+        return replace(found, verdict="retire", reason=f"no difference after {n:,} paired labels (max_rows): {shown}")
+    return replace(found, reason=f"undecided: {shown}")

@@ -169,12 +169,7 @@ def judge(
             note += f"; {len(picks):,} label(s) of label-queue draws left out: no design file of theirs in {designs}"
     if not len(diffs):
         return None, len(rows), 0, "no labels for the requests both versions answered yet" + note
-    return compare(diffs, online_test(test)), len(rows), int(np.isfinite(diffs).sum()), note
-
-
-def online_test(config: OnlineTestConfig) -> OnlineTest:
-    """The test's settings from `promotion.online`."""
-    return OnlineTest(alpha=config.alpha, min_rows=config.min_rows, max_rows=config.max_rows, mixture=config.mixture)
+    return compare(diffs, OnlineTest.of(test)), len(rows), int(np.isfinite(diffs).sum()), note
 
 
 NOT_PAIRED = (
@@ -243,9 +238,9 @@ def _recheck(comparison: Comparison | None, paired: int, note: str, versions: tu
     what = f"re-check of v{new}, promoted without labels"
     if comparison is None:
         return "continue", f"{what}: {paired:,} request(s) answered by both; {note}"
-    lead, _, rest = comparison.reason.partition(": ")  # "the challenger is better" says the wrong version here
-    shown = rest if lead.startswith(("the challenger is", "undecided")) else comparison.reason
-    shown = shown.replace("(champion - challenger)", f"(v{new} - v{old})")
+    shown = comparison.figures(f"v{new} - v{old}")
+    if comparison.verdict == "retire" and comparison.high >= 0:  # max_rows: no difference worth a switch
+        shown = f"no difference after {comparison.rows:,} paired labels (max_rows): {shown}"
     if comparison.verdict == "promote":
         return "promote", f"{what}: the labels overturn it, v{old} is better: {shown}{note}"
     if comparison.verdict == "retire":

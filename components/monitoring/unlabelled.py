@@ -33,7 +33,7 @@ period began, rolls the promotion back if it proves the old version better.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ from components.inference.scoring import ModelSchema, coerce_rows
 from components.modeling.evaluate import calibration_noise
 from components.modeling.sequential import Comparison, OnlineTest, Verdict, compare
 from components.modeling.tasks import Task
+from components.monitoring.monitor.estimate import expected_log_losses
 from components.monitoring.monitor.loss import LossModel
 
 CALIBRATION = "test_calibration_error"
@@ -86,8 +87,7 @@ def expected_losses(task: Task, grader: Grader, rows: pd.DataFrame, seed: int = 
     """The version's expected loss on each row: log loss for a classifier, squared error for a regressor."""
     answers = task.output(grader.model, coerce_rows(rows, ModelSchema.of(grader.model)))
     if task.classification:
-        proba = np.clip(np.asarray(answers, dtype="float64"), 1e-15, 1.0)
-        return -(proba * np.log(proba)).sum(axis=1)
+        return expected_log_losses(answers)
     if grader.residuals is None:
         raise ValueError(f"v{grader.version} has no stored errors")
     return LossModel.fit(grader.residuals, seed).predict(rows, np.asarray(answers, dtype="float64"))[0]
@@ -103,16 +103,12 @@ def expected_differences(
 
 def decide(d: np.ndarray, champion: np.ndarray, task: Task, config: OnlineTestConfig) -> Comparison:
     """The always-valid test on the expected differences, against the margin."""
-    test = OnlineTest(alpha=config.alpha, min_rows=config.min_rows, max_rows=len(d) + 1, mixture=config.mixture)
-    found = compare(d, test)
+    found = compare(d, OnlineTest.of(config))  # its interval; the verdict is the margin's, below
     margin = config.estimated_margin * float(np.mean(champion)) if len(champion) else 0.0
     verdict: Verdict
     loss = "log loss" if task.classification else "squared error"
-    shown = (
-        f"expected {loss} difference {found.mean_difference:+.4f} (champion - challenger, without labels), "
-        f"always-valid {1 - config.alpha:.0%} interval [{found.low:+.4f}, {found.high:+.4f}] over "
-        f"{found.rows:,} requests both answered, margin {margin:.4f}"
-    )
+    measured, sides = f"expected {loss} difference", "champion - challenger, without labels"
+    shown = found.figures(sides, measured, "requests both answered") + f", margin {margin:.4f}"
     if found.rows < config.min_rows:
         verdict, reason = "continue", f"{shown}; the estimate needs {config.min_rows:,} requests"
     elif found.low > margin:
@@ -121,7 +117,7 @@ def decide(d: np.ndarray, champion: np.ndarray, task: Task, config: OnlineTestCo
         verdict, reason = "continue", f"the challenger is estimated worse: {shown}; it is retired on labels only"
     else:
         verdict, reason = "continue", f"undecided without labels: {shown}"
-    return Comparison(verdict, reason, found.rows, found.mean_difference, found.low, found.high, found.likelihood_ratio)
+    return replace(found, verdict=verdict, reason=reason)
 
 
 def estimated_comparison(

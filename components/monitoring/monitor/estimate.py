@@ -21,6 +21,12 @@ from components.monitoring.monitor.decay import Decay, bootstrap_se, measure_dec
 EPS = 1e-15
 
 
+def expected_log_losses(proba: np.ndarray) -> np.ndarray:
+    """Each row's expected log loss under its own (calibrated) probabilities: their entropy."""
+    proba = np.asarray(proba, dtype="float64")
+    return -(proba * np.log(np.clip(proba, EPS, 1))).sum(axis=1)
+
+
 def predicted_index(proba: np.ndarray, threshold: float | None) -> np.ndarray:
     """The class index each row is predicted as (binary: positive at `threshold`, else 0.5)."""
     if proba.shape[1] == 2:
@@ -69,7 +75,7 @@ def estimate_metric(metric: str, proba: np.ndarray, threshold: float | None = No
         known = [r for r in recalls if r is not None]
         return float(np.mean(known)) if known else None
     if metric == "log_loss":
-        return float(-(proba * np.log(np.clip(proba, EPS, 1))).sum(axis=1).mean())
+        return float(expected_log_losses(proba).mean())
     if not binary:
         return None
     tp, fp, fn = confusion[1, 1], confusion[0, 1], confusion[1, 0]
